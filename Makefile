@@ -1,0 +1,53 @@
+# raftgate — a fresh Debian 12 machine with the Rust toolchain needs only `make run` and
+# `make test`; both install what they need first (`make deps`).
+
+SHELL := /bin/bash
+CARGO ?= cargo
+# System packages the build and the tests need: clang/libclang for RocksDB's bindgen,
+# protoc for the tonic/prost code generation, git for the GitOps tests, pkg-config and
+# OpenSSL headers for libgit2's https transport.
+DEPS := clang libclang-dev protobuf-compiler git pkg-config libssl-dev ca-certificates
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: all deps build run test lint fmt bench testbed schema clean
+
+all: build
+
+## Install the system packages the build and tests need (idempotent: does nothing when present).
+deps:
+	@missing=""; for p in $(DEPS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "make deps: installing$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+build: deps
+	$(CARGO) build --workspace --release
+
+## The main job on embedded defaults: validate the example config repository.
+run: deps
+	$(CARGO) run --release -q -p cli -- config validate examples/config
+
+test: deps
+	$(CARGO) test --workspace
+
+## Read-only checks: never rewrites a file.
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+## Regenerate the committed JSON Schema from the Rust types.
+schema:
+	$(CARGO) run -q -p cli -- config schema > schemas/raftgate.schema.json
+
+bench: deps
+	@echo "make bench: the proxy benchmark arrives with the data plane (issue #3)"; exit 2
+
+testbed: deps
+	$(CARGO) run --release -q -p testbed
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,538 @@
+//! The resources users write in their config repository, exactly as written.
+//!
+//! These types mirror the YAML one to one (camelCase keys, optional fields left as
+//! `Option`), reject unknown fields, and carry the doc comments that become descriptions in
+//! the published JSON Schema. Defaults are filled in later, by `compile`, so that the
+//! compiled snapshot does not depend on whether a default was written out or left implicit.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::duration::Duration;
+
+macro_rules! kind_tag {
+    ($(#[$doc:meta])* $name:ident, $text:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+        pub enum $name {
+            #[serde(rename = $text)]
+            $name,
+        }
+    };
+}
+
+kind_tag!(
+    /// Always `Upstream`.
+    UpstreamKind,
+    "Upstream"
+);
+kind_tag!(
+    /// Always `Route`.
+    RouteKind,
+    "Route"
+);
+kind_tag!(
+    /// Always `Certificate`.
+    CertificateKind,
+    "Certificate"
+);
+
+/// Any one resource document. Used to generate the JSON Schema for resource files; the
+/// loader picks the concrete type from `kind` before decoding.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+// Only used to describe the schema, never held in memory in bulk.
+#[allow(clippy::large_enum_variant)]
+#[serde(untagged)]
+#[schemars(title = "raftgate resource")]
+pub enum ResourceDocument {
+    Upstream(Upstream),
+    Route(Route),
+    Certificate(Certificate),
+}
+
+// ---------------------------------------------------------------------------------------
+// Upstream
+
+/// A pool of endpoints that routes send traffic to, with how to balance, check and protect
+/// them.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Upstream {
+    pub kind: UpstreamKind,
+    /// Unique among upstreams: lowercase letters, digits and `-`, at most 63 characters.
+    pub name: String,
+    /// The servers of this pool (at least one).
+    pub endpoints: Vec<Endpoint>,
+    /// How requests are spread over the endpoints. Default: `roundRobin`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_balancer: Option<LoadBalancer>,
+    /// HTTP version spoken to the endpoints: `http1` (default) or `http2` (required for gRPC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<UpstreamProtocol>,
+    /// How long to wait for a TCP (and TLS) connection to an endpoint. Default: `5s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_timeout: Option<Duration>,
+    /// Connect to the endpoints over TLS. Absent: plaintext.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<UpstreamTls>,
+    /// Active probes and passive outlier detection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheck>,
+    /// Stop sending to a failing upstream for a while, and cap concurrency towards it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub circuit_breaker: Option<CircuitBreaker>,
+}
+
+/// One server of an upstream.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Endpoint {
+    /// `host:port`, where host is an IPv4 address, a bracketed IPv6 address (`[::1]:80`) or a
+    /// DNS name.
+    pub address: String,
+    /// Relative share of traffic, 1 to 1000. Default: 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LoadBalancer {
+    /// `roundRobin` (smooth weighted), `leastRequest` (power of two choices), `random`, or
+    /// `consistentHash` (needs `consistentHash`).
+    pub policy: LoadBalancerPolicy,
+    /// What to hash on when `policy` is `consistentHash`: exactly one of `header`, `cookie`,
+    /// `sourceIP`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consistent_hash: Option<ConsistentHash>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum LoadBalancerPolicy {
+    RoundRobin,
+    LeastRequest,
+    Random,
+    ConsistentHash,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ConsistentHash {
+    /// Hash the value of this request header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    /// Hash the value of this cookie.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<String>,
+    /// Hash the client's IP address.
+    #[serde(default, rename = "sourceIP", skip_serializing_if = "Option::is_none")]
+    pub source_ip: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum UpstreamProtocol {
+    Http1,
+    Http2,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct UpstreamTls {
+    /// Server name sent in the TLS handshake and checked against the certificate. Default:
+    /// the endpoint's host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sni: Option<String>,
+    /// PEM file on each node with the CA certificates to trust. Default: the system roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+    /// Skip certificate verification. Only for testing; never in production.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub insecure_skip_verify: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HealthCheck {
+    /// Probe every endpoint periodically.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active: Option<ActiveHealthCheck>,
+    /// Eject endpoints that fail real requests (outlier detection).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passive: Option<PassiveHealthCheck>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ActiveHealthCheck {
+    /// HTTP path probed with GET, starting with `/`.
+    pub path: String,
+    /// Time between probes of one endpoint, per node. Default: `10s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<Duration>,
+    /// A probe slower than this fails. Default: `2s`; must be shorter than `interval`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+    /// Consecutive successes that bring an unhealthy endpoint back. Default: 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthy_threshold: Option<u32>,
+    /// Consecutive failures that take an endpoint out. Default: 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unhealthy_threshold: Option<u32>,
+    /// Status codes that count as healthy. Default: `[200]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_statuses: Option<Vec<u16>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PassiveHealthCheck {
+    /// Consecutive 5xx or connection failures that eject an endpoint. Default: 5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consecutive_failures: Option<u32>,
+    /// First ejection time; each repeated ejection multiplies it. Default: `30s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_ejection_time: Option<Duration>,
+    /// Never eject more than this percentage of the endpoints. Default: 10.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ejection_percent: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CircuitBreaker {
+    /// Open after this many consecutive 5xx or gateway errors. Default: 5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consecutive_failures: Option<u32>,
+    /// Also open when the error rate over a window passes a threshold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_rate: Option<ErrorRate>,
+    /// How long an open breaker answers without touching the upstream. Default: `30s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_for: Option<Duration>,
+    /// Probe requests let through while half-open. Default: 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub half_open_requests: Option<u32>,
+    /// Most connections open to the whole upstream. Default: 1024.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u32>,
+    /// Most requests waiting for a connection. Default: 1024.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_pending_requests: Option<u32>,
+    /// Most requests in flight. Default: 1024.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_parallel_requests: Option<u32>,
+    /// Most retries in flight. Default: 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_parallel_retries: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ErrorRate {
+    /// Open when at least this percentage (1–100) of requests in the window failed.
+    pub percent: u32,
+    /// Length of the sliding window.
+    pub window: Duration,
+    /// Below this many requests in the window the rate is not trusted. Default: 20.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub minimum_requests: Option<u32>,
+}
+
+// ---------------------------------------------------------------------------------------
+// Route
+
+/// Which requests go where, in Gateway API HTTPRoute terms.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Route {
+    pub kind: RouteKind,
+    /// Unique among routes: lowercase letters, digits and `-`, at most 63 characters.
+    pub name: String,
+    /// Host names this route serves: exact (`api.example.com`) or one leading wildcard
+    /// label (`*.example.com`). Empty or absent: every host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hostnames: Vec<String>,
+    /// The rules, tried by Gateway API precedence (exact path over prefix, longer prefix
+    /// first, more matches first, then order).
+    pub rules: Vec<Rule>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Rule {
+    /// Optional name, shown in metrics and logs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// A request matches the rule if it matches any of these. Absent: `PathPrefix /`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub matches: Vec<Match>,
+    /// Changes applied to the request or response, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<Filter>,
+    /// Upstreams to send matching requests to, split by weight. Required unless a
+    /// `RequestRedirect` filter answers the request.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backend_refs: Vec<BackendRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeouts: Option<Timeouts>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<Retry>,
+}
+
+/// All conditions given in one match must hold.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Match {
+    /// Default: `{ type: PathPrefix, value: / }`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathMatch>,
+    /// HTTP method, upper case (`GET`, `POST`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// Request headers that must match.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<HeaderMatch>,
+    /// Query parameters that must match.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub query_params: Vec<QueryParamMatch>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PathMatch {
+    /// `Exact`, `PathPrefix` (default; matches whole segments) or `RegularExpression`.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<PathMatchType>,
+    /// The path, starting with `/`, or a regular expression matched against the whole path.
+    pub value: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum PathMatchType {
+    Exact,
+    PathPrefix,
+    RegularExpression,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum StringMatchType {
+    Exact,
+    RegularExpression,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HeaderMatch {
+    /// `Exact` (default) or `RegularExpression` (whole value).
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<StringMatchType>,
+    /// Header name, case-insensitive.
+    pub name: String,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct QueryParamMatch {
+    /// `Exact` (default) or `RegularExpression` (whole value).
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<StringMatchType>,
+    /// Parameter name, case-sensitive.
+    pub name: String,
+    pub value: String,
+}
+
+/// One filter; `type` says which of the other fields configures it.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Filter {
+    #[serde(rename = "type")]
+    pub kind: FilterType,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_header_modifier: Option<HeaderModifier>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_header_modifier: Option<HeaderModifier>,
+    #[serde(default, rename = "urlRewrite", skip_serializing_if = "Option::is_none")]
+    pub url_rewrite: Option<UrlRewrite>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_redirect: Option<RequestRedirect>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum FilterType {
+    RequestHeaderModifier,
+    ResponseHeaderModifier,
+    #[serde(rename = "URLRewrite")]
+    UrlRewrite,
+    RequestRedirect,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HeaderModifier {
+    /// Headers to set, replacing any existing value.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub set: Vec<HeaderValue>,
+    /// Headers to add, keeping existing values.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add: Vec<HeaderValue>,
+    /// Header names to remove.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HeaderValue {
+    pub name: String,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct UrlRewrite {
+    /// Replace the `Host` header sent upstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathModifier>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PathModifier {
+    /// `ReplaceFullPath` or `ReplacePrefixMatch` (only with a `PathPrefix` match).
+    #[serde(rename = "type")]
+    pub kind: PathModifierType,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replace_full_path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replace_prefix_match: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum PathModifierType {
+    ReplaceFullPath,
+    ReplacePrefixMatch,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RequestRedirect {
+    /// `http` or `https`. Default: the request's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<String>,
+    /// Default: the request's host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathModifier>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// 301, 302 (default), 303, 307 or 308.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_code: Option<u16>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BackendRef {
+    /// Name of an `Upstream`.
+    pub upstream: String,
+    /// Share of this rule's traffic, proportional to the sum of the weights (not a
+    /// percentage). 0 to 1,000,000; default 1. At least one weight must be non-zero.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Timeouts {
+    /// Whole request, from the first byte received to the last byte of the response head.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<Duration>,
+    /// One attempt against an upstream. Must not exceed `request`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_request: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Retry {
+    /// Total attempts including the first, 1 to 10.
+    pub attempts: u32,
+    /// When to retry: `connectFailure`, `reset`, `5xx`, `gatewayError`, `retriableStatusCodes`.
+    /// Default: `[connectFailure, reset]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_on: Option<Vec<RetryOn>>,
+    /// Status codes retried with `retriableStatusCodes`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub status_codes: Vec<u16>,
+    /// Time limit of each attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_try_timeout: Option<Duration>,
+    /// Exponential backoff with jitter between attempts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff: Option<Backoff>,
+    /// Retry methods that are not idempotent (`POST`, `PATCH`). Default: false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_non_idempotent: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+pub enum RetryOn {
+    #[serde(rename = "connectFailure")]
+    ConnectFailure,
+    #[serde(rename = "reset")]
+    Reset,
+    #[serde(rename = "5xx")]
+    FiveXx,
+    #[serde(rename = "gatewayError")]
+    GatewayError,
+    #[serde(rename = "retriableStatusCodes")]
+    RetriableStatusCodes,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Backoff {
+    /// First backoff interval. Default: `25ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<Duration>,
+    /// Largest backoff interval. Default: 10 × `base`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<Duration>,
+}
+
+// ---------------------------------------------------------------------------------------
+// Certificate
+
+/// A TLS certificate served to clients whose SNI matches `hostnames`. Only the location of
+/// the PEM files is in Git; the private key never is.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Certificate {
+    pub kind: CertificateKind,
+    /// Unique among certificates.
+    pub name: String,
+    /// SNI names served with this certificate: exact or `*.` wildcard.
+    pub hostnames: Vec<String>,
+    /// Where each node finds the PEM certificate chain.
+    pub certificate: PemSource,
+    /// Where each node finds the PEM private key.
+    pub private_key: PemSource,
+}
+
+/// Exactly one of `file` or `env`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PemSource {
+    /// Absolute path of a PEM file on each node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// Name of an environment variable of raftgated holding the PEM text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<String>,
+}

@@ -1,0 +1,299 @@
+//! One case per validation rule: broken input → the expected message at the expected place.
+
+use crate::{files, BASE};
+
+/// `(case, yaml added as route.yaml, expected (line, column, message fragment) in route.yaml)`.
+/// Every case must produce exactly the listed diagnostics, nothing more.
+type Case = (&'static str, &'static str, &'static [(u32, u32, &'static str)]);
+
+const CASES: &[Case] = &[
+    ("yaml syntax", "kind: Route\nname: [a\n", &[(3, 1, "YAML syntax error")]),
+    ("tab indentation", "kind: Route\n\tname: a\n", &[(1, 7, "YAML syntax error: while scanning a plain scalar, found a tab")]),
+    (
+        "unknown field",
+        "kind: Route\nname: a\nhostname: [x.com]\nrules: []\n",
+        &[(3, 1, "unknown field `hostname`, expected one of `kind`, `name`, `hostnames`, `rules`")],
+    ),
+    (
+        "unknown nested field",
+        "kind: Route\nname: a\nrules:\n  - backendRefs: [{ upstream: users }]\n    timeout: { request: 2s }\n",
+        &[(5, 5, "rules[0]: unknown field `timeout`")],
+    ),
+    (
+        "wrong type",
+        "kind: Upstream\nname: u\nendpoints:\n  - address: 127.0.0.1:1\n    weight: heavy\n",
+        &[(5, 13, "endpoints[0].weight: invalid type: string \"heavy\", expected u32")],
+    ),
+    ("missing kind", "name: a\nrules: []\n", &[(1, 1, "missing field `kind`")]),
+    ("unknown kind", "kind: Rout\nname: a\n", &[(1, 7, "unknown kind `Rout`")]),
+    ("missing name", "kind: Upstream\nendpoints: []\n", &[(1, 1, "missing field `name`")]),
+    ("not a mapping", "- kind: Route\n", &[(1, 1, "a resource must be a mapping")]),
+    ("duplicate key", "kind: Route\nname: a\nname: b\nrules: []\n", &[(3, 1, "duplicate key `name`")]),
+    (
+        "duplicate name",
+        "kind: Upstream\nname: users\nendpoints: [{ address: 127.0.0.1:9 }]\n",
+        &[(2, 7, "duplicate upstream name `users`: already defined at base.yaml:2:7")],
+    ),
+    ("invalid name", "kind: Upstream\nname: Users_1\nendpoints: [{ address: 127.0.0.1:9 }]\n", &[(2, 7, "invalid upstream name `Users_1`")]),
+    (
+        "missing upstream",
+        "kind: Route\nname: a\nrules:\n  - backendRefs: [{ upstream: userz }]\n",
+        &[(4, 31, "unknown upstream `userz`")],
+    ),
+    (
+        "bad path regex",
+        "kind: Route\nname: a\nrules:\n  - matches: [{ path: { type: RegularExpression, value: \"/(a\" } }]\n    backendRefs: [{ upstream: users }]\n",
+        &[(4, 57, "invalid regular expression `/(a`: unclosed group")],
+    ),
+    (
+        "bad header regex",
+        "kind: Route\nname: a\nrules:\n  - matches:\n      - headers: [{ type: RegularExpression, name: x-v, value: \"[\" }]\n    backendRefs: [{ upstream: users }]\n",
+        &[(5, 64, "invalid regular expression `[`")],
+    ),
+    (
+        "zero total weight",
+        "kind: Route\nname: a\nrules:\n  - backendRefs:\n      - { upstream: users, weight: 0 }\n      - { upstream: orders, weight: 0 }\n",
+        &[(5, 7, "weights add up to 0")],
+    ),
+    (
+        "bad duration",
+        "kind: Route\nname: a\nrules:\n  - backendRefs: [{ upstream: users }]\n    timeouts: { request: 2 seconds }\n",
+        &[(5, 26, "`2 seconds` is not a duration")],
+    ),
+    (
+        "duration without unit",
+        "kind: Upstream\nname: u\nendpoints: [{ address: 127.0.0.1:9 }]\nconnectTimeout: 500\n",
+        &[(4, 17, "`500` has no unit")],
+    ),
+    (
+        "zero duration",
+        "kind: Upstream\nname: u\nendpoints: [{ address: 127.0.0.1:9 }]\nconnectTimeout: 0s\n",
+        &[(4, 17, "connectTimeout must be longer than 0s")],
+    ),
+    (
+        "address without port",
+        "kind: Upstream\nname: u\nendpoints:\n  - address: 10.0.0.1\n",
+        &[(4, 14, "invalid address `10.0.0.1`: it has no port")],
+    ),
+    (
+        "ipv6 without brackets",
+        "kind: Upstream\nname: u\nendpoints:\n  - address: \"::1:80\"\n",
+        &[(4, 14, "needs brackets")],
+    ),
+    ("bad port", "kind: Upstream\nname: u\nendpoints:\n  - address: host:99999\n", &[(4, 14, "is not a port number")]),
+    (
+        "duplicate endpoint",
+        "kind: Upstream\nname: u\nendpoints:\n  - address: 127.0.0.1:1\n  - address: 127.0.0.1:1\n",
+        &[(5, 14, "listed twice")],
+    ),
+    ("no endpoints", "kind: Upstream\nname: u\nendpoints: []\n", &[(3, 12, "at least one endpoint")]),
+    (
+        "endpoint weight zero",
+        "kind: Upstream\nname: u\nendpoints:\n  - { address: 127.0.0.1:1, weight: 0 }\n",
+        &[(4, 37, "endpoint weight is 0")],
+    ),
+    (
+        "identical matches in two routes",
+        "kind: Route\nname: a\nhostnames: [x.com]\nrules:\n  - matches: [{ path: { value: /v1 } }]\n    backendRefs: [{ upstream: users }]\n---\nkind: Route\nname: b\nhostnames: [X.com]\nrules:\n  - matches: [{ path: { type: PathPrefix, value: /v1/ } }]\n    backendRefs: [{ upstream: orders }]\n",
+        &[(12, 15, "identical to one in route `a` at route.yaml:5:15 for host `x.com`")],
+    ),
+    (
+        "identical default matches",
+        "kind: Route\nname: a\nrules:\n  - backendRefs: [{ upstream: users }]\n  - backendRefs: [{ upstream: orders }]\n",
+        &[(5, 5, "identical to one in route `a` at route.yaml:4:5 for any host")],
+    ),
+    (
+        "bad hostname",
+        "kind: Route\nname: a\nhostnames: [\"a..b\", \"10.0.0.1\"]\nrules:\n  - backendRefs: [{ upstream: users }]\n",
+        &[(3, 13, "invalid host name `a..b`"), (3, 21, "an IP address is not a host name")],
+    ),
+    (
+        "path without slash",
+        "kind: Route\nname: a\nrules:\n  - matches: [{ path: { value: v1 } }]\n    backendRefs: [{ upstream: users }]\n",
+        &[(4, 32, "path `v1` must start with `/`")],
+    ),
+    (
+        "lowercase method",
+        "kind: Route\nname: a\nrules:\n  - matches: [{ method: get }]\n    backendRefs: [{ upstream: users }]\n",
+        &[(4, 25, "`get` is not an HTTP method")],
+    ),
+    (
+        "bad header name",
+        "kind: Route\nname: a\nrules:\n  - matches: [{ headers: [{ name: \"x a\", value: b }] }]\n    backendRefs: [{ upstream: users }]\n",
+        &[(4, 35, "`x a` is not a valid HTTP header name")],
+    ),
+    (
+        "no backendRefs",
+        "kind: Route\nname: a\nrules:\n  - matches: [{ method: GET }]\n",
+        &[(4, 5, "rule has no backendRefs")],
+    ),
+    (
+        "filter block mismatch",
+        "kind: Route\nname: a\nrules:\n  - filters:\n      - type: RequestRedirect\n        urlRewrite: { hostname: x.com }\n    backendRefs: [{ upstream: users }]\n",
+        &[(5, 9, "filter of type RequestRedirect also sets `urlRewrite`")],
+    ),
+    (
+        "redirect with backends",
+        "kind: Route\nname: a\nrules:\n  - filters:\n      - type: RequestRedirect\n        requestRedirect: { scheme: https }\n    backendRefs: [{ upstream: users }]\n",
+        &[(7, 18, "RequestRedirect filter cannot have backendRefs")],
+    ),
+    (
+        "bad redirect status",
+        "kind: Route\nname: a\nrules:\n  - filters:\n      - type: RequestRedirect\n        requestRedirect: { statusCode: 200 }\n",
+        &[(6, 40, "redirect status 200")],
+    ),
+    (
+        "protected header",
+        "kind: Route\nname: a\nrules:\n  - filters:\n      - type: RequestHeaderModifier\n        requestHeaderModifier: { set: [{ name: Host, value: x }] }\n    backendRefs: [{ upstream: users }]\n",
+        &[(6, 48, "header `host` cannot be modified")],
+    ),
+    (
+        "prefix rewrite needs prefix match",
+        "kind: Route\nname: a\nrules:\n  - matches: [{ path: { type: Exact, value: /a } }]\n    filters:\n      - type: URLRewrite\n        urlRewrite: { path: { type: ReplacePrefixMatch, replacePrefixMatch: /b } }\n    backendRefs: [{ upstream: users }]\n",
+        &[(7, 29, "ReplacePrefixMatch needs every match of the rule to be a PathPrefix")],
+    ),
+    (
+        "consistent hash without key",
+        "kind: Upstream\nname: u\nendpoints: [{ address: 127.0.0.1:9 }]\nloadBalancer: { policy: consistentHash }\n",
+        &[(4, 15, "policy `consistentHash` needs a `consistentHash` block")],
+    ),
+    (
+        "unknown policy",
+        "kind: Upstream\nname: u\nendpoints: [{ address: 127.0.0.1:9 }]\nloadBalancer: { policy: leastConn }\n",
+        &[(4, 25, "unknown variant `leastConn`")],
+    ),
+    (
+        "retry attempts out of range",
+        "kind: Route\nname: a\nrules:\n  - backendRefs: [{ upstream: users }]\n    retry: { attempts: 50 }\n",
+        &[(5, 24, "attempts is 50; it must be between 1 and 10")],
+    ),
+    (
+        "status codes without trigger",
+        "kind: Route\nname: a\nrules:\n  - backendRefs: [{ upstream: users }]\n    retry: { attempts: 2, statusCodes: [503] }\n",
+        &[(5, 40, "`statusCodes` is set but `retryOn` lacks")],
+    ),
+    (
+        "backend timeout above request timeout",
+        "kind: Route\nname: a\nrules:\n  - backendRefs: [{ upstream: users }]\n    timeouts: { request: 1s, backendRequest: 2s }\n",
+        &[(5, 46, "backendRequest `2s` is longer than the request timeout `1s`")],
+    ),
+    (
+        "health check timeout above interval",
+        "kind: Upstream\nname: u\nendpoints: [{ address: 127.0.0.1:9 }]\nhealthCheck:\n  active: { path: /h, interval: 1s, timeout: 2s }\n",
+        &[(5, 46, "timeout `2s` is longer than the interval `1s`")],
+    ),
+    (
+        "error rate percent",
+        "kind: Upstream\nname: u\nendpoints: [{ address: 127.0.0.1:9 }]\ncircuitBreaker:\n  errorRate: { percent: 150, window: 10s }\n",
+        &[(5, 25, "percent is 150; it must be between 1 and 100")],
+    ),
+    (
+        "private key in git",
+        "kind: Certificate\nname: c\nhostnames: [a.com]\ncertificate: { file: /etc/c.pem }\nprivateKey: { env: \"-----BEGIN PRIVATE KEY-----\" }\n",
+        &[(5, 13, "PEM text is written in the config")],
+    ),
+    (
+        "relative certificate path",
+        "kind: Certificate\nname: c\nhostnames: [a.com]\ncertificate: { file: c.pem }\nprivateKey: { env: TLS_KEY }\n",
+        &[(4, 22, "`c.pem` is not an absolute path")],
+    ),
+    (
+        "certificate without hostnames",
+        "kind: Certificate\nname: c\nhostnames: []\ncertificate: { file: /c.pem }\nprivateKey: { file: /c.key }\n",
+        &[(3, 12, "a certificate needs at least one host name")],
+    ),
+    (
+        "overlapping certificates",
+        "kind: Certificate\nname: c\nhostnames: [a.com]\ncertificate: { file: /c.pem }\nprivateKey: { file: /c.key }\n---\nkind: Certificate\nname: d\nhostnames: [A.com]\ncertificate: { file: /d.pem }\nprivateKey: { file: /d.key }\n",
+        &[(9, 13, "host name `a.com` is already served by certificate `c`")],
+    ),
+    (
+        "too deep",
+        "kind: Route\nname: a\nrules: [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]\n",
+        &[(3, 39, "nested more than 32 levels deep")],
+    ),
+];
+
+#[test]
+fn every_rule_reports_the_right_place() {
+    let mut failures = Vec::new();
+    for (case, yaml, expected) in CASES {
+        let tree = files(&[("base.yaml", BASE), ("route.yaml", yaml)]);
+        let diags = match schemas::compile_tree(&tree) {
+            Ok(_) => {
+                failures.push(format!("{case}: accepted, expected errors"));
+                continue;
+            }
+            Err(d) => d,
+        };
+        let got: Vec<String> = diags.iter().map(ToString::to_string).collect();
+        if diags.len() != expected.len() {
+            failures.push(format!(
+                "{case}: expected {} diagnostics, got {}:\n    {}",
+                expected.len(),
+                diags.len(),
+                got.join("\n    ")
+            ));
+            continue;
+        }
+        for (d, (line, col, fragment)) in diags.iter().zip(expected.iter()) {
+            if d.file != "route.yaml" || d.line != *line || d.column != *col || !d.message.contains(fragment) {
+                failures.push(format!("{case}: expected route.yaml:{line}:{col} containing {fragment:?}, got {d}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), CASES.len(), failures.join("\n"));
+}
+
+#[test]
+fn all_errors_of_a_tree_are_reported_in_one_run() {
+    let tree = files(&[
+        ("a.yaml", "kind: Route\nname: a\nrules:\n  - backendRefs: [{ upstream: nope }]\n"),
+        ("b.yaml", "kind: Upstream\nname: b\nendpoints: [{ address: nope }]\n---\nkind: Rout\nname: c\n"),
+        ("c.yaml", "kind: Route\nname: [\n"),
+    ]);
+    let diags = schemas::compile_tree(&tree).unwrap_err();
+    let places: Vec<String> = diags.iter().map(|d| format!("{}:{}:{}", d.file, d.line, d.column)).collect();
+    assert_eq!(places, ["a.yaml:4:31", "b.yaml:3:24", "b.yaml:5:7", "c.yaml:3:1"], "{diags:#?}");
+}
+
+#[test]
+fn limits_are_enforced() {
+    let limits = schemas::TreeLimits { max_file_bytes: 100, ..Default::default() };
+    let big = format!("kind: Upstream\nname: u\nendpoints: [{{ address: 127.0.0.1:9 }}]\n# {}\n", "x".repeat(200));
+    let diags = schemas::compile_tree_with(&files(&[("big.yaml", &big)]), &limits).unwrap_err();
+    assert_eq!(diags.len(), 1);
+    assert!(diags[0].message.contains("more than the limit of 100"), "{}", diags[0]);
+
+    let bad_utf8 = schemas::SourceFile { path: "bin.yaml".into(), contents: b"kind: Route\nname: \xff\n".to_vec() };
+    let diags = schemas::compile_tree(&[bad_utf8]).unwrap_err();
+    assert_eq!((diags[0].line, diags[0].column), (2, 7));
+    assert!(diags[0].message.contains("UTF-8"));
+}
+
+#[test]
+fn the_example_config_is_valid() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/config");
+    let mut tree = Vec::new();
+    collect(&root, &root, &mut tree);
+    let compiled = schemas::compile_tree(&tree).unwrap_or_else(|d| panic!("{d:#?}"));
+    assert!(compiled.snapshot.upstreams.len() >= 3);
+    assert!(compiled.snapshot.routes.len() >= 2);
+    assert_eq!(compiled.snapshot.certificates.len(), 1);
+    // The canary split survives compilation with its weights.
+    let users = compiled.snapshot.routes.iter().find(|r| r.name == "users-api").unwrap();
+    let weights: Vec<(&str, u32)> = users.rules[0].backends.iter().map(|b| (b.upstream.as_str(), b.weight)).collect();
+    assert_eq!(weights, [("users", 90), ("users-canary", 10)]);
+}
+
+fn collect(root: &std::path::Path, dir: &std::path::Path, out: &mut Vec<schemas::SourceFile>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            collect(root, &p, out);
+        } else if schemas::is_config_file(&p.to_string_lossy()) {
+            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            out.push(schemas::SourceFile { path: rel, contents: std::fs::read(&p).unwrap() });
+        }
+    }
+}
