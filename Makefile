@@ -28,8 +28,14 @@ build: deps
 run: deps
 	$(CARGO) run --release -q -p cli -- config validate examples/config
 
+# Ends with one `N passed, N failed` line summing every test binary, so a run that
+# executed nothing is visible at a glance.
 test: deps
-	$(CARGO) test --workspace
+	@set -o pipefail; log=$$(mktemp); \
+	$(CARGO) test --workspace 2>&1 | tee $$log; rc=$${PIPESTATUS[0]}; \
+	awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($$(i+1) ~ /^passed/) p += $$i; if ($$(i+1) ~ /^failed/) f += $$i; if ($$(i+1) ~ /^ignored/) s += $$i } } \
+	     END { printf "\ntests: %d passed, %d failed, %d skipped\n", p, f, s }' $$log; \
+	rm -f $$log; exit $$rc
 
 ## Read-only checks: never rewrites a file.
 lint:
