@@ -53,11 +53,8 @@ fn broken_configs_fail_with_file_line_and_column() {
 #[test]
 fn json_and_github_formats() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("a.yaml"),
-        "kind: Route\nname: r\nrules:\n  - backendRefs: [{ upstream: nope }]\n",
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("a.yaml"), "kind: Route\nname: r\nrules:\n  - backendRefs: [{ upstream: nope }]\n")
+        .unwrap();
     let d = dir.path().to_str().unwrap();
 
     let out = raftgate(&["config", "validate", d, "--format", "json"]);
@@ -74,7 +71,10 @@ fn json_and_github_formats() {
     let line = stdout(&out);
     let file = dir.path().join("a.yaml");
     assert!(
-        line.starts_with(&format!("::error file={},line=4,col=31,title=raftgate config::unknown upstream", file.display())),
+        line.starts_with(&format!(
+            "::error file={},line=4,col=31,title=raftgate config::unknown upstream",
+            file.display()
+        )),
         "{line}"
     );
 
@@ -149,11 +149,7 @@ fn validates_git_commits_without_checkout() {
 
     let out = raftgate(&["config", "validate", "--git", repo_arg, "--rev", "main", "--path", "gateway"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stdout(&out).starts_with("gateway/route.yaml:5:31: error: unknown upstream `webb`"),
-        "{}",
-        stdout(&out)
-    );
+    assert!(stdout(&out).starts_with("gateway/route.yaml:5:31: error: unknown upstream `webb`"), "{}", stdout(&out));
 
     let out = raftgate(&["config", "validate", "--git", repo_arg, "--rev", "no-such-branch"]);
     assert_eq!(out.status.code(), Some(2));
