@@ -1,0 +1,13 @@
+//! `node` is the raftgate gateway daemon, `raftgated`: the proxy engine that serves traffic
+//! from the current compiled config, the admin endpoints, and (as they land) the GitOps sync
+//! and the Raft glue that feed it.
+//!
+//! The data plane must never wait on the control plane: requests read the last applied
+//! config with one atomic load, and config changes are compiled off the request path and
+//! swapped in whole. This crate never touches RocksDB (that is `raft`'s job).
+
+pub mod admin;
+pub mod config_dir;
+pub mod proxy;
+pub mod run;
+pub mod server;

@@ -1,0 +1,216 @@
+//! Load-balancing algorithms: which endpoint of an upstream gets the next request.
+//!
+//! Each algorithm is built from the endpoints' weights once per config and then picks in
+//! constant or logarithmic time. In-flight counts (for least-request) live on the
+//! endpoints themselves, so they carry over when an unchanged upstream is reused.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use http::HeaderMap;
+use schemas::snapshot::{HashOn, LoadBalancerSpec};
+
+/// What a pick may look at.
+#[derive(Debug)]
+pub struct PickContext<'a> {
+    pub headers: &'a HeaderMap,
+    pub client_ip: IpAddr,
+}
+
+#[derive(Debug)]
+pub enum Balancer {
+    /// nginx's smooth weighted round robin: spreads a heavy endpoint's turns evenly.
+    RoundRobin(Mutex<Vec<i64>>),
+    /// Power of two choices on in-flight requests divided by weight.
+    LeastRequest,
+    Random,
+    ConsistentHash(Ring, HashOn),
+}
+
+impl Balancer {
+    pub fn new(spec: &LoadBalancerSpec, endpoints: &[(&str, u32)]) -> Self {
+        match spec {
+            LoadBalancerSpec::RoundRobin => Balancer::RoundRobin(Mutex::new(vec![0; endpoints.len()])),
+            LoadBalancerSpec::LeastRequest => Balancer::LeastRequest,
+            LoadBalancerSpec::Random => Balancer::Random,
+            LoadBalancerSpec::ConsistentHash(on) => Balancer::ConsistentHash(Ring::new(endpoints), on.clone()),
+        }
+    }
+
+    /// Index of the chosen endpoint. `weights[i]` and `in_flight[i]` describe endpoint `i`;
+    /// there is always at least one endpoint.
+    pub fn pick(&self, weights: &[u32], in_flight: &[AtomicUsize], ctx: &PickContext<'_>) -> usize {
+        let n = weights.len();
+        if n == 1 {
+            return 0;
+        }
+        match self {
+            Balancer::RoundRobin(current) => {
+                let mut cur = current.lock().unwrap_or_else(|e| e.into_inner());
+                let total: i64 = weights.iter().map(|w| i64::from(*w)).sum();
+                let mut best = 0;
+                for i in 0..n {
+                    cur[i] += i64::from(weights[i]);
+                    if cur[i] > cur[best] {
+                        best = i;
+                    }
+                }
+                cur[best] -= total;
+                best
+            }
+            Balancer::Random => weighted_random(weights),
+            Balancer::LeastRequest => {
+                let a = weighted_random(weights);
+                let mut b = weighted_random(weights);
+                if a == b {
+                    b = (a + 1 + fastrand::usize(..n - 1)) % n;
+                }
+                // Compare load per unit of weight without division: a/wa < b/wb.
+                let la = in_flight[a].load(Ordering::Relaxed) as u64 * u64::from(weights[b]);
+                let lb = in_flight[b].load(Ordering::Relaxed) as u64 * u64::from(weights[a]);
+                if la <= lb {
+                    a
+                } else {
+                    b
+                }
+            }
+            Balancer::ConsistentHash(ring, on) => {
+                let key: Option<u64> = match on {
+                    HashOn::Header(name) => ctx.headers.get(name.as_str()).map(|v| hash(v.as_bytes())),
+                    HashOn::Cookie(name) => cookie(ctx.headers, name).map(|v| hash(v.as_bytes())),
+                    HashOn::SourceIp => Some(hash(ctx.client_ip.to_string().as_bytes())),
+                };
+                match key {
+                    Some(k) => ring.get(k),
+                    // No key (header or cookie absent): any endpoint will do.
+                    None => weighted_random(weights),
+                }
+            }
+        }
+    }
+}
+
+fn weighted_random(weights: &[u32]) -> usize {
+    let total: u64 = weights.iter().map(|w| u64::from(*w)).sum();
+    let mut r = fastrand::u64(..total.max(1));
+    for (i, w) in weights.iter().enumerate() {
+        let w = u64::from(*w);
+        if r < w {
+            return i;
+        }
+        r -= w;
+    }
+    weights.len() - 1
+}
+
+fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers.get_all(http::header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(
+        |pair| {
+            let (k, v) = pair.trim().split_once('=')?;
+            (k == name).then_some(v)
+        },
+    )
+}
+
+fn hash(bytes: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(bytes)
+}
+
+/// A hash ring with virtual nodes. Points depend only on each endpoint's address and weight,
+/// so adding or removing an endpoint moves only the keys that land on its points (about
+/// 1/n of them), and every node of the cluster builds the same ring.
+#[derive(Debug)]
+pub struct Ring {
+    points: Vec<(u64, usize)>,
+}
+
+const POINTS_PER_WEIGHT: u32 = 160;
+
+impl Ring {
+    pub fn new(endpoints: &[(&str, u32)]) -> Self {
+        let mut points = Vec::new();
+        for (i, (addr, weight)) in endpoints.iter().enumerate() {
+            let count = (POINTS_PER_WEIGHT * weight).min(16_000);
+            for v in 0..count {
+                points.push((hash(format!("{addr}#{v}").as_bytes()), i));
+            }
+        }
+        points.sort_unstable();
+        Ring { points }
+    }
+
+    pub fn get(&self, key: u64) -> usize {
+        let i = self.points.partition_point(|(h, _)| *h < key);
+        self.points.get(i).unwrap_or(&self.points[0]).1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flights(n: usize) -> Vec<AtomicUsize> {
+        (0..n).map(|_| AtomicUsize::new(0)).collect()
+    }
+
+    fn ctx(h: &HeaderMap) -> PickContext<'_> {
+        PickContext { headers: h, client_ip: "127.0.0.1".parse().unwrap() }
+    }
+
+    #[test]
+    fn smooth_round_robin_interleaves_by_weight() {
+        let b = Balancer::new(&LoadBalancerSpec::RoundRobin, &[("a", 5), ("b", 1), ("c", 1)]);
+        let h = HeaderMap::new();
+        let picks: Vec<usize> = (0..7).map(|_| b.pick(&[5, 1, 1], &flights(3), &ctx(&h))).collect();
+        // nginx's documented sequence for weights 5,1,1: a a b a c a a
+        assert_eq!(picks, [0, 0, 1, 0, 2, 0, 0]);
+    }
+
+    #[test]
+    fn least_request_avoids_busy_endpoints() {
+        let b = Balancer::new(&LoadBalancerSpec::LeastRequest, &[("a", 1), ("b", 1)]);
+        let f = flights(2);
+        f[0].store(10, Ordering::Relaxed);
+        let h = HeaderMap::new();
+        for _ in 0..100 {
+            assert_eq!(b.pick(&[1, 1], &f, &ctx(&h)), 1);
+        }
+    }
+
+    #[test]
+    fn random_follows_weights() {
+        let b = Balancer::new(&LoadBalancerSpec::Random, &[("a", 3), ("b", 1)]);
+        let h = HeaderMap::new();
+        let a = (0..40_000).filter(|_| b.pick(&[3, 1], &flights(2), &ctx(&h)) == 0).count();
+        assert!((29_000..31_000).contains(&a), "{a}");
+    }
+
+    #[test]
+    fn consistent_hash_is_sticky_and_remaps_little() {
+        let names: Vec<String> = (0..10).map(|i| format!("10.0.0.{i}:80")).collect();
+        let eps: Vec<(&str, u32)> = names.iter().map(|n| (n.as_str(), 1)).collect();
+        let before = Ring::new(&eps);
+        let after = Ring::new(&eps[..9]); // one endpoint removed
+        let keys: Vec<u64> = (0..10_000u32).map(|k| hash(&k.to_be_bytes())).collect();
+        let moved = keys.iter().filter(|k| before.get(**k) != after.get(**k)).count();
+        // Only keys of the removed endpoint (about 1/10) move.
+        let on_removed = keys.iter().filter(|k| before.get(**k) == 9).count();
+        assert_eq!(moved, on_removed);
+        assert!((700..1_300).contains(&moved), "{moved}");
+
+        let b = Balancer::new(&LoadBalancerSpec::ConsistentHash(HashOn::Header("x-user".into())), &eps);
+        let mut h = HeaderMap::new();
+        h.insert("x-user", "alice".parse().unwrap());
+        let first = b.pick(&[1; 10], &flights(10), &ctx(&h));
+        assert!((0..20).all(|_| b.pick(&[1; 10], &flights(10), &ctx(&h)) == first));
+    }
+
+    #[test]
+    fn cookies_are_found() {
+        let mut h = HeaderMap::new();
+        h.append(http::header::COOKIE, "a=1; session=xyz".parse().unwrap());
+        assert_eq!(cookie(&h, "session"), Some("xyz"));
+        assert_eq!(cookie(&h, "nope"), None);
+    }
+}

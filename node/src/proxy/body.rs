@@ -1,0 +1,81 @@
+//! Body types. Request and response bodies are streamed frame by frame, never buffered
+//! whole; the request body is counted against the size limit as it flows.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body_util::{Either, Full};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+
+/// What a response carries: an upstream's streamed body or a body the gateway made.
+pub type RespBody = Either<Incoming, Full<Bytes>>;
+
+pub fn full(b: impl Into<Bytes>) -> RespBody {
+    Either::Right(Full::new(b.into()))
+}
+
+/// The request body sent upstream: the client's body, cut off with an error once more than
+/// `limit` bytes have passed (the upstream then sees an aborted request, never a truncated
+/// one that looks complete), or nothing.
+#[derive(Debug)]
+pub struct ReqBody {
+    inner: Option<Incoming>,
+    seen: u64,
+    limit: u64,
+    exceeded: Arc<AtomicBool>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("request body is larger than the limit of {0} bytes")]
+    TooLarge(u64),
+    #[error(transparent)]
+    Client(#[from] hyper::Error),
+}
+
+impl ReqBody {
+    pub fn limited(body: Incoming, limit: u64, exceeded: Arc<AtomicBool>) -> Self {
+        Self { inner: Some(body), seen: 0, limit, exceeded }
+    }
+
+    pub fn empty() -> Self {
+        Self { inner: None, seen: 0, limit: 0, exceeded: Arc::new(AtomicBool::new(false)) }
+    }
+}
+
+impl Body for ReqBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = &mut *self;
+        let Some(inner) = this.inner.as_mut() else { return Poll::Ready(None) };
+        match Pin::new(inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.seen += data.len() as u64;
+                    if this.seen > this.limit {
+                        this.exceeded.store(true, Ordering::Relaxed);
+                        this.inner = None;
+                        return Poll::Ready(Some(Err(BodyError::TooLarge(this.limit))));
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.as_ref().map(Body::size_hint).unwrap_or_else(|| SizeHint::with_exact(0))
+    }
+}

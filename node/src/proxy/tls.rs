@@ -1,0 +1,123 @@
+//! TLS termination: the certificates of the current config, chosen by SNI.
+//!
+//! The rustls `ServerConfig` is built once; its certificate resolver reads the certificate
+//! set of whatever config is current, so a new config brings new certificates without a
+//! restart and without touching open connections.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use schemas::snapshot::{CertificateSpec, PemSourceSpec};
+
+/// Certificates by host name: exact names and `*.` wildcards.
+#[derive(Debug, Default)]
+pub struct CertStore {
+    exact: HashMap<String, Arc<CertifiedKey>>,
+    wildcard: HashMap<String, Arc<CertifiedKey>>,
+    /// Names of certificates that could not be loaded on this node, with why.
+    pub errors: Vec<String>,
+}
+
+impl CertStore {
+    /// Loads every certificate from this node's files or environment. A certificate that
+    /// cannot be loaded is left out and reported; it never takes the other ones down.
+    pub fn load(specs: &[CertificateSpec]) -> Self {
+        let mut store = CertStore::default();
+        for spec in specs {
+            match load_one(spec) {
+                Ok(key) => {
+                    let key = Arc::new(key);
+                    for h in &spec.hostnames {
+                        match h.strip_prefix("*.") {
+                            Some(suffix) => store.wildcard.insert(suffix.to_string(), key.clone()),
+                            None => store.exact.insert(h.clone(), key.clone()),
+                        };
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(certificate = %spec.name, error = %e, "cannot load certificate; its host names get no TLS");
+                    store.errors.push(format!("certificate `{}`: {e}", spec.name));
+                }
+            }
+        }
+        store
+    }
+
+    pub fn get(&self, sni: &str) -> Option<Arc<CertifiedKey>> {
+        let sni = sni.to_ascii_lowercase();
+        if let Some(k) = self.exact.get(&sni) {
+            return Some(k.clone());
+        }
+        let mut rest = sni.as_str();
+        while let Some(dot) = rest.find('.') {
+            rest = &rest[dot + 1..];
+            if let Some(k) = self.wildcard.get(rest) {
+                return Some(k.clone());
+            }
+        }
+        None
+    }
+
+    pub fn len(&self) -> usize {
+        self.exact.len() + self.wildcard.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn read_pem(src: &PemSourceSpec) -> anyhow::Result<Vec<u8>> {
+    match src {
+        PemSourceSpec::File(path) => std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {path}: {e}")),
+        PemSourceSpec::Env(var) => std::env::var(var)
+            .map(String::into_bytes)
+            .map_err(|_| anyhow::anyhow!("environment variable {var} is not set")),
+    }
+}
+
+fn load_one(spec: &CertificateSpec) -> anyhow::Result<CertifiedKey> {
+    let chain_pem = read_pem(&spec.certificate)?;
+    let key_pem = read_pem(&spec.private_key)?;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&chain_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| anyhow::anyhow!("bad certificate PEM: {e}"))?;
+    if chain.is_empty() {
+        anyhow::bail!("no certificate in the PEM");
+    }
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| anyhow::anyhow!("bad private key PEM: {e}"))?;
+    let provider = rustls::crypto::ring::default_provider();
+    let signing = provider.key_provider.load_private_key(key).map_err(|e| anyhow::anyhow!("unusable private key: {e}"))?;
+    let ck = CertifiedKey::new(chain, signing);
+    ck.keys_match().map_err(|e| anyhow::anyhow!("certificate and private key do not match: {e}"))?;
+    Ok(ck)
+}
+
+/// Resolves SNI against the current config's certificates.
+#[derive(Debug)]
+pub struct SniResolver {
+    pub store: Arc<ArcSwap<CertStore>>,
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let name = hello.server_name()?;
+        self.store.load().get(name)
+    }
+}
+
+/// The server TLS config: TLS 1.2 and 1.3, ALPN h2 and http/1.1, certificates by SNI.
+pub fn server_config(store: Arc<ArcSwap<CertStore>>) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(SniResolver { store }));
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}

@@ -1,0 +1,167 @@
+//! Upstream pools: endpoints, the load balancer and a keep-alive connection pool per
+//! upstream. An `Upstream` whose definition did not change between two configs is reused
+//! as is, so its pooled connections and balancer state carry over a swap.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::uri::{Authority, Scheme};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use schemas::snapshot::{UpstreamProtocol, UpstreamSpec};
+
+use super::balancer::{Balancer, PickContext};
+use super::body::ReqBody;
+
+pub type HttpClient = Client<HttpsConnector<HttpConnector>, ReqBody>;
+
+#[derive(Debug)]
+pub struct Upstream {
+    pub spec: UpstreamSpec,
+    pub scheme: Scheme,
+    pub authorities: Vec<Authority>,
+    weights: Vec<u32>,
+    in_flight: Vec<AtomicUsize>,
+    balancer: Balancer,
+    pub client: HttpClient,
+}
+
+/// Marks one request in flight on an endpoint until dropped.
+#[derive(Debug)]
+pub struct InFlight {
+    upstream: Arc<Upstream>,
+    index: usize,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.upstream.in_flight[self.index].fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Upstream {
+    pub fn new(spec: UpstreamSpec, tls_roots: &Arc<rustls::RootCertStore>) -> anyhow::Result<Self> {
+        let authorities = spec
+            .endpoints
+            .iter()
+            .map(|e| e.address.parse::<Authority>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| anyhow::anyhow!("upstream `{}`: {e}", spec.name))?;
+        let weights: Vec<u32> = spec.endpoints.iter().map(|e| e.weight).collect();
+        let named: Vec<(&str, u32)> = spec.endpoints.iter().map(|e| (e.address.as_str(), e.weight)).collect();
+        let balancer = Balancer::new(&spec.load_balancer, &named);
+
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(spec.connect_timeout.to_std()));
+        let (scheme, connector) = match &spec.tls {
+            None => (Scheme::HTTP, https_connector(http, client_tls(tls_roots, false)?)),
+            Some(tls) => {
+                let roots = match &tls.ca_file {
+                    Some(path) => Arc::new(load_roots(path)?),
+                    None => tls_roots.clone(),
+                };
+                let mut cfg = client_tls(&roots, tls.insecure_skip_verify)?;
+                if spec.protocol == UpstreamProtocol::Http2 {
+                    cfg.alpn_protocols = vec![b"h2".to_vec()];
+                }
+                (Scheme::HTTPS, https_connector(http, cfg))
+            }
+        };
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder.timer(TokioTimer::new()).pool_timer(TokioTimer::new()).pool_idle_timeout(Duration::from_secs(90));
+        if spec.protocol == UpstreamProtocol::Http2 {
+            builder.http2_only(true);
+        }
+        let client = builder.build(connector);
+        let in_flight = spec.endpoints.iter().map(|_| AtomicUsize::new(0)).collect();
+        Ok(Self { spec, scheme, authorities, weights, in_flight, balancer, client })
+    }
+
+    /// Chooses an endpoint and counts the request in flight on it.
+    pub fn pick(self: &Arc<Self>, ctx: &PickContext<'_>) -> (usize, InFlight) {
+        let i = self.balancer.pick(&self.weights, &self.in_flight, ctx);
+        self.in_flight[i].fetch_add(1, Ordering::Relaxed);
+        (i, InFlight { upstream: self.clone(), index: i })
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+}
+
+fn https_connector(http: HttpConnector, cfg: rustls::ClientConfig) -> HttpsConnector<HttpConnector> {
+    hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(cfg)
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http)
+}
+
+fn client_tls(roots: &Arc<rustls::RootCertStore>, insecure: bool) -> anyhow::Result<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
+    let cfg = if insecure {
+        builder.dangerous().with_custom_certificate_verifier(Arc::new(NoVerify(provider))).with_no_client_auth()
+    } else {
+        builder.with_root_certificates(roots.clone()).with_no_client_auth()
+    };
+    Ok(cfg)
+}
+
+pub fn load_roots(path: &str) -> anyhow::Result<rustls::RootCertStore> {
+    use rustls_pki_types::pem::PemObject;
+    let mut store = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_file_iter(path)
+        .map_err(|e| anyhow::anyhow!("cannot read CA file {path}: {e}"))?
+    {
+        let cert = cert.map_err(|e| anyhow::anyhow!("bad PEM in CA file {path}: {e}"))?;
+        store.add(cert).map_err(|e| anyhow::anyhow!("bad certificate in {path}: {e}"))?;
+    }
+    Ok(store)
+}
+
+/// `insecureSkipVerify: true`: accepts any server certificate. Signatures are still checked
+/// so the handshake itself is sound; only the identity is not.
+#[derive(Debug)]
+struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for NoVerify {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls_pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls_pki_types::CertificateDer<'_>],
+        _server_name: &rustls_pki_types::ServerName<'_>,
+        _ocsp: &[u8],
+        _now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}

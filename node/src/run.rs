@@ -1,0 +1,167 @@
+//! Wiring: parse settings, bind listeners, start the tasks, and shut down cleanly.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use clap::Parser;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::admin::{self, Admin, NodeInfo};
+use crate::config_dir;
+use crate::proxy::runtime::{ConfigOrigin, Engine};
+use crate::proxy::{Proxy, ProxySettings};
+use crate::server::{self, ServerSettings};
+
+/// raftgated: the raftgate gateway daemon.
+#[derive(Debug, Parser)]
+#[command(name = "raftgated", version, about)]
+pub struct Args {
+    /// Plain HTTP listener (HTTP/1.1 and h2c with prior knowledge).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: SocketAddr,
+    /// TLS listener (HTTP/1.1 and HTTP/2 by ALPN), certificates chosen by SNI. Off when absent.
+    #[arg(long, value_name = "ADDR")]
+    pub https_addr: Option<SocketAddr>,
+    /// Admin listener: /healthz, /readyz, /metrics, /status.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9900")]
+    pub admin_addr: SocketAddr,
+    /// Serve the config in this directory and reload it when it changes.
+    #[arg(long, value_name = "DIR")]
+    pub config_dir: Option<PathBuf>,
+    /// How often --config-dir is checked for changes.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    pub config_poll_interval: Duration,
+    /// Worker threads of the proxy (default: one per CPU).
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
+    /// Most client connections open at once.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    pub max_connections: usize,
+    /// Largest request head in bytes (larger gets 431).
+    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024)]
+    pub max_header_bytes: usize,
+    /// Largest request body in bytes (larger gets 413).
+    #[arg(long, value_name = "BYTES", default_value_t = 32 * 1024 * 1024)]
+    pub max_body_bytes: u64,
+    /// Time a client has to send a request head; also closes idle keep-alive connections.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub header_timeout: Duration,
+    /// Write a JSON access-log line per request.
+    #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse_switch)]
+    pub access_log: bool,
+    /// Log format: `json` (one object per line) or `text`.
+    #[arg(long, value_name = "FORMAT", default_value = "json")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    schemas::Duration::parse(s).map(schemas::Duration::to_std)
+}
+
+fn parse_switch(s: &str) -> Result<bool, String> {
+    match s {
+        "on" | "true" => Ok(true),
+        "off" | "false" => Ok(false),
+        _ => Err(format!("`{s}`: write on or off")),
+    }
+}
+
+pub fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RAFTGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(true);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+/// Runs the daemon until SIGINT or SIGTERM.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets(&[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
+        .context("histogram buckets")?
+        .build_recorder();
+    let metrics_handle = recorder.handle();
+    metrics::set_global_recorder(recorder).context("installing the metrics recorder")?;
+
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    let engine = Arc::new(Engine::new(Arc::new(roots))?);
+
+    // The first config must be valid: refuse to start rather than serve nothing silently.
+    let mut initial = None;
+    if let Some(dir) = &args.config_dir {
+        let compiled = config_dir::load(dir).map_err(|e| anyhow::anyhow!("config in {} is invalid:\n{e}", dir.display()))?;
+        let origin = ConfigOrigin { commit: None, source: dir.display().to_string() };
+        initial = Some(engine.apply(Arc::new(compiled.snapshot), origin).await?);
+    }
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let settings = ServerSettings {
+        max_connections: args.max_connections,
+        max_header_bytes: args.max_header_bytes,
+        header_timeout: args.header_timeout,
+        ..ServerSettings::default()
+    };
+    let proxy = Arc::new(Proxy {
+        engine: engine.clone(),
+        settings: ProxySettings { max_body_bytes: args.max_body_bytes, access_log: args.access_log },
+    });
+
+    let http = bind(args.http_addr, "http").await?;
+    let mut tasks = tokio::task::JoinSet::new();
+    let http_addr = http.local_addr()?;
+    tasks.spawn(server::serve(http, None, proxy.clone(), settings.clone(), stop_rx.clone()));
+    let mut https_addr = None;
+    if let Some(addr) = args.https_addr {
+        let l = bind(addr, "https").await?;
+        https_addr = Some(l.local_addr()?.to_string());
+        let acceptor = tokio_rustls::TlsAcceptor::from(crate::proxy::tls::server_config(engine.certs.clone())?);
+        tasks.spawn(server::serve(l, Some(acceptor), proxy.clone(), settings.clone(), stop_rx.clone()));
+    }
+    let admin_listener = bind(args.admin_addr, "admin").await?;
+    let node = Arc::new(NodeInfo {
+        version: env!("CARGO_PKG_VERSION"),
+        started_at: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        http_addr: Some(http_addr.to_string()),
+        https_addr,
+    });
+    tasks.spawn(admin::serve(admin_listener, Admin { engine: engine.clone(), metrics: metrics_handle, node }, stop_rx.clone()));
+    if let (Some(dir), Some(hash)) = (args.config_dir.clone(), initial) {
+        tasks.spawn(config_dir::watch_dir(dir, args.config_poll_interval, engine.clone(), hash, stop_rx.clone()));
+    }
+
+    shutdown_signal().await;
+    tracing::info!("shutting down: no new connections; finishing requests in flight");
+    let _ = stop_tx.send(true);
+    while tasks.join_next().await.is_some() {}
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn bind(addr: SocketAddr, name: &str) -> anyhow::Result<TcpListener> {
+    let l = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} ({name})"))?;
+    tracing::info!(listener = name, addr = %l.local_addr()?, "listening");
+    Ok(l)
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+    }
+}

@@ -1,0 +1,149 @@
+//! Listeners: accept loops for the proxy (plain and TLS) with connection limits, slow-client
+//! timeouts and graceful shutdown.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio_rustls::TlsAcceptor;
+
+use crate::proxy::{ConnInfo, Proxy};
+
+/// Limits and timeouts of client connections.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// Most client connections open at once; more wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// Largest request head (request line and headers), in bytes; larger gets 431.
+    pub max_header_bytes: usize,
+    /// Most header fields in one request.
+    pub max_headers: usize,
+    /// Time a client has to send a complete request head; also bounds idle keep-alive.
+    pub header_timeout: Duration,
+    /// Time a client has to finish the TLS handshake.
+    pub tls_handshake_timeout: Duration,
+    /// How long shutdown waits for requests in flight.
+    pub drain_timeout: Duration,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            max_connections: 10_000,
+            max_header_bytes: 64 * 1024,
+            max_headers: 100,
+            header_timeout: Duration::from_secs(30),
+            tls_handshake_timeout: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+fn builder(settings: &ServerSettings) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(settings.header_timeout)
+        .max_buf_size(settings.max_header_bytes.max(8192))
+        .max_headers(settings.max_headers)
+        .keep_alive(true);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(256)
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20));
+    b
+}
+
+/// Serves the proxy on `listener` until `shutdown` turns true, then stops accepting, asks
+/// every connection to finish its requests in flight, and waits for them (up to the drain
+/// timeout).
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    proxy: Arc<Proxy>,
+    settings: ServerSettings,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let builder = Arc::new(builder(&settings));
+    let limit = Arc::new(Semaphore::new(settings.max_connections));
+    let local_port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+    let open = metrics::gauge!("raftgate_open_connections", "listener" => if tls.is_some() { "https" } else { "http" });
+    loop {
+        let permit = tokio::select! {
+            p = limit.clone().acquire_owned() => p.expect("semaphore is never closed"),
+            _ = shutdown.changed() => break,
+        };
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(s) => s,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let conn = ConnInfo { peer, https: tls.is_some(), local_port };
+        let proxy = proxy.clone();
+        let builder = builder.clone();
+        let tls = tls.clone();
+        let mut stop = shutdown.clone();
+        let open = open.clone();
+        let handshake_timeout = settings.tls_handshake_timeout;
+        tokio::spawn(async move {
+            let _permit = permit;
+            open.increment(1.0);
+            match tls {
+                None => drive(&builder, TokioIo::new(stream), proxy, conn, &mut stop).await,
+                Some(acceptor) => match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(tls_stream)) => drive(&builder, TokioIo::new(tls_stream), proxy, conn, &mut stop).await,
+                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                },
+            }
+            open.decrement(1.0);
+        });
+    }
+    // Draining: every permit comes back when its connection ends.
+    let all = u32::try_from(settings.max_connections).unwrap_or(u32::MAX);
+    let _ = tokio::time::timeout(settings.drain_timeout, limit.acquire_many(all)).await;
+}
+
+/// Serves one connection; on shutdown, lets its requests in flight finish.
+async fn drive<I>(
+    builder: &auto::Builder<TokioExecutor>,
+    io: I,
+    proxy: Arc<Proxy>,
+    info: ConnInfo,
+    stop: &mut watch::Receiver<bool>,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let svc = service_fn(move |req| {
+        let proxy = proxy.clone();
+        async move { Ok::<_, Infallible>(proxy.handle(req, info).await) }
+    });
+    let conn = builder.serve_connection_with_upgrades(io, svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        }
+        _ = stop.changed() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
