@@ -71,7 +71,11 @@ impl Admin {
                 });
                 text(StatusCode::OK, format!("{body:#}\n"), "application/json")
             }
-            _ => text(StatusCode::NOT_FOUND, "not found: try /healthz, /readyz, /metrics or /status\n".into(), "text/plain"),
+            _ => text(
+                StatusCode::NOT_FOUND,
+                "not found: try /healthz, /readyz, /metrics or /status\n".into(),
+                "text/plain",
+            ),
         }
     }
 }

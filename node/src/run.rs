@@ -51,7 +51,7 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub header_timeout: Duration,
     /// Write a JSON access-log line per request.
-    #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse_switch)]
+    #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse_switch, action = clap::ArgAction::Set)]
     pub access_log: bool,
     /// Log format: `json` (one object per line) or `text`.
     #[arg(long, value_name = "FORMAT", default_value = "json")]
@@ -104,7 +104,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     // The first config must be valid: refuse to start rather than serve nothing silently.
     let mut initial = None;
     if let Some(dir) = &args.config_dir {
-        let compiled = config_dir::load(dir).map_err(|e| anyhow::anyhow!("config in {} is invalid:\n{e}", dir.display()))?;
+        let compiled =
+            config_dir::load(dir).map_err(|e| anyhow::anyhow!("config in {} is invalid:\n{e}", dir.display()))?;
         let origin = ConfigOrigin { commit: None, source: dir.display().to_string() };
         initial = Some(engine.apply(Arc::new(compiled.snapshot), origin).await?);
     }
@@ -139,7 +140,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         http_addr: Some(http_addr.to_string()),
         https_addr,
     });
-    tasks.spawn(admin::serve(admin_listener, Admin { engine: engine.clone(), metrics: metrics_handle, node }, stop_rx.clone()));
+    tasks.spawn(admin::serve(
+        admin_listener,
+        Admin { engine: engine.clone(), metrics: metrics_handle, node },
+        stop_rx.clone(),
+    ));
     if let (Some(dir), Some(hash)) = (args.config_dir.clone(), initial) {
         tasks.spawn(config_dir::watch_dir(dir, args.config_poll_interval, engine.clone(), hash, stop_rx.clone()));
     }

@@ -24,8 +24,8 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
 
-pub use body::{full, RespBody};
 use body::ReqBody;
+pub use body::{full, RespBody};
 use error::ProxyError;
 use runtime::{Engine, Runtime};
 
@@ -106,8 +106,10 @@ impl Proxy {
                 metrics::counter!("raftgate_requests_total", "route" => rule.route.to_string(), "upstream" => "", "class" => class(status))
                     .increment(1);
             }
-            _ => metrics::counter!("raftgate_requests_total", "route" => "", "upstream" => "", "class" => class(status))
-                .increment(1),
+            _ => {
+                metrics::counter!("raftgate_requests_total", "route" => "", "upstream" => "", "class" => class(status))
+                    .increment(1)
+            }
         }
         if self.settings.access_log {
             tracing::info!(
@@ -169,7 +171,8 @@ impl Proxy {
 
         // Refuse a declared oversized body before contacting anyone.
         let limit = self.settings.max_body_bytes;
-        if let Some(len) = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()) {
+        if let Some(len) = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        {
             if len > limit {
                 return Err(ProxyError::BodyTooLarge { limit });
             }
@@ -195,8 +198,13 @@ impl Proxy {
         let (mut parts, body) = req.into_parts();
         filters::strip_hop_by_hop(&mut parts.headers, upgrading);
         filters::add_proxy_headers(&mut parts.headers, conn.peer.ip(), conn.https, &host, parts.version);
-        let (new_path, new_host) =
-            filters::apply_request_filters(&rule.filters, &mut parts.headers, &path, matched.path_kind, matched.matched_path);
+        let (new_path, new_host) = filters::apply_request_filters(
+            &rule.filters,
+            &mut parts.headers,
+            &path,
+            matched.path_kind,
+            matched.matched_path,
+        );
         if let Some(h) = new_host {
             if let Ok(v) = HeaderValue::from_str(&h) {
                 parts.headers.insert(header::HOST, v);

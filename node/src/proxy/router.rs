@@ -69,7 +69,13 @@ struct HostBucket<R> {
 
 impl<R> Default for HostBucket<R> {
     fn default() -> Self {
-        Self { exact: HashMap::new(), prefix: HashMap::new(), regex_set: None, regex: Vec::new(), regex_order: Vec::new() }
+        Self {
+            exact: HashMap::new(),
+            prefix: HashMap::new(),
+            regex_set: None,
+            regex: Vec::new(),
+            regex_order: Vec::new(),
+        }
     }
 }
 
@@ -276,9 +282,10 @@ fn first_match<'a, R>(
         if !c.query.is_empty() {
             let params = query_cache.get_or_insert_with(|| parse_query(req.query));
             // The first occurrence of a parameter is the one that counts, as in the Gateway API.
-            let ok = c.query.iter().all(|qm| {
-                params.iter().find(|(k, _)| *k == qm.name).is_some_and(|(_, v)| qm.value.matches(v))
-            });
+            let ok = c
+                .query
+                .iter()
+                .all(|qm| params.iter().find(|(k, _)| *k == qm.name).is_some_and(|(_, v)| qm.value.matches(v)));
             if !ok {
                 continue;
             }
@@ -339,7 +346,14 @@ mod tests {
         RouteTable::build(&c.snapshot.routes, |r, i| format!("{}#{}", r.name, i))
     }
 
-    fn check(t: &RouteTable<String>, host: &str, method: &str, path_q: &str, headers: &[(&str, &str)], want: Option<&str>) {
+    fn check(
+        t: &RouteTable<String>,
+        host: &str,
+        method: &str,
+        path_q: &str,
+        headers: &[(&str, &str)],
+        want: Option<&str>,
+    ) {
         let (path, query) = match path_q.split_once('?') {
             Some((p, q)) => (p, Some(q)),
             None => (path_q, None),

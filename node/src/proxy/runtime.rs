@@ -177,9 +177,10 @@ impl Engine {
         let _guard = self.swap_lock.lock().await;
         let previous = self.current();
         let roots = self.roots.clone();
-        let (rt, certs) = tokio::task::spawn_blocking(move || Runtime::build(snapshot, origin, Some(&previous), &roots))
-            .await
-            .map_err(|e| anyhow::anyhow!("config compile panicked: {e}"))??;
+        let (rt, certs) =
+            tokio::task::spawn_blocking(move || Runtime::build(snapshot, origin, Some(&previous), &roots))
+                .await
+                .map_err(|e| anyhow::anyhow!("config compile panicked: {e}"))??;
         let hash = rt.hash;
         let routes = rt.router.rule_count();
         let commit = rt.origin.commit.clone().unwrap_or_default();

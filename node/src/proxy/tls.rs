@@ -92,7 +92,8 @@ fn load_one(spec: &CertificateSpec) -> anyhow::Result<CertifiedKey> {
     }
     let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| anyhow::anyhow!("bad private key PEM: {e}"))?;
     let provider = rustls::crypto::ring::default_provider();
-    let signing = provider.key_provider.load_private_key(key).map_err(|e| anyhow::anyhow!("unusable private key: {e}"))?;
+    let signing =
+        provider.key_provider.load_private_key(key).map_err(|e| anyhow::anyhow!("unusable private key: {e}"))?;
     let ck = CertifiedKey::new(chain, signing);
     ck.keys_match().map_err(|e| anyhow::anyhow!("certificate and private key do not match: {e}"))?;
     Ok(ck)

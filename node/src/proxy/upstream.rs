@@ -105,7 +105,8 @@ fn https_connector(http: HttpConnector, cfg: rustls::ClientConfig) -> HttpsConne
 
 fn client_tls(roots: &Arc<rustls::RootCertStore>, insecure: bool) -> anyhow::Result<rustls::ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
+    let builder =
+        rustls::ClientConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
     let cfg = if insecure {
         builder.dangerous().with_custom_certificate_verifier(Arc::new(NoVerify(provider))).with_no_client_auth()
     } else {

@@ -1,0 +1,117 @@
+//! Malformed, oversized, smuggling-shaped and slow requests.
+
+use std::time::{Duration, Instant};
+
+use crate::harness::*;
+
+async fn gateway() -> (Upstream, Gateway) {
+    let up = Upstream::start("up", Behaviour::Echo).await;
+    let cfg = upstreams(&[("up", &up)]) + "---\nkind: Route\nname: r\nrules:\n  - backendRefs: [{ upstream: up }]\n";
+    let gw = Gateway::start(
+        &[("c.yaml", &cfg)],
+        &["--max-header-bytes", "16384", "--max-body-bytes", "1000", "--header-timeout", "1s"],
+    );
+    (up, gw)
+}
+
+fn status_line(resp: &str) -> &str {
+    resp.lines().next().unwrap_or("")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_requests_are_refused() {
+    let (up, gw) = gateway().await;
+    let t = Duration::from_secs(3);
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("garbage", b"HELLO\r\n\r\n".to_vec(), "HTTP/1.1 400"),
+        ("bad header", b"GET / HTTP/1.1\r\nHost: a\r\nno colon here\r\n\r\n".to_vec(), "HTTP/1.1 400"),
+        (
+            "transfer-encoding other than chunked",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n".to_vec(),
+            "HTTP/1.1 400",
+        ),
+        (
+            "transfer-encoding on HTTP/1.0",
+            b"POST / HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".to_vec(),
+            "HTTP/1.1 400",
+        ),
+        (
+            "conflicting content-lengths",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!".to_vec(),
+            "HTTP/1.1 400",
+        ),
+        (
+            "oversized headers",
+            format!("GET / HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n", "a".repeat(20_000)).into_bytes(),
+            "HTTP/1.1 431",
+        ),
+        ("no host", b"GET / HTTP/1.1\r\n\r\n".to_vec(), "HTTP/1.1 400"),
+        ("encoded dot segments", b"GET /a/%2e%2e/admin HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(), "HTTP/1.1 400"),
+        (
+            "declared body too large",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5000\r\n\r\n".to_vec(),
+            "HTTP/1.1 413",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (name, req, want) in cases {
+        let resp = raw(gw.http, &req, t).await;
+        if !status_line(&resp).starts_with(want) {
+            failures.push(format!("{name}: wanted {want}, got {:?}", status_line(&resp)));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+    assert_eq!(up.requests.load(std::sync::atomic::Ordering::SeqCst), 0, "no bad request reached the upstream");
+}
+
+/// Content-Length together with Transfer-Encoding: hyper's parser resolves it as RFC 9112
+/// §6.3 requires of an intermediary that forwards such a message: chunked framing wins and
+/// Content-Length is dropped, so the upstream sees exactly one framing and cannot be
+/// desynchronised; and the gateway closes the connection after answering, so bytes smuggled
+/// after the chunked body are never read as a request at all.
+#[tokio::test(flavor = "multi_thread")]
+async fn double_framing_reaches_the_upstream_with_one_framing() {
+    let (up, gw) = gateway().await;
+    let req = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 30\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+    let resp = raw(gw.http, req, Duration::from_secs(3)).await;
+    let bodies: Vec<serde_json::Value> = resp
+        .match_indices("{\"bodyLength\"")
+        .filter_map(|(i, _)| serde_json::Deserializer::from_str(&resp[i..]).into_iter().next()?.ok())
+        .collect();
+    assert_eq!(bodies.len(), 1, "{resp}");
+    assert_eq!(bodies[0]["bodyLength"], 0);
+    assert!(bodies[0]["headers"].get("content-length").is_none(), "{}", bodies[0]);
+    assert!(resp.to_ascii_lowercase().contains("connection: close"), "{resp}");
+    assert!(!resp.contains("/smuggled"));
+    assert_eq!(up.requests.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn streamed_body_over_the_limit_is_cut() {
+    let (_up, gw) = gateway().await;
+    let chunk = "a".repeat(600);
+    let req = format!(
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n258\r\n{chunk}\r\n258\r\n{chunk}\r\n0\r\n\r\n"
+    );
+    let resp = raw(gw.http, req.as_bytes(), Duration::from_secs(3)).await;
+    assert!(status_line(&resp).starts_with("HTTP/1.1 413"), "{resp}");
+    // Within the limit it passes.
+    let small = format!("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 600\r\nConnection: close\r\n\r\n{chunk}");
+    let resp = raw(gw.http, small.as_bytes(), Duration::from_secs(3)).await;
+    assert!(status_line(&resp).starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(resp.contains("\"bodyLength\":600"), "{resp}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_clients_time_out() {
+    let (_up, gw) = gateway().await;
+    let started = Instant::now();
+    // Half a request head, then silence: the gateway must not wait forever.
+    let resp = raw(gw.http, b"GET / HTTP/1.1\r\nHost: a\r\n", Duration::from_secs(10)).await;
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_secs(5), "connection held for {waited:?}");
+    assert!(resp.is_empty() || status_line(&resp).starts_with("HTTP/1.1 408"), "{resp}");
+    // The gateway still serves.
+    let (s, _, _) = get(&gw.url("/"), &[]).await;
+    assert_eq!(s, http::StatusCode::OK);
+}

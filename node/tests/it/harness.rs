@@ -1,0 +1,323 @@
+//! Test harness: a `raftgated` process on a temporary config directory, scriptable
+//! upstreams, and HTTP clients.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+/// A running `raftgated`. Killed when dropped.
+pub struct Gateway {
+    child: Child,
+    pub dir: tempfile::TempDir,
+    pub http: SocketAddr,
+    pub https: Option<SocketAddr>,
+    pub admin: SocketAddr,
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Gateway {
+    pub fn start(files: &[(&str, &str)], extra: &[&str]) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_raftgated"));
+        cmd.args(["--http-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--config-poll-interval", "100ms"])
+            .arg("--config-dir")
+            .arg(dir.path())
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("raftgated starts");
+        let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel::<(String, SocketAddr)>();
+        let l = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                    if v["message"] == "listening" {
+                        let addr = v["addr"].as_str().and_then(|a| a.parse().ok()).unwrap_or_else(|| panic!("{line}"));
+                        let _ = tx.send((v["listener"].as_str().unwrap().to_string(), addr));
+                    }
+                }
+                l.lock().unwrap().push(line);
+            }
+        });
+        let l = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                l.lock().unwrap().push(line);
+            }
+        });
+        let want = if extra.contains(&"--https-addr") { 3 } else { 2 };
+        let mut addrs = HashMap::new();
+        while addrs.len() < want {
+            match rx.recv_timeout(Duration::from_secs(20)) {
+                Ok((k, a)) => {
+                    addrs.insert(k, a);
+                }
+                Err(_) => panic!("raftgated did not start: {:#?}", log.lock().unwrap()),
+            }
+        }
+        Gateway { child, dir, http: addrs["http"], https: addrs.get("https").copied(), admin: addrs["admin"], log }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
+    }
+
+    /// Replaces a config file; the node picks it up on its next poll.
+    pub fn write(&self, name: &str, text: &str) {
+        let tmp = self.dir.path().join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(tmp, self.dir.path().join(name)).unwrap();
+    }
+
+    pub fn config_hash(&self) -> String {
+        let s = blocking_get(self.admin, "/status");
+        let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+        v["config"]["hash"].as_str().unwrap().to_string()
+    }
+
+    /// Waits until the node serves a config other than `old`.
+    pub fn wait_for_new_config(&self, old: &str) -> String {
+        for _ in 0..100 {
+            let h = self.config_hash();
+            if h != old {
+                return h;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("config was not reloaded: {:#?}", self.log.lock().unwrap());
+    }
+
+    pub fn logs(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A GET over a plain std socket, usable from sync and async code alike.
+fn blocking_get(addr: SocketAddr, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{path}: {out}");
+    body.to_string()
+}
+
+/// What a scripted upstream does with a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Behaviour {
+    /// 200 with a JSON echo of the request (method, path, headers, body length).
+    Echo,
+    /// Sleep this long, then echo.
+    Delay(Duration),
+    /// Close the connection without answering.
+    Reset,
+}
+
+/// A small hyper server on loopback. Counts requests and accepted connections.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub requests: Arc<AtomicUsize>,
+    pub connections: Arc<AtomicUsize>,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Upstream {
+    pub async fn start(name: &str, behaviour: Behaviour) -> Upstream {
+        Self::start_with(name, behaviour, false).await
+    }
+
+    /// `h2`: serve HTTP/2 with prior knowledge only (as a gRPC server does).
+    pub async fn start_with(name: &str, behaviour: Behaviour, h2: bool) -> Upstream {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = Arc::new(AtomicUsize::new(0));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let (r, c, n) = (requests.clone(), connections.clone(), name.to_string());
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = tokio::select! {
+                    a = listener.accept() => a.unwrap(),
+                    _ = &mut stopped => return,
+                };
+                c.fetch_add(1, Ordering::SeqCst);
+                let (r, n) = (r.clone(), n.clone());
+                tokio::spawn(async move {
+                    if behaviour == Behaviour::Reset {
+                        // Read the request, then drop the socket without a response.
+                        let mut buf = [0u8; 1024];
+                        let _ = tokio::io::AsyncReadExt::read(&mut { stream }, &mut buf).await;
+                        r.fetch_add(1, Ordering::SeqCst);
+                        return;
+                    }
+                    let svc = service_fn(move |req| {
+                        r.fetch_add(1, Ordering::SeqCst);
+                        upstream_handle(req, n.clone(), behaviour)
+                    });
+                    let mut b = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    if h2 {
+                        b = b.http2_only();
+                    }
+                    let _ = b.serve_connection_with_upgrades(TokioIo::new(stream), svc).await;
+                });
+            }
+        });
+        Upstream { addr, requests, connections, _stop: stop }
+    }
+}
+
+async fn upstream_handle(
+    mut req: Request<Incoming>,
+    name: String,
+    behaviour: Behaviour,
+) -> Result<Response<http_body_util::combinators::BoxBody<Bytes, hyper::Error>>, hyper::Error> {
+    if let Behaviour::Delay(d) = behaviour {
+        tokio::time::sleep(d).await;
+    }
+    // WebSocket-style upgrade: answer 101 and echo bytes back.
+    if req.headers().get(http::header::UPGRADE).is_some() {
+        let on = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            if let Ok(up) = on.await {
+                let mut io = TokioIo::new(up);
+                let mut buf = [0u8; 1024];
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                while let Ok(n) = io.read(&mut buf).await {
+                    if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        let resp = Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header("upgrade", "websocket")
+            .header("connection", "upgrade")
+            .body(Full::new(Bytes::new()).map_err(|e| match e {}).boxed())
+            .unwrap();
+        return Ok(resp);
+    }
+    let method = req.method().to_string();
+    let path = req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
+    let version = format!("{:?}", req.version());
+    let headers: serde_json::Map<String, serde_json::Value> = req
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_str().unwrap_or("").to_string())))
+        .collect();
+    let grpc = req.headers().get("content-type").is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    let body = req.into_body().collect().await?.to_bytes();
+    if grpc {
+        // A gRPC-shaped answer: data, then status in trailers.
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("grpc-status", "0".parse().unwrap());
+        trailers.insert("grpc-message", "from-trailers".parse().unwrap());
+        let frames =
+            vec![Ok::<_, hyper::Error>(hyper::body::Frame::data(body)), Ok(hyper::body::Frame::trailers(trailers))];
+        let stream = http_body_util::StreamBody::new(futures_stream(frames));
+        return Ok(Response::builder()
+            .header("content-type", "application/grpc")
+            .header("x-upstream", name)
+            .body(stream.boxed())
+            .unwrap());
+    }
+    let echo = serde_json::json!({
+        "upstream": name, "method": method, "path": path, "version": version,
+        "headers": headers, "bodyLength": body.len(),
+    });
+    Ok(Response::builder()
+        .header("content-type", "application/json")
+        .header("x-upstream", name)
+        .header("connection", "keep-alive, x-hop")
+        .header("x-hop", "must-not-pass")
+        .body(Full::new(Bytes::from(echo.to_string())).map_err(|e| match e {}).boxed())
+        .unwrap())
+}
+
+fn futures_stream<T: Send + 'static>(items: Vec<T>) -> impl futures_core::Stream<Item = T> + Send {
+    struct Iter<T>(std::vec::IntoIter<T>);
+    impl<T> futures_core::Stream for Iter<T> {
+        type Item = T;
+        fn poll_next(mut self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<Option<T>> {
+            std::task::Poll::Ready(self.0.next())
+        }
+    }
+    impl<T> Unpin for Iter<T> {}
+    Iter(items.into_iter())
+}
+
+/// A plain HTTP/1.1 client with keep-alive.
+pub fn client() -> hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>> {
+    hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// GET with extra headers; returns status, headers and body as text.
+pub async fn get(url: &str, headers: &[(&str, &str)]) -> (StatusCode, http::HeaderMap, String) {
+    send(&client(), "GET", url, headers, Bytes::new()).await
+}
+
+pub async fn send(
+    c: &hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+) -> (StatusCode, http::HeaderMap, String) {
+    let mut b = Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let resp = c.request(b.body(Full::new(body)).unwrap()).await.expect("request completes");
+    let (parts, body) = resp.into_parts();
+    let text = String::from_utf8_lossy(&body.collect().await.unwrap().to_bytes()).into_owned();
+    (parts.status, parts.headers, text)
+}
+
+pub fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// Config for one upstream per (name, address).
+pub fn upstreams(list: &[(&str, &Upstream)]) -> String {
+    list.iter()
+        .map(|(name, u)| format!("---\nkind: Upstream\nname: {name}\nendpoints: [{{ address: \"{}\" }}]\n", u.addr))
+        .collect()
+}
+
+/// Raw bytes over TCP: sends `request`, returns everything read until the peer closes or
+/// `timeout` passes.
+pub async fn raw(addr: SocketAddr, request: &[u8], timeout: Duration) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(timeout, s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}

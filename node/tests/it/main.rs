@@ -1,0 +1,8 @@
+//! Integration tests: the real `raftgated` binary against real upstreams (small hyper
+//! servers started by the tests) and real HTTP clients, all on loopback.
+
+mod badinput;
+mod features;
+mod harness;
+mod protocols;
+mod swap;
