@@ -7,6 +7,7 @@
 //! swapped in whole. This crate never touches RocksDB (that is `raft`'s job).
 
 pub mod admin;
+pub mod coarse_timer;
 pub mod config_dir;
 pub mod proxy;
 pub mod run;

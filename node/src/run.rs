@@ -94,6 +94,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .build_recorder();
     let metrics_handle = recorder.handle();
     metrics::set_global_recorder(recorder).context("installing the metrics recorder")?;
+    // Histogram samples are buffered until upkeep folds them into buckets; without it they
+    // would pile up between scrapes.
+    let upkeep = metrics_handle.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
 
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_native_certs::load_native_certs().certs {

@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
+use crate::coarse_timer::CoarseTimer;
 use crate::proxy::{ConnInfo, Proxy};
 
 /// Limits and timeouts of client connections.
@@ -47,7 +48,8 @@ impl Default for ServerSettings {
 fn builder(settings: &ServerSettings) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
-        .timer(TokioTimer::new())
+        // Request-head deadlines are per request: a coarse timer keeps them cheap.
+        .timer(CoarseTimer::start())
         .header_read_timeout(settings.header_timeout)
         .max_buf_size(settings.max_header_bytes.max(8192))
         .max_headers(settings.max_headers)

@@ -2,8 +2,6 @@
 //! whole; the request body is counted against the size limit as it flows.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -25,7 +23,6 @@ pub struct ReqBody {
     inner: Option<Incoming>,
     seen: u64,
     limit: u64,
-    exceeded: Arc<AtomicBool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -37,12 +34,12 @@ pub enum BodyError {
 }
 
 impl ReqBody {
-    pub fn limited(body: Incoming, limit: u64, exceeded: Arc<AtomicBool>) -> Self {
-        Self { inner: Some(body), seen: 0, limit, exceeded }
+    pub fn limited(body: Incoming, limit: u64) -> Self {
+        Self { inner: Some(body), seen: 0, limit }
     }
 
     pub fn empty() -> Self {
-        Self { inner: None, seen: 0, limit: 0, exceeded: Arc::new(AtomicBool::new(false)) }
+        Self { inner: None, seen: 0, limit: 0 }
     }
 }
 
@@ -58,7 +55,6 @@ impl Body for ReqBody {
                 if let Some(data) = frame.data_ref() {
                     this.seen += data.len() as u64;
                     if this.seen > this.limit {
-                        this.exceeded.store(true, Ordering::Relaxed);
                         this.inner = None;
                         return Poll::Ready(Some(Err(BodyError::TooLarge(this.limit))));
                     }
@@ -78,4 +74,16 @@ impl Body for ReqBody {
     fn size_hint(&self) -> SizeHint {
         self.inner.as_ref().map(Body::size_hint).unwrap_or_else(|| SizeHint::with_exact(0))
     }
+}
+
+/// Did an upstream call fail because the client's body went over the limit?
+pub fn is_too_large(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if matches!(err.downcast_ref::<BodyError>(), Some(BodyError::TooLarge(_))) {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }

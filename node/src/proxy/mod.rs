@@ -15,8 +15,8 @@ pub mod runtime;
 pub mod tls;
 pub mod upstream;
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -82,7 +82,7 @@ impl Proxy {
         let uri = req.uri().clone();
         let version = req.version();
         let mut outcome = Outcome::default();
-        let mut resp = match self.forward(&rt, req, conn, &mut outcome).await {
+        let mut resp = match self.forward(&rt, req, &uri, conn, &mut outcome).await {
             Ok(resp) => resp,
             Err(e) => {
                 outcome.error = Some(e.code());
@@ -134,24 +134,29 @@ impl Proxy {
         &self,
         rt: &Runtime,
         mut req: Request<Incoming>,
+        // The request target, kept aside so path and query can be borrowed after `req` is
+        // taken apart (cloning a `Uri` only bumps reference counts).
+        uri: &Uri,
         conn: ConnInfo,
         outcome: &mut Outcome,
     ) -> Result<Response<RespBody>, ProxyError> {
         // Host and path, as routing sees them.
-        let (host, port) = request_host(&req)?;
-        let path = filters::normalize_path(req.uri().path()).map_err(ProxyError::BadRequest)?.into_owned();
-        let query = req.uri().query().map(str::to_string);
+        // A clone of the Host value only bumps a reference count, and frees `req` for later.
+        let host_header = req.headers().get(header::HOST).cloned();
+        let (host, port) = request_host(uri, host_header.as_ref())?;
+        let path = filters::normalize_path(uri.path()).map_err(ProxyError::BadRequest)?;
+        let query = uri.query();
 
         let matched = rt
             .router
             .lookup(&router::RequestView {
                 host: &host,
                 path: &path,
-                query: query.as_deref(),
+                query,
                 method: req.method(),
                 headers: req.headers(),
             })
-            .ok_or_else(|| ProxyError::NoRoute { host: host.clone(), path: path.clone() })?;
+            .ok_or_else(|| ProxyError::NoRoute { host: host.to_string(), path: path.to_string() })?;
         let rule = matched.rule.clone();
         outcome.rule = Some(rule.clone());
 
@@ -161,7 +166,7 @@ impl Proxy {
                 host: &host,
                 port: port.or(Some(conn.local_port)),
                 path: &path,
-                query: query.as_deref(),
+                query,
                 matched_kind: matched.path_kind,
                 matched_path: matched.matched_path,
             };
@@ -218,7 +223,7 @@ impl Proxy {
             }
         }
         let target_path = new_path.as_deref().unwrap_or(&path);
-        let pq = match &query {
+        let pq = match query {
             Some(q) => format!("{target_path}?{q}"),
             None => target_path.to_string(),
         };
@@ -234,8 +239,7 @@ impl Proxy {
             parts.version = Version::HTTP_2;
             parts.headers.remove(header::HOST);
         }
-        let exceeded = Arc::new(AtomicBool::new(false));
-        let upstream_req = Request::from_parts(parts, ReqBody::limited(body, limit, exceeded.clone()));
+        let upstream_req = Request::from_parts(parts, ReqBody::limited(body, limit));
 
         let deadline = match (rule.request_timeout, rule.backend_timeout) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -254,7 +258,7 @@ impl Proxy {
         let mut resp = match result {
             Ok(r) => r,
             Err(e) => {
-                if exceeded.load(Ordering::Relaxed) {
+                if body::is_too_large(&e) {
                     return Err(ProxyError::BodyTooLarge { limit });
                 }
                 let reason = error_chain(&e);
@@ -306,19 +310,35 @@ fn class(status: u16) -> &'static str {
 }
 
 /// The request's host, lower-case and without port, and the port if one was given.
-fn request_host(req: &Request<Incoming>) -> Result<(String, Option<u16>), ProxyError> {
-    let raw = match req.uri().authority() {
-        Some(a) => a.as_str().to_string(),
-        None => req
-            .headers()
-            .get(header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-            .ok_or(ProxyError::MissingHost)?,
+fn request_host<'a>(
+    uri: &'a Uri,
+    host_header: Option<&'a HeaderValue>,
+) -> Result<(Cow<'a, str>, Option<u16>), ProxyError> {
+    let raw = match uri.authority() {
+        Some(a) => a.as_str(),
+        None => {
+            let v = host_header.ok_or(ProxyError::MissingHost)?;
+            v.to_str().map_err(|_| ProxyError::BadRequest("invalid Host header"))?
+        }
     };
-    let authority: http::uri::Authority = raw.parse().map_err(|_| ProxyError::BadRequest("invalid Host header"))?;
-    let host = authority.host().trim_end_matches('.').to_ascii_lowercase();
-    Ok((host, authority.port_u16()))
+    // `host[:port]` or `[v6]:port`; the port must be digits.
+    let (host, port) = match raw.rfind(':') {
+        Some(i) if !raw[i..].contains(']') => {
+            let port =
+                raw[i + 1..].parse::<u16>().map_err(|_| ProxyError::BadRequest("invalid port in Host header"))?;
+            (&raw[..i], Some(port))
+        }
+        _ => (raw, None),
+    };
+    let host = host.trim_end_matches('.');
+    if host.is_empty() || host.bytes().any(|b| b.is_ascii_whitespace() || b == b'/' || b == b'@') {
+        return Err(ProxyError::BadRequest("invalid Host header"));
+    }
+    Ok(if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        (Cow::Owned(host.to_ascii_lowercase()), port)
+    } else {
+        (Cow::Borrowed(host), port)
+    })
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -334,6 +354,11 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 /// 128 random bits as 32 hex digits.
 fn new_request_id() -> HeaderValue {
-    let id = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
-    HeaderValue::from_str(&id).expect("hex is a valid header value")
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 32];
+    let bits = fastrand::u128(..);
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = HEX[((bits >> (i * 4)) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&out).expect("hex is a valid header value")
 }

@@ -1,0 +1,101 @@
+//! Demo and benchmark upstreams: small hyper servers on loopback.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use anyhow::Context;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+/// Starts an echo server on every loopback endpoint of the config, named after its
+/// upstream, and runs until interrupted.
+pub fn serve_config(dir: &Path) -> anyhow::Result<()> {
+    let files = schemas::source::read_dir(dir, &schemas::TreeLimits::default())?;
+    let compiled = schemas::compile_tree(&files)
+        .map_err(|d| anyhow::anyhow!("{}", d.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")))?;
+    let mut targets = Vec::new();
+    for u in &compiled.snapshot.upstreams {
+        for e in &u.endpoints {
+            if let Ok(addr) = e.address.parse::<SocketAddr>() {
+                if addr.ip().is_loopback() {
+                    targets.push((u.name.clone(), addr));
+                }
+            }
+        }
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    rt.block_on(async move {
+        for (name, addr) in targets {
+            let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+            println!("demo upstream `{name}` on http://{addr}");
+            tokio::spawn(echo_server(listener, format!("{name} ({addr})")));
+        }
+        tokio::signal::ctrl_c().await?;
+        Ok(())
+    })
+}
+
+async fn echo_server(listener: TcpListener, name: String) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        let name = name.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req: Request<Incoming>| {
+                let body = serde_json::json!({
+                    "upstream": name,
+                    "method": req.method().as_str(),
+                    "path": req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/"),
+                    "headers": req.headers().iter()
+                        .map(|(k, v)| (k.as_str().to_string(), serde_json::Value::from(v.to_str().unwrap_or(""))))
+                        .collect::<serde_json::Map<_, _>>(),
+                });
+                async move {
+                    Ok::<_, Infallible>(
+                        Response::builder()
+                            .header("content-type", "application/json")
+                            .body(Full::new(Bytes::from(format!("{body:#}\n"))))
+                            .expect("static response"),
+                    )
+                }
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+static BODY: &[u8] =
+    b"hello from backend 0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz01234567\n";
+
+/// The upstream of `make bench`: the same single-threaded hyper server for every proxy.
+pub fn bench_backend(addr: SocketAddr) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(async move {
+                let svc = service_fn(|_req: Request<Incoming>| async {
+                    Ok::<_, Infallible>(
+                        Response::builder()
+                            .header("content-type", "text/plain")
+                            .body(Full::new(Bytes::from_static(BODY)))
+                            .expect("static response"),
+                    )
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .keep_alive(true)
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    })
+}
