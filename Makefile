@@ -24,9 +24,9 @@ deps:
 build: deps
 	$(CARGO) build --workspace --release
 
-## The main job on embedded defaults: validate the example config repository.
+## The main job on embedded defaults: raftgated serving examples/config with demo upstreams.
 run: deps
-	$(CARGO) run --release -q -p cli -- config validate examples/config
+	scripts/run.sh
 
 # Ends with one `N passed, N failed` line summing every test binary, so a run that
 # executed nothing is visible at a glance.
@@ -49,8 +49,18 @@ fmt:
 schema:
 	$(CARGO) run -q -p cli -- config schema > schemas/raftgate.schema.json
 
+# Tools of the proxy benchmark (only `make bench` needs them).
+BENCH_DEPS := nginx-light haproxy wrk nghttp2-client curl python3 iproute2 util-linux
+
+## raftgated vs nginx and HAProxy, route lookup, compile+swap, memory; results in bench/results/.
 bench: deps
-	@echo "make bench: the proxy benchmark arrives with the data plane (issue #3)"; exit 2
+	@missing=""; for p in $(BENCH_DEPS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	@# Debian starts the packaged services; the benchmark runs its own, pinned.
+	-@$(SUDO) systemctl stop nginx haproxy 2>/dev/null || true
+	bench/run-all.sh
 
 testbed: deps
 	$(CARGO) run --release -q -p testbed

@@ -109,7 +109,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     for cert in rustls_native_certs::load_native_certs().certs {
         let _ = roots.add(cert);
     }
-    let engine = Arc::new(Engine::new(Arc::new(roots))?);
+    let engine = Arc::new(Engine::new(Arc::new(roots), args.https_addr.is_some())?);
 
     // The first config must be valid: refuse to start rather than serve nothing silently.
     let mut initial = None;

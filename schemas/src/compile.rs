@@ -30,6 +30,7 @@ const MAX_ENDPOINTS: usize = 1_000;
 const MAX_ENDPOINT_WEIGHT: u32 = 1_000;
 const MAX_BACKEND_WEIGHT: u32 = 1_000_000;
 const MAX_REGEX_BYTES: usize = 1 << 20;
+const MAX_BODY_LIMIT: u64 = 1 << 40;
 
 /// Headers a filter may not touch: hop-by-hop and framing headers belong to the proxy, and
 /// the upstream `Host` is changed with `urlRewrite.hostname`.
@@ -735,6 +736,15 @@ impl Ctx<'_, Route> {
             }
         }
         let retry = rule.retry.as_ref().map(|r| self.retry(ri, r, request_timeout));
+        if let Some(limit) = rule.max_request_body_bytes {
+            if limit == 0 || limit > MAX_BODY_LIMIT {
+                self.err(
+                    at!["rules", ri, "maxRequestBodyBytes"],
+                    format!("maxRequestBodyBytes is {limit}; it must be between 1 and {MAX_BODY_LIMIT} (1 TiB)"),
+                    None,
+                );
+            }
+        }
         RuleSpec {
             name: rule.name.clone(),
             matches,
@@ -743,6 +753,7 @@ impl Ctx<'_, Route> {
             request_timeout,
             backend_request_timeout,
             retry,
+            max_request_body_bytes: rule.max_request_body_bytes,
         }
     }
 

@@ -279,6 +279,10 @@ pub struct Rule {
     pub timeouts: Option<Timeouts>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<Retry>,
+    /// Largest request body this rule accepts, in bytes (larger gets 413). Default: the
+    /// node's `--max-body-bytes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_request_body_bytes: Option<u64>,
 }
 
 /// All conditions given in one match must hold.

@@ -15,7 +15,7 @@ pub use crate::model::{PathMatchType, RetryOn, StringMatchType, UpstreamProtocol
 
 /// Bumped whenever the meaning of a snapshot changes, so a node never runs a snapshot it
 /// would misread.
-pub const SNAPSHOT_FORMAT: u32 = 1;
+pub const SNAPSHOT_FORMAT: u32 = 2;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -189,6 +189,8 @@ pub struct RuleSpec {
     pub request_timeout: Option<Duration>,
     pub backend_request_timeout: Option<Duration>,
     pub retry: Option<RetrySpec>,
+    /// `None`: the node's default.
+    pub max_request_body_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]

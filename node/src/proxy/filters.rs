@@ -167,6 +167,7 @@ pub fn modify_path(m: &PathModifierSpec, path: &str, kind: PathMatchType, matche
 pub struct RedirectParts<'a> {
     pub https: bool,
     pub host: &'a str,
+    /// The port of the listener the request came in on.
     pub port: Option<u16>,
     pub path: &'a str,
     pub query: Option<&'a str>,
@@ -177,11 +178,13 @@ pub struct RedirectParts<'a> {
 pub fn redirect(filter: &FilterSpec, req: &RedirectParts<'_>) -> Option<Response<RespBody>> {
     let FilterSpec::RequestRedirect { scheme, hostname, path, port, status_code } = filter else { return None };
     let req_scheme = if req.https { "https" } else { "http" };
-    let scheme = scheme.as_deref().unwrap_or(req_scheme);
     let host = hostname.as_deref().unwrap_or(req.host);
+    // Gateway API: with a scheme given, the scheme's well-known port; otherwise the
+    // listener's port. Well-known ports are left out of the URL.
+    let port = port.or(if scheme.is_some() { None } else { req.port });
+    let scheme = scheme.as_deref().unwrap_or(req_scheme);
     let default_port = if scheme == "https" { 443 } else { 80 };
-    // Keep the request's port only when the scheme stays the same; drop default ports.
-    let port = port.or(if scheme == req_scheme { req.port } else { None }).filter(|p| *p != default_port);
+    let port = port.filter(|p| *p != default_port);
     let new_path = match path {
         Some(m) => modify_path(m, req.path, req.matched_kind, req.matched_path),
         None => req.path.to_string(),

@@ -143,7 +143,7 @@ impl Proxy {
         // Host and path, as routing sees them.
         // A clone of the Host value only bumps a reference count, and frees `req` for later.
         let host_header = req.headers().get(header::HOST).cloned();
-        let (host, port) = request_host(uri, host_header.as_ref())?;
+        let (host, _port) = request_host(uri, host_header.as_ref())?;
         let path = filters::normalize_path(uri.path()).map_err(ProxyError::BadRequest)?;
         let query = uri.query();
 
@@ -164,7 +164,7 @@ impl Proxy {
             let parts = filters::RedirectParts {
                 https: conn.https,
                 host: &host,
-                port: port.or(Some(conn.local_port)),
+                port: Some(conn.local_port),
                 path: &path,
                 query,
                 matched_kind: matched.path_kind,
@@ -175,7 +175,7 @@ impl Proxy {
         }
 
         // Refuse a declared oversized body before contacting anyone.
-        let limit = self.settings.max_body_bytes;
+        let limit = rule.max_body_bytes.unwrap_or(self.settings.max_body_bytes);
         if let Some(len) = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
         {
             if len > limit {

@@ -49,6 +49,8 @@ pub struct RuleRuntime {
     pub redirect: Option<FilterSpec>,
     pub request_timeout: Option<Duration>,
     pub backend_timeout: Option<Duration>,
+    /// Overrides the node's request body limit.
+    pub max_body_bytes: Option<u64>,
     pub latency: Histogram,
 }
 
@@ -93,12 +95,14 @@ pub fn status_counters(route: &str, upstream: &str) -> [Counter; 5] {
 }
 
 impl Runtime {
-    /// Compiles a snapshot, reusing unchanged upstreams from `previous`.
+    /// Compiles a snapshot, reusing unchanged upstreams from `previous`. Certificates are
+    /// loaded only when `tls` is set (the node has a TLS listener).
     pub fn build(
         snapshot: Arc<ConfigSnapshot>,
         origin: ConfigOrigin,
         previous: Option<&Runtime>,
         roots: &Arc<rustls::RootCertStore>,
+        tls: bool,
     ) -> anyhow::Result<(Self, CertStore)> {
         let mut upstreams = HashMap::new();
         for spec in &snapshot.upstreams {
@@ -129,10 +133,11 @@ impl Runtime {
                 filters: rule.filters.clone(),
                 request_timeout: rule.request_timeout,
                 backend_timeout: rule.backend_request_timeout,
+                max_body_bytes: rule.max_request_body_bytes,
                 latency: metrics::histogram!("raftgate_request_duration_seconds", "route" => route.name.clone()),
             }
         });
-        let certs = CertStore::load(&snapshot.certificates);
+        let certs = if tls { CertStore::load(&snapshot.certificates) } else { CertStore::default() };
         let hash = snapshot.content_hash();
         Ok((Runtime { snapshot, hash, origin, loaded_at: SystemTime::now(), router, upstreams }, certs))
     }
@@ -144,19 +149,22 @@ pub struct Engine {
     current: ArcSwap<Runtime>,
     pub certs: Arc<ArcSwap<CertStore>>,
     roots: Arc<rustls::RootCertStore>,
+    tls: bool,
     loaded: std::sync::atomic::AtomicBool,
     swap_lock: tokio::sync::Mutex<()>,
 }
 
 impl Engine {
     /// An engine serving an empty config (every request gets 404) until the first swap.
-    pub fn new(roots: Arc<rustls::RootCertStore>) -> anyhow::Result<Self> {
+    /// `tls`: the node terminates TLS, so certificates must be loaded.
+    pub fn new(roots: Arc<rustls::RootCertStore>, tls: bool) -> anyhow::Result<Self> {
         let snapshot = Arc::new(ConfigSnapshot::default());
-        let (rt, certs) = Runtime::build(snapshot, ConfigOrigin::default(), None, &roots)?;
+        let (rt, certs) = Runtime::build(snapshot, ConfigOrigin::default(), None, &roots, tls)?;
         Ok(Self {
             current: ArcSwap::from_pointee(rt),
             certs: Arc::new(ArcSwap::from_pointee(certs)),
             roots,
+            tls,
             loaded: false.into(),
             swap_lock: tokio::sync::Mutex::new(()),
         })
@@ -177,8 +185,9 @@ impl Engine {
         let _guard = self.swap_lock.lock().await;
         let previous = self.current();
         let roots = self.roots.clone();
+        let tls = self.tls;
         let (rt, certs) =
-            tokio::task::spawn_blocking(move || Runtime::build(snapshot, origin, Some(&previous), &roots))
+            tokio::task::spawn_blocking(move || Runtime::build(snapshot, origin, Some(&previous), &roots, tls))
                 .await
                 .map_err(|e| anyhow::anyhow!("config compile panicked: {e}"))??;
         let hash = rt.hash;

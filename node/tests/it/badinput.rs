@@ -6,7 +6,8 @@ use crate::harness::*;
 
 async fn gateway() -> (Upstream, Gateway) {
     let up = Upstream::start("up", Behaviour::Echo).await;
-    let cfg = upstreams(&[("up", &up)]) + "---\nkind: Route\nname: r\nrules:\n  - backendRefs: [{ upstream: up }]\n";
+    let cfg = upstreams(&[("up", &up)])
+        + "---\nkind: Route\nname: r\nrules:\n  - backendRefs: [{ upstream: up }]\n  - matches: [{ path: { value: /small } }]\n    backendRefs: [{ upstream: up }]\n    maxRequestBodyBytes: 100\n";
     let gw = Gateway::start(
         &[("c.yaml", &cfg)],
         &["--max-header-bytes", "16384", "--max-body-bytes", "1000", "--header-timeout", "1s"],
@@ -100,6 +101,14 @@ async fn streamed_body_over_the_limit_is_cut() {
     let resp = raw(gw.http, small.as_bytes(), Duration::from_secs(3)).await;
     assert!(status_line(&resp).starts_with("HTTP/1.1 200"), "{resp}");
     assert!(resp.contains("\"bodyLength\":600"), "{resp}");
+    // A rule's own limit overrides the node's.
+    let over = format!(
+        "POST /small HTTP/1.1\r\nHost: a\r\nContent-Length: 101\r\nConnection: close\r\n\r\n{}",
+        "b".repeat(101)
+    );
+    let resp = raw(gw.http, over.as_bytes(), Duration::from_secs(3)).await;
+    assert!(status_line(&resp).starts_with("HTTP/1.1 413"), "{resp}");
+    assert!(resp.contains("limit of 100 bytes"), "{resp}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -208,6 +208,11 @@ const CASES: &[Case] = &[
         &[(9, 13, "host name `a.com` is already served by certificate `c`")],
     ),
     (
+        "zero body limit",
+        "kind: Route\nname: a\nrules:\n  - backendRefs: [{ upstream: users }]\n    maxRequestBodyBytes: 0\n",
+        &[(5, 26, "maxRequestBodyBytes is 0")],
+    ),
+    (
         "too deep",
         "kind: Route\nname: a\nrules: [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]\n",
         &[(3, 39, "nested more than 32 levels deep")],

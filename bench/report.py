@@ -1,0 +1,88 @@
+#!/usr/bin/env python3
+"""Turns one `make bench` run into bench/results/<stamp>.json and <stamp>.md.
+
+Reads the newest h1 and h2 CSVs that proxy-bench.sh wrote, the criterion log and the RSS
+figures. Every ratio is computed from this one run: medians of interleaved rounds, and the
+paired ratio (median of per-round ratios), which cancels slow host periods."""
+import argparse, csv, glob, json, os, re, statistics as st
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--stamp", required=True)
+ap.add_argument("--results", required=True)
+ap.add_argument("--criterion", required=True)
+ap.add_argument("--rss", required=True)
+ap.add_argument("--host", default="")
+a = ap.parse_args()
+
+def f(x):
+    try:
+        return float(x)
+    except ValueError:
+        return float("nan")
+
+def load(kind):
+    files = sorted(glob.glob(os.path.join(a.results, f"*-{kind}.csv")))
+    if not files:
+        return None
+    rows = list(csv.DictReader(open(files[-1])))
+    names = list(dict.fromkeys(r["name"] for r in rows))
+    rounds = {}
+    for r in rows:
+        rounds.setdefault(r["round"], {})[r["name"]] = r
+    out = {"csv": os.path.basename(files[-1]), "rounds": len(rounds), "targets": {}}
+    for n in names:
+        rs = [r for r in rows if r["name"] == n]
+        rps = [f(r["rps"]) for r in rs]
+        t = {
+            "rps_median": st.median(rps), "rps_min": min(rps), "rps_max": max(rps),
+            "p50_us": st.median(f(r["p50_us"]) for r in rs), "p99_us": st.median(f(r["p99_us"]) for r in rs),
+            "cpu_us_per_request": st.median(f(r["srv_cpu_us_per_req"]) for r in rs),
+            "errors": sum(int(f(r["errors"])) for r in rs),
+        }
+        for base in ("nginx", "haproxy"):
+            pair = [f(v[n]["rps"]) / f(v[base]["rps"]) for v in rounds.values() if n in v and base in v and f(v[base]["rps"]) > 0]
+            if pair and n != base:
+                t[f"paired_rps_ratio_vs_{base}"] = round(st.median(pair), 3)
+                cpu = [f(v[n]["srv_cpu_us_per_req"]) / f(v[base]["srv_cpu_us_per_req"]) for v in rounds.values() if n in v and base in v]
+                t[f"cpu_per_request_ratio_vs_{base}"] = round(st.median(cpu), 3)
+                p99 = [f(v[n]["p99_us"]) / f(v[base]["p99_us"]) for v in rounds.values() if n in v and base in v]
+                t[f"p99_ratio_vs_{base}"] = round(st.median(p99), 3)
+        out["targets"][n] = t
+    return out
+
+crit = {}
+for m in re.finditer(r"^(route_lookup|compile_and_swap)/(\d+)\s+time:\s+\[\S+ \S+ (\S+) (\S+)", open(a.criterion).read(), re.M):
+    group, n, value, unit = m.groups()
+    scale = {"ps": 1e-3, "ns": 1, "µs": 1e3, "us": 1e3, "ms": 1e6, "s": 1e9}[unit]
+    crit.setdefault(group, {})[n] = round(float(value) * scale, 1)
+rss = {line.split()[0]: int(line.split()[1]) for line in open(a.rss) if line.strip()}
+
+report = {"stamp": a.stamp, "host": a.host, "h1": load("h1"), "h2c": load("h2"),
+          "criterion_ns": crit, "rss_kib_by_routes": rss,
+          "layout": "proxy under test and upstream pinned to CPU 0, load generator alone on CPU 1; one worker per proxy"}
+json.dump(report, open(os.path.join(a.results, f"{a.stamp}.json"), "w"), indent=2)
+
+md = [f"# Benchmark {a.stamp}", "", f"Host: {a.host}. {report['layout']}.", ""]
+for kind, title, tool in (("h1", "HTTP/1.1 keep-alive", "wrk -c32"), ("h2c", "h2c (prior knowledge)", "h2load -c8 -m4")):
+    r = report[kind]
+    if not r:
+        continue
+    md += [f"## {title} ({tool}, {r['rounds']} interleaved rounds)", "",
+           "| target | rps (median) | p50 µs | p99 µs | CPU µs/req | paired rps vs nginx | CPU/req vs nginx | p99 vs nginx | paired rps vs HAProxy | errors |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+    for n, t in r["targets"].items():
+        md.append(f"| {n} | {t['rps_median']:.0f} | {t['p50_us']:.0f} | {t['p99_us']:.0f} | {t['cpu_us_per_request']:.1f} | "
+                  f"{t.get('paired_rps_ratio_vs_nginx', 1.0 if n == 'nginx' else float('nan')):.2f}× | "
+                  f"{t.get('cpu_per_request_ratio_vs_nginx', 1.0 if n == 'nginx' else float('nan')):.2f}× | "
+                  f"{t.get('p99_ratio_vs_nginx', 1.0 if n == 'nginx' else float('nan')):.2f}× | "
+                  f"{t.get('paired_rps_ratio_vs_haproxy', 1.0 if n == 'haproxy' else float('nan')):.2f}× | {t['errors']} |")
+    md.append("")
+md += ["## Route lookup and compile+swap (criterion, median)", "", "| routes (3 rules each) | lookup | compile + swap |", "|---|---|---|"]
+for n in ("10", "1000", "10000"):
+    lk = crit.get("route_lookup", {}).get(n)
+    cs = crit.get("compile_and_swap", {}).get(n)
+    md.append(f"| {n} | {lk:.0f} ns | {cs / 1e6:.2f} ms |" if lk is not None and cs is not None else f"| {n} | – | – |")
+md += ["", "## Resident memory of raftgated", "", "| routes | RSS |", "|---|---|"]
+md += [f"| {n} | {kib / 1024:.1f} MiB |" for n, kib in rss.items()]
+open(os.path.join(a.results, f"{a.stamp}.md"), "w").write("\n".join(md) + "\n")
+print("\n".join(md))

@@ -1,0 +1,82 @@
+//! Route lookup and config compile+swap at 10, 1,000 and 10,000 routes.
+//!
+//! Lookup must not scan: its cost should stay about flat as the table grows. Compile+swap
+//! is what a node does off the request path for every new config.
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use http::{HeaderMap, Method};
+use node::proxy::router::RequestView;
+use node::proxy::runtime::{ConfigOrigin, Runtime};
+
+/// `n` routes over `n / 10` host names (at least one), each with an exact, a prefix and a
+/// header-matching rule, so the table holds `3 n` rules.
+fn config(n: usize) -> schemas::ConfigSnapshot {
+    let mut yaml = String::from("kind: Upstream\nname: up\nendpoints: [{ address: 127.0.0.1:9000 }]\n");
+    let hosts = (n / 10).max(1);
+    for i in 0..n {
+        yaml.push_str(&format!(
+            "---\nkind: Route\nname: r{i}\nhostnames: [h{}.example.com]\nrules:\n  - matches: [{{ path: {{ type: Exact, value: /svc{i}/health }} }}]\n    backendRefs: [{{ upstream: up }}]\n  - matches: [{{ path: {{ value: /svc{i} }}, headers: [{{ name: x-canary, value: \"on\" }}] }}]\n    backendRefs: [{{ upstream: up }}]\n  - matches: [{{ path: {{ value: /svc{i} }} }}]\n    backendRefs: [{{ upstream: up }}]\n",
+            i % hosts
+        ));
+    }
+    let files = [schemas::SourceFile { path: "bench.yaml".into(), contents: yaml.into_bytes() }];
+    schemas::compile_tree(&files).expect("valid bench config").snapshot
+}
+
+fn roots() -> Arc<rustls::RootCertStore> {
+    Arc::new(rustls::RootCertStore::empty())
+}
+
+fn lookup(c: &mut Criterion) {
+    let mut group = c.benchmark_group("route_lookup");
+    for n in [10usize, 1_000, 10_000] {
+        let (rt, _) = Runtime::build(Arc::new(config(n)), ConfigOrigin::default(), None, &roots(), false).unwrap();
+        let hosts = (n / 10).max(1);
+        let headers = HeaderMap::new();
+        let method = Method::GET;
+        // Requests spread over the whole table, for a route deep in a long path.
+        let targets: Vec<(String, String)> = (0..1024)
+            .map(|k| {
+                let i = (k * 7919) % n;
+                (format!("h{}.example.com", i % hosts), format!("/svc{i}/users/42/orders"))
+            })
+            .collect();
+        let mut k = 0;
+        group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+            b.iter(|| {
+                let (host, path) = &targets[k % targets.len()];
+                k += 1;
+                let view = RequestView { host, path, query: None, method: &method, headers: &headers };
+                black_box(rt.router.lookup(&view).is_some())
+            })
+        });
+    }
+    group.finish();
+}
+
+fn compile_and_swap(c: &mut Criterion) {
+    let mut group = c.benchmark_group("compile_and_swap");
+    group.sample_size(10);
+    for n in [10usize, 1_000, 10_000] {
+        let snapshot = Arc::new(config(n));
+        let (first, _) = Runtime::build(snapshot.clone(), ConfigOrigin::default(), None, &roots(), false).unwrap();
+        let current = ArcSwap::from_pointee(first);
+        group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+            b.iter(|| {
+                let previous = current.load_full();
+                let (rt, _) =
+                    Runtime::build(snapshot.clone(), ConfigOrigin::default(), Some(&previous), &roots(), false)
+                        .unwrap();
+                current.store(Arc::new(rt));
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, lookup, compile_and_swap);
+criterion_main!(benches);
