@@ -1,7 +1,18 @@
-//! `raft` will replicate raftgate's config log between gateway nodes: the openraft type
-//! declarations, the RocksDB log store and state machine, and the tonic transport. It is the
-//! only crate that may touch RocksDB, and it must never serve admin or proxy traffic on its
-//! listener.
+//! `raft` replicates raftgate's config log between gateway nodes: the openraft type
+//! declarations (`types`), the RocksDB log store and config state machine (`store`), and
+//! (next) the tonic transport. It is the only crate that touches RocksDB, and its listener
+//! must never serve admin or proxy traffic.
 //!
-//! Nothing is implemented here yet: replication is issue #4. The crate exists so that the
-//! workspace layout is final from the start.
+//! The state machine holds the current `ConfigSnapshot` and the history of applied config
+//! commits, persists them atomically with `last_applied`, and publishes every change on a
+//! `watch` channel, so the proxy engine picks configs up without ever waiting on Raft.
+
+// openraft's storage traits fix the error type (`StorageError`, large by design); helper
+// functions return the same type rather than boxing and unboxing at every call.
+#![allow(clippy::result_large_err)]
+
+pub mod store;
+pub mod types;
+
+pub use store::{open, AppliedConfig, HistoryEntry, LogStore, StateMachineData, StateMachineStore};
+pub use types::*;

@@ -96,13 +96,22 @@ impl fmt::Display for Duration {
 }
 
 impl Serialize for Duration {
+    /// Human-readable formats (YAML, JSON) get the canonical text; binary formats (the Raft
+    /// log) get the milliseconds.
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+        if s.is_human_readable() {
+            s.collect_str(self)
+        } else {
+            s.serialize_u64(self.millis)
+        }
     }
 }
 
 impl<'de> Deserialize<'de> for Duration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if !d.is_human_readable() {
+            return u64::deserialize(d).map(Duration::from_millis);
+        }
         struct V;
         impl Visitor<'_> for V {
             type Value = Duration;
@@ -161,6 +170,14 @@ mod tests {
             assert_eq!(d.as_millis(), ms, "{text}");
             assert_eq!(d.to_string(), canon, "{text}");
         }
+    }
+
+    #[test]
+    fn binary_formats_carry_milliseconds() {
+        let d = Duration::parse("1m30s").unwrap();
+        let bytes = postcard::to_allocvec(&d).unwrap();
+        assert_eq!(postcard::from_bytes::<Duration>(&bytes).unwrap(), d);
+        assert_eq!(serde_json::to_string(&d).unwrap(), "\"90s\"");
     }
 
     #[test]

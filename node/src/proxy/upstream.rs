@@ -59,7 +59,7 @@ impl Upstream {
         http.set_nodelay(true);
         http.set_connect_timeout(Some(spec.connect_timeout.to_std()));
         let (scheme, connector) = match &spec.tls {
-            None => (Scheme::HTTP, https_connector(http, client_tls(tls_roots, false)?)),
+            None => (Scheme::HTTP, https_connector(http, client_tls(tls_roots, false)?, None)),
             Some(tls) => {
                 let roots = match &tls.ca_file {
                     Some(path) => Arc::new(load_roots(path)?),
@@ -69,7 +69,16 @@ impl Upstream {
                 if spec.protocol == UpstreamProtocol::Http2 {
                     cfg.alpn_protocols = vec![b"h2".to_vec()];
                 }
-                (Scheme::HTTPS, https_connector(http, cfg))
+                // `sni` names the server to ask for and to verify; by default, the
+                // endpoint's host.
+                let sni = match &tls.sni {
+                    Some(name) => Some(
+                        rustls_pki_types::ServerName::try_from(name.clone())
+                            .map_err(|e| anyhow::anyhow!("upstream `{}`: bad sni `{name}`: {e}", spec.name))?,
+                    ),
+                    None => None,
+                };
+                (Scheme::HTTPS, https_connector(http, cfg, sni))
             }
         };
         let mut builder = Client::builder(TokioExecutor::new());
@@ -94,13 +103,16 @@ impl Upstream {
     }
 }
 
-fn https_connector(http: HttpConnector, cfg: rustls::ClientConfig) -> HttpsConnector<HttpConnector> {
-    hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(cfg)
-        .https_or_http()
-        .enable_http1()
-        .enable_http2()
-        .wrap_connector(http)
+fn https_connector(
+    http: HttpConnector,
+    cfg: rustls::ClientConfig,
+    sni: Option<rustls_pki_types::ServerName<'static>>,
+) -> HttpsConnector<HttpConnector> {
+    let mut b = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(cfg).https_or_http();
+    if let Some(name) = sni {
+        b = b.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name));
+    }
+    b.enable_http1().enable_http2().wrap_connector(http)
 }
 
 fn client_tls(roots: &Arc<rustls::RootCertStore>, insecure: bool) -> anyhow::Result<rustls::ClientConfig> {

@@ -124,3 +124,22 @@ async fn slow_clients_time_out() {
     let (s, _, _) = get(&gw.url("/"), &[]).await;
     assert_eq!(s, http::StatusCode::OK);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connection_limit_holds_extra_clients_until_a_slot_frees() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = Upstream::start("up", Behaviour::Echo).await;
+    let cfg = upstreams(&[("up", &up)]) + "---\nkind: Route\nname: r\nrules:\n  - backendRefs: [{ upstream: up }]\n";
+    let gw = Gateway::start(&[("c.yaml", &cfg)], &["--max-connections", "2"]);
+    let first = tokio::net::TcpStream::connect(gw.http).await.unwrap();
+    let _second = tokio::net::TcpStream::connect(gw.http).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut third = tokio::net::TcpStream::connect(gw.http).await.unwrap();
+    third.write_all(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let waited = tokio::time::timeout(Duration::from_millis(500), third.read(&mut buf)).await;
+    assert!(waited.is_err(), "a third connection is not served while two are open");
+    drop(first);
+    let n = tokio::time::timeout(Duration::from_secs(3), third.read(&mut buf)).await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+}

@@ -200,3 +200,70 @@ async fn grpc_passes_through_with_trailers() {
     assert_eq!(trailers["grpc-message"], "from-trailers");
     assert_eq!(&collected.to_bytes()[..], b"\0\0\0\0\x05hello");
 }
+
+/// An upstream served over TLS: verified against the configured CA, refused otherwise.
+#[tokio::test(flavor = "multi_thread")]
+async fn upstream_tls_is_verified() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = rcgen::generate_simple_self_signed(vec!["upstream.internal".to_string()]).unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, ck.cert.pem()).unwrap();
+    let other = rcgen::generate_simple_self_signed(vec!["upstream.internal".to_string()]).unwrap();
+    let wrong_ca = dir.path().join("wrong.pem");
+    std::fs::write(&wrong_ca, other.cert.pem()).unwrap();
+
+    // A TLS echo upstream on loopback.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let key = rustls_pki_types::PrivateKeyDer::try_from(ck.signing_key.serialize_der()).unwrap();
+    let server_cfg = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![ck.cert.der().clone()], key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_cfg));
+    tokio::spawn(async move {
+        loop {
+            let (s, _) = listener.accept().await.unwrap();
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(s).await else { return };
+                let svc = hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from_static(b"over tls"))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), svc).await;
+            });
+        }
+    });
+
+    let cfg = format!(
+        r#"kind: Upstream
+name: good
+endpoints: [{{ address: "{addr}" }}]
+tls: {{ sni: upstream.internal, caFile: {} }}
+---
+kind: Upstream
+name: wrong
+endpoints: [{{ address: "{addr}" }}]
+tls: {{ sni: upstream.internal, caFile: {} }}
+---
+kind: Route
+name: r
+rules:
+  - matches: [{{ path: {{ value: /good }} }}]
+    backendRefs: [{{ upstream: good }}]
+  - matches: [{{ path: {{ value: /wrong }} }}]
+    backendRefs: [{{ upstream: wrong }}]
+"#,
+        ca.display(),
+        wrong_ca.display()
+    );
+    let gw = Gateway::start(&[("c.yaml", &cfg)], &[]);
+    let (status, _, body) = get(&gw.url("/good"), &[]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body, "over tls");
+    let (status, _, body) = get(&gw.url("/wrong"), &[]).await;
+    assert!(status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::BAD_GATEWAY, "{status}: {body}");
+    assert!(body.contains("certificate"), "the reason names the certificate problem: {body}");
+}
