@@ -1,6 +1,6 @@
 //! `raft` replicates raftgate's config log between gateway nodes: the openraft type
-//! declarations (`types`), the RocksDB log store and config state machine (`store`), and
-//! (next) the tonic transport. It is the only crate that touches RocksDB, and its listener
+//! declarations (`types`), the RocksDB log store and config state machine (`store`), the
+//! tonic transport (`network`) and the timing profiles (`config`). It is the only crate that touches RocksDB, and its listener
 //! must never serve admin or proxy traffic.
 //!
 //! The state machine holds the current `ConfigSnapshot` and the history of applied config
@@ -11,6 +11,8 @@
 // functions return the same type rather than boxing and unboxing at every call.
 #![allow(clippy::result_large_err)]
 
+pub mod config;
+pub mod network;
 pub mod store;
 pub mod types;
 

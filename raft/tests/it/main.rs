@@ -5,6 +5,7 @@
 #![allow(clippy::result_large_err)]
 
 mod apply;
+mod cluster;
 
 use openraft::testing::{StoreBuilder, Suite};
 use raft::{LogStore, StateMachineStore, StorageError, TypeConfig};
