@@ -15,6 +15,23 @@ use tokio::sync::watch;
 
 use crate::proxy::runtime::{ConfigOrigin, Engine};
 
+/// The log entry for a directory tree (no Git metadata yet).
+pub fn dir_entry(compiled: schemas::Compiled) -> raft::ApplyConfig {
+    raft::ApplyConfig {
+        commit: format!("dir-{}", compiled.hash.short()),
+        parent: None,
+        author: String::new(),
+        message: "local config directory".into(),
+        committed_at: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_secs()).unwrap_or(0))
+            .unwrap_or(0),
+        hash: compiled.hash,
+        snapshot: compiled.snapshot,
+        covers: Vec::new(),
+    }
+}
+
 /// Reads and compiles the directory once. Errors are rendered one diagnostic per line.
 pub fn load(dir: &std::path::Path) -> Result<schemas::Compiled, String> {
     let files = read_dir(dir, &TreeLimits::default()).map_err(|e| e.to_string())?;
@@ -24,11 +41,21 @@ pub fn load(dir: &std::path::Path) -> Result<schemas::Compiled, String> {
     schemas::compile_tree(&files).map_err(|diags| diags.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))
 }
 
-/// Polls `dir` every `interval` and applies each new valid config to `engine`.
+/// Where a new valid tree goes.
+#[derive(Debug, Clone)]
+pub enum Sink {
+    /// Straight into this node's engine (a node without a cluster).
+    Engine(Arc<Engine>),
+    /// Proposed through Raft when this node leads; every node then applies it from the log.
+    /// A stand-in source until Git sync lands: the commit is named `dir-<hash>`.
+    Cluster(crate::cluster::Cluster),
+}
+
+/// Polls `dir` every `interval` and hands each new valid config to `sink`.
 pub async fn watch_dir(
     dir: PathBuf,
     interval: Duration,
-    engine: Arc<Engine>,
+    sink: Sink,
     mut current: ContentHash,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -45,12 +72,19 @@ pub async fn watch_dir(
             Err(e) => Err(format!("config load panicked: {e}")),
         };
         match result {
-            Ok(compiled) if compiled.hash == current => last_error = None,
+            Ok(compiled) if compiled.hash == current && matches!(sink, Sink::Engine(_)) => last_error = None,
             Ok(compiled) => {
-                let origin = ConfigOrigin { commit: None, source: dir.display().to_string() };
-                match engine.apply(Arc::new(compiled.snapshot), origin).await {
-                    Ok(h) => {
-                        current = h;
+                let hash = compiled.hash;
+                let result = match &sink {
+                    Sink::Engine(engine) => {
+                        let origin = ConfigOrigin { commit: None, source: dir.display().to_string() };
+                        engine.apply(Arc::new(compiled.snapshot), origin).await.map(|_| ())
+                    }
+                    Sink::Cluster(cluster) => cluster.propose_if_leader(dir_entry(compiled)).await.map(|_| ()),
+                };
+                match result {
+                    Ok(()) => {
+                        current = hash;
                         last_error = None;
                     }
                     Err(e) => {

@@ -4,9 +4,10 @@
 //!
 //! The data plane must never wait on the control plane: requests read the last applied
 //! config with one atomic load, and config changes are compiled off the request path and
-//! swapped in whole. This crate never touches RocksDB (that is `raft`'s job).
+//! swapped in whole. This crate never touches RocksDB directly (that is `raft`'s job).
 
 pub mod admin;
+pub mod cluster;
 pub mod coarse_timer;
 pub mod config_dir;
 pub mod proxy;

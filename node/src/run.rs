@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::admin::{self, Admin, NodeInfo};
+use crate::cluster::ClusterSettings;
 use crate::config_dir;
 use crate::proxy::runtime::{ConfigOrigin, Engine};
 use crate::proxy::{Proxy, ProxySettings};
@@ -53,9 +54,40 @@ pub struct Args {
     /// Write a JSON access-log line per request.
     #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse_switch, action = clap::ArgAction::Set)]
     pub access_log: bool,
+    /// This node's id in the Raft cluster. With --data-dir, the node replicates its config
+    /// through Raft instead of serving --config-dir alone.
+    #[arg(long, value_name = "ID", requires = "data_dir")]
+    pub node_id: Option<u64>,
+    /// Where the node keeps its Raft log and state (RocksDB).
+    #[arg(long, value_name = "DIR", requires = "node_id")]
+    pub data_dir: Option<PathBuf>,
+    /// Raft RPC listener (node to node only).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9800")]
+    pub raft_addr: SocketAddr,
+    /// The Raft address peers should use, when it differs from --raft-addr (NAT, containers).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub advertise_raft_addr: Option<String>,
+    /// Region label of this node.
+    #[arg(long, value_name = "LABEL", default_value = "default")]
+    pub region: String,
+    /// Cluster name; nodes refuse Raft messages from other clusters.
+    #[arg(long, value_name = "NAME", default_value = "raftgate")]
+    pub cluster_name: String,
+    /// Initialise a new cluster made of this node (ignored when the data dir already holds one).
+    #[arg(long, requires = "data_dir")]
+    pub bootstrap: bool,
+    /// Raft timing: `wan` (regions up to ~150 ms apart; failover 6–9 s) or `lan` (~1 s).
+    #[arg(long, value_name = "PROFILE", default_value = "wan")]
+    pub raft_profile: RaftProfile,
     /// Log format: `json` (one object per line) or `text`.
     #[arg(long, value_name = "FORMAT", default_value = "json")]
     pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RaftProfile {
+    Wan,
+    Lan,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -111,16 +143,34 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     let engine = Arc::new(Engine::new(Arc::new(roots), args.https_addr.is_some())?);
 
-    // The first config must be valid: refuse to start rather than serve nothing silently.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+
+    // With a data dir the node is a cluster member: its config comes from the Raft log (and
+    // it serves the last applied one at once). Without, --config-dir is served directly,
+    // and must be valid at start: refuse to start rather than serve nothing silently.
+    let mut cluster = None;
     let mut initial = None;
-    if let Some(dir) = &args.config_dir {
+    if let (Some(id), Some(dir)) = (args.node_id, &args.data_dir) {
+        let settings = ClusterSettings {
+            node_id: id,
+            data_dir: dir.clone(),
+            raft_addr: args.raft_addr,
+            advertise_raft_addr: args.advertise_raft_addr.clone(),
+            admin_addr: args.admin_addr.to_string(),
+            region: args.region.clone(),
+            cluster_name: args.cluster_name.clone(),
+            bootstrap: args.bootstrap,
+            lan: args.raft_profile == RaftProfile::Lan,
+        };
+        cluster = Some(crate::cluster::start(&settings, engine.clone(), &mut tasks, stop_rx.clone()).await?);
+    } else if let Some(dir) = &args.config_dir {
         let compiled =
             config_dir::load(dir).map_err(|e| anyhow::anyhow!("config in {} is invalid:\n{e}", dir.display()))?;
         let origin = ConfigOrigin { commit: None, source: dir.display().to_string() };
         initial = Some(engine.apply(Arc::new(compiled.snapshot), origin).await?);
     }
 
-    let (stop_tx, stop_rx) = watch::channel(false);
     let settings = ServerSettings {
         max_connections: args.max_connections,
         max_header_bytes: args.max_header_bytes,
@@ -133,7 +183,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     });
 
     let http = bind(args.http_addr, "http").await?;
-    let mut tasks = tokio::task::JoinSet::new();
     let http_addr = http.local_addr()?;
     tasks.spawn(server::serve(http, None, proxy.clone(), settings.clone(), stop_rx.clone()));
     let mut https_addr = None;
@@ -155,14 +204,22 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Admin { engine: engine.clone(), metrics: metrics_handle, node },
         stop_rx.clone(),
     ));
-    if let (Some(dir), Some(hash)) = (args.config_dir.clone(), initial) {
-        tasks.spawn(config_dir::watch_dir(dir, args.config_poll_interval, engine.clone(), hash, stop_rx.clone()));
+    if let Some(dir) = args.config_dir.clone() {
+        let (sink, hash) = match cluster.clone() {
+            // The leader proposes the directory's tree through Raft (a stand-in for Git sync).
+            Some(c) => (config_dir::Sink::Cluster(c), schemas::ContentHash([0; 32])),
+            None => (config_dir::Sink::Engine(engine.clone()), initial.unwrap_or(schemas::ContentHash([0; 32]))),
+        };
+        tasks.spawn(config_dir::watch_dir(dir, args.config_poll_interval, sink, hash, stop_rx.clone()));
     }
 
     shutdown_signal().await;
     tracing::info!("shutting down: no new connections; finishing requests in flight");
     let _ = stop_tx.send(true);
     while tasks.join_next().await.is_some() {}
+    if let Some(c) = cluster {
+        let _ = c.raft.shutdown().await;
+    }
     tracing::info!("stopped");
     Ok(())
 }

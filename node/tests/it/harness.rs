@@ -19,7 +19,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 /// A running `raftgated`. Killed when dropped.
 pub struct Gateway {
     child: Child,
-    pub dir: tempfile::TempDir,
+    /// The config directory, when the harness made it.
+    _dir: Option<tempfile::TempDir>,
+    pub config_dir: std::path::PathBuf,
     pub http: SocketAddr,
     pub https: Option<SocketAddr>,
     pub admin: SocketAddr,
@@ -32,10 +34,17 @@ impl Gateway {
         for (name, text) in files {
             std::fs::write(dir.path().join(name), text).unwrap();
         }
+        let mut gw = Gateway::launch(dir.path(), extra);
+        gw._dir = Some(dir);
+        gw
+    }
+
+    /// Starts `raftgated` on an existing config directory.
+    pub fn launch(config_dir: &std::path::Path, extra: &[&str]) -> Gateway {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_raftgated"));
         cmd.args(["--http-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--config-poll-interval", "100ms"])
             .arg("--config-dir")
-            .arg(dir.path())
+            .arg(config_dir)
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -62,7 +71,7 @@ impl Gateway {
                 l.lock().unwrap().push(line);
             }
         });
-        let want = if extra.contains(&"--https-addr") { 3 } else { 2 };
+        let want = 2 + usize::from(extra.contains(&"--https-addr")) + usize::from(extra.contains(&"--data-dir"));
         let mut addrs = HashMap::new();
         while addrs.len() < want {
             match rx.recv_timeout(Duration::from_secs(20)) {
@@ -72,7 +81,15 @@ impl Gateway {
                 Err(_) => panic!("raftgated did not start: {:#?}", log.lock().unwrap()),
             }
         }
-        Gateway { child, dir, http: addrs["http"], https: addrs.get("https").copied(), admin: addrs["admin"], log }
+        Gateway {
+            child,
+            _dir: None,
+            config_dir: config_dir.to_path_buf(),
+            http: addrs["http"],
+            https: addrs.get("https").copied(),
+            admin: addrs["admin"],
+            log,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -81,15 +98,23 @@ impl Gateway {
 
     /// Replaces a config file; the node picks it up on its next poll.
     pub fn write(&self, name: &str, text: &str) {
-        let tmp = self.dir.path().join(format!(".{name}.tmp"));
+        let tmp = self.config_dir.join(format!(".{name}.tmp"));
         std::fs::write(&tmp, text).unwrap();
-        std::fs::rename(tmp, self.dir.path().join(name)).unwrap();
+        std::fs::rename(tmp, self.config_dir.join(name)).unwrap();
     }
 
     pub fn config_hash(&self) -> String {
-        let s = blocking_get(self.admin, "/status");
-        let v: serde_json::Value = serde_json::from_str(&s).unwrap();
-        v["config"]["hash"].as_str().unwrap().to_string()
+        self.status()["config"]["hash"].as_str().unwrap().to_string()
+    }
+
+    pub fn status(&self) -> serde_json::Value {
+        serde_json::from_str(&blocking_get(self.admin, "/status")).unwrap()
+    }
+
+    /// Kills the process at once (SIGKILL), as a crash would.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Waits until the node serves a config other than `old`.

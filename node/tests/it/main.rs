@@ -2,6 +2,7 @@
 //! servers started by the tests) and real HTTP clients, all on loopback.
 
 mod badinput;
+mod cluster;
 mod features;
 mod harness;
 mod protocols;
