@@ -20,18 +20,11 @@ use openraft::{Config, SnapshotPolicy};
 /// The WAN profile, validated.
 pub fn wan() -> Config {
     Config {
-        cluster_name: "raftgate".into(),
         heartbeat_interval: 500,
         election_timeout_min: 2_000,
         election_timeout_max: 4_000,
         install_snapshot_timeout: 15_000,
-        snapshot_max_chunk_size: 1 << 20,
-        // Entries carry whole compiled configs: keep batches small.
-        max_payload_entries: 16,
-        replication_lag_threshold: 50,
-        snapshot_policy: SnapshotPolicy::LogsSinceLast(200),
-        max_in_snapshot_log_to_keep: 100,
-        ..Default::default()
+        ..common()
     }
     .validate()
     .expect("the WAN profile is valid")
@@ -40,18 +33,26 @@ pub fn wan() -> Config {
 /// A LAN profile for tests and single-region clusters: failover in about a second.
 pub fn lan() -> Config {
     Config {
-        cluster_name: "raftgate".into(),
         heartbeat_interval: 100,
         election_timeout_min: 400,
         election_timeout_max: 800,
         install_snapshot_timeout: 5_000,
+        ..common()
+    }
+    .validate()
+    .expect("the LAN profile is valid")
+}
+
+/// What both profiles share: snapshot sizing and log retention.
+fn common() -> Config {
+    Config {
+        cluster_name: "raftgate".into(),
         snapshot_max_chunk_size: 1 << 20,
+        // Entries carry whole compiled configs: keep batches small.
         max_payload_entries: 16,
         replication_lag_threshold: 50,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(200),
         max_in_snapshot_log_to_keep: 100,
         ..Default::default()
     }
-    .validate()
-    .expect("the LAN profile is valid")
 }
