@@ -42,10 +42,6 @@ impl ConfigSnapshot {
         let bytes = serde_json::to_vec(self).expect("a snapshot always serializes");
         ContentHash(Sha256::digest(&bytes).into())
     }
-
-    pub fn upstream(&self, name: &str) -> Option<&UpstreamSpec> {
-        self.upstreams.binary_search_by(|u| u.name.as_str().cmp(name)).ok().map(|i| &self.upstreams[i])
-    }
 }
 
 /// Content hash of a snapshot, printed as 64 hex digits.

@@ -81,16 +81,6 @@ impl Node {
         }
     }
 
-    /// The key node for `key` (where the key itself is written).
-    pub fn key_node(&self, key: &str) -> Option<&Node> {
-        match &self.kind {
-            NodeKind::Map(entries) => {
-                entries.iter().find(|(k, _)| matches!(&k.kind, NodeKind::Scalar(s) if s == key)).map(|(k, _)| k)
-            }
-            _ => None,
-        }
-    }
-
     pub fn as_str(&self) -> Option<&str> {
         match &self.kind {
             NodeKind::Scalar(s) => Some(s),

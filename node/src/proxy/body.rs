@@ -17,7 +17,7 @@ pub fn full(b: impl Into<Bytes>) -> RespBody {
 
 /// The request body sent upstream: the client's body, cut off with an error once more than
 /// `limit` bytes have passed (the upstream then sees an aborted request, never a truncated
-/// one that looks complete), or nothing.
+/// one that looks complete).
 #[derive(Debug)]
 pub struct ReqBody {
     inner: Option<Incoming>,
@@ -36,10 +36,6 @@ pub enum BodyError {
 impl ReqBody {
     pub fn limited(body: Incoming, limit: u64) -> Self {
         Self { inner: Some(body), seen: 0, limit }
-    }
-
-    pub fn empty() -> Self {
-        Self { inner: None, seen: 0, limit: 0 }
     }
 }
 

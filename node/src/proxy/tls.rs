@@ -62,14 +62,6 @@ impl CertStore {
         }
         None
     }
-
-    pub fn len(&self) -> usize {
-        self.exact.len() + self.wildcard.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 fn read_pem(src: &PemSourceSpec) -> anyhow::Result<Vec<u8>> {

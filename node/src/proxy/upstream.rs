@@ -97,10 +97,6 @@ impl Upstream {
         self.in_flight[i].fetch_add(1, Ordering::Relaxed);
         (i, InFlight { upstream: self.clone(), index: i })
     }
-
-    pub fn in_flight(&self) -> usize {
-        self.in_flight.iter().map(|c| c.load(Ordering::Relaxed)).sum()
-    }
 }
 
 fn https_connector(
