@@ -125,8 +125,8 @@ impl Cluster {
         if self.raft.current_leader().await != Some(self.id) {
             return Ok(false);
         }
-        let data = self.sm.data().await;
-        if data.current.as_ref().is_some_and(|c| c.entry.hash == cfg.hash) {
+        // Checked on every poll: read the published config rather than copy the state machine.
+        if self.sm.current().is_some_and(|c| c.entry.hash == cfg.hash) {
             return Ok(false);
         }
         self.raft.client_write(Request::ApplyConfig(Box::new(cfg))).await.map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -313,6 +313,11 @@ impl StateMachineStore {
         self.published.subscribe()
     }
 
+    /// The config currently served (a reference-count bump, no copy).
+    pub fn current(&self) -> Option<Arc<AppliedConfig>> {
+        self.published.borrow().clone()
+    }
+
     /// A copy of the state machine's data, for status and history.
     pub async fn data(&self) -> StateMachineData {
         self.data.read().await.clone()
