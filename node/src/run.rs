@@ -27,9 +27,22 @@ pub struct Args {
     /// TLS listener (HTTP/1.1 and HTTP/2 by ALPN), certificates chosen by SNI. Off when absent.
     #[arg(long, value_name = "ADDR")]
     pub https_addr: Option<SocketAddr>,
-    /// Admin listener: /healthz, /readyz, /metrics, /status.
+    /// Admin listener: the gRPC admin API (the `raftgate` CLI) and /healthz, /readyz,
+    /// /metrics, /status.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9900")]
     pub admin_addr: SocketAddr,
+    /// The admin address other nodes and clients should use, when it differs from
+    /// --admin-addr (NAT, containers, or a wildcard bind).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub advertise_admin_addr: Option<String>,
+    /// A file holding the admin bearer token, required for every mutating admin call and,
+    /// unless --admin-read-open, for reads (/healthz and /readyz stay open). Every node of
+    /// a cluster needs the same token.
+    #[arg(long, value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// With --admin-token-file: let reads (status, history, /metrics) through without it.
+    #[arg(long, requires = "admin_token_file")]
+    pub admin_read_open: bool,
     /// Serve the config in this directory and reload it when it changes.
     #[arg(long, value_name = "DIR")]
     pub config_dir: Option<PathBuf>,
@@ -74,11 +87,23 @@ pub struct Args {
     #[arg(long, value_name = "NAME", default_value = "raftgate")]
     pub cluster_name: String,
     /// Initialise a new cluster made of this node (ignored when the data dir already holds one).
-    #[arg(long, requires = "data_dir")]
+    #[arg(long, requires = "data_dir", conflicts_with = "join")]
     pub bootstrap: bool,
+    /// Join an existing cluster through the admin address of any member: the node is added
+    /// as a learner, catches up, then becomes a voter (ignored when the data dir already
+    /// holds a membership).
+    #[arg(long, value_name = "ADMIN_ADDR", requires = "data_dir")]
+    pub join: Option<String>,
+    /// With --join: stay a learner (replicates and serves, never votes).
+    #[arg(long, requires = "join")]
+    pub learner: bool,
     /// Raft timing: `wan` (regions up to ~150 ms apart; failover 6–9 s) or `lan` (~1 s).
     #[arg(long, value_name = "PROFILE", default_value = "wan")]
     pub raft_profile: RaftProfile,
+    /// Log entries between Raft snapshots; followers further behind than half of this catch
+    /// up by snapshot rather than entry by entry.
+    #[arg(long, value_name = "N", default_value_t = raft::config::DEFAULT_SNAPSHOT_EVERY, value_parser = clap::value_parser!(u64).range(2..))]
+    pub raft_snapshot_every: u64,
     /// Log format: `json` (one object per line) or `text`.
     #[arg(long, value_name = "FORMAT", default_value = "json")]
     pub log_format: LogFormat,
@@ -144,7 +169,21 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let engine = Arc::new(Engine::new(Arc::new(roots), args.https_addr.is_some())?);
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::channel::<anyhow::Error>(1);
     let mut tasks = tokio::task::JoinSet::new();
+
+    let auth = match &args.admin_token_file {
+        Some(path) => crate::admin::auth::Auth::from_file(path, args.admin_read_open)?,
+        None => crate::admin::auth::Auth::open(),
+    };
+    // Bound first: members advertise the admin address they really listen on.
+    let admin_listener = bind(args.admin_addr, "admin").await?;
+    let admin_addr = match &args.advertise_admin_addr {
+        Some(a) => a.clone(),
+        None => {
+            advertised(admin_listener.local_addr()?, "--admin-addr", "--advertise-admin-addr", args.data_dir.is_some())?
+        }
+    };
 
     // With a data dir the node is a cluster member: its config comes from the Raft log (and
     // it serves the last applied one at once). Without, --config-dir is served directly,
@@ -157,13 +196,25 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             data_dir: dir.clone(),
             raft_addr: args.raft_addr,
             advertise_raft_addr: args.advertise_raft_addr.clone(),
-            admin_addr: args.admin_addr.to_string(),
+            admin_addr: admin_addr.clone(),
             region: args.region.clone(),
             cluster_name: args.cluster_name.clone(),
             bootstrap: args.bootstrap,
+            join: args.join.clone(),
+            learner: args.learner,
+            admin_token: auth.token(),
             lan: args.raft_profile == RaftProfile::Lan,
+            snapshot_every: args.raft_snapshot_every,
         };
-        cluster = Some(crate::cluster::start(&settings, engine.clone(), &mut tasks, stop_rx.clone()).await?);
+        if args.advertise_raft_addr.is_none() && args.raft_addr.ip().is_unspecified() {
+            anyhow::bail!(
+                "--raft-addr {} listens on every interface; peers need one address to reach: set --advertise-raft-addr",
+                args.raft_addr
+            );
+        }
+        cluster = Some(
+            crate::cluster::start(&settings, engine.clone(), &mut tasks, fatal_tx.clone(), stop_rx.clone()).await?,
+        );
     } else if let Some(dir) = &args.config_dir {
         let compiled =
             config_dir::load(dir).map_err(|e| anyhow::anyhow!("config in {} is invalid:\n{e}", dir.display()))?;
@@ -192,7 +243,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let acceptor = tokio_rustls::TlsAcceptor::from(crate::proxy::tls::server_config(engine.certs.clone())?);
         tasks.spawn(server::serve(l, Some(acceptor), proxy.clone(), settings.clone(), stop_rx.clone()));
     }
-    let admin_listener = bind(args.admin_addr, "admin").await?;
     let node = Arc::new(NodeInfo {
         version: env!("CARGO_PKG_VERSION"),
         started_at: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
@@ -201,7 +251,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     });
     tasks.spawn(admin::serve(
         admin_listener,
-        Admin { engine: engine.clone(), metrics: metrics_handle, node },
+        Admin {
+            engine: engine.clone(),
+            metrics: metrics_handle,
+            node: node.clone(),
+            grpc: crate::admin::grpc::AdminService {
+                cluster: cluster.clone(),
+                engine: engine.clone(),
+                node,
+                token: auth.token(),
+            },
+            auth,
+        },
         stop_rx.clone(),
     ));
     if let Some(dir) = args.config_dir.clone() {
@@ -213,7 +274,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         tasks.spawn(config_dir::watch_dir(dir, args.config_poll_interval, sink, hash, stop_rx.clone()));
     }
 
-    shutdown_signal().await;
+    drop(fatal_tx);
+    let fatal = tokio::select! {
+        _ = shutdown_signal() => None,
+        Some(e) = fatal_rx.recv() => Some(e),
+    };
     tracing::info!("shutting down: no new connections; finishing requests in flight");
     let _ = stop_tx.send(true);
     while tasks.join_next().await.is_some() {}
@@ -221,7 +286,21 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let _ = c.raft.shutdown().await;
     }
     tracing::info!("stopped");
-    Ok(())
+    match fatal {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// The address to tell others for a bound listener: refuses a wildcard in cluster mode,
+/// where peers and clients must be able to dial it.
+fn advertised(bound: SocketAddr, flag: &str, advertise_flag: &str, cluster: bool) -> anyhow::Result<String> {
+    if cluster && bound.ip().is_unspecified() {
+        anyhow::bail!(
+            "{flag} {bound} listens on every interface; peers need one address to reach: set {advertise_flag}"
+        );
+    }
+    Ok(bound.to_string())
 }
 
 async fn bind(addr: SocketAddr, name: &str) -> anyhow::Result<TcpListener> {

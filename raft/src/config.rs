@@ -17,6 +17,9 @@
 
 use openraft::{Config, SnapshotPolicy};
 
+/// Log entries between snapshots, by default.
+pub const DEFAULT_SNAPSHOT_EVERY: u64 = 200;
+
 /// The WAN profile, validated.
 pub fn wan() -> Config {
     Config {
@@ -51,8 +54,22 @@ fn common() -> Config {
         // Entries carry whole compiled configs: keep batches small.
         max_payload_entries: 16,
         replication_lag_threshold: 50,
-        snapshot_policy: SnapshotPolicy::LogsSinceLast(200),
-        max_in_snapshot_log_to_keep: 100,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(DEFAULT_SNAPSHOT_EVERY),
+        max_in_snapshot_log_to_keep: DEFAULT_SNAPSHOT_EVERY / 2,
         ..Default::default()
     }
+}
+
+/// Takes a snapshot every `entries` log entries and keeps half as many already-snapshotted
+/// entries for followers that are only a little behind; anyone further behind gets the
+/// snapshot. Fewer entries bound the log on disk more tightly, at the cost of more
+/// snapshots (each is one small state machine: the current config and its history).
+pub fn with_snapshot_every(config: Config, entries: u64) -> Config {
+    Config {
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(entries.max(2)),
+        max_in_snapshot_log_to_keep: entries.max(2) / 2,
+        ..config
+    }
+    .validate()
+    .expect("snapshot settings are valid")
 }

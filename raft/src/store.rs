@@ -318,6 +318,11 @@ impl StateMachineStore {
         self.published.borrow().clone()
     }
 
+    /// The applied config commits, oldest first (without copying the current snapshot).
+    pub async fn history(&self) -> Vec<HistoryEntry> {
+        self.data.read().await.history.iter().cloned().collect()
+    }
+
     /// A copy of the state machine's data, for status and history.
     pub async fn data(&self) -> StateMachineData {
         self.data.read().await.clone()

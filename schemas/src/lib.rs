@@ -8,6 +8,12 @@
 //! and in tests. The one exception is the optional [`source`] module (feature `source`),
 //! which reads a tree from a directory or a Git commit and hands it to the core.
 
+/// The admin API's gRPC types, client and server (`proto/admin.proto`).
+#[cfg(feature = "admin-api")]
+pub mod admin {
+    #![allow(missing_debug_implementations, clippy::all, clippy::pedantic)]
+    tonic::include_proto!("raftgate.admin.v1");
+}
 pub mod compile;
 pub mod diag;
 pub mod duration;

@@ -42,12 +42,11 @@ impl Gateway {
     /// Starts `raftgated` on an existing config directory.
     pub fn launch(config_dir: &std::path::Path, extra: &[&str]) -> Gateway {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_raftgated"));
-        cmd.args(["--http-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--config-poll-interval", "100ms"])
-            .arg("--config-dir")
-            .arg(config_dir)
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.args(["--http-addr", "127.0.0.1:0", "--config-poll-interval", "100ms"]);
+        if !extra.contains(&"--admin-addr") {
+            cmd.args(["--admin-addr", "127.0.0.1:0"]);
+        }
+        cmd.arg("--config-dir").arg(config_dir).args(extra).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("raftgated starts");
         let stdout = child.stdout.take().unwrap();
         let stderr = child.stderr.take().unwrap();
@@ -109,6 +108,11 @@ impl Gateway {
 
     pub fn status(&self) -> serde_json::Value {
         serde_json::from_str(&blocking_get(self.admin, "/status")).unwrap()
+    }
+
+    /// Whether the process has exited, and how.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
     }
 
     /// Kills the process at once (SIGKILL), as a crash would.
@@ -345,4 +349,9 @@ pub async fn raw(addr: SocketAddr, request: &[u8], timeout: Duration) -> String 
     let mut out = Vec::new();
     let _ = tokio::time::timeout(timeout, s.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A loopback port free right now, for a node that must keep its addresses across restarts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }

@@ -5,5 +5,6 @@ mod badinput;
 mod cluster;
 mod features;
 mod harness;
+mod multinode;
 mod protocols;
 mod swap;

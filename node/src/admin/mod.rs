@@ -1,5 +1,10 @@
-//! The admin listener's plain-HTTP endpoints: `/healthz`, `/readyz`, `/metrics`, `/status`.
-//! It never serves proxy traffic.
+//! The admin listener: the gRPC admin API (`grpc`) and, on the same port, plain HTTP for
+//! probes and curl: `/healthz`, `/readyz`, `/metrics`, `/status`. Requests are told apart by
+//! content type. It never serves proxy traffic, and the raft listener never serves it.
+
+pub mod auth;
+pub mod client;
+pub mod grpc;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -12,14 +17,21 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use schemas::admin::admin_server::AdminServer;
+use tonic::codegen::Service;
+
 use crate::proxy::runtime::Engine;
-use crate::proxy::{full, RespBody};
+
+/// Responses of the admin listener: tonic's boxed body carries both kinds.
+type AdminBody = tonic::body::Body;
 
 #[derive(Debug, Clone)]
 pub struct Admin {
     pub engine: Arc<Engine>,
     pub metrics: PrometheusHandle,
     pub node: Arc<NodeInfo>,
+    pub auth: auth::Auth,
+    pub grpc: grpc::AdminService,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -31,9 +43,23 @@ pub struct NodeInfo {
 }
 
 impl Admin {
-    async fn handle(&self, req: Request<hyper::body::Incoming>) -> Response<RespBody> {
+    async fn handle(&self, req: Request<hyper::body::Incoming>) -> Response<AdminBody> {
+        let grpc =
+            req.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        if grpc {
+            if let Err(e) = self.auth.check(req.headers(), grpc::is_mutating(req.uri().path())) {
+                return tonic::Status::unauthenticated(e.to_string()).into_http();
+            }
+            let mut svc = AdminServer::new(self.grpc.clone())
+                .max_decoding_message_size(client::MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(client::MAX_MESSAGE_BYTES);
+            return match svc.call(req).await {
+                Ok(r) => r,
+                Err(never) => match never {},
+            };
+        }
         let text = |status: StatusCode, body: String, ctype: &'static str| {
-            let mut r = Response::new(full(body));
+            let mut r = Response::new(AdminBody::new(http_body_util::Full::new(bytes::Bytes::from(body))));
             *r.status_mut() = status;
             r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(ctype));
             r
@@ -43,6 +69,12 @@ impl Admin {
         }
         match req.uri().path() {
             "/healthz" => text(StatusCode::OK, "ok\n".into(), "text/plain"),
+            "/metrics" | "/status" if self.auth.check(req.headers(), false).is_err() => {
+                let e = self.auth.check(req.headers(), false).unwrap_err();
+                let mut r = text(StatusCode::UNAUTHORIZED, format!("{e}\n"), "text/plain");
+                r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+                r
+            }
             "/readyz" => {
                 if self.engine.is_loaded() {
                     text(StatusCode::OK, "ready\n".into(), "text/plain")
@@ -54,8 +86,25 @@ impl Admin {
             "/status" => {
                 let rt = self.engine.current();
                 let certs = self.engine.certs.load();
+                let s = self.grpc.node_status_now().await;
+                let cluster = self.grpc.cluster.as_ref().map(|_| {
+                    serde_json::json!({
+                        "id": s.id,
+                        "region": s.region,
+                        "role": schemas::admin::Role::try_from(s.role).map_or("unknown", |r| r.as_str_name()),
+                        "leaderId": s.leader_id,
+                        "term": s.term,
+                        "lastLogIndex": s.last_log_index,
+                        "appliedIndex": s.applied_index,
+                        "snapshotIndex": s.snapshot_index,
+                        "purgedIndex": s.purged_index,
+                        "configLogIndex": s.config.as_ref().map(|c| c.log_index),
+                        "lastApplyError": s.last_apply_error,
+                    })
+                });
                 let body = serde_json::json!({
                     "node": &*self.node,
+                    "cluster": cluster,
                     "ready": self.engine.is_loaded(),
                     "config": {
                         "hash": rt.hash.to_string(),
@@ -73,7 +122,7 @@ impl Admin {
             }
             _ => text(
                 StatusCode::NOT_FOUND,
-                "not found: try /healthz, /readyz, /metrics or /status\n".into(),
+                "not found: try /healthz, /readyz, /metrics or /status (or the gRPC admin API: raftgate)\n".into(),
                 "text/plain",
             ),
         }

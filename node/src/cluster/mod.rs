@@ -16,6 +16,9 @@ use tokio::sync::watch;
 
 use crate::proxy::runtime::{ConfigOrigin, Engine};
 
+pub mod join;
+pub mod membership;
+
 /// Cluster settings of a node.
 #[derive(Debug, Clone)]
 pub struct ClusterSettings {
@@ -24,11 +27,20 @@ pub struct ClusterSettings {
     pub raft_addr: SocketAddr,
     /// The Raft address peers use, when it differs from the bound one.
     pub advertise_raft_addr: Option<String>,
+    /// The admin address peers and clients use (advertised, never a wildcard).
     pub admin_addr: String,
     pub region: String,
     pub cluster_name: String,
     pub bootstrap: bool,
+    /// The admin address of a member to ask for admission (`--join`).
+    pub join: Option<String>,
+    /// Join as a learner and stay one (`--learner`).
+    pub learner: bool,
+    /// The admin bearer token, sent with the join request.
+    pub admin_token: Option<Arc<str>>,
     pub lan: bool,
+    /// Log entries between snapshots (`--raft-snapshot-every`).
+    pub snapshot_every: u64,
 }
 
 #[derive(Clone)]
@@ -37,6 +49,12 @@ pub struct Cluster {
     pub raft: Raft,
     pub sm: StateMachineStore,
     pub raft_addr: SocketAddr,
+    /// What peers know of this node.
+    pub me: NodeInfo,
+    /// Serializes this node's membership changes (see `membership`).
+    membership_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Why the latest applied config could not be served, if it could not.
+    pub last_apply_error: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -51,6 +69,7 @@ pub async fn start(
     s: &ClusterSettings,
     engine: Arc<Engine>,
     tasks: &mut tokio::task::JoinSet<()>,
+    fatal: tokio::sync::mpsc::Sender<anyhow::Error>,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<Cluster> {
     let dir = s.data_dir.join("raft");
@@ -59,14 +78,16 @@ pub async fn start(
         raft::open(&dir).map_err(|e| anyhow::anyhow!("cannot open the Raft store in {}: {e}", dir.display()))?;
 
     // Serve the last applied config before anything else.
-    tasks.spawn(follow(sm.clone(), engine, shutdown.clone()));
+    let last_apply_error = Arc::default();
+    tasks.spawn(follow(sm.clone(), engine, Arc::clone(&last_apply_error), shutdown.clone()));
 
     let listener = tokio::net::TcpListener::bind(s.raft_addr)
         .await
         .with_context(|| format!("cannot listen on {} (raft)", s.raft_addr))?;
     let raft_addr = listener.local_addr()?;
     tracing::info!(listener = "raft", addr = %raft_addr, "listening");
-    let config = Arc::new(if s.lan { raft::config::lan() } else { raft::config::wan() });
+    let profile = if s.lan { raft::config::lan() } else { raft::config::wan() };
+    let config = Arc::new(raft::config::with_snapshot_every(profile, s.snapshot_every));
     let raft = Raft::new(s.node_id, config, raft::network::Network::new(&s.cluster_name), log, sm.clone())
         .await
         .context("starting Raft")?;
@@ -85,20 +106,35 @@ pub async fn start(
         }
     });
 
-    if s.bootstrap && !raft.is_initialized().await? {
-        let me = NodeInfo {
-            raft_addr: s.advertise_raft_addr.clone().unwrap_or_else(|| raft_addr.to_string()),
-            admin_addr: s.admin_addr.clone(),
-            region: s.region.clone(),
-        };
-        raft.initialize(BTreeMap::from([(s.node_id, me)])).await.context("bootstrapping the cluster")?;
+    let me = NodeInfo {
+        raft_addr: s.advertise_raft_addr.clone().unwrap_or_else(|| raft_addr.to_string()),
+        admin_addr: s.admin_addr.clone(),
+        region: s.region.clone(),
+    };
+    let initialized = raft.is_initialized().await?;
+    if s.bootstrap && !initialized {
+        raft.initialize(BTreeMap::from([(s.node_id, me.clone())])).await.context("bootstrapping the cluster")?;
         tracing::info!(node = s.node_id, "bootstrapped a new cluster");
     }
-    Ok(Cluster { id: s.node_id, raft, sm, raft_addr })
+    let cluster = Cluster { id: s.node_id, raft, sm, raft_addr, me, membership_lock: Arc::default(), last_apply_error };
+    // A node that already holds a membership restarts as what it was: no join needed.
+    match &s.join {
+        Some(addr) if !initialized => {
+            tasks.spawn(join::join(cluster.clone(), addr.clone(), s.learner, s.admin_token.clone(), fatal, shutdown));
+        }
+        Some(_) => tracing::info!("this node already belongs to a cluster; --join is not needed"),
+        None => {}
+    }
+    Ok(cluster)
 }
 
 /// Applies every config the state machine publishes, in order, starting with the current one.
-async fn follow(sm: StateMachineStore, engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
+async fn follow(
+    sm: StateMachineStore,
+    engine: Arc<Engine>,
+    last_error: Arc<std::sync::Mutex<Option<String>>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut rx = sm.subscribe();
     loop {
         let current = rx.borrow_and_update().clone();
@@ -107,9 +143,12 @@ async fn follow(sm: StateMachineStore, engine: Arc<Engine>, mut shutdown: watch:
                 commit: Some(applied.entry.commit.clone()),
                 source: format!("raft log index {}", applied.log_index),
             };
-            if let Err(e) = engine.apply(Arc::new(applied.entry.snapshot.clone()), origin).await {
-                tracing::error!(commit = %applied.entry.commit, error = %e, "cannot serve the applied config; still serving the previous one");
+            let result = engine.apply(Arc::new(applied.entry.snapshot.clone()), origin).await;
+            let error = result.err().map(|e| format!("{}: {e}", applied.entry.commit));
+            if let Some(e) = &error {
+                tracing::error!(error = %e, "cannot serve the applied config; still serving the previous one");
             }
+            *last_error.lock().unwrap_or_else(|e| e.into_inner()) = error;
         }
         tokio::select! {
             changed = rx.changed() => if changed.is_err() { return },

@@ -1,0 +1,305 @@
+//! The admin gRPC service (`schemas/proto/admin.proto`).
+//!
+//! Reads are answered from this node's own state. Calls only the leader can serve are run
+//! here when this node leads, and otherwise forwarded once to the leader's admin address
+//! (a forwarded call that lands on a non-leader, mid-election, is answered UNAVAILABLE with
+//! the leader this node knows of).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::ServerState;
+use schemas::admin::admin_client::AdminClient;
+use schemas::admin::admin_server::Admin as AdminApi;
+use schemas::admin::*;
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+
+use super::client;
+use crate::cluster::membership::MembershipError;
+use crate::cluster::Cluster;
+use crate::proxy::runtime::Engine;
+
+/// Marks a call forwarded by another node, so it is never forwarded twice.
+const FORWARDED: &str = "raftgate-forwarded";
+/// How long the leader waits for each member's status.
+const MEMBER_STATUS_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone)]
+pub struct AdminService {
+    pub cluster: Option<Cluster>,
+    pub engine: Arc<Engine>,
+    pub node: Arc<super::NodeInfo>,
+    /// The admin token, for calls this node makes to other members.
+    pub token: Option<Arc<str>>,
+}
+
+/// Where a leader-only call runs.
+enum Target<'a> {
+    Here(&'a Cluster),
+    Leader(AdminClient<Channel>),
+}
+
+impl AdminService {
+    fn cluster(&self) -> Result<&Cluster, Status> {
+        self.cluster.as_ref().ok_or_else(|| {
+            Status::failed_precondition("this node runs without a cluster (started without --node-id/--data-dir)")
+        })
+    }
+
+    fn target<T>(&self, req: &Request<T>) -> Result<Target<'_>, Status> {
+        let cluster = self.cluster()?;
+        let m = cluster.raft.metrics().borrow().clone();
+        if m.current_leader == Some(cluster.id) {
+            return Ok(Target::Here(cluster));
+        }
+        let leader = m.current_leader.map(|l| (l, m.membership_config.membership().get_node(&l).cloned()));
+        match leader {
+            Some((_, Some(node))) if !req.metadata().contains_key(FORWARDED) => {
+                Ok(Target::Leader(client::connect(&node.admin_addr)?))
+            }
+            Some((id, node)) => Err(Status::unavailable(format!(
+                "node {} is not the leader; the leader is node {id}{}",
+                cluster.id,
+                node.map(|n| format!(" (admin {})", n.admin_addr)).unwrap_or_default()
+            ))),
+            None => Err(Status::unavailable(format!(
+                "node {} knows no leader right now (election in progress, or no quorum); retry in a few seconds",
+                cluster.id
+            ))),
+        }
+    }
+
+    fn members(&self, cluster: &Cluster) -> Members {
+        let m = cluster.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let voters: Vec<u64> = membership.voter_ids().collect();
+        Members {
+            members: membership
+                .nodes()
+                .map(|(id, n)| Member {
+                    id: *id,
+                    raft_addr: n.raft_addr.clone(),
+                    admin_addr: n.admin_addr.clone(),
+                    region: n.region.clone(),
+                    voter: voters.contains(id),
+                })
+                .collect(),
+            leader_id: m.current_leader,
+            term: m.current_term,
+            membership_log_index: m.membership_config.log_id().map_or(0, |l| l.index),
+        }
+    }
+
+    pub async fn node_status_now(&self) -> NodeStatus {
+        let rt = self.engine.current();
+        let mut status = NodeStatus {
+            version: self.node.version.to_string(),
+            started_at: self.node.started_at,
+            serving_hash: if self.engine.is_loaded() { rt.hash.to_string() } else { String::new() },
+            http_addr: self.node.http_addr.clone().unwrap_or_default(),
+            ..NodeStatus::default()
+        };
+        let Some(cluster) = &self.cluster else { return status };
+        let m = cluster.raft.metrics().borrow().clone();
+        status.id = cluster.id;
+        status.region = cluster.me.region.clone();
+        status.raft_addr = cluster.me.raft_addr.clone();
+        status.admin_addr = cluster.me.admin_addr.clone();
+        status.role = role(m.state) as i32;
+        status.leader_id = m.current_leader;
+        status.leader_admin_addr = m
+            .current_leader
+            .and_then(|l| m.membership_config.membership().get_node(&l).map(|n| n.admin_addr.clone()))
+            .unwrap_or_default();
+        status.term = m.current_term;
+        status.last_log_index = m.last_log_index.unwrap_or(0);
+        status.applied_index = m.last_applied.map_or(0, |l| l.index);
+        status.snapshot_index = m.snapshot.map_or(0, |l| l.index);
+        status.purged_index = m.purged.map_or(0, |l| l.index);
+        let history = cluster.sm.history().await;
+        status.config = cluster.sm.current().map(|c| {
+            let applied_at = history.iter().rev().find(|h| h.log_index == c.log_index).map_or(0, |h| h.applied_at);
+            AppliedConfig {
+                commit: c.entry.commit.clone(),
+                hash: c.entry.hash.to_string(),
+                author: c.entry.author.clone(),
+                message: c.entry.message.clone(),
+                log_index: c.log_index,
+                applied_at,
+            }
+        });
+        status.last_apply_error =
+            cluster.last_apply_error.lock().unwrap_or_else(|e| e.into_inner()).clone().unwrap_or_default();
+        status
+    }
+
+    /// The leader's view of the cluster, with every member's own status fetched concurrently.
+    async fn cluster_status(&self, cluster: &Cluster) -> ClusterStatus {
+        let m = cluster.raft.metrics().borrow().clone();
+        let members = self.members(cluster).members;
+        let last = m.last_log_index.unwrap_or(0);
+        let matched: BTreeMap<u64, u64> =
+            m.replication.iter().flatten().map(|(id, l)| (*id, l.map_or(0, |l| l.index))).collect();
+        let mut fetches = tokio::task::JoinSet::new();
+        for (i, member) in members.iter().enumerate() {
+            if member.id == cluster.id {
+                continue;
+            }
+            let addr = member.admin_addr.clone();
+            let token = self.token.clone();
+            fetches.spawn(async move {
+                let call = async {
+                    let mut c = client::connect(&addr)?;
+                    c.get_node_status(client::request(NodeStatusRequest {}, token.as_deref())).await
+                };
+                let r = match tokio::time::timeout(MEMBER_STATUS_TIMEOUT, call).await {
+                    Ok(Ok(r)) => Ok(r.into_inner()),
+                    Ok(Err(s)) => Err(format!("{addr}: {}", s.message())),
+                    Err(_) => Err(format!("{addr}: no answer within {}s", MEMBER_STATUS_TIMEOUT.as_secs())),
+                };
+                (i, r)
+            });
+        }
+        let mut nodes: Vec<MemberStatus> = members
+            .into_iter()
+            .map(|member| MemberStatus {
+                lag: if member.id == cluster.id {
+                    Some(0)
+                } else {
+                    matched.get(&member.id).map(|i| last.saturating_sub(*i))
+                },
+                member: Some(member),
+                ..MemberStatus::default()
+            })
+            .collect();
+        if let Some(me) = nodes.iter_mut().find(|n| n.member.as_ref().is_some_and(|m| m.id == cluster.id)) {
+            me.reachable = true;
+            me.status = Some(self.node_status_now().await);
+        }
+        while let Some(Ok((i, r))) = fetches.join_next().await {
+            match r {
+                Ok(s) => {
+                    nodes[i].reachable = true;
+                    nodes[i].status = Some(s);
+                }
+                Err(e) => nodes[i].error = e,
+            }
+        }
+        ClusterStatus {
+            leader_id: m.current_leader,
+            term: m.current_term,
+            // The leader applies what it commits at once: its applied index is its commit index.
+            commit_index: m.last_applied.map_or(0, |l| l.index),
+            nodes,
+        }
+    }
+}
+
+fn role(state: ServerState) -> Role {
+    match state {
+        ServerState::Leader => Role::Leader,
+        ServerState::Follower => Role::Follower,
+        ServerState::Learner => Role::Learner,
+        ServerState::Candidate => Role::Candidate,
+        ServerState::Shutdown => Role::Shutdown,
+    }
+}
+
+/// Every membership error becomes one gRPC status here.
+fn status(e: MembershipError) -> Status {
+    let msg = e.to_string();
+    match e {
+        MembershipError::NotLeader { .. } => Status::unavailable(msg),
+        MembershipError::Invalid(_) => Status::invalid_argument(msg),
+        MembershipError::NotFound(_) => Status::not_found(msg),
+        MembershipError::Conflict(_) => Status::already_exists(msg),
+        MembershipError::Timeout(_) => Status::deadline_exceeded(msg),
+        MembershipError::Raft(_) => Status::internal(msg),
+    }
+}
+
+/// The same call, marked as forwarded, with the caller's metadata (its token) kept.
+fn forwarded<T>(req: Request<T>) -> Request<T> {
+    let (mut meta, ext, msg) = req.into_parts();
+    meta.insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+    Request::from_parts(meta, ext, msg)
+}
+
+#[tonic::async_trait]
+impl AdminApi for AdminService {
+    async fn get_node_status(&self, _req: Request<NodeStatusRequest>) -> Result<Response<NodeStatus>, Status> {
+        Ok(Response::new(self.node_status_now().await))
+    }
+
+    async fn get_cluster_status(&self, req: Request<ClusterStatusRequest>) -> Result<Response<ClusterStatus>, Status> {
+        match self.target(&req)? {
+            Target::Here(c) => Ok(Response::new(self.cluster_status(c).await)),
+            Target::Leader(mut l) => l.get_cluster_status(forwarded(req)).await,
+        }
+    }
+
+    async fn list_members(&self, _req: Request<ListMembersRequest>) -> Result<Response<Members>, Status> {
+        Ok(Response::new(self.members(self.cluster()?)))
+    }
+
+    async fn add_member(&self, req: Request<AddMemberRequest>) -> Result<Response<Members>, Status> {
+        match self.target(&req)? {
+            Target::Leader(mut l) => l.add_member(forwarded(req)).await,
+            Target::Here(c) => {
+                let r = req.into_inner();
+                let m = r.member.ok_or_else(|| Status::invalid_argument("member is missing"))?;
+                let info = raft::NodeInfo { raft_addr: m.raft_addr, admin_addr: m.admin_addr, region: m.region };
+                c.add_member(m.id, info, r.learner).await.map_err(status)?;
+                Ok(Response::new(self.members(c)))
+            }
+        }
+    }
+
+    async fn promote_member(&self, req: Request<PromoteMemberRequest>) -> Result<Response<Members>, Status> {
+        match self.target(&req)? {
+            Target::Leader(mut l) => l.promote_member(forwarded(req)).await,
+            Target::Here(c) => {
+                c.promote(req.get_ref().id).await.map_err(status)?;
+                Ok(Response::new(self.members(c)))
+            }
+        }
+    }
+
+    async fn remove_member(&self, req: Request<RemoveMemberRequest>) -> Result<Response<Members>, Status> {
+        match self.target(&req)? {
+            Target::Leader(mut l) => l.remove_member(forwarded(req)).await,
+            Target::Here(c) => {
+                c.remove(req.get_ref().id).await.map_err(status)?;
+                Ok(Response::new(self.members(c)))
+            }
+        }
+    }
+
+    async fn get_config_history(&self, _req: Request<ConfigHistoryRequest>) -> Result<Response<ConfigHistory>, Status> {
+        let cluster = self.cluster()?;
+        let entries = cluster
+            .sm
+            .history()
+            .await
+            .into_iter()
+            .rev()
+            .map(|h| AppliedConfig {
+                commit: h.commit,
+                hash: h.hash.to_string(),
+                author: h.author,
+                message: h.message,
+                log_index: h.log_index,
+                applied_at: h.applied_at,
+            })
+            .collect();
+        Ok(Response::new(ConfigHistory { entries }))
+    }
+}
+
+/// Which admin methods change the cluster (these always need the token).
+pub fn is_mutating(path: &str) -> bool {
+    let method = path.rsplit('/').next().unwrap_or("");
+    matches!(method, "AddMember" | "PromoteMember" | "RemoveMember" | "ConfigSync")
+}
