@@ -5,8 +5,8 @@ SHELL := /bin/bash
 CARGO ?= cargo
 # System packages the build and the tests need: clang/libclang for RocksDB's bindgen,
 # protoc for the tonic/prost code generation, git for the GitOps tests, pkg-config and
-# OpenSSL headers for libgit2's https transport.
-DEPS := clang libclang-dev protobuf-compiler git pkg-config libssl-dev ca-certificates
+# OpenSSL headers for libgit2's https transport, ssh-keygen for the signed-commit tests.
+DEPS := clang libclang-dev protobuf-compiler git pkg-config libssl-dev ca-certificates openssh-client
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all deps build run test lint fmt bench testbed schema clean

@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod cluster;
+pub mod gitops;
 pub mod coarse_timer;
 pub mod config_dir;
 pub mod proxy;

@@ -100,6 +100,49 @@ pub struct Args {
     /// Raft timing: `wan` (regions up to ~150 ms apart; failover 6–9 s) or `lan` (~1 s).
     #[arg(long, value_name = "PROFILE", default_value = "wan")]
     pub raft_profile: RaftProfile,
+    /// The config repository the leader syncs from: a local path, file://, git://,
+    /// https:// or ssh:// URL. Needs --data-dir (the leader keeps a bare mirror there).
+    #[arg(long, value_name = "URL", requires = "data_dir")]
+    pub git_url: Option<String>,
+    /// The branch whose head is the config.
+    #[arg(long, value_name = "BRANCH", default_value = "main")]
+    pub git_branch: String,
+    /// The config directory inside the repository (default: its root).
+    #[arg(long, value_name = "PATH")]
+    pub git_path: Option<String>,
+    /// How often the leader fetches the branch (webhooks and `raftgate config sync` trigger
+    /// a fetch at once).
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub git_poll_interval: Duration,
+    /// User name for https:// or ssh:// (default: the URL's, else `git`).
+    #[arg(long, value_name = "NAME")]
+    pub git_username: Option<String>,
+    /// A file holding the password or access token for https://.
+    #[arg(long, value_name = "FILE", conflicts_with = "git_password_env")]
+    pub git_password_file: Option<PathBuf>,
+    /// An environment variable holding the password or access token for https://.
+    #[arg(long, value_name = "VAR")]
+    pub git_password_env: Option<String>,
+    /// A private key file for ssh:// (default: ask ssh-agent).
+    #[arg(long, value_name = "FILE")]
+    pub git_ssh_key: Option<PathBuf>,
+    /// Accept a branch head that does not descend from the last applied commit (a
+    /// force-push). Off by default: rewritten history is refused.
+    #[arg(long)]
+    pub allow_non_fast_forward: bool,
+    /// Refuse commits without an SSH signature from a key in --allowed-signers.
+    #[arg(long, requires = "allowed_signers")]
+    pub require_signed_commits: bool,
+    /// The keys allowed to sign config commits (ssh-keygen allowed_signers format).
+    #[arg(long, value_name = "FILE", requires = "require_signed_commits")]
+    pub allowed_signers: Option<PathBuf>,
+    /// A file holding the shared secret of the Git webhook (POST /webhook on the admin
+    /// listener; GitHub, Gitea and GitLab push events).
+    #[arg(long, value_name = "FILE", conflicts_with = "git_webhook_secret_env")]
+    pub git_webhook_secret_file: Option<PathBuf>,
+    /// An environment variable holding the webhook secret.
+    #[arg(long, value_name = "VAR")]
+    pub git_webhook_secret_env: Option<String>,
     /// Log entries between Raft snapshots; followers further behind than half of this catch
     /// up by snapshot rather than entry by entry.
     #[arg(long, value_name = "N", default_value_t = raft::config::DEFAULT_SNAPSHOT_EVERY, value_parser = clap::value_parser!(u64).range(2..))]
@@ -189,6 +232,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     // it serves the last applied one at once). Without, --config-dir is served directly,
     // and must be valid at start: refuse to start rather than serve nothing silently.
     let mut cluster = None;
+    let mut git_sync = None;
     let mut initial = None;
     if let (Some(id), Some(dir)) = (args.node_id, &args.data_dir) {
         let settings = ClusterSettings {
@@ -212,9 +256,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 args.raft_addr
             );
         }
-        cluster = Some(
-            crate::cluster::start(&settings, engine.clone(), &mut tasks, fatal_tx.clone(), stop_rx.clone()).await?,
-        );
+        let c = crate::cluster::start(&settings, engine.clone(), &mut tasks, fatal_tx.clone(), stop_rx.clone()).await?;
+        if let Some(url) = &args.git_url {
+            let git = git_settings(&args, url, dir)?;
+            tracing::info!(url = %url, branch = %args.git_branch, path = ?args.git_path, "syncing config from Git (when leader)");
+            git_sync = Some(crate::gitops::spawn(git, c.clone(), &mut tasks, stop_rx.clone()));
+        }
+        cluster = Some(c);
+    } else if args.git_url.is_some() {
+        anyhow::bail!("--git-url needs --node-id and --data-dir (a single node can run as a one-node cluster with --bootstrap)");
     } else if let Some(dir) = &args.config_dir {
         let compiled =
             config_dir::load(dir).map_err(|e| anyhow::anyhow!("config in {} is invalid:\n{e}", dir.display()))?;
@@ -260,7 +310,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 engine: engine.clone(),
                 node,
                 token: auth.token(),
+                sync: git_sync.clone(),
             },
+            webhook: webhook_secret(&args)?.map(|secret| crate::admin::Webhook { secret, branch: args.git_branch.clone() }),
             auth,
         },
         stop_rx.clone(),
@@ -290,6 +342,53 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// The Git source from the flags; credentials and signers are read now, so a bad file
+/// stops the start with a clear error rather than the first sync.
+fn git_settings(args: &Args, url: &str, data_dir: &std::path::Path) -> anyhow::Result<crate::gitops::Settings> {
+    let password = match (&args.git_password_file, &args.git_password_env) {
+        (Some(f), _) => Some(
+            std::fs::read_to_string(f)
+                .with_context(|| format!("cannot read --git-password-file {}", f.display()))?
+                .trim()
+                .to_string(),
+        ),
+        (None, Some(var)) => {
+            Some(std::env::var(var).with_context(|| format!("--git-password-env: ${var} is not set"))?.trim().to_string())
+        }
+        (None, None) => None,
+    };
+    let signers = match &args.allowed_signers {
+        Some(f) => Some(crate::gitops::signers::AllowedSigners::load(f).map_err(anyhow::Error::msg)?),
+        None => None,
+    };
+    Ok(crate::gitops::Settings {
+        source: crate::gitops::repo::Source {
+            url: url.to_string(),
+            branch: args.git_branch.clone(),
+            path: args.git_path.clone().filter(|p| !p.is_empty() && p != "/" && p != "."),
+            credentials: crate::gitops::repo::Credentials {
+                username: args.git_username.clone(),
+                password,
+                ssh_key: args.git_ssh_key.clone(),
+            },
+            allow_non_fast_forward: args.allow_non_fast_forward,
+            signers,
+        },
+        poll_interval: args.git_poll_interval,
+        mirror_dir: data_dir.join("git").join("mirror.git"),
+    })
+}
+
+fn webhook_secret(args: &Args) -> anyhow::Result<Option<crate::gitops::webhook::Secret>> {
+    use crate::gitops::webhook::Secret;
+    let secret = match (&args.git_webhook_secret_file, &args.git_webhook_secret_env) {
+        (Some(f), _) => Some(Secret::from_file(f)),
+        (None, Some(var)) => Some(Secret::from_env(var)),
+        (None, None) => None,
+    };
+    secret.transpose().map_err(anyhow::Error::msg)
 }
 
 /// The address to tell others for a bound listener: refuses a wildcard in cluster mode,

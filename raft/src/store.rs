@@ -245,6 +245,8 @@ pub struct StateMachineData {
     pub current: Option<AppliedConfig>,
     /// Oldest first, at most `HISTORY_LEN`.
     pub history: VecDeque<HistoryEntry>,
+    /// The latest commit Git sync refused, until a good one arrives.
+    pub refusal: Option<Refusal>,
 }
 
 impl StateMachineData {
@@ -275,7 +277,17 @@ impl StateMachineData {
             self.history.pop_front();
         }
         self.current = Some(AppliedConfig { entry: cfg.clone(), log_index: index });
+        self.refusal = None;
         Response::Applied { commit: cfg.commit.clone() }
+    }
+
+    /// Records what Git sync concluded about a commit it did not apply.
+    pub fn record_sync(&mut self, note: &SyncNote) -> Response {
+        match note {
+            SyncNote::Refused(r) => self.refusal = Some(r.clone()),
+            SyncNote::Unchanged { .. } => self.refusal = None,
+        }
+        Response::None
     }
 }
 
@@ -292,6 +304,7 @@ pub struct StateMachineStore {
     db: Arc<DB>,
     data: Arc<tokio::sync::RwLock<StateMachineData>>,
     published: watch::Sender<Option<Arc<AppliedConfig>>>,
+    refusal: watch::Sender<Option<Arc<Refusal>>>,
     snapshot_counter: Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -304,13 +317,25 @@ impl StateMachineStore {
             None => StateMachineData::default(),
         };
         let (published, _) = watch::channel(data.current.clone().map(Arc::new));
-        Ok(Self { db, data: Arc::new(tokio::sync::RwLock::new(data)), published, snapshot_counter: Arc::new(0.into()) })
+        let (refusal, _) = watch::channel(data.refusal.clone().map(Arc::new));
+        Ok(Self {
+            db,
+            data: Arc::new(tokio::sync::RwLock::new(data)),
+            published,
+            refusal,
+            snapshot_counter: Arc::new(0.into()),
+        })
     }
 
     /// The served config: the current value at once (from disk after a restart), then every
     /// change.
     pub fn subscribe(&self) -> watch::Receiver<Option<Arc<AppliedConfig>>> {
         self.published.subscribe()
+    }
+
+    /// The commit Git sync refused last, until a good one arrives: now, then every change.
+    pub fn subscribe_refusal(&self) -> watch::Receiver<Option<Arc<Refusal>>> {
+        self.refusal.subscribe()
     }
 
     /// The config currently served (a reference-count bump, no copy).
@@ -337,6 +362,15 @@ impl StateMachineStore {
     }
 
     fn publish(&self, data: &StateMachineData) {
+        let refusal = data.refusal.clone();
+        self.refusal.send_if_modified(|cur| {
+            if cur.as_deref() == refusal.as_ref() {
+                false
+            } else {
+                *cur = refusal.map(Arc::new);
+                true
+            }
+        });
         let next = data.current.clone();
         self.published.send_if_modified(|cur| {
             if cur.as_deref() == next.as_ref() {
@@ -394,6 +428,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     next.last_membership = StoredMembership::new(Some(entry.log_id), m);
                     Response::None
                 }
+                EntryPayload::Normal(Request::RecordSync(note)) => next.record_sync(&note),
                 EntryPayload::Normal(Request::ApplyConfig(cfg)) => {
                     let r = next.apply_config(entry.log_id.index, &cfg);
                     if let Response::Refused { commit, reason } = &r {

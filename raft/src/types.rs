@@ -43,10 +43,33 @@ pub struct ApplyConfig {
     pub covers: Vec<String>,
 }
 
+/// A commit the leader's Git sync refused, kept in the state machine so every node can
+/// show it until a good commit arrives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusal {
+    pub commit: String,
+    /// The pipeline step that refused it: `ancestry`, `signature`, `validate`.
+    pub step: String,
+    /// Every reason, one per line (validation errors carry file:line:col).
+    pub errors: Vec<String>,
+    /// Seconds since the Unix epoch, on the leader.
+    pub at: u64,
+}
+
+/// What the leader's Git sync concluded about a commit it did not propose as a config.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SyncNote {
+    /// The commit was refused; the current config stays.
+    Refused(Refusal),
+    /// A good commit with the content already served: clears any refusal.
+    Unchanged { commit: String },
+}
+
 /// Application requests written to the log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
     ApplyConfig(Box<ApplyConfig>),
+    RecordSync(SyncNote),
 }
 
 /// What applying an entry did.

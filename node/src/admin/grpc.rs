@@ -33,7 +33,12 @@ pub struct AdminService {
     pub node: Arc<super::NodeInfo>,
     /// The admin token, for calls this node makes to other members.
     pub token: Option<Arc<str>>,
+    /// This node's Git sync loop, when it was started with --git-url.
+    pub sync: Option<crate::gitops::GitSync>,
 }
+
+/// How long `ConfigSync { wait: true }` waits for the sync it started.
+const SYNC_WAIT: Duration = Duration::from_secs(60);
 
 /// Where a leader-only call runs.
 enum Target<'a> {
@@ -69,6 +74,12 @@ impl AdminService {
                 cluster.id
             ))),
         }
+    }
+
+    /// Starts a sync on the leader (a webhook arrived). Returns the leader's id.
+    pub async fn start_sync(&self) -> Result<u64, Status> {
+        let req = client::request(ConfigSyncRequest { wait: false }, self.token.as_deref());
+        AdminApi::config_sync(self, req).await.map(|r| r.into_inner().leader_id)
     }
 
     fn members(&self, cluster: &Cluster) -> Members {
@@ -129,6 +140,13 @@ impl AdminService {
                 log_index: c.log_index,
                 applied_at,
             }
+        });
+        status.sync = self.sync.as_ref().map(|s| sync_state(&s.state())).filter(|s| s.runs > 0);
+        status.refusal = cluster.sm.subscribe_refusal().borrow().as_deref().map(|r| Refusal {
+            commit: r.commit.clone(),
+            step: r.step.clone(),
+            errors: r.errors.clone(),
+            at: r.at,
         });
         status.last_apply_error =
             cluster.last_apply_error.lock().unwrap_or_else(|e| e.into_inner()).clone().unwrap_or_default();
@@ -207,6 +225,16 @@ fn role(state: ServerState) -> Role {
     }
 }
 
+fn sync_state(s: &crate::gitops::SyncState) -> SyncState {
+    SyncState {
+        head: s.head.clone().unwrap_or_default(),
+        outcome: s.outcome.to_string(),
+        error: s.error.clone().unwrap_or_default(),
+        runs: s.finished,
+        last_run_at: s.last_run_at,
+    }
+}
+
 /// Every membership error becomes one gRPC status here.
 fn status(e: MembershipError) -> Status {
     let msg = e.to_string();
@@ -277,6 +305,13 @@ impl AdminApi for AdminService {
         }
     }
 
+    async fn config_sync(&self, req: Request<ConfigSyncRequest>) -> Result<Response<ConfigSyncReply>, Status> {
+        match self.target(&req)? {
+            Target::Leader(mut l) => l.config_sync(forwarded(req)).await,
+            Target::Here(c) => Ok(Response::new(self.config_sync_here(c, req.get_ref().wait).await?)),
+        }
+    }
+
     async fn get_config_history(&self, _req: Request<ConfigHistoryRequest>) -> Result<Response<ConfigHistory>, Status> {
         let cluster = self.cluster()?;
         let entries = cluster
@@ -295,6 +330,34 @@ impl AdminApi for AdminService {
             })
             .collect();
         Ok(Response::new(ConfigHistory { entries }))
+    }
+}
+
+#[tonic::async_trait]
+trait SyncApi {
+    async fn config_sync_here(&self, cluster: &Cluster, wait: bool) -> Result<ConfigSyncReply, Status>;
+}
+
+#[tonic::async_trait]
+impl SyncApi for AdminService {
+    async fn config_sync_here(&self, cluster: &Cluster, wait: bool) -> Result<ConfigSyncReply, Status> {
+        let sync = self.sync.as_ref().ok_or_else(|| {
+            Status::failed_precondition(format!("the leader (node {}) was started without --git-url", cluster.id))
+        })?;
+        let state = if wait {
+            sync.sync_and_wait(SYNC_WAIT).await.map_err(|s| {
+                Status::deadline_exceeded(format!(
+                    "the sync did not finish within {}s (last: {} {})",
+                    SYNC_WAIT.as_secs(),
+                    s.outcome,
+                    s.error.unwrap_or_default()
+                ))
+            })?
+        } else {
+            sync.trigger();
+            sync.state()
+        };
+        Ok(ConfigSyncReply { state: Some(sync_state(&state)), leader_id: cluster.id })
     }
 }
 

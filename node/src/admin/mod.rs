@@ -32,6 +32,15 @@ pub struct Admin {
     pub node: Arc<NodeInfo>,
     pub auth: auth::Auth,
     pub grpc: grpc::AdminService,
+    /// POST /webhook, when a secret is configured.
+    pub webhook: Option<Webhook>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Webhook {
+    pub secret: crate::gitops::webhook::Secret,
+    /// Pushes to other branches are acknowledged and ignored.
+    pub branch: String,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -42,7 +51,71 @@ pub struct NodeInfo {
     pub https_addr: Option<String>,
 }
 
+fn text(status: StatusCode, body: String, ctype: &'static str) -> Response<AdminBody> {
+    let mut r = Response::new(AdminBody::new(http_body_util::Full::new(bytes::Bytes::from(body))));
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(ctype));
+    r
+}
+
+fn json(status: StatusCode, body: serde_json::Value) -> Response<AdminBody> {
+    text(status, format!("{body}\n"), "application/json")
+}
+
 impl Admin {
+    /// A push webhook: checked against the secret, then the leader's sync is started (here,
+    /// or on the leader through the admin API). Answers before the sync finishes.
+    async fn webhook(&self, req: Request<hyper::body::Incoming>) -> Response<AdminBody> {
+        use crate::gitops::webhook;
+        use http_body_util::BodyExt;
+        let Some(hook) = &self.webhook else {
+            return json(
+                StatusCode::NOT_FOUND,
+                serde_json::json!({"error": "no webhook is configured on this node: start raftgated with --git-webhook-secret-file"}),
+            );
+        };
+        let (parts, body) = req.into_parts();
+        let body = match http_body_util::Limited::new(body, webhook::MAX_BODY_BYTES).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(_) => {
+                return json(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    serde_json::json!({"error": format!("webhook bodies are limited to {} bytes", webhook::MAX_BODY_BYTES)}),
+                )
+            }
+        };
+        let provider = match webhook::verify(&parts.headers, &body, &hook.secret) {
+            Ok(p) => p,
+            Err(e) => {
+                metrics::counter!("raftgate_webhook_rejected_total").increment(1);
+                tracing::warn!(error = %e, "webhook refused");
+                return json(StatusCode::UNAUTHORIZED, serde_json::json!({"error": e.to_string()}));
+            }
+        };
+        let event = ["x-github-event", "x-gitea-event", "x-gitlab-event"]
+            .iter()
+            .find_map(|h| parts.headers.get(*h).and_then(|v| v.to_str().ok()))
+            .unwrap_or("push");
+        if event.eq_ignore_ascii_case("ping") {
+            return json(StatusCode::OK, serde_json::json!({"ok": "pong"}));
+        }
+        if let Some(branch) = webhook::pushed_branch(&body) {
+            if branch != hook.branch {
+                return json(
+                    StatusCode::ACCEPTED,
+                    serde_json::json!({"ignored": format!("push to `{branch}`; this cluster follows `{}`", hook.branch)}),
+                );
+            }
+        }
+        match self.grpc.start_sync().await {
+            Ok(leader) => {
+                tracing::info!(?provider, leader, "webhook: sync started");
+                json(StatusCode::ACCEPTED, serde_json::json!({"sync": "started", "leader": leader}))
+            }
+            Err(status) => json(StatusCode::SERVICE_UNAVAILABLE, serde_json::json!({"error": status.message()})),
+        }
+    }
+
     async fn handle(&self, req: Request<hyper::body::Incoming>) -> Response<AdminBody> {
         let grpc =
             req.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
@@ -58,12 +131,9 @@ impl Admin {
                 Err(never) => match never {},
             };
         }
-        let text = |status: StatusCode, body: String, ctype: &'static str| {
-            let mut r = Response::new(AdminBody::new(http_body_util::Full::new(bytes::Bytes::from(body))));
-            *r.status_mut() = status;
-            r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(ctype));
-            r
-        };
+        if req.uri().path() == "/webhook" && req.method() == Method::POST {
+            return self.webhook(req).await;
+        }
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n".into(), "text/plain");
         }

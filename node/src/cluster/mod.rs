@@ -80,6 +80,7 @@ pub async fn start(
     // Serve the last applied config before anything else.
     let last_apply_error = Arc::default();
     tasks.spawn(follow(sm.clone(), engine, Arc::clone(&last_apply_error), shutdown.clone()));
+    tasks.spawn(export_refusal(sm.clone(), shutdown.clone()));
 
     let listener = tokio::net::TcpListener::bind(s.raft_addr)
         .await
@@ -150,6 +151,20 @@ async fn follow(
             }
             *last_error.lock().unwrap_or_else(|e| e.into_inner()) = error;
         }
+        tokio::select! {
+            changed = rx.changed() => if changed.is_err() { return },
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// `raftgate_config_refused` is 1 on every node while the cluster's latest Git commit
+/// stands refused (the refusal is replicated), 0 once a good commit arrives.
+async fn export_refusal(sm: StateMachineStore, mut shutdown: watch::Receiver<bool>) {
+    let mut rx = sm.subscribe_refusal();
+    loop {
+        let refused = rx.borrow_and_update().is_some();
+        metrics::gauge!("raftgate_config_refused").set(if refused { 1.0 } else { 0.0 });
         tokio::select! {
             changed = rx.changed() => if changed.is_err() { return },
             _ = shutdown.changed() => return,

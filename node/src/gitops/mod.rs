@@ -1,0 +1,233 @@
+//! GitOps: from a merged pull request to a committed config entry.
+//!
+//! Every node runs the sync loop; only the leader acts. On each poll tick, webhook or
+//! `raftgate config sync`, the leader makes sure it has applied everything committed (a
+//! new leader may still be applying its predecessor's last entries), fetches the branch
+//! into its bare mirror (`DATA/git/mirror.git`) and judges the head against the config the
+//! state machine holds (`repo::Mirror::evaluate`): ancestry, signature, load, validate,
+//! compile. A new config is proposed through Raft and the loop waits for the commit; a
+//! refusal is recorded through Raft too, so every node shows it until a good commit
+//! arrives. Followers never touch Git.
+//!
+//! Resuming after a leader change needs no state of its own: the state machine's current
+//! commit is where the next leader starts, so nothing is proposed twice (a commit already
+//! applied is `UpToDate`) and nothing is skipped (its descendants are still ahead of it).
+
+pub mod repo;
+pub mod signers;
+pub mod webhook;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use raft::{Request, SyncNote};
+use tokio::sync::{watch, Notify};
+
+use crate::cluster::Cluster;
+use repo::{Mirror, Source, Verdict};
+
+/// Fetch failures back off up to this long between attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// What the last sync did, for status and `raftgate config sync`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncState {
+    pub head: Option<String>,
+    /// `proposed`, `unchanged`, `up-to-date`, `refused`, `failed`; empty before the first.
+    pub outcome: &'static str,
+    pub error: Option<String>,
+    /// Runs started, and the number of the last one finished (runs are sequential).
+    pub started: u64,
+    pub finished: u64,
+    pub last_run_at: u64,
+}
+
+/// The running sync loop: trigger it, watch what it did.
+#[derive(Debug, Clone)]
+pub struct GitSync {
+    trigger: Arc<Notify>,
+    state: watch::Receiver<SyncState>,
+}
+
+impl GitSync {
+    /// Asks for a sync now (webhook, `raftgate config sync`).
+    pub fn trigger(&self) {
+        self.trigger.notify_one();
+    }
+
+    pub fn state(&self) -> SyncState {
+        self.state.borrow().clone()
+    }
+
+    /// Triggers a sync and waits until a run that started after this call has finished.
+    /// A run already under way when the call came may have fetched before the push, so
+    /// it does not count.
+    pub async fn sync_and_wait(&self, limit: Duration) -> Result<SyncState, SyncState> {
+        let mut rx = self.state.clone();
+        let started_before = rx.borrow_and_update().started;
+        self.trigger();
+        let wait = async {
+            while rx.borrow_and_update().finished <= started_before {
+                if rx.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        match tokio::time::timeout(limit, wait).await {
+            Ok(()) => Ok(self.state()),
+            Err(_) => Err(self.state()),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub source: Source,
+    pub poll_interval: Duration,
+    pub mirror_dir: PathBuf,
+}
+
+/// Starts the sync loop on this node.
+pub fn spawn(
+    settings: Settings,
+    cluster: Cluster,
+    tasks: &mut tokio::task::JoinSet<()>,
+    shutdown: watch::Receiver<bool>,
+) -> GitSync {
+    let trigger = Arc::new(Notify::new());
+    let (tx, rx) = watch::channel(SyncState::default());
+    tasks.spawn(run(settings, cluster, trigger.clone(), tx, shutdown));
+    GitSync { trigger, state: rx }
+}
+
+async fn run(
+    settings: Settings,
+    cluster: Cluster,
+    trigger: Arc<Notify>,
+    state: watch::Sender<SyncState>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut mirror: Option<Mirror> = None;
+    let mut delay = Duration::ZERO;
+    let mut backoff = settings.poll_interval;
+    let mut server = cluster.raft.server_metrics();
+    let failures = metrics::counter!("raftgate_git_sync_failures_total");
+    let refused = metrics::counter!("raftgate_git_commits_refused_total");
+    let proposed = metrics::counter!("raftgate_git_commits_proposed_total");
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = trigger.notified() => {}
+            // A node that becomes leader syncs at once.
+            Ok(()) = server.changed() => {}
+            _ = shutdown.changed() => return,
+        }
+        delay = settings.poll_interval;
+        if !is_leader(&cluster) {
+            continue;
+        }
+        // Apply everything committed before judging the head against the current config.
+        if let Err(e) = cluster.raft.ensure_linearizable().await {
+            tracing::debug!(error = %e, "not syncing: leadership not confirmed");
+            continue;
+        }
+        let run = state.borrow().started + 1;
+        state.send_modify(|s| s.started = run);
+        let current = cluster.sm.current();
+        let source = settings.source.clone();
+        let dir = settings.mirror_dir.clone();
+        let taken = mirror.take();
+        let work = tokio::task::spawn_blocking(move || {
+            let m = match taken {
+                Some(m) => m,
+                None => match Mirror::open(&dir, source) {
+                    Ok(m) => m,
+                    Err(e) => return (None, Err(e)),
+                },
+            };
+            let result = m.fetch().map(|head| (head, m.evaluate(head, current.as_deref())));
+            (Some(m), result)
+        })
+        .await;
+        let (m, result) = work.unwrap_or_else(|e| (None, Err(format!("sync task failed: {e}"))));
+        mirror = m;
+        let mut next = SyncState { started: run, finished: run, last_run_at: now(), ..SyncState::default() };
+        match result {
+            Err(e) => {
+                failures.increment(1);
+                // Back off while the server stays unreachable; every node keeps serving.
+                delay = backoff;
+                backoff = (backoff * 2).min(MAX_BACKOFF).max(settings.poll_interval);
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "git sync failed; still serving the current config");
+                next.outcome = "failed";
+                next.error = Some(e);
+            }
+            Ok((head, verdict)) => {
+                backoff = settings.poll_interval;
+                next.head = Some(head.to_string());
+                let (outcome, error) = act(&cluster, verdict, &refused, &proposed).await;
+                next.outcome = outcome;
+                next.error = error;
+            }
+        }
+        metrics::gauge!("raftgate_git_sync_ok").set(if next.error.is_none() { 1.0 } else { 0.0 });
+        state.send_replace(next);
+    }
+}
+
+/// Carries out a verdict. Returns the outcome and any error.
+async fn act(
+    cluster: &Cluster,
+    verdict: Verdict,
+    refused: &metrics::Counter,
+    proposed: &metrics::Counter,
+) -> (&'static str, Option<String>) {
+    let write = |r: Request| {
+        let raft = cluster.raft.clone();
+        async move { raft.client_write(r).await.map(|_| ()).map_err(|e| format!("proposing through Raft: {e}")) }
+    };
+    let refusal = cluster.sm.subscribe_refusal().borrow().clone();
+    match verdict {
+        Verdict::UpToDate => ("up-to-date", None),
+        Verdict::Unchanged { commit } => {
+            // Same content as served: nothing to apply, but a good commit clears a refusal.
+            if refusal.is_some() {
+                if let Err(e) = write(Request::RecordSync(SyncNote::Unchanged { commit })).await {
+                    return ("failed", Some(e));
+                }
+            }
+            ("unchanged", None)
+        }
+        Verdict::Refused(r) => {
+            let same = refusal.as_deref().is_some_and(|old| old.commit == r.commit && old.step == r.step && old.errors == r.errors);
+            if !same {
+                refused.increment(1);
+                tracing::error!(commit = %r.commit, step = %r.step, errors = ?r.errors, "refused a config commit; still serving the current config");
+                if let Err(e) = write(Request::RecordSync(SyncNote::Refused(r))).await {
+                    return ("failed", Some(e));
+                }
+            }
+            ("refused", None)
+        }
+        Verdict::Propose(entry) => {
+            let commit = entry.commit.clone();
+            tracing::info!(%commit, covers = entry.covers.len(), "proposing a config commit");
+            match write(Request::ApplyConfig(entry)).await {
+                Ok(()) => {
+                    proposed.increment(1);
+                    ("proposed", None)
+                }
+                Err(e) => ("failed", Some(e)),
+            }
+        }
+    }
+}
+
+fn is_leader(cluster: &Cluster) -> bool {
+    cluster.raft.metrics().borrow().current_leader == Some(cluster.id)
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}

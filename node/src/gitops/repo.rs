@@ -1,0 +1,263 @@
+//! The leader's bare mirror of the config repository, and the checks a new branch head goes
+//! through before it may be proposed: ancestry, signature, load, validate and compile.
+//! Everything here is blocking libgit2 work, run on a blocking thread.
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use git2::{Commit, Oid, Repository};
+use raft::{AppliedConfig, ApplyConfig, Refusal};
+use schemas::TreeLimits;
+
+use super::signers::AllowedSigners;
+
+/// Most commits listed as covered by one entry (the rest are summarized by the range).
+const MAX_COVERS: usize = 100;
+/// Commit messages kept in the log (the first line shows in history).
+const MAX_MESSAGE_BYTES: usize = 4096;
+
+/// How to log in to the Git server.
+#[derive(Clone, Default)]
+pub struct Credentials {
+    pub username: Option<String>,
+    /// Password or access token (https), read from a file or the environment.
+    pub password: Option<String>,
+    /// Private key file for ssh://; without one, ssh-agent is asked.
+    pub ssh_key: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("ssh_key", &self.ssh_key)
+            .finish()
+    }
+}
+
+/// What to sync and how strictly.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub url: String,
+    pub branch: String,
+    /// The config directory inside the repository (`None`: its root).
+    pub path: Option<String>,
+    pub credentials: Credentials,
+    pub allow_non_fast_forward: bool,
+    pub signers: Option<AllowedSigners>,
+}
+
+/// What a branch head turned out to be.
+#[derive(Debug)]
+pub enum Verdict {
+    /// The head is the commit already applied.
+    UpToDate,
+    /// A good commit whose config is the one already served.
+    Unchanged { commit: String },
+    /// A good commit with a new config: propose it.
+    Propose(Box<ApplyConfig>),
+    /// Refused at some step; never proposed.
+    Refused(Refusal),
+}
+
+pub struct Mirror {
+    repo: Repository,
+    source: Source,
+}
+
+impl std::fmt::Debug for Mirror {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mirror").field("path", &self.repo.path()).field("url", &self.source.url).finish()
+    }
+}
+
+impl Mirror {
+    /// Opens (or creates) the bare mirror in `dir`, pointed at the source URL.
+    pub fn open(dir: &Path, source: Source) -> Result<Self, String> {
+        let repo = match Repository::open_bare(dir) {
+            Ok(r) => r,
+            Err(_) => {
+                std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+                Repository::init_bare(dir).map_err(|e| format!("cannot create a mirror in {}: {e}", dir.display()))?
+            }
+        };
+        match repo.find_remote("origin") {
+            Ok(r) if r.url() == Some(source.url.as_str()) => {}
+            Ok(_) => repo.remote_set_url("origin", &source.url).map_err(|e| e.message().to_string())?,
+            Err(_) => {
+                repo.remote("origin", &source.url).map_err(|e| format!("bad --git-url `{}`: {}", source.url, e.message()))?;
+            }
+        }
+        Ok(Self { repo, source })
+    }
+
+    /// Fetches the branch; returns its head.
+    pub fn fetch(&self) -> Result<Oid, String> {
+        let mut remote = self.repo.find_remote("origin").map_err(|e| e.message().to_string())?;
+        let mut callbacks = git2::RemoteCallbacks::new();
+        let creds = self.source.credentials.clone();
+        let mut attempts = 0;
+        callbacks.credentials(move |_url, user_from_url, allowed| {
+            // libgit2 asks again after each rejection: give up rather than loop.
+            attempts += 1;
+            if attempts > 3 {
+                return Err(git2::Error::from_str("authentication failed: the server refused the credentials"));
+            }
+            let user = creds.username.as_deref().or(user_from_url).unwrap_or("git");
+            if allowed.contains(git2::CredentialType::SSH_KEY) {
+                return match &creds.ssh_key {
+                    Some(key) => git2::Cred::ssh_key(user, None, key, None),
+                    None => git2::Cred::ssh_key_from_agent(user),
+                };
+            }
+            if allowed.contains(git2::CredentialType::USER_PASS_PLAINTEXT) {
+                if let Some(p) = &creds.password {
+                    return git2::Cred::userpass_plaintext(user, p);
+                }
+            }
+            if allowed.contains(git2::CredentialType::USERNAME) {
+                return git2::Cred::username(user);
+            }
+            Err(git2::Error::from_str("the server wants credentials: set --git-password-file or --git-ssh-key"))
+        });
+        let mut options = git2::FetchOptions::new();
+        options.remote_callbacks(callbacks);
+        options.download_tags(git2::AutotagOption::None);
+        let branch = &self.source.branch;
+        let refspec = format!("+refs/heads/{branch}:refs/remotes/origin/{branch}");
+        remote
+            .fetch(&[&refspec], Some(&mut options), None)
+            .map_err(|e| format!("fetching {} from {}: {}", branch, self.source.url, e.message()))?;
+        let head = self
+            .repo
+            .refname_to_id(&format!("refs/remotes/origin/{branch}"))
+            .map_err(|_| format!("branch `{branch}` does not exist in {}", self.source.url))?;
+        Ok(head)
+    }
+
+    /// Runs the checks on `head`, given the config the cluster serves now.
+    pub fn evaluate(&self, head: Oid, current: Option<&AppliedConfig>) -> Verdict {
+        let sha = head.to_string();
+        let refuse = |step: &str, errors: Vec<String>| {
+            Verdict::Refused(Refusal { commit: sha.clone(), step: step.to_string(), errors, at: now() })
+        };
+        let commit = match self.repo.find_commit(head) {
+            Ok(c) => c,
+            Err(e) => return refuse("load", vec![format!("cannot read commit {sha}: {}", e.message())]),
+        };
+        // The last applied commit, when it is a commit of this repository (a config from a
+        // local directory is not).
+        let last = current.and_then(|c| Oid::from_str(&c.entry.commit).ok());
+        if last == Some(head) {
+            return Verdict::UpToDate;
+        }
+        let mut covers = Vec::new();
+        if let Some(last) = last {
+            let descends = self.repo.find_commit(last).is_ok()
+                && self.repo.graph_descendant_of(head, last).unwrap_or(false);
+            if !descends && !self.source.allow_non_fast_forward {
+                return refuse(
+                    "ancestry",
+                    vec![format!(
+                        "{sha} does not descend from the last applied commit {last}: the branch `{}` was rewritten \
+                         (force-push). Restore its history, or start the leader with --allow-non-fast-forward",
+                        self.source.branch
+                    )],
+                );
+            }
+            if descends {
+                covers = self.covered(head, last);
+            }
+        }
+        if let Some(signers) = &self.source.signers {
+            if let Err(e) = self.check_signature(head, signers) {
+                return refuse("signature", vec![e]);
+            }
+        }
+        let files = match schemas::source::read_commit(
+            &self.repo,
+            &commit,
+            self.source.path.as_deref(),
+            &TreeLimits::default(),
+        ) {
+            Ok(f) if f.is_empty() => {
+                return refuse(
+                    "load",
+                    vec![format!(
+                        "no *.yaml or *.yml files in `{}` at {sha}",
+                        self.source.path.as_deref().unwrap_or("/")
+                    )],
+                )
+            }
+            Ok(f) => f,
+            Err(e) => return refuse("load", vec![e.to_string()]),
+        };
+        let compiled = match schemas::compile_tree(&files) {
+            Ok(c) => c,
+            Err(diags) => return refuse("validate", diags.iter().map(ToString::to_string).collect()),
+        };
+        if current.is_some_and(|c| c.entry.hash == compiled.hash) {
+            return Verdict::Unchanged { commit: sha };
+        }
+        Verdict::Propose(Box::new(ApplyConfig {
+            commit: sha,
+            parent: last.map(|l| l.to_string()),
+            author: author(&commit),
+            message: message(&commit),
+            committed_at: commit.time().seconds(),
+            hash: compiled.hash,
+            snapshot: compiled.snapshot,
+            covers,
+        }))
+    }
+
+    /// The commits between `last` (excluded) and `head` (excluded), oldest first.
+    fn covered(&self, head: Oid, last: Oid) -> Vec<String> {
+        let walk = || -> Result<Vec<String>, git2::Error> {
+            let mut w = self.repo.revwalk()?;
+            w.set_sorting(git2::Sort::TOPOLOGICAL | git2::Sort::REVERSE)?;
+            w.push(head)?;
+            w.hide(last)?;
+            let all: Vec<Oid> = w.collect::<Result<_, _>>()?;
+            let between: Vec<String> = all.into_iter().filter(|o| *o != head).map(|o| o.to_string()).collect();
+            let skip = between.len().saturating_sub(MAX_COVERS);
+            Ok(between.into_iter().skip(skip).collect())
+        };
+        walk().unwrap_or_default()
+    }
+
+    fn check_signature(&self, head: Oid, signers: &AllowedSigners) -> Result<(), String> {
+        let (signature, signed) = self.repo.extract_signature(&head, None).map_err(|e| {
+            if e.code() == git2::ErrorCode::NotFound {
+                "the commit is not signed; signed commits are required (git commit -S with gpg.format=ssh)".to_string()
+            } else {
+                format!("cannot read the commit's signature: {}", e.message())
+            }
+        })?;
+        signers.verify(&signature, &signed).map(|principal| {
+            tracing::debug!(commit = %head, %principal, "commit signature verified");
+        })
+    }
+}
+
+fn author(c: &Commit<'_>) -> String {
+    let a = c.author();
+    format!("{} <{}>", a.name().unwrap_or("?"), a.email().unwrap_or("?"))
+}
+
+fn message(c: &Commit<'_>) -> String {
+    let m = c.message().unwrap_or("").trim_end();
+    if m.len() <= MAX_MESSAGE_BYTES {
+        return m.to_string();
+    }
+    let mut end = MAX_MESSAGE_BYTES;
+    while !m.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &m[..end])
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}

@@ -1,0 +1,135 @@
+//! Push webhooks from GitHub, Gitea and GitLab. A webhook only says "look now": the sync
+//! that follows fetches and checks everything itself, so a forged push can at worst cause
+//! an early fetch. Still, a bad or missing signature is refused and changes nothing.
+//!
+//! - GitHub: `X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the body>`.
+//! - Gitea: `X-Gitea-Signature: <hex HMAC-SHA256 of the body>` (it also sends GitHub's).
+//! - GitLab: `X-Gitlab-Token: <the secret>`.
+//!
+//! All comparisons are constant-time (HMAC verification, or digests of the tokens).
+
+use std::path::Path;
+
+use hmac::{Hmac, Mac};
+use http::HeaderMap;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// Largest webhook body accepted (push payloads with many commits stay far below).
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+#[derive(Clone)]
+pub struct Secret(Vec<u8>);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+impl Secret {
+    pub fn new(secret: &str) -> Result<Self, String> {
+        let s = secret.trim();
+        if s.len() < 16 {
+            return Err("the webhook secret is shorter than 16 characters; use a long random one".into());
+        }
+        Ok(Self(s.as_bytes().to_vec()))
+    }
+
+    pub fn from_file(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read the webhook secret file {}: {e}", path.display()))?;
+        Self::new(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    pub fn from_env(var: &str) -> Result<Self, String> {
+        let text = std::env::var(var).map_err(|_| format!("environment variable {var} (webhook secret) is not set"))?;
+        Self::new(&text).map_err(|e| format!("${var}: {e}"))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provider {
+    GitHub,
+    Gitea,
+    GitLab,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum WebhookError {
+    #[error("no webhook signature: expected X-Hub-Signature-256 (GitHub), X-Gitea-Signature or X-Gitlab-Token")]
+    Missing,
+    #[error("the webhook signature does not match the configured secret")]
+    Mismatch,
+}
+
+/// Checks the request's signature against `secret`.
+pub fn verify(headers: &HeaderMap, body: &[u8], secret: &Secret) -> Result<Provider, WebhookError> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    if let Some(sig) = header("x-gitea-signature") {
+        return hmac_ok(sig, body, secret).then_some(Provider::Gitea).ok_or(WebhookError::Mismatch);
+    }
+    if let Some(sig) = header("x-hub-signature-256") {
+        let hex = sig.strip_prefix("sha256=").ok_or(WebhookError::Mismatch)?;
+        return hmac_ok(hex, body, secret).then_some(Provider::GitHub).ok_or(WebhookError::Mismatch);
+    }
+    if let Some(token) = header("x-gitlab-token") {
+        let given: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let want: [u8; 32] = Sha256::digest(&secret.0).into();
+        return bool::from(given.ct_eq(&want)).then_some(Provider::GitLab).ok_or(WebhookError::Mismatch);
+    }
+    Err(WebhookError::Missing)
+}
+
+fn hmac_ok(hex_sig: &str, body: &[u8], secret: &Secret) -> bool {
+    let Ok(sig) = hex::decode(hex_sig) else { return false };
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&secret.0) else { return false };
+    mac.update(body);
+    mac.verify_slice(&sig).is_ok()
+}
+
+/// The branch a push event is for (`refs/heads/<branch>`), when the body says.
+pub fn pushed_branch(body: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    v.get("ref")?.as_str()?.strip_prefix("refs/heads/").map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sign(secret: &str, body: &[u8]) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+        mac.update(body);
+        hex::encode(mac.finalize().into_bytes())
+    }
+
+    fn headers(pairs: &[(&'static str, String)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn each_provider_is_checked_and_bad_signatures_are_refused() {
+        let secret = Secret::new("0123456789abcdef-secret").unwrap();
+        let body = br#"{"ref":"refs/heads/main"}"#;
+        let good = sign("0123456789abcdef-secret", body);
+        let bad = sign("another-secret-entirely", body);
+        let gh = |s: &str| headers(&[("x-hub-signature-256", format!("sha256={s}"))]);
+        assert_eq!(verify(&gh(&good), body, &secret), Ok(Provider::GitHub));
+        assert_eq!(verify(&gh(&bad), body, &secret), Err(WebhookError::Mismatch));
+        assert_eq!(verify(&gh(&good), b"tampered", &secret), Err(WebhookError::Mismatch));
+        assert_eq!(verify(&headers(&[("x-hub-signature-256", good.clone())]), body, &secret), Err(WebhookError::Mismatch));
+        assert_eq!(verify(&headers(&[("x-gitea-signature", good.clone())]), body, &secret), Ok(Provider::Gitea));
+        assert_eq!(verify(&headers(&[("x-gitea-signature", "zz".into())]), body, &secret), Err(WebhookError::Mismatch));
+        let gl = |s: &str| headers(&[("x-gitlab-token", s.to_string())]);
+        assert_eq!(verify(&gl("0123456789abcdef-secret"), body, &secret), Ok(Provider::GitLab));
+        assert_eq!(verify(&gl("0123456789abcdef-secreT"), body, &secret), Err(WebhookError::Mismatch));
+        assert_eq!(verify(&HeaderMap::new(), body, &secret), Err(WebhookError::Missing));
+        assert_eq!(pushed_branch(body).as_deref(), Some("main"));
+        assert!(Secret::new("short").is_err());
+    }
+}
