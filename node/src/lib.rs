@@ -8,9 +8,9 @@
 
 pub mod admin;
 pub mod cluster;
-pub mod gitops;
 pub mod coarse_timer;
 pub mod config_dir;
+pub mod gitops;
 pub mod proxy;
 pub mod run;
 pub mod server;

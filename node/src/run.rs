@@ -19,7 +19,7 @@ use crate::server::{self, ServerSettings};
 
 /// raftgated: the raftgate gateway daemon.
 #[derive(Debug, Parser)]
-#[command(name = "raftgated", version, about)]
+#[command(name = "raftgated", version, about, args_override_self = true)]
 pub struct Args {
     /// Plain HTTP listener (HTTP/1.1 and h2c with prior knowledge).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
@@ -44,7 +44,7 @@ pub struct Args {
     #[arg(long, requires = "admin_token_file")]
     pub admin_read_open: bool,
     /// Serve the config in this directory and reload it when it changes.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", conflicts_with = "git_url")]
     pub config_dir: Option<PathBuf>,
     /// How often --config-dir is checked for changes.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
@@ -143,6 +143,10 @@ pub struct Args {
     /// An environment variable holding the webhook secret.
     #[arg(long, value_name = "VAR")]
     pub git_webhook_secret_env: Option<String>,
+    /// Fault injection for tests: the leader waits this long between checking a commit and
+    /// proposing it, so a test can kill it in between.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, hide = true)]
+    pub test_sync_pause: Option<Duration>,
     /// Log entries between Raft snapshots; followers further behind than half of this catch
     /// up by snapshot rather than entry by entry.
     #[arg(long, value_name = "N", default_value_t = raft::config::DEFAULT_SNAPSHOT_EVERY, value_parser = clap::value_parser!(u64).range(2..))]
@@ -264,7 +268,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
         cluster = Some(c);
     } else if args.git_url.is_some() {
-        anyhow::bail!("--git-url needs --node-id and --data-dir (a single node can run as a one-node cluster with --bootstrap)");
+        anyhow::bail!(
+            "--git-url needs --node-id and --data-dir (a single node can run as a one-node cluster with --bootstrap)"
+        );
     } else if let Some(dir) = &args.config_dir {
         let compiled =
             config_dir::load(dir).map_err(|e| anyhow::anyhow!("config in {} is invalid:\n{e}", dir.display()))?;
@@ -312,7 +318,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 token: auth.token(),
                 sync: git_sync.clone(),
             },
-            webhook: webhook_secret(&args)?.map(|secret| crate::admin::Webhook { secret, branch: args.git_branch.clone() }),
+            webhook: webhook_secret(&args)?
+                .map(|secret| crate::admin::Webhook { secret, branch: args.git_branch.clone() }),
             auth,
         },
         stop_rx.clone(),
@@ -354,9 +361,9 @@ fn git_settings(args: &Args, url: &str, data_dir: &std::path::Path) -> anyhow::R
                 .trim()
                 .to_string(),
         ),
-        (None, Some(var)) => {
-            Some(std::env::var(var).with_context(|| format!("--git-password-env: ${var} is not set"))?.trim().to_string())
-        }
+        (None, Some(var)) => Some(
+            std::env::var(var).with_context(|| format!("--git-password-env: ${var} is not set"))?.trim().to_string(),
+        ),
         (None, None) => None,
     };
     let signers = match &args.allowed_signers {
@@ -377,6 +384,7 @@ fn git_settings(args: &Args, url: &str, data_dir: &std::path::Path) -> anyhow::R
             signers,
         },
         poll_interval: args.git_poll_interval,
+        test_pause: args.test_sync_pause,
         mirror_dir: data_dir.join("git").join("mirror.git"),
     })
 }

@@ -86,6 +86,8 @@ pub struct Settings {
     pub source: Source,
     pub poll_interval: Duration,
     pub mirror_dir: PathBuf,
+    /// Tests only (`--test-sync-pause`): wait between judging a commit and proposing it.
+    pub test_pause: Option<Duration>,
 }
 
 /// Starts the sync loop on this node.
@@ -166,6 +168,10 @@ async fn run(
             Ok((head, verdict)) => {
                 backoff = settings.poll_interval;
                 next.head = Some(head.to_string());
+                if let (Some(pause), Verdict::Propose(entry)) = (settings.test_pause, &verdict) {
+                    tracing::warn!(commit = %entry.commit, pause_ms = pause.as_millis() as u64, "test pause before proposing");
+                    tokio::time::sleep(pause).await;
+                }
                 let (outcome, error) = act(&cluster, verdict, &refused, &proposed).await;
                 next.outcome = outcome;
                 next.error = error;
@@ -200,7 +206,9 @@ async fn act(
             ("unchanged", None)
         }
         Verdict::Refused(r) => {
-            let same = refusal.as_deref().is_some_and(|old| old.commit == r.commit && old.step == r.step && old.errors == r.errors);
+            let same = refusal
+                .as_deref()
+                .is_some_and(|old| old.commit == r.commit && old.step == r.step && old.errors == r.errors);
             if !same {
                 refused.increment(1);
                 tracing::error!(commit = %r.commit, step = %r.step, errors = ?r.errors, "refused a config commit; still serving the current config");

@@ -86,7 +86,8 @@ impl Mirror {
             Ok(r) if r.url() == Some(source.url.as_str()) => {}
             Ok(_) => repo.remote_set_url("origin", &source.url).map_err(|e| e.message().to_string())?,
             Err(_) => {
-                repo.remote("origin", &source.url).map_err(|e| format!("bad --git-url `{}`: {}", source.url, e.message()))?;
+                repo.remote("origin", &source.url)
+                    .map_err(|e| format!("bad --git-url `{}`: {}", source.url, e.message()))?;
             }
         }
         Ok(Self { repo, source })
@@ -154,8 +155,8 @@ impl Mirror {
         }
         let mut covers = Vec::new();
         if let Some(last) = last {
-            let descends = self.repo.find_commit(last).is_ok()
-                && self.repo.graph_descendant_of(head, last).unwrap_or(false);
+            let descends =
+                self.repo.find_commit(last).is_ok() && self.repo.graph_descendant_of(head, last).unwrap_or(false);
             if !descends && !self.source.allow_non_fast_forward {
                 return refuse(
                     "ancestry",

@@ -54,8 +54,9 @@ impl AllowedSigners {
     pub fn verify(&self, signature: &[u8], signed: &[u8]) -> Result<String, String> {
         let text = std::str::from_utf8(signature).map_err(|_| "the signature is not text".to_string())?;
         if !text.trim_start().starts_with("-----BEGIN SSH SIGNATURE-----") {
-            return Err("the commit is signed, but not with an SSH key (GPG or X.509); only SSH signatures are accepted"
-                .into());
+            return Err(
+                "the commit is signed, but not with an SSH key (GPG or X.509); only SSH signatures are accepted".into(),
+            );
         }
         let sig = SshSig::from_pem(text.trim()).map_err(|e| format!("malformed SSH signature: {e}"))?;
         if sig.namespace() != NAMESPACE {

@@ -122,7 +122,10 @@ mod tests {
         assert_eq!(verify(&gh(&good), body, &secret), Ok(Provider::GitHub));
         assert_eq!(verify(&gh(&bad), body, &secret), Err(WebhookError::Mismatch));
         assert_eq!(verify(&gh(&good), b"tampered", &secret), Err(WebhookError::Mismatch));
-        assert_eq!(verify(&headers(&[("x-hub-signature-256", good.clone())]), body, &secret), Err(WebhookError::Mismatch));
+        assert_eq!(
+            verify(&headers(&[("x-hub-signature-256", good.clone())]), body, &secret),
+            Err(WebhookError::Mismatch)
+        );
         assert_eq!(verify(&headers(&[("x-gitea-signature", good.clone())]), body, &secret), Ok(Provider::Gitea));
         assert_eq!(verify(&headers(&[("x-gitea-signature", "zz".into())]), body, &secret), Err(WebhookError::Mismatch));
         let gl = |s: &str| headers(&[("x-gitlab-token", s.to_string())]);

@@ -41,12 +41,20 @@ impl Gateway {
 
     /// Starts `raftgated` on an existing config directory.
     pub fn launch(config_dir: &std::path::Path, extra: &[&str]) -> Gateway {
+        Self::launch_with(Some(config_dir), extra)
+    }
+
+    /// Starts `raftgated`, with or without a config directory.
+    pub fn launch_with(config_dir: Option<&std::path::Path>, extra: &[&str]) -> Gateway {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_raftgated"));
         cmd.args(["--http-addr", "127.0.0.1:0", "--config-poll-interval", "100ms"]);
         if !extra.contains(&"--admin-addr") {
             cmd.args(["--admin-addr", "127.0.0.1:0"]);
         }
-        cmd.arg("--config-dir").arg(config_dir).args(extra).stdout(Stdio::piped()).stderr(Stdio::piped());
+        if let Some(dir) = config_dir {
+            cmd.arg("--config-dir").arg(dir);
+        }
+        cmd.args(extra).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("raftgated starts");
         let stdout = child.stdout.take().unwrap();
         let stderr = child.stderr.take().unwrap();
@@ -83,7 +91,7 @@ impl Gateway {
         Gateway {
             child,
             _dir: None,
-            config_dir: config_dir.to_path_buf(),
+            config_dir: config_dir.map(std::path::Path::to_path_buf).unwrap_or_default(),
             http: addrs["http"],
             https: addrs.get("https").copied(),
             admin: addrs["admin"],

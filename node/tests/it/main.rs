@@ -4,7 +4,9 @@
 mod badinput;
 mod cluster;
 mod features;
+mod gitops;
 mod harness;
 mod multinode;
+mod nodes;
 mod protocols;
 mod swap;
