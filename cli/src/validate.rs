@@ -131,3 +131,21 @@ fn escape_data(s: &str) -> String {
 fn escape_property(s: &str) -> String {
     escape_data(s).replace(':', "%3A").replace(',', "%2C")
 }
+
+/// Reads and compiles the config at `rev` of `repo` (for `config diff`).
+pub fn compile_rev(
+    repo: &std::path::Path,
+    rev: &str,
+    path: Option<&str>,
+) -> Result<schemas::ConfigSnapshot, crate::client::CliError> {
+    use crate::client::CliError;
+    let files = read_git(repo, rev, path, &TreeLimits::default())
+        .map_err(|e| CliError::Usage(format!("cannot read {rev} of {}: {e}", repo.display())))?;
+    if files.is_empty() {
+        return Err(CliError::Usage(format!("no *.yaml or *.yml files at {rev} in `{}`", path.unwrap_or("/"))));
+    }
+    schemas::compile_tree(&files).map(|c| c.snapshot).map_err(|diags| {
+        let lines: Vec<String> = diags.iter().map(ToString::to_string).collect();
+        CliError::Failed(format!("the config at {rev} is invalid:\n{}", lines.join("\n")))
+    })
+}

@@ -1,5 +1,6 @@
 //! End-to-end tests of the `raftgate` binary.
 
+mod cluster;
 mod validate;
 
 use std::path::{Path, PathBuf};

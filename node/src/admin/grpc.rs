@@ -139,6 +139,7 @@ impl AdminService {
                 message: c.entry.message.clone(),
                 log_index: c.log_index,
                 applied_at,
+                covers: c.entry.covers.clone(),
             }
         });
         status.sync = self.sync.as_ref().map(|s| sync_state(&s.state())).filter(|s| s.runs > 0);
@@ -212,6 +213,20 @@ impl AdminService {
             commit_index: m.last_applied.map_or(0, |l| l.index),
             nodes,
         }
+    }
+}
+
+fn lb_name(lb: &schemas::snapshot::LoadBalancerSpec) -> String {
+    use schemas::snapshot::{HashOn, LoadBalancerSpec as L};
+    match lb {
+        L::RoundRobin => "roundRobin".into(),
+        L::LeastRequest => "leastRequest".into(),
+        L::Random => "random".into(),
+        L::ConsistentHash(on) => match on {
+            HashOn::Header(h) => format!("consistentHash(header {h})"),
+            HashOn::Cookie(c) => format!("consistentHash(cookie {c})"),
+            other => format!("consistentHash({other:?})"),
+        },
     }
 }
 
@@ -312,6 +327,50 @@ impl AdminApi for AdminService {
         }
     }
 
+    async fn get_config(&self, _req: Request<GetConfigRequest>) -> Result<Response<ConfigDump>, Status> {
+        if !self.engine.is_loaded() {
+            return Err(Status::failed_precondition("this node serves no config yet"));
+        }
+        let rt = self.engine.current();
+        let snapshot_json =
+            serde_json::to_string(&*rt.snapshot).map_err(|e| Status::internal(format!("encoding the config: {e}")))?;
+        Ok(Response::new(ConfigDump {
+            commit: rt.origin.commit.clone().unwrap_or_default(),
+            hash: rt.hash.to_string(),
+            snapshot_json,
+        }))
+    }
+
+    async fn get_upstreams(&self, _req: Request<GetUpstreamsRequest>) -> Result<Response<UpstreamsDump>, Status> {
+        let rt = self.engine.current();
+        let mut upstreams: Vec<UpstreamState> = rt
+            .upstreams
+            .values()
+            .map(|u| {
+                let in_flight = u.in_flight_counts();
+                UpstreamState {
+                    name: u.spec.name.clone(),
+                    load_balancer: lb_name(&u.spec.load_balancer),
+                    endpoints: u
+                        .spec
+                        .endpoints
+                        .iter()
+                        .zip(in_flight)
+                        .map(|(e, n)| EndpointState {
+                            address: e.address.clone(),
+                            weight: e.weight,
+                            in_flight: n as u64,
+                            health: "unchecked".into(),
+                            circuit: "none".into(),
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        upstreams.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(Response::new(UpstreamsDump { upstreams }))
+    }
+
     async fn get_config_history(&self, _req: Request<ConfigHistoryRequest>) -> Result<Response<ConfigHistory>, Status> {
         let cluster = self.cluster()?;
         let entries = cluster
@@ -327,6 +386,7 @@ impl AdminApi for AdminService {
                 message: h.message,
                 log_index: h.log_index,
                 applied_at: h.applied_at,
+                covers: Vec::new(),
             })
             .collect();
         Ok(Response::new(ConfigHistory { entries }))

@@ -43,6 +43,11 @@ impl Drop for InFlight {
 }
 
 impl Upstream {
+    /// Requests in flight on each endpoint, in endpoint order.
+    pub fn in_flight_counts(&self) -> Vec<usize> {
+        self.in_flight.iter().map(|n| n.load(Ordering::Relaxed)).collect()
+    }
+
     pub fn new(spec: UpstreamSpec, tls_roots: &Arc<rustls::RootCertStore>) -> anyhow::Result<Self> {
         let authorities = spec
             .endpoints

@@ -1,0 +1,394 @@
+//! `raftgate config show|history|sync|diff`, `raftgate routes` and `raftgate upstreams`.
+
+use schemas::admin::{ConfigHistoryRequest, ConfigSyncRequest, GetConfigRequest, GetUpstreamsRequest};
+use schemas::ConfigSnapshot;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::client::{CliError, Target};
+use crate::output::{self, short, table, utc, Format};
+
+/// The config a node serves, decoded.
+async fn served(target: &Target) -> Result<(String, String, ConfigSnapshot), CliError> {
+    let dump = target
+        .client()?
+        .get_config(target.request(GetConfigRequest {}))
+        .await
+        .map_err(|e| target.error(e))?
+        .into_inner();
+    let snapshot: ConfigSnapshot = serde_json::from_str(&dump.snapshot_json).map_err(|e| {
+        CliError::Refused(format!("{} sent a config this raftgate cannot read (version skew?): {e}", target.admin))
+    })?;
+    Ok((dump.commit, dump.hash, snapshot))
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ShowView {
+    pub commit: String,
+    pub hash: String,
+    pub config: ConfigSnapshot,
+}
+
+pub async fn show(target: &Target, format: Format) -> Result<(), CliError> {
+    let (commit, hash, config) = served(target).await?;
+    let view = ShowView { commit, hash, config };
+    // People get YAML too: the effective config reads best as what they write.
+    output::print(format, &view, |v| format!("# commit {} hash {}\n{}", v.commit, v.hash, output::yaml(&v.config)));
+    Ok(())
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryRow {
+    pub commit: String,
+    pub hash: String,
+    pub author: String,
+    pub message: String,
+    pub log_index: u64,
+    pub applied_at: u64,
+}
+
+pub async fn history(target: &Target, format: Format) -> Result<(), CliError> {
+    let h = target
+        .client()?
+        .get_config_history(target.request(ConfigHistoryRequest {}))
+        .await
+        .map_err(|e| target.error(e))?
+        .into_inner();
+    let rows: Vec<HistoryRow> = h
+        .entries
+        .into_iter()
+        .map(|e| HistoryRow {
+            commit: e.commit,
+            hash: e.hash,
+            author: e.author,
+            message: e.message,
+            log_index: e.log_index,
+            applied_at: e.applied_at,
+        })
+        .collect();
+    output::print(format, &rows, |rows| render_history(rows));
+    Ok(())
+}
+
+pub fn render_history(rows: &[HistoryRow]) -> String {
+    table(
+        &["APPLIED (UTC)", "INDEX", "COMMIT", "AUTHOR", "MESSAGE"],
+        rows.iter()
+            .map(|r| {
+                let author = r.author.split(" <").next().unwrap_or("").to_string();
+                vec![
+                    utc(r.applied_at).replace('T', " ").trim_end_matches('Z').to_string(),
+                    r.log_index.to_string(),
+                    short(&r.commit),
+                    author,
+                    r.message.lines().next().unwrap_or("").to_string(),
+                ]
+            })
+            .collect(),
+    )
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncView {
+    pub leader: u64,
+    pub head: String,
+    pub outcome: String,
+    pub error: Option<String>,
+}
+
+pub async fn sync(target: &Target, format: Format, wait: bool) -> Result<(), CliError> {
+    let timeout = target.timeout.max(std::time::Duration::from_secs(70));
+    let r = target
+        .client()?
+        .config_sync(target.request_for(ConfigSyncRequest { wait }, timeout))
+        .await
+        .map_err(|e| target.error(e))?
+        .into_inner();
+    let s = r.state.unwrap_or_default();
+    let view = SyncView {
+        leader: r.leader_id,
+        head: s.head,
+        outcome: if wait { s.outcome } else { "started".into() },
+        error: Some(s.error).filter(|e| !e.is_empty()),
+    };
+    output::print(format, &view, |v| match (&v.error, wait) {
+        (_, false) => format!("sync started on the leader (node {})\n", v.leader),
+        (Some(e), _) => format!("leader node {}: sync {}: {e}\n", v.leader, v.outcome),
+        (None, _) => format!("leader node {}: head {} {}\n", v.leader, short(&v.head), v.outcome),
+    });
+    match (view.outcome.as_str(), &view.error) {
+        ("failed", Some(e)) => Err(CliError::Failed(format!("sync failed: {e}"))),
+        ("refused", _) => {
+            Err(CliError::Failed(format!("commit {} was refused: `raftgate status` shows why", short(&view.head))))
+        }
+        _ => Ok(()),
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteRow {
+    pub route: String,
+    pub rule: usize,
+    pub hostnames: Vec<String>,
+    /// `PathPrefix /api`, `Exact /healthz GET`, `RegularExpression ^/v[0-9]+ header:x=y`.
+    pub matches: Vec<String>,
+    /// `users 90`, `users-canary 10`; empty when a redirect answers.
+    pub backends: Vec<String>,
+}
+
+pub async fn routes(target: &Target, format: Format) -> Result<(), CliError> {
+    let (_, _, snapshot) = served(target).await?;
+    let rows = route_rows(&snapshot);
+    output::print(format, &rows, |rows| render_routes(rows));
+    Ok(())
+}
+
+pub fn route_rows(s: &ConfigSnapshot) -> Vec<RouteRow> {
+    let mut rows = Vec::new();
+    for r in &s.routes {
+        for (i, rule) in r.rules.iter().enumerate() {
+            let matches = rule
+                .matches
+                .iter()
+                .map(|m| {
+                    let kind = serde_json::to_value(m.path.kind).ok().and_then(|v| v.as_str().map(str::to_string));
+                    let mut text = format!("{} {}", kind.unwrap_or_default(), m.path.value);
+                    if let Some(method) = &m.method {
+                        text += &format!(" {method}");
+                    }
+                    for h in &m.headers {
+                        text += &format!(" header:{}={}", h.name, h.value);
+                    }
+                    for q in &m.query_params {
+                        text += &format!(" query:{}={}", q.name, q.value);
+                    }
+                    text
+                })
+                .collect();
+            rows.push(RouteRow {
+                route: r.name.clone(),
+                rule: i,
+                hostnames: r.hostnames.clone(),
+                matches,
+                backends: rule.backends.iter().map(|b| format!("{} {}", b.upstream, b.weight)).collect(),
+            });
+        }
+    }
+    rows
+}
+
+pub fn render_routes(rows: &[RouteRow]) -> String {
+    table(
+        &["ROUTE", "RULE", "HOSTS", "MATCHES", "BACKENDS"],
+        rows.iter()
+            .map(|r| {
+                vec![
+                    r.route.clone(),
+                    r.rule.to_string(),
+                    if r.hostnames.is_empty() { "*".into() } else { r.hostnames.join("\n") },
+                    r.matches.join("\n"),
+                    if r.backends.is_empty() { "(redirect)".into() } else { r.backends.join("\n") },
+                ]
+            })
+            .collect(),
+    )
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointRow {
+    pub upstream: String,
+    pub load_balancer: String,
+    pub address: String,
+    pub weight: u32,
+    pub in_flight: u64,
+    pub health: String,
+    pub circuit: String,
+}
+
+pub async fn upstreams(target: &Target, format: Format) -> Result<(), CliError> {
+    let d = target
+        .client()?
+        .get_upstreams(target.request(GetUpstreamsRequest {}))
+        .await
+        .map_err(|e| target.error(e))?
+        .into_inner();
+    let rows: Vec<EndpointRow> = d
+        .upstreams
+        .into_iter()
+        .flat_map(|u| {
+            let (name, lb) = (u.name, u.load_balancer);
+            u.endpoints.into_iter().map(move |e| EndpointRow {
+                upstream: name.clone(),
+                load_balancer: lb.clone(),
+                address: e.address,
+                weight: e.weight,
+                in_flight: e.in_flight,
+                health: e.health,
+                circuit: e.circuit,
+            })
+        })
+        .collect();
+    output::print(format, &rows, |rows| render_upstreams(rows));
+    Ok(())
+}
+
+pub fn render_upstreams(rows: &[EndpointRow]) -> String {
+    table(
+        &["UPSTREAM", "ENDPOINT", "WEIGHT", "INFLIGHT", "HEALTH", "CIRCUIT"],
+        rows.iter()
+            .map(|r| {
+                vec![
+                    r.upstream.clone(),
+                    r.address.clone(),
+                    r.weight.to_string(),
+                    r.in_flight.to_string(),
+                    r.health.clone(),
+                    r.circuit.clone(),
+                ]
+            })
+            .collect(),
+    )
+}
+
+// ---------------------------------------------------------------------------------------
+// config diff
+
+/// What changed between two revisions, route by route and upstream by upstream.
+#[derive(Debug, Default, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DiffView {
+    pub from: String,
+    pub to: String,
+    pub upstreams: KindDiff,
+    pub routes: KindDiff,
+    pub certificates: KindDiff,
+}
+
+#[derive(Debug, Default, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct KindDiff {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub changed: Vec<Changed>,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Changed {
+    pub name: String,
+    pub fields: Vec<FieldChange>,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FieldChange {
+    /// `rules[0].backends[1].weight`
+    pub path: String,
+    pub before: Option<Value>,
+    pub after: Option<Value>,
+}
+
+impl DiffView {
+    pub fn is_empty(&self) -> bool {
+        [&self.upstreams, &self.routes, &self.certificates]
+            .iter()
+            .all(|k| k.added.is_empty() && k.removed.is_empty() && k.changed.is_empty())
+    }
+}
+
+pub fn diff(from: &str, to: &str, a: &ConfigSnapshot, b: &ConfigSnapshot) -> DiffView {
+    let named = |items: Vec<Value>| -> std::collections::BTreeMap<String, Value> {
+        items.into_iter().map(|v| (v.get("name").and_then(Value::as_str).unwrap_or("").to_string(), v)).collect()
+    };
+    let kind = |x: Value, y: Value| {
+        let (x, y) = (named(as_list(x)), named(as_list(y)));
+        let mut d = KindDiff::default();
+        for (name, before) in &x {
+            match y.get(name) {
+                None => d.removed.push(name.clone()),
+                Some(after) if after != before => {
+                    let mut fields = Vec::new();
+                    walk("", Some(before), Some(after), &mut fields);
+                    d.changed.push(Changed { name: name.clone(), fields });
+                }
+                Some(_) => {}
+            }
+        }
+        d.added = y.keys().filter(|k| !x.contains_key(*k)).cloned().collect();
+        d
+    };
+    DiffView {
+        from: from.to_string(),
+        to: to.to_string(),
+        upstreams: kind(json(&a.upstreams), json(&b.upstreams)),
+        routes: kind(json(&a.routes), json(&b.routes)),
+        certificates: kind(json(&a.certificates), json(&b.certificates)),
+    }
+}
+
+fn json<T: Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap_or_default()
+}
+
+fn as_list(v: Value) -> Vec<Value> {
+    match v {
+        Value::Array(a) => a,
+        _ => Vec::new(),
+    }
+}
+
+/// Records every leaf that differs between `a` and `b` under `path`.
+fn walk(path: &str, a: Option<&Value>, b: Option<&Value>, out: &mut Vec<FieldChange>) {
+    match (a, b) {
+        (Some(Value::Object(x)), Some(Value::Object(y))) => {
+            let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            for k in keys {
+                if k == "name" && path.is_empty() {
+                    continue;
+                }
+                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                walk(&p, x.get(k), y.get(k), out);
+            }
+        }
+        (Some(Value::Array(x)), Some(Value::Array(y))) => {
+            for i in 0..x.len().max(y.len()) {
+                walk(&format!("{path}[{i}]"), x.get(i), y.get(i), out);
+            }
+        }
+        (a, b) if a != b => out.push(FieldChange {
+            path: path.to_string(),
+            before: a.filter(|v| !v.is_null()).cloned(),
+            after: b.filter(|v| !v.is_null()).cloned(),
+        }),
+        _ => {}
+    }
+}
+
+pub fn render_diff(d: &DiffView) -> String {
+    if d.is_empty() {
+        return format!("no changes between {} and {}\n", d.from, d.to);
+    }
+    let show = |v: &Option<Value>| v.as_ref().map_or("(none)".to_string(), |v| v.to_string());
+    let mut rows = Vec::new();
+    for (kind, k) in [("upstream", &d.upstreams), ("route", &d.routes), ("certificate", &d.certificates)] {
+        for n in &k.added {
+            rows.push(vec!["+".into(), kind.into(), n.clone(), "added".into()]);
+        }
+        for n in &k.removed {
+            rows.push(vec!["-".into(), kind.into(), n.clone(), "removed".into()]);
+        }
+        for c in &k.changed {
+            let fields: Vec<String> =
+                c.fields.iter().map(|f| format!("{}: {} -> {}", f.path, show(&f.before), show(&f.after))).collect();
+            rows.push(vec!["~".into(), kind.into(), c.name.clone(), fields.join("\n")]);
+        }
+    }
+    format!("{} -> {}\n", d.from, d.to) + &table(&["", "KIND", "NAME", "CHANGE"], rows)
+}

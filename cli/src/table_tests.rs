@@ -1,0 +1,201 @@
+//! Snapshot tests of the tables people read (`cli/src/snapshots/`), from fixed inputs, and
+//! the 80-column rule. Review changes with `cargo insta review` or by reading the diff.
+
+use schemas::admin::*;
+
+use crate::cluster::{members_view, render_members, render_status, status_view};
+use crate::configs::{self, EndpointRow, HistoryRow};
+use crate::output::WIDTH;
+
+fn fits(text: &str) -> &str {
+    for line in text.lines() {
+        assert!(line.chars().count() <= usize::from(WIDTH), "wider than {WIDTH} columns: `{line}`");
+    }
+    text
+}
+
+const NOW: u64 = 1_795_700_000;
+
+fn node(id: u64, role: Role, commit: &str, applied: u64) -> NodeStatus {
+    NodeStatus {
+        id,
+        region: format!("eu-west-{id}"),
+        version: "0.1.0".into(),
+        started_at: NOW - 3600 * id - 125,
+        role: role as i32,
+        leader_id: Some(1),
+        term: 4,
+        applied_index: applied,
+        config: Some(AppliedConfig {
+            commit: commit.into(),
+            hash: "9248d5203ee2c1f0aa3b2c1d4e5f60718293a4b5c6d7e8f90123456789abcdef".into(),
+            log_index: applied,
+            ..AppliedConfig::default()
+        }),
+        ..NodeStatus::default()
+    }
+}
+
+fn member(id: u64, voter: bool) -> Member {
+    Member {
+        id,
+        raft_addr: format!("10.0.{id}.7:9800"),
+        admin_addr: format!("10.0.{id}.7:9900"),
+        region: format!("eu-west-{id}"),
+        voter,
+    }
+}
+
+fn cluster(unhealthy: bool) -> ClusterStatus {
+    let sha = "4f1c2e9a7b3d5f60718293a4b5c6d7e8f9012345";
+    let old = "0a1b2c3d4e5f60718293a4b5c6d7e8f901234567";
+    let mut n3 = MemberStatus { member: Some(member(3, true)), reachable: true, lag: Some(0), ..Default::default() };
+    if unhealthy {
+        n3.reachable = false;
+        n3.error = "10.0.3.7:9900: no answer within 2s".into();
+    } else {
+        n3.status = Some(node(3, Role::Follower, sha, 42));
+    }
+    let mut n2 = node(2, Role::Follower, if unhealthy { old } else { sha }, 40);
+    if unhealthy {
+        n2.refusal = Some(Refusal {
+            commit: "ffeeddccbbaa99887766554433221100ffeeddcc".into(),
+            step: "validate".into(),
+            errors: vec![
+                "gateway/routes.yaml:12:19: error: unknown upstream `usres` (help: did you mean `users`?)".into()
+            ],
+            at: NOW,
+        });
+    }
+    ClusterStatus {
+        leader_id: Some(1),
+        term: 4,
+        commit_index: 42,
+        nodes: vec![
+            MemberStatus {
+                member: Some(member(1, true)),
+                reachable: true,
+                status: Some(node(1, Role::Leader, sha, 42)),
+                lag: Some(0),
+                ..Default::default()
+            },
+            MemberStatus {
+                member: Some(member(2, true)),
+                reachable: true,
+                status: Some(n2),
+                lag: Some(2),
+                ..Default::default()
+            },
+            n3,
+        ],
+    }
+}
+
+#[test]
+fn status_tables() {
+    let healthy = status_view(&cluster(false), NOW);
+    assert!(healthy.healthy);
+    insta::assert_snapshot!("status_healthy", fits(&render_status(&healthy)));
+    let sick = status_view(&cluster(true), NOW);
+    assert!(!sick.healthy);
+    insta::assert_snapshot!("status_unhealthy", fits(&render_status(&sick)));
+}
+
+#[test]
+fn members_table() {
+    let m = Members {
+        members: vec![member(1, true), member(2, true), member(3, false)],
+        leader_id: Some(2),
+        term: 7,
+        membership_log_index: 12,
+    };
+    insta::assert_snapshot!("members", fits(&render_members(&members_view(&m))));
+}
+
+#[test]
+fn history_table() {
+    let rows = vec![
+        HistoryRow {
+            commit: "4f1c2e9a7b3d5f60718293a4b5c6d7e8f9012345".into(),
+            hash: "9248d520".into(),
+            author: "Ada Lovelace <ada@example.com>".into(),
+            message: "Merge pull request #42 from platform/orders-canary\n\nShift 10% of orders to the canary".into(),
+            log_index: 42,
+            applied_at: NOW,
+        },
+        HistoryRow {
+            commit: "dir-bc89764a55a6".into(),
+            hash: "bc89764a".into(),
+            author: String::new(),
+            message: "local config directory".into(),
+            log_index: 3,
+            applied_at: NOW - 86_400,
+        },
+    ];
+    insta::assert_snapshot!("history", fits(&configs::render_history(&rows)));
+}
+
+fn compile(text: &str) -> schemas::ConfigSnapshot {
+    let files = vec![schemas::SourceFile { path: "gateway.yaml".into(), contents: text.as_bytes().to_vec() }];
+    schemas::compile_tree(&files).unwrap_or_else(|d| panic!("{d:?}")).snapshot
+}
+
+const BEFORE: &str = r#"
+kind: Upstream
+name: users
+endpoints: [{ address: "10.0.0.1:8080" }, { address: "10.0.0.2:8080" }]
+---
+kind: Upstream
+name: legacy
+endpoints: [{ address: "10.0.9.1:8080" }]
+---
+kind: Route
+name: users-api
+hostnames: [api.example.com, "*.api.example.com"]
+rules:
+  - matches: [{ path: { type: PathPrefix, value: /v1/users }, method: GET, headers: [{ name: x-canary, value: always }] }]
+    backendRefs: [{ upstream: users, weight: 90 }, { upstream: legacy, weight: 10 }]
+  - matches: [{ path: { type: Exact, value: /healthz } }]
+    backendRefs: [{ upstream: users }]
+"#;
+
+#[test]
+fn routes_and_upstreams_tables() {
+    let s = compile(BEFORE);
+    insta::assert_snapshot!("routes", fits(&configs::render_routes(&configs::route_rows(&s))));
+    let rows: Vec<EndpointRow> = s
+        .upstreams
+        .iter()
+        .flat_map(|u| {
+            u.endpoints.iter().map(|e| EndpointRow {
+                upstream: u.name.clone(),
+                load_balancer: "roundRobin".into(),
+                address: e.address.clone(),
+                weight: e.weight,
+                in_flight: 3,
+                health: "unchecked".into(),
+                circuit: "none".into(),
+            })
+        })
+        .collect();
+    insta::assert_snapshot!("upstreams", fits(&configs::render_upstreams(&rows)));
+}
+
+#[test]
+fn diff_table_and_fields() {
+    let after = BEFORE
+        .replace("weight: 90 }, { upstream: legacy, weight: 10 }", "weight: 100 }")
+        .replace("kind: Upstream\nname: legacy\nendpoints: [{ address: \"10.0.9.1:8080\" }]\n---\n", "")
+        + "---\nkind: Upstream\nname: orders\nendpoints: [{ address: \"10.0.1.1:8080\" }]\n";
+    let d = configs::diff("main~1", "main", &compile(BEFORE), &compile(&after));
+    assert_eq!(d.upstreams.added, ["orders"]);
+    assert_eq!(d.upstreams.removed, ["legacy"]);
+    assert_eq!(d.routes.changed.len(), 1);
+    let paths: Vec<&str> = d.routes.changed[0].fields.iter().map(|f| f.path.as_str()).collect();
+    assert!(paths.contains(&"rules[0].backends[0].weight"), "{paths:?}");
+    assert!(paths.contains(&"rules[0].backends[1]"), "a removed backend: {paths:?}");
+    insta::assert_snapshot!("diff", fits(&configs::render_diff(&d)));
+    let same = configs::diff("a", "b", &compile(BEFORE), &compile(BEFORE));
+    assert!(same.is_empty());
+    assert_eq!(configs::render_diff(&same), "no changes between a and b\n");
+}
