@@ -1,42 +1,197 @@
-//! `testbed` runs raftgate clusters across simulated regions (network namespaces, a
-//! userspace WAN emulator) so that scaling, failures and rollouts can be measured, and
-//! provides the demo and benchmark upstreams. It must never send traffic anywhere but
-//! loopback and the namespaces it creates itself.
-//!
-//! Today it has the upstreams only; the multi-region cluster commands are issue #7.
+//! `testbed` runs raftgate clusters across simulated regions so that scaling, failures and
+//! rollouts can be watched and measured, and provides the demo and benchmark upstreams.
+//! It must never send traffic anywhere but loopback and the namespaces it creates itself.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+mod cluster;
+mod http;
+mod load;
+mod net;
+mod ops;
+mod repo;
+mod topology;
 mod upstreams;
 
 #[derive(Debug, Parser)]
 #[command(name = "testbed", version, about = "Run, break and measure raftgate clusters")]
 struct Cli {
+    /// Where the testbed keeps its state (Git repository, node data, logs).
+    #[arg(long, global = true, env = "TESTBED_STATE", value_name = "DIR")]
+    state: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Serve a small echo upstream on every endpoint address of a config directory that
-    /// points at loopback, so the config can be tried end to end (used by `make run`).
-    Upstreams {
-        /// The config directory whose upstream endpoints to serve.
-        config: PathBuf,
+    /// Start a cluster from a topology file (testbed/topologies/*.yaml).
+    Up {
+        topology: PathBuf,
+        /// Plain processes on loopback even as root.
+        #[arg(long)]
+        loopback: bool,
+        /// Stay in the foreground and take everything down on Ctrl-C (`make run`).
+        #[arg(long)]
+        foreground: bool,
+        /// Loopback mode: add this to every node port (default ports: 8080+, 9800+, 9900+).
+        #[arg(long, default_value_t = 0)]
+        port_offset: u16,
     },
+    /// The testbed's processes, then `raftgate status`.
+    Status,
+    /// Grow or shrink a region: new nodes join and become voters; removed nodes leave
+    /// the membership, then stop.
+    Scale { region: String, count: usize },
+    /// Kill a node (SIGKILL).
+    Kill { node: String },
+    /// Restart a killed node from its data directory.
+    Start { node: String },
+    /// Merge a change into the testbed's Git repository, as a pull request would.
+    Merge {
+        /// Tell the cluster with a signed webhook instead of waiting for its poll.
+        #[arg(long)]
+        webhook: bool,
+        /// Merge a change that does not validate.
+        #[arg(long)]
+        invalid: bool,
+    },
+    /// Steady requests through every running node, counting failures per node.
+    Load {
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        duration: Duration,
+        /// Requests per second to each node.
+        #[arg(long, default_value_t = 20)]
+        rate: u32,
+    },
+    /// Stop everything and remove the state (idempotent).
+    Down,
+    /// Serve a small echo upstream on every loopback endpoint of a config directory.
+    Upstreams { config: PathBuf },
     /// The benchmark upstream: a fixed 100-byte body, HTTP/1.1 keep-alive, one thread.
     Backend {
         #[arg(default_value = "127.0.0.1:9000")]
         addr: SocketAddr,
     },
+    /// One HTTP request, printing the status and body (used inside the control namespace).
+    #[command(hide = true)]
+    Http {
+        method: String,
+        url: String,
+        #[arg(long = "header")]
+        headers: Vec<String>,
+        #[arg(long, default_value = "")]
+        body: String,
+    },
 }
 
-fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
-        Command::Upstreams { config } => upstreams::serve_config(&config),
-        Command::Backend { addr } => upstreams::bench_backend(addr),
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    schemas::Duration::parse(s).map(schemas::Duration::to_std)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let dir = cli.state.clone().unwrap_or_else(cluster::default_state_dir);
+    match run(cli.command, &dir) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("testbed: {e:#}");
+            ExitCode::from(2)
+        }
     }
+}
+
+fn run(command: Command, dir: &std::path::Path) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Up { topology, loopback, foreground, port_offset } => {
+            let state = ops::up(&topology, dir, ops::UpOptions { loopback, quiet: false, port_offset })?;
+            if foreground {
+                next_steps(&state);
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                rt.block_on(async {
+                    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => {}
+                        _ = term.recv() => {}
+                    }
+                    anyhow::Ok(())
+                })?;
+                println!("\nstopping the testbed...");
+                ops::down(dir, false)?;
+            }
+        }
+        Command::Status => return Ok(if ops::status(dir)? { ExitCode::SUCCESS } else { ExitCode::from(1) }),
+        Command::Scale { region, count } => {
+            for (name, took) in ops::scale(dir, &region, count)? {
+                if took.is_zero() {
+                    println!("{name} removed");
+                } else {
+                    println!("{name} joined and serves the current config after {:.1}s", took.as_secs_f64());
+                }
+            }
+        }
+        Command::Kill { node } => {
+            ops::kill(dir, &node)?;
+            println!("{node} killed");
+        }
+        Command::Start { node } => {
+            let took = ops::start(dir, &node)?;
+            println!("{node} serves its config {:.1}s after the restart", took.as_secs_f64());
+        }
+        Command::Merge { webhook, invalid } => println!("{}", ops::merge(dir, webhook, invalid)?),
+        Command::Load { duration, rate } => {
+            let state = cluster::State::load(dir)?;
+            let targets = ops::running(&state).iter().map(|n| (n.name.clone(), n.http.clone())).collect();
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+            let report = rt.block_on(load::run(targets, duration, rate, Arc::default()));
+            report.print();
+            return Ok(if report.failed() == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) });
+        }
+        Command::Down => ops::down(dir, false)?,
+        Command::Upstreams { config } => upstreams::serve_config(&config)?,
+        Command::Backend { addr } => upstreams::bench_backend(addr)?,
+        Command::Http { method, url, headers, body } => {
+            let headers: Vec<(String, String)> = headers
+                .iter()
+                .filter_map(|h| h.split_once(':').map(|(k, v)| (k.trim().to_string(), v.trim().to_string())))
+                .collect();
+            match http::local(&method, &url, &headers, body.as_bytes()) {
+                Some((status, text)) => println!("{status}\n{text}"),
+                None => return Ok(ExitCode::from(1)),
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What to try once `make run` is up.
+fn next_steps(state: &cluster::State) {
+    let n1 = &state.nodes[0];
+    let repo = state.repo().dir;
+    println!(
+        "
+Try it (in another terminal):
+
+  target/release/raftgate status                      # the cluster: leader, commits, lag
+  curl -s -H 'Host: api.example.com' http://{http}/v1/users
+  curl -si -H 'Host: testbed.local' http://{http}/probe | grep x-testbed-change
+
+Change the config as a pull request would, and watch it roll out:
+
+  cd {repo}
+  $EDITOR routes/api.yaml && git commit -am 'My change'
+  target/release/raftgate rollout wait $(git -C {repo} rev-parse HEAD)
+
+Or let the testbed do it: `target/release/testbed merge --webhook`. Break a node with
+`target/release/testbed kill local-2`, bring it back with `testbed start local-2`.
+Ctrl-C stops everything.",
+        http = n1.http,
+        repo = repo.display(),
+    );
 }

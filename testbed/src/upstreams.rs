@@ -16,11 +16,9 @@ use tokio::net::TcpListener;
 /// Starts an echo server on every loopback endpoint of the config, named after its
 /// upstream, and runs until interrupted.
 pub fn serve_config(dir: &Path) -> anyhow::Result<()> {
-    let files = schemas::source::read_dir(dir, &schemas::TreeLimits::default())?;
-    let compiled = schemas::compile_tree(&files)
-        .map_err(|d| anyhow::anyhow!("{}", d.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")))?;
+    let snapshot = compile(dir)?;
     let mut targets = Vec::new();
-    for u in &compiled.snapshot.upstreams {
+    for u in &snapshot.upstreams {
         for e in &u.endpoints {
             if let Ok(addr) = e.address.parse::<SocketAddr>() {
                 if addr.ip().is_loopback() {
@@ -39,6 +37,14 @@ pub fn serve_config(dir: &Path) -> anyhow::Result<()> {
         tokio::signal::ctrl_c().await?;
         Ok(())
     })
+}
+
+/// Reads and compiles a config directory.
+pub fn compile(dir: &Path) -> anyhow::Result<schemas::ConfigSnapshot> {
+    let files = schemas::source::read_dir(dir, &schemas::TreeLimits::default())?;
+    schemas::compile_tree(&files)
+        .map(|c| c.snapshot)
+        .map_err(|d| anyhow::anyhow!("{}", d.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")))
 }
 
 async fn echo_server(listener: TcpListener, name: String) {

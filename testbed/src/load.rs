@@ -1,0 +1,102 @@
+//! `testbed load`: steady requests through every node, counting failures per node. In
+//! netns mode it runs inside the control namespace, so requests cross the WAN emulator.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use serde::Serialize;
+
+use crate::repo::{PROBE_HOST, PROBE_PATH};
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct NodeLoad {
+    pub ok: u64,
+    pub failed: u64,
+    /// The first few failures, for the report.
+    pub errors: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadReport {
+    pub seconds: f64,
+    pub rate_per_node: u32,
+    pub nodes: BTreeMap<String, NodeLoad>,
+}
+
+impl LoadReport {
+    pub fn failed(&self) -> u64 {
+        self.nodes.values().map(|n| n.failed).sum()
+    }
+
+    pub fn ok(&self) -> u64 {
+        self.nodes.values().map(|n| n.ok).sum()
+    }
+
+    pub fn print(&self) {
+        println!("{:<14} {:>8} {:>8}  FIRST ERROR", "NODE", "OK", "FAILED");
+        for (name, n) in &self.nodes {
+            println!("{:<14} {:>8} {:>8}  {}", name, n.ok, n.failed, n.errors.first().map_or("", String::as_str));
+        }
+        println!("{} requests in {:.1}s, {} failed", self.ok() + self.failed(), self.seconds, self.failed());
+    }
+}
+
+/// Sends `rate` requests per second to each `(name, http address)` for `duration`, or
+/// until `stop` is set.
+pub async fn run(
+    targets: Vec<(String, String)>,
+    duration: Duration,
+    rate: u32,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> LoadReport {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build_http::<Empty<Bytes>>();
+    let started = std::time::Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (name, addr) in targets {
+        let client = client.clone();
+        let stop = stop.clone();
+        tasks.spawn(async move {
+            let mut tally = NodeLoad::default();
+            let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate.max(1))));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let url = format!("http://{addr}{PROBE_PATH}");
+            while started.elapsed() < duration && !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                tick.tick().await;
+                let req =
+                    http::Request::get(&url).header("host", PROBE_HOST).body(Empty::new()).expect("valid request");
+                let outcome = tokio::time::timeout(Duration::from_secs(5), async {
+                    let resp = client.request(req).await.map_err(|e| format!("{e}"))?;
+                    let status = resp.status();
+                    resp.into_body().collect().await.map_err(|e| format!("{e}"))?;
+                    if status.is_success() {
+                        Ok(())
+                    } else {
+                        Err(format!("status {status}"))
+                    }
+                })
+                .await
+                .unwrap_or_else(|_| Err("timeout after 5s".into()));
+                match outcome {
+                    Ok(()) => tally.ok += 1,
+                    Err(e) => {
+                        tally.failed += 1;
+                        if tally.errors.len() < 3 {
+                            tally.errors.push(e);
+                        }
+                    }
+                }
+            }
+            (name, tally)
+        });
+    }
+    let mut nodes = BTreeMap::new();
+    while let Some(Ok((name, tally))) = tasks.join_next().await {
+        nodes.insert(name, tally);
+    }
+    LoadReport { seconds: started.elapsed().as_secs_f64(), rate_per_node: rate, nodes }
+}

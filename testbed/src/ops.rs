@@ -1,0 +1,327 @@
+//! The testbed commands: up, down, status, scale, kill, start, merge.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+use crate::cluster::{self, alive, Mode, NodeState, State, WEBHOOK_SECRET};
+use crate::repo::Repo;
+use crate::topology::Topology;
+
+/// How long a node may take to serve its first config.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone, Copy)]
+pub struct UpOptions {
+    /// Plain processes on loopback even where namespaces would work.
+    pub loopback: bool,
+    /// Less output (tests, scenarios).
+    pub quiet: bool,
+    /// Loopback mode: shift every node port by this much.
+    pub port_offset: u16,
+}
+
+/// Brings a topology up: the Git repository, demo upstreams, and every node (the first
+/// bootstraps, the rest join). Idempotent: a testbed already up is taken down first.
+pub fn up(topology: &Path, dir: &Path, opts: UpOptions) -> anyhow::Result<State> {
+    let topo = Topology::load(topology)?;
+    if State::path(dir).exists() || dir.join("nodes").exists() {
+        down(dir, true)?;
+    }
+    let mode = match (opts.loopback, crate::net::netns_unavailable()) {
+        (true, _) => Mode::Loopback,
+        (false, Some(why)) => {
+            eprintln!("testbed: {why}: running every node on loopback, with no WAN latency and no partitions");
+            Mode::Loopback
+        }
+        (false, None) => Mode::Netns,
+    };
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let dir = dir.canonicalize()?;
+    write_secret(&dir.join("webhook-secret"))?;
+
+    let compiled = crate::upstreams::compile(&topo.config)?;
+    let first_upstream =
+        compiled.upstreams.first().map(|u| u.name.clone()).context("the topology's config defines no upstream")?;
+    let repo = Repo::create(dir.join("repo"), &topo.config, &first_upstream)?;
+    let max_rtt = topo.regions.iter().flat_map(|a| topo.regions.iter().map(|b| topo.rtt(&a.name, &b.name))).max();
+    let mut state = State {
+        dir: dir.clone(),
+        topology: topo.clone(),
+        mode,
+        nodes: Vec::new(),
+        next_id: 1,
+        helpers: Vec::new(),
+        git_url: repo.dir.display().to_string(),
+        // Beyond a LAN's round trips, the WAN timings (see raft::config) keep elections calm.
+        port_offset: opts.port_offset,
+        raft_profile: if max_rtt.unwrap_or_default() > Duration::from_millis(10) { "wan" } else { "lan" }.into(),
+    };
+    if mode == Mode::Netns {
+        crate::net::setup(&mut state)?;
+    } else {
+        let log = std::fs::File::create(dir.join("upstreams.log"))?;
+        let mut cmd = std::process::Command::new(cluster::bin("testbed"));
+        cmd.arg("upstreams").arg(&topo.config);
+        state.helpers.push(("upstreams".into(), cluster::spawn_detached(&mut cmd, log)?));
+    }
+    state.save()?;
+
+    let plan: Vec<String> = topo.regions.iter().flat_map(|r| std::iter::repeat_n(r.name.clone(), r.nodes)).collect();
+    let mut first_admin = None;
+    for region in plan {
+        let mut node = state.plan_node(&region)?;
+        state.launch(&mut node, first_admin.is_none(), first_admin.as_deref())?;
+        let admin = node.admin.clone();
+        state.nodes.push(node);
+        state.save()?;
+        if first_admin.is_none() {
+            state.wait_ready(&state.nodes[0], READY_TIMEOUT)?;
+            first_admin = Some(admin);
+        }
+    }
+    for n in &state.nodes {
+        state.wait_ready(n, READY_TIMEOUT)?;
+    }
+    wait_voters(&state, state.nodes.len(), READY_TIMEOUT)?;
+    if !opts.quiet {
+        print_summary(&state);
+    }
+    Ok(state)
+}
+
+fn write_secret(path: &Path) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(path)?;
+    f.write_all(WEBHOOK_SECRET.as_bytes())?;
+    Ok(())
+}
+
+/// Waits until the cluster has `voters` voters.
+pub fn wait_voters(state: &State, voters: usize, limit: Duration) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        let out = state.raftgate(&["-o", "json", "members", "list"])?;
+        if out.status.success() {
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            let n = v["members"].as_array().map_or(0, |m| m.iter().filter(|m| m["role"] == "voter").count());
+            if n == voters {
+                return Ok(());
+            }
+        }
+        if started.elapsed() > limit {
+            bail!(
+                "the cluster did not reach {voters} voters in {}s: {}",
+                limit.as_secs(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn print_summary(state: &State) {
+    let mode = match state.mode {
+        Mode::Loopback => "loopback (no latency)".to_string(),
+        Mode::Netns => "network namespaces behind the WAN emulator".to_string(),
+    };
+    println!(
+        "\ntestbed `{}` is up: {} nodes, {mode}, state in {}\n",
+        state.topology.name,
+        state.nodes.len(),
+        state.dir.display()
+    );
+    println!("{:<12} {:<4} {:<22} {:<22}", "NODE", "ID", "HTTP", "ADMIN");
+    for n in &state.nodes {
+        println!("{:<12} {:<4} {:<22} {:<22}", n.name, n.id, n.http, n.admin);
+    }
+}
+
+/// Stops everything the testbed started and removes its state. Idempotent.
+pub fn down(dir: &Path, quiet: bool) -> anyhow::Result<()> {
+    let state = State::load(dir).ok();
+    let existed = dir.exists();
+    let mut stopped = 0;
+    if let Some(s) = &state {
+        for n in &s.nodes {
+            for pid in [n.pid, n.upstreams_pid].into_iter().flatten() {
+                if alive(pid) {
+                    cluster::stop(pid, Duration::from_secs(3));
+                    stopped += 1;
+                }
+            }
+        }
+        for (_, pid) in &s.helpers {
+            if alive(*pid) {
+                cluster::stop(*pid, Duration::from_secs(1));
+                stopped += 1;
+            }
+        }
+    }
+    // Anything else started from this state directory (a lost or damaged state file).
+    stopped += sweep(dir);
+    crate::net::teardown();
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).with_context(|| format!("cannot remove {}", dir.display()))?;
+    }
+    if !quiet {
+        if existed {
+            println!("testbed down: {stopped} processes stopped, {} removed", dir.display());
+        } else {
+            println!("testbed down: nothing was up in {}", dir.display());
+        }
+    }
+    Ok(())
+}
+
+/// Stops every process whose command line names `dir`.
+fn sweep(dir: &Path) -> usize {
+    let needle = dir.display().to_string();
+    let me = std::process::id();
+    let mut n = 0;
+    let Ok(entries) = std::fs::read_dir("/proc") else { return 0 };
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        if pid == me {
+            continue;
+        }
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if text.contains(&needle) && alive(pid) {
+            cluster::stop(pid, Duration::from_secs(1));
+            n += 1;
+        }
+    }
+    n
+}
+
+/// `testbed status`: the processes, then `raftgate status`.
+pub fn status(dir: &Path) -> anyhow::Result<bool> {
+    let state = State::load(dir)?;
+    println!("{:<12} {:<4} {:<10} {:<8} {:<22} {:<22}", "NODE", "ID", "REGION", "PROCESS", "HTTP", "ADMIN");
+    for n in &state.nodes {
+        let p = match n.pid {
+            Some(p) if alive(p) => format!("{p}"),
+            _ => "stopped".into(),
+        };
+        println!("{:<12} {:<4} {:<10} {:<8} {:<22} {:<22}", n.name, n.id, n.region, p, n.http, n.admin);
+    }
+    println!();
+    let out = state.raftgate(&["status"])?;
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    Ok(out.status.success())
+}
+
+/// Kills a node (SIGKILL, as a crash).
+pub fn kill(dir: &Path, name: &str) -> anyhow::Result<()> {
+    let mut state = State::load(dir)?;
+    let id = state.node(name)?.id;
+    let node = state.nodes.iter_mut().find(|n| n.id == id).expect("found above");
+    match node.pid.take() {
+        Some(p) if alive(p) => cluster::crash(p),
+        _ => bail!("{} is not running", node.name),
+    }
+    state.save()
+}
+
+/// Restarts a stopped node from its data directory.
+pub fn start(dir: &Path, name: &str) -> anyhow::Result<Duration> {
+    let mut state = State::load(dir)?;
+    let id = state.node(name)?.id;
+    let mut node = state.nodes.iter().find(|n| n.id == id).cloned().expect("found above");
+    if node.pid.is_some_and(alive) {
+        bail!("{} is running already", node.name);
+    }
+    state.launch(&mut node, false, None)?;
+    let took = state.wait_ready(&node, READY_TIMEOUT)?;
+    *state.nodes.iter_mut().find(|n| n.id == id).expect("found above") = node;
+    state.save()?;
+    Ok(took)
+}
+
+/// Grows or shrinks a region to `count` nodes: new nodes join (learner, then voter);
+/// removed nodes leave the membership before they stop.
+pub fn scale(dir: &Path, region: &str, count: usize) -> anyhow::Result<Vec<(String, Duration)>> {
+    let mut state = State::load(dir)?;
+    if state.topology.region_index(region).is_none() {
+        state.plan_node(region)?; // names the known regions in the error
+    }
+    let current: Vec<u64> = state.nodes.iter().filter(|n| n.region == region).map(|n| n.id).collect();
+    let mut timings = Vec::new();
+    if count > current.len() {
+        for _ in current.len()..count {
+            let via = state.live_admin()?;
+            let mut node = state.plan_node(region)?;
+            let started = Instant::now();
+            state.launch(&mut node, false, Some(&via))?;
+            let name = node.name.clone();
+            state.nodes.push(node);
+            state.save()?;
+            state.wait_ready(state.nodes.last().expect("just pushed"), READY_TIMEOUT)?;
+            timings.push((name, started.elapsed()));
+        }
+        let voters = state.nodes.len();
+        wait_voters(&state, voters, READY_TIMEOUT)?;
+    } else {
+        for id in current.iter().rev().take(current.len() - count) {
+            let out = state.raftgate(&["members", "remove", &id.to_string()])?;
+            if !out.status.success() {
+                bail!("removing node {id}: {}", String::from_utf8_lossy(&out.stderr).trim());
+            }
+            let node = state.nodes.iter().find(|n| n.id == *id).cloned().expect("listed above");
+            for pid in [node.pid, node.upstreams_pid].into_iter().flatten() {
+                cluster::stop(pid, Duration::from_secs(3));
+            }
+            let _ = std::fs::remove_dir_all(&node.data);
+            state.nodes.retain(|n| n.id != *id);
+            state.save()?;
+            timings.push((node.name, Duration::ZERO));
+        }
+    }
+    Ok(timings)
+}
+
+/// Merges a change into the testbed repository (as a pull request would); with
+/// `webhook`, tells a node at once. Returns the merge commit.
+pub fn merge(dir: &Path, webhook: bool, invalid: bool) -> anyhow::Result<String> {
+    let state = State::load(dir)?;
+    let repo = state.repo();
+    let sha = if invalid {
+        repo.merge_invalid()?
+    } else {
+        let upstream = crate::upstreams::compile(&state.topology.config)?
+            .upstreams
+            .first()
+            .map(|u| u.name.clone())
+            .context("no upstream")?;
+        repo.merge_change(&upstream)?.0
+    };
+    if webhook {
+        notify(&state)?;
+    }
+    Ok(sha)
+}
+
+/// Posts a signed GitHub push webhook to a running node.
+pub fn notify(state: &State) -> anyhow::Result<()> {
+    use hmac::{Hmac, Mac};
+    let body = br#"{"ref":"refs/heads/main"}"#;
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(WEBHOOK_SECRET.as_bytes()).expect("any key length");
+    mac.update(body);
+    let sig = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    let admin = state.live_admin()?;
+    let headers = [("x-github-event".to_string(), "push".to_string()), ("x-hub-signature-256".to_string(), sig)];
+    match crate::http::request(&state.net(), "POST", &format!("http://{admin}/webhook"), &headers, body) {
+        Some((202, _)) => Ok(()),
+        Some((s, text)) => bail!("webhook to {admin}: {s} {text}"),
+        None => bail!("webhook to {admin}: no answer"),
+    }
+}
+
+/// The node names that run.
+pub fn running(state: &State) -> Vec<&NodeState> {
+    state.nodes.iter().filter(|n| n.pid.is_some_and(alive)).collect()
+}
