@@ -99,7 +99,7 @@ impl State {
     }
 
     pub fn net(&self) -> Net {
-        Net::new(self.mode, &self.dir)
+        Net::new(self.mode)
     }
 
     pub fn node(&self, name: &str) -> anyhow::Result<&NodeState> {
@@ -161,6 +161,9 @@ impl State {
     pub fn launch(&self, node: &mut NodeState, bootstrap: bool, join: Option<&str>) -> anyhow::Result<()> {
         std::fs::create_dir_all(&node.data)?;
         std::fs::create_dir_all(node.log.parent().unwrap_or(Path::new(".")))?;
+        if self.mode == Mode::Netns {
+            crate::net::ensure_node(&self.dir, node)?;
+        }
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&node.log)?;
         let secret = self.dir.join("webhook-secret");
         let mut cmd = self.net().command(Some(node), &bin("raftgated"));

@@ -18,6 +18,7 @@ mod ops;
 mod repo;
 mod topology;
 mod upstreams;
+mod wanem;
 
 #[derive(Debug, Parser)]
 #[command(name = "testbed", version, about = "Run, break and measure raftgate clusters")]
@@ -70,8 +71,29 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         rate: u32,
     },
+    /// Cut two regions (or nodes) off from each other (netns mode).
+    Partition { a: String, b: String },
+    /// Cut a node off from everything (netns mode).
+    Isolate { node: String },
+    /// Remove partitions: all, or the one between two regions or nodes.
+    Heal { a: Option<String>, b: Option<String> },
+    /// Set the round trip between two regions or nodes, e.g. `latency us-east eu-west 90ms`.
+    Latency {
+        a: String,
+        b: String,
+        #[arg(value_parser = parse_duration)]
+        rtt: Duration,
+    },
+    /// Measure TCP connect round trips from one node to another (netns mode).
+    Rtt { from: String, to: String },
     /// Stop everything and remove the state (idempotent).
     Down,
+    /// The WAN emulator process (started by `up` in netns mode).
+    #[command(hide = true)]
+    Wanem,
+    /// Connect to ADDR five times; print the median connect time in milliseconds.
+    #[command(hide = true)]
+    TcpConnect { addr: String },
     /// Serve a small echo upstream on every loopback endpoint of a config directory.
     Upstreams { config: PathBuf },
     /// The benchmark upstream: a fixed 100-byte body, HTTP/1.1 keep-alive, one thread.
@@ -147,6 +169,17 @@ fn run(command: Command, dir: &std::path::Path) -> anyhow::Result<ExitCode> {
         Command::Merge { webhook, invalid } => println!("{}", ops::merge(dir, webhook, invalid)?),
         Command::Load { duration, rate } => {
             let state = cluster::State::load(dir)?;
+            // In netns mode node addresses exist only behind the emulator: run from there.
+            if state.net().is_netns() && !state.net().inside_control() {
+                let status = state
+                    .net()
+                    .command(None, &cluster::bin("testbed"))
+                    .arg("--state")
+                    .arg(dir)
+                    .args(["load", "--duration", &format!("{}ms", duration.as_millis()), "--rate", &rate.to_string()])
+                    .status()?;
+                return Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::from(1) });
+            }
             let targets = ops::running(&state).iter().map(|n| (n.name.clone(), n.http.clone())).collect();
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
             let report = rt.block_on(load::run(targets, duration, rate, Arc::default()));
@@ -154,6 +187,47 @@ fn run(command: Command, dir: &std::path::Path) -> anyhow::Result<ExitCode> {
             return Ok(if report.failed() == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) });
         }
         Command::Down => ops::down(dir, false)?,
+        Command::Partition { a, b } => {
+            netns_state(dir)?;
+            net::partition(dir, &a, &b)?;
+            println!("{a} and {b} cannot reach each other");
+        }
+        Command::Isolate { node } => {
+            let state = netns_state(dir)?;
+            let name = state.node(&node)?.name.clone();
+            net::partition(dir, &name, "*")?;
+            println!("{name} is cut off");
+        }
+        Command::Heal { a, b } => {
+            netns_state(dir)?;
+            let pair = a.as_deref().zip(b.as_deref());
+            net::heal(dir, pair)?;
+            println!("healed");
+        }
+        Command::Latency { a, b, rtt } => {
+            netns_state(dir)?;
+            net::set_rtt(dir, &a, &b, u64::try_from(rtt.as_millis()).unwrap_or(u64::MAX))?;
+            println!("round trip {a} <-> {b}: {}ms", rtt.as_millis());
+        }
+        Command::Rtt { from, to } => {
+            let state = netns_state(dir)?;
+            let (a, b) = (state.node(&from)?, state.node(&to)?);
+            let out =
+                state.net().command(Some(a), &cluster::bin("testbed")).args(["tcp-connect", &b.admin]).output()?;
+            print!("{}", String::from_utf8_lossy(&out.stdout));
+            eprint!("{}", String::from_utf8_lossy(&out.stderr));
+        }
+        Command::Wanem => wanem::run(dir)?,
+        Command::TcpConnect { addr } => {
+            let mut times = Vec::new();
+            for _ in 0..5 {
+                let started = std::time::Instant::now();
+                std::net::TcpStream::connect_timeout(&addr.parse()?, Duration::from_secs(5))?;
+                times.push(started.elapsed().as_secs_f64() * 1000.0);
+            }
+            times.sort_by(f64::total_cmp);
+            println!("{:.1}", times[2]);
+        }
         Command::Upstreams { config } => upstreams::serve_config(&config)?,
         Command::Backend { addr } => upstreams::bench_backend(addr)?,
         Command::Http { method, url, headers, body } => {
@@ -168,6 +242,15 @@ fn run(command: Command, dir: &std::path::Path) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The state of a testbed running in netns mode (faults need the emulator).
+fn netns_state(dir: &std::path::Path) -> anyhow::Result<cluster::State> {
+    let state = cluster::State::load(dir)?;
+    if state.mode != cluster::Mode::Netns {
+        anyhow::bail!("this testbed runs on loopback (no root or no /dev/net/tun): partitions and latency need network namespaces");
+    }
+    Ok(state)
 }
 
 /// What to try once `make run` is up.

@@ -1,0 +1,118 @@
+//! The testbed with network namespaces and the WAN emulator (root and /dev/net/tun only;
+//! skipped with a message elsewhere): latency as configured, a partitioned region keeps
+//! serving while the majority applies a merge, it converges after healing, and `down`
+//! leaves no namespace, route or process behind.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+fn testbed(state: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_testbed")).arg("--state").arg(state).args(args).output().unwrap()
+}
+
+fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `raftgate` inside the control namespace (node addresses exist only there).
+fn raftgate(args: &[&str]) -> Output {
+    let bin = Path::new(env!("CARGO_BIN_EXE_testbed")).with_file_name("raftgate");
+    Command::new("ip").args(["netns", "exec", "rgt-ctl"]).arg(bin).args(args).output().unwrap()
+}
+
+fn skip_reason() -> Option<&'static str> {
+    if !nix_is_root() {
+        return Some("not root");
+    }
+    if !Path::new("/dev/net/tun").exists() {
+        return Some("/dev/net/tun is missing");
+    }
+    None
+}
+
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
+        .unwrap_or(false)
+}
+
+fn serving(admin: &str) -> Option<String> {
+    let out = raftgate(&["--admin", admin, "--timeout", "2s", "-o", "json", "config", "history"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    v[0]["commit"].as_str().map(str::to_string)
+}
+
+#[test]
+fn regions_with_latency_partitions_and_a_clean_teardown() {
+    if let Some(why) = skip_reason() {
+        let msg = format!("testbed netns test: needs root and /dev/net/tun ({why})");
+        eprintln!("SKIPPED: {msg}");
+        if let Some(log) = std::env::var_os("RAFTGATE_SKIP_LOG") {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new().append(true).open(log).unwrap();
+            writeln!(f, "{msg}").unwrap();
+        }
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let state = work.path().join("state");
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/config").canonicalize().unwrap();
+    let topo = work.path().join("two.yaml");
+    std::fs::write(
+        &topo,
+        format!(
+            "name: two\nconfig: {}\nregions:\n  - {{ name: a, nodes: 2, rtt: 1ms }}\n  - {{ name: b, nodes: 1, rtt: 1ms }}\nlinks:\n  - {{ between: [a, b], rtt: 60ms }}\n",
+            config.display()
+        ),
+    )
+    .unwrap();
+    let text = ok(testbed(&state, &["up", topo.to_str().unwrap()]));
+    assert!(text.contains("network namespaces behind the WAN emulator"), "{text}");
+
+    // Round trips as configured (with slack for a busy machine), and changed at runtime.
+    let rtt = |a: &str, b: &str| ok(testbed(&state, &["rtt", a, b])).trim().parse::<f64>().unwrap();
+    let near = rtt("a-1", "a-2");
+    let far = rtt("a-1", "b-1");
+    assert!(near < 20.0, "a-1 -> a-2: {near} ms");
+    assert!((60.0..100.0).contains(&far), "a-1 -> b-1: {far} ms");
+    ok(testbed(&state, &["latency", "a", "b", "120ms"]));
+    let farther = rtt("a-2", "b-1");
+    assert!((120.0..160.0).contains(&farther), "a-2 -> b-1 after the change: {farther} ms");
+
+    // Region b cut off: it keeps serving (no failed requests); the majority applies a merge.
+    let before = serving("10.77.2.3:9900").expect("b-1 serves");
+    ok(testbed(&state, &["partition", "a", "b"]));
+    let sha = ok(testbed(&state, &["merge", "--webhook"])).trim().to_string();
+    ok(raftgate(&["--admin", "10.77.1.1:9900", "rollout", "wait", &sha, "--quorum", "--timeout", "30s"]));
+    let load = ok(testbed(&state, &["load", "--duration", "2s", "--rate", "10"]));
+    assert!(load.contains(", 0 failed"), "{load}");
+    assert_eq!(serving("10.77.2.3:9900").as_deref(), Some(before.as_str()), "the minority keeps its config");
+
+    // Healed: the minority converges.
+    ok(testbed(&state, &["heal"]));
+    let started = Instant::now();
+    while serving("10.77.2.3:9900").as_deref() != Some(sha.as_str()) {
+        assert!(started.elapsed() < Duration::from_secs(60), "b-1 never caught up after the heal");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    ok(testbed(&state, &["down"]));
+    let netns =
+        String::from_utf8_lossy(&Command::new("ip").args(["netns", "list"]).output().unwrap().stdout).into_owned();
+    assert!(!netns.contains("rgt-"), "namespaces left: {netns}");
+    let routes = String::from_utf8_lossy(&Command::new("ip").arg("route").output().unwrap().stdout).into_owned();
+    assert!(!routes.contains("10.77."), "routes left: {routes}");
+    let links =
+        String::from_utf8_lossy(&Command::new("ip").args(["-br", "link"]).output().unwrap().stdout).into_owned();
+    assert!(!links.contains("wan0"), "devices left: {links}");
+    assert!(!state.exists());
+}
