@@ -65,8 +65,12 @@ bench: deps
 	-@$(SUDO) systemctl stop nginx haproxy 2>/dev/null || true
 	bench/run-all.sh
 
+## The multi-region testbed: three-regions (7 nodes) behind the WAN emulator, all five
+## scenarios, a Markdown and JSON report in testbed/results/. Needs root and /dev/net/tun
+## (without them the nodes run on loopback and the partition scenario is skipped).
 testbed: deps
-	$(CARGO) run --release -q -p testbed
+	$(CARGO) build --release -q -p node -p cli -p testbed
+	$${CARGO_TARGET_DIR:-target}/release/testbed run all --topology testbed/topologies/three-regions.yaml
 
 clean:
 	$(CARGO) clean

@@ -51,6 +51,8 @@ pub struct NodeRow {
     pub error: Option<String>,
     pub uptime_seconds: Option<u64>,
     pub version: Option<String>,
+    /// The commit this node knows the cluster refused (replicated, so the same everywhere).
+    pub refused: Option<String>,
 }
 
 pub async fn status(target: &Target, format: Format) -> Result<(), CliError> {
@@ -109,6 +111,7 @@ pub fn status_view(s: &ClusterStatus, now: u64) -> StatusView {
                 error,
                 uptime_seconds: st.map(|s| now.saturating_sub(s.started_at)),
                 version: st.map(|s| s.version.clone()),
+                refused: st.and_then(|s| s.refusal.as_ref()).map(|r| r.commit.clone()),
             }
         })
         .collect();

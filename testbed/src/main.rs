@@ -16,6 +16,7 @@ mod load;
 mod net;
 mod ops;
 mod repo;
+mod scenario;
 mod topology;
 mod upstreams;
 mod wanem;
@@ -70,6 +71,27 @@ enum Command {
         /// Requests per second to each node.
         #[arg(long, default_value_t = 20)]
         rate: u32,
+        /// Also write the report as JSON to this file (on SIGTERM too: scenarios stop it so).
+        #[arg(long, value_name = "FILE")]
+        json_out: Option<PathBuf>,
+    },
+    /// Run measured scenarios and write a Markdown and JSON report.
+    Run {
+        /// merge-latency, leader-failover, partition, scale, invalid-commit, or all.
+        #[arg(default_value = "all")]
+        scenario: String,
+        /// The topology to bring up when no testbed is up.
+        #[arg(long, default_value = "testbed/topologies/three-regions.yaml")]
+        topology: PathBuf,
+        /// Merges per mode in merge-latency (20 for the full run).
+        #[arg(long, default_value_t = 20)]
+        iterations: usize,
+        /// Where the report goes.
+        #[arg(long, default_value = "testbed/results")]
+        report_dir: PathBuf,
+        /// Leave the testbed up afterwards.
+        #[arg(long)]
+        keep: bool,
     },
     /// Cut two regions (or nodes) off from each other (netns mode).
     Partition { a: String, b: String },
@@ -167,7 +189,11 @@ fn run(command: Command, dir: &std::path::Path) -> anyhow::Result<ExitCode> {
             println!("{node} serves its config {:.1}s after the restart", took.as_secs_f64());
         }
         Command::Merge { webhook, invalid } => println!("{}", ops::merge(dir, webhook, invalid)?),
-        Command::Load { duration, rate } => {
+        Command::Run { scenario, topology, iterations, report_dir, keep } => {
+            let ok = scenario::run_all(dir, &scenario, &topology, iterations, &report_dir, keep)?;
+            return Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) });
+        }
+        Command::Load { duration, rate, json_out } => {
             let state = cluster::State::load(dir)?;
             // In netns mode node addresses exist only behind the emulator: run from there.
             if state.net().is_netns() && !state.net().inside_control() {
@@ -177,12 +203,25 @@ fn run(command: Command, dir: &std::path::Path) -> anyhow::Result<ExitCode> {
                     .arg("--state")
                     .arg(dir)
                     .args(["load", "--duration", &format!("{}ms", duration.as_millis()), "--rate", &rate.to_string()])
+                    .args(json_out.iter().flat_map(|p| [std::ffi::OsStr::new("--json-out"), p.as_os_str()]))
                     .status()?;
                 return Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::from(1) });
             }
             let targets = ops::running(&state).iter().map(|n| (n.name.clone(), n.http.clone())).collect();
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
-            let report = rt.block_on(load::run(targets, duration, rate, Arc::default()));
+            let stop: Arc<std::sync::atomic::AtomicBool> = Arc::default();
+            let flag = stop.clone();
+            let report = rt.block_on(async move {
+                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+                tokio::spawn(async move {
+                    term.recv().await;
+                    flag.store(true, std::sync::atomic::Ordering::Relaxed);
+                });
+                anyhow::Ok(load::run(targets, duration, rate, stop).await)
+            })?;
+            if let Some(path) = json_out {
+                std::fs::write(path, serde_json::to_vec_pretty(&report)?)?;
+            }
             report.print();
             return Ok(if report.failed() == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) });
         }

@@ -162,7 +162,11 @@ pub fn down(dir: &Path, quiet: bool) -> anyhow::Result<()> {
     }
     // Anything else started from this state directory (a lost or damaged state file).
     stopped += sweep(dir);
-    crate::net::teardown();
+    // Namespaces are machine-wide: only a netns testbed removes them (a loopback testbed
+    // coming down must not touch another testbed's namespaces).
+    if state.as_ref().is_some_and(|s| s.mode == Mode::Netns) {
+        crate::net::teardown();
+    }
     if dir.exists() {
         std::fs::remove_dir_all(dir).with_context(|| format!("cannot remove {}", dir.display()))?;
     }

@@ -82,6 +82,8 @@ impl Repo {
         let branch = format!("change-{n}");
         self.git(&["checkout", "-q", "-b", &branch])?;
         self.write_probe(n, upstream)?;
+        // A change also fixes what `merge_invalid` broke.
+        let _ = std::fs::remove_file(self.dir.join("testbed-broken.yaml"));
         self.git(&["add", "-A"])?;
         self.git(&["-c", "commit.gpgsign=false", "commit", "-q", "-m", &format!("Probe change {n}")])?;
         self.git(&["checkout", "-q", "main"])?;

@@ -45,6 +45,19 @@ fn nix_is_root() -> bool {
         .unwrap_or(false)
 }
 
+/// The testbed's namespaces and addresses are machine-wide: one netns test at a time.
+static NETNS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn skip(why: &str) {
+    let msg = format!("testbed netns test: needs root and /dev/net/tun ({why})");
+    eprintln!("SKIPPED: {msg}");
+    if let Some(log) = std::env::var_os("RAFTGATE_SKIP_LOG") {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().append(true).open(log).unwrap();
+        writeln!(f, "{msg}").unwrap();
+    }
+}
+
 fn serving(admin: &str) -> Option<String> {
     let out = raftgate(&["--admin", admin, "--timeout", "2s", "-o", "json", "config", "history"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
@@ -54,15 +67,9 @@ fn serving(admin: &str) -> Option<String> {
 #[test]
 fn regions_with_latency_partitions_and_a_clean_teardown() {
     if let Some(why) = skip_reason() {
-        let msg = format!("testbed netns test: needs root and /dev/net/tun ({why})");
-        eprintln!("SKIPPED: {msg}");
-        if let Some(log) = std::env::var_os("RAFTGATE_SKIP_LOG") {
-            use std::io::Write;
-            let mut f = std::fs::OpenOptions::new().append(true).open(log).unwrap();
-            writeln!(f, "{msg}").unwrap();
-        }
-        return;
+        return skip(why);
     }
+    let _one = NETNS.lock().unwrap_or_else(|e| e.into_inner());
     let work = tempfile::tempdir().unwrap();
     let state = work.path().join("state");
     let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/config").canonicalize().unwrap();
@@ -115,4 +122,56 @@ fn regions_with_latency_partitions_and_a_clean_teardown() {
         String::from_utf8_lossy(&Command::new("ip").args(["-br", "link"]).output().unwrap().stdout).into_owned();
     assert!(!links.contains("wan0"), "devices left: {links}");
     assert!(!state.exists());
+}
+
+/// The short CI version of `make testbed`: every scenario, one merge per mode, on a small
+/// two-region topology; every verdict must be PASS and the report must hold the figures.
+#[test]
+fn every_scenario_passes_on_a_small_topology() {
+    if let Some(why) = skip_reason() {
+        return skip(why);
+    }
+    let _one = NETNS.lock().unwrap_or_else(|e| e.into_inner());
+    let work = tempfile::tempdir().unwrap();
+    let state = work.path().join("state");
+    let reports = work.path().join("reports");
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/config").canonicalize().unwrap();
+    let topo = work.path().join("small.yaml");
+    std::fs::write(
+        &topo,
+        format!(
+            "name: small\nconfig: {}\nregions:\n  - {{ name: a, nodes: 2, rtt: 1ms }}\n  - {{ name: b, nodes: 1, rtt: 1ms }}\nlinks:\n  - {{ between: [a, b], rtt: 40ms }}\n",
+            config.display()
+        ),
+    )
+    .unwrap();
+    let out = testbed(
+        &state,
+        &[
+            "run",
+            "all",
+            "--topology",
+            topo.to_str().unwrap(),
+            "--iterations",
+            "1",
+            "--report-dir",
+            reports.to_str().unwrap(),
+        ],
+    );
+    let text = ok(out);
+    for scenario in ["merge-latency", "leader-failover", "partition", "scale", "invalid-commit"] {
+        assert!(text.contains(&format!("| {scenario} | PASS |")), "{scenario} did not pass:\n{text}");
+    }
+    let json = std::fs::read_dir(&reports)
+        .unwrap()
+        .flatten()
+        .find(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(json.path()).unwrap()).unwrap();
+    assert!(v["scenarios"][0]["figures"]["webhook"]["all"]["p50_ms"].as_f64().unwrap() > 0.0, "{v}");
+    assert!(v["scenarios"][1]["figures"]["failover_ms"].as_f64().unwrap() > 0.0, "{v}");
+    assert!(!state.exists(), "the run took its testbed down");
+    let netns =
+        String::from_utf8_lossy(&Command::new("ip").args(["netns", "list"]).output().unwrap().stdout).into_owned();
+    assert!(!netns.contains("rgt-"), "namespaces left: {netns}");
 }

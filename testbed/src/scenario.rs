@@ -1,0 +1,503 @@
+//! `testbed run`: the measured scenarios. Each one runs under steady load through every
+//! node, ends with a verdict and figures, and goes into a Markdown and JSON report.
+//!
+//! Times are measured from the moment the testbed acts (a merge, a kill, a heal) to the
+//! moment `raftgate status` (polled every 100 ms) shows the outcome, so they carry up to
+//! ~100 ms of polling granularity plus one status round trip.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::cluster::{Mode, State};
+use crate::ops;
+
+const SCENARIOS: [&str; 5] = ["merge-latency", "leader-failover", "partition", "scale", "invalid-commit"];
+/// How long any outcome may take before the scenario fails.
+const LIMIT: Duration = Duration::from_secs(90);
+
+#[derive(Debug, Serialize)]
+pub struct Outcome {
+    pub scenario: String,
+    pub passed: bool,
+    pub summary: String,
+    pub figures: Value,
+    /// Failed requests per node during the scenario, and the nodes allowed to fail (killed).
+    pub load: Value,
+    pub allowed_failures: Vec<String>,
+}
+
+/// Runs `which` (one scenario or `all`), bringing `topology` up first when nothing is up.
+pub fn run_all(
+    dir: &Path,
+    which: &str,
+    topology: &Path,
+    iterations: usize,
+    report_dir: &Path,
+    keep: bool,
+) -> anyhow::Result<bool> {
+    let names: Vec<&str> = if which == "all" {
+        SCENARIOS.to_vec()
+    } else if SCENARIOS.contains(&which) {
+        vec![which]
+    } else {
+        anyhow::bail!("no scenario `{which}`: choose one of {} or all", SCENARIOS.join(", "));
+    };
+    let started_here = State::load(dir).is_err();
+    if started_here {
+        ops::up(topology, dir, ops::UpOptions { loopback: false, quiet: true, port_offset: 0 })?;
+    }
+    let mut outcomes = Vec::new();
+    for name in names {
+        eprintln!("testbed: scenario {name}...");
+        let outcome = match run_one(dir, name, iterations) {
+            Ok(o) => o,
+            Err(e) => Outcome {
+                scenario: name.to_string(),
+                passed: false,
+                summary: format!("could not run: {e:#}"),
+                figures: Value::Null,
+                load: Value::Null,
+                allowed_failures: Vec::new(),
+            },
+        };
+        eprintln!("testbed: {name}: {} — {}", if outcome.passed { "PASS" } else { "FAIL" }, outcome.summary);
+        outcomes.push(outcome);
+    }
+    let state = State::load(dir)?;
+    let (md, js) = report(&state, &outcomes, iterations);
+    std::fs::create_dir_all(report_dir)?;
+    let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string().replace([':', '-'], "");
+    let base = report_dir.join(format!("{stamp}-{}", state.topology.name));
+    std::fs::write(base.with_extension("md"), &md)?;
+    std::fs::write(base.with_extension("json"), serde_json::to_vec_pretty(&js)?)?;
+    println!("{md}");
+    println!("report: {} and .json", base.with_extension("md").display());
+    if started_here && !keep {
+        ops::down(dir, true)?;
+    }
+    Ok(outcomes.iter().all(|o| o.passed))
+}
+
+fn run_one(dir: &Path, name: &str, iterations: usize) -> anyhow::Result<Outcome> {
+    let load = Load::start(&State::load(dir)?)?;
+    let result = match name {
+        "merge-latency" => merge_latency(dir, iterations.max(1)),
+        "leader-failover" => leader_failover(dir),
+        "partition" => partition(dir),
+        "scale" => scale(dir),
+        "invalid-commit" => invalid_commit(dir),
+        _ => unreachable!("checked by run_all"),
+    };
+    let load = load.stop()?;
+    // Whatever happened, the next scenario starts from a healed network.
+    let state = State::load(dir)?;
+    if state.mode == Mode::Netns {
+        crate::net::heal(dir, None)?;
+    }
+    let (passed, summary, figures, allowed) = result?;
+    // Nodes whose upstreams are healthy and that were not killed must see no failure.
+    let mut unexpected = Vec::new();
+    if let Some(nodes) = load["nodes"].as_object() {
+        for (node, tally) in nodes {
+            let failed = tally["failed"].as_u64().unwrap_or(0);
+            if failed > 0 && !allowed.contains(node) {
+                unexpected.push(format!("{node}: {failed} failed ({})", tally["errors"][0].as_str().unwrap_or("")));
+            }
+        }
+    }
+    let summary = if unexpected.is_empty() {
+        summary
+    } else {
+        format!("{summary}; unexpected failed requests: {}", unexpected.join(", "))
+    };
+    Ok(Outcome {
+        scenario: name.to_string(),
+        passed: passed && unexpected.is_empty(),
+        summary,
+        figures,
+        load,
+        allowed_failures: allowed,
+    })
+}
+
+type Result4 = anyhow::Result<(bool, String, Value, Vec<String>)>;
+
+// ---------------------------------------------------------------------------------------
+// Observing the cluster
+
+/// `raftgate -o json status` through a running node (whatever its exit code).
+fn status(state: &State) -> Option<Value> {
+    let out = state.raftgate(&["-o", "json", "--timeout", "3s", "status"]).ok()?;
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+/// The commit a node serves, asked of the node itself.
+fn node_commit(state: &State, admin: &str) -> Option<String> {
+    let mut cmd = state.net().command(None, &crate::cluster::bin("raftgate"));
+    cmd.args(["--admin", admin, "--timeout", "2s", "-o", "json", "config", "history"]);
+    let out = cmd.output().ok()?;
+    let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+    v[0]["commit"].as_str().map(str::to_string)
+}
+
+/// Waits until each of `nodes` (names) serves `sha`; returns the time each took.
+fn wait_serving(
+    state: &State,
+    sha: &str,
+    nodes: &[String],
+    started: Instant,
+) -> anyhow::Result<BTreeMap<String, Duration>> {
+    let mut done = BTreeMap::new();
+    while done.len() < nodes.len() {
+        anyhow::ensure!(
+            started.elapsed() < LIMIT,
+            "{} never served {}: still waiting for {:?}",
+            nodes.len() - done.len(),
+            &sha[..12.min(sha.len())],
+            nodes.iter().filter(|n| !done.contains_key(*n)).collect::<Vec<_>>()
+        );
+        let pending: Vec<&String> = nodes.iter().filter(|n| !done.contains_key(*n)).collect();
+        for n in pending {
+            let node = state.node(n)?;
+            if node_commit(state, &node.admin).as_deref() == Some(sha) {
+                done.insert(n.clone(), started.elapsed());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(done)
+}
+
+/// Merges a change and announces it by webhook, retrying the webhook while the cluster
+/// has no reachable leader (right after a kill or a partition); polling would pick the
+/// change up anyway.
+fn merge_announced(dir: &Path, invalid: bool) -> anyhow::Result<String> {
+    let sha = ops::merge(dir, false, invalid)?;
+    let started = Instant::now();
+    while started.elapsed() < LIMIT {
+        let state = State::load(dir)?;
+        if ops::notify(&state).is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(sha)
+}
+
+fn running_names(state: &State) -> Vec<String> {
+    ops::running(state).iter().map(|n| n.name.clone()).collect()
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 10_000.0).round() / 10.0
+}
+
+/// Nearest-rank percentile.
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+// ---------------------------------------------------------------------------------------
+// Load in the background
+
+struct Load {
+    child: Child,
+    out: PathBuf,
+}
+
+impl Load {
+    fn start(state: &State) -> anyhow::Result<Load> {
+        let out = state.dir.join(format!("load-{}.json", std::process::id()));
+        let _ = std::fs::remove_file(&out);
+        let child = state
+            .net()
+            .command(None, &crate::cluster::bin("testbed"))
+            .arg("--state")
+            .arg(&state.dir)
+            .args(["load", "--duration", "1h", "--rate", "10", "--json-out"])
+            .arg(&out)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("starting the load generator")?;
+        Ok(Load { child, out })
+    }
+
+    fn stop(mut self) -> anyhow::Result<Value> {
+        // SIGTERM: the generator stops and writes its report.
+        crate::cluster::stop(self.child.id(), Duration::from_secs(10));
+        let _ = self.child.wait();
+        let text = std::fs::read_to_string(&self.out).context("the load generator wrote no report")?;
+        let _ = std::fs::remove_file(&self.out);
+        Ok(serde_json::from_str(&text)?)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The scenarios
+
+/// Scenario 1: merge → time until each node serves the commit, per region, by webhook and by poll.
+fn merge_latency(dir: &Path, iterations: usize) -> Result4 {
+    let mut figures = serde_json::Map::new();
+    for (mode, webhook) in [("webhook", true), ("polling", false)] {
+        let mut per_region: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+        let mut all = Vec::new();
+        for _ in 0..iterations {
+            let state = State::load(dir)?;
+            let nodes = running_names(&state);
+            let started = Instant::now();
+            let sha = if webhook { merge_announced(dir, false)? } else { ops::merge(dir, false, false)? };
+            for (node, took) in wait_serving(&state, &sha, &nodes, started)? {
+                let region = state.node(&node)?.region.clone();
+                per_region.entry(region).or_default().push(ms(took));
+                all.push(ms(took));
+            }
+        }
+        let mut table = serde_json::Map::new();
+        for (region, mut v) in per_region {
+            v.sort_by(f64::total_cmp);
+            table.insert(
+                region,
+                json!({ "p50_ms": percentile(&v, 50.0), "p99_ms": percentile(&v, 99.0), "samples": v.len() }),
+            );
+        }
+        all.sort_by(f64::total_cmp);
+        table.insert(
+            "all".into(),
+            json!({ "p50_ms": percentile(&all, 50.0), "p99_ms": percentile(&all, 99.0), "samples": all.len() }),
+        );
+        figures.insert(mode.into(), Value::Object(table));
+    }
+    let summary = format!(
+        "{iterations} merges per mode reached every node; p99 webhook {} ms, polling {} ms",
+        figures["webhook"]["all"]["p99_ms"], figures["polling"]["all"]["p99_ms"]
+    );
+    Ok((true, summary, Value::Object(figures), Vec::new()))
+}
+
+/// Scenario 2: the leader killed during a rollout → failover time and convergence.
+fn leader_failover(dir: &Path) -> Result4 {
+    let state = State::load(dir)?;
+    let leader = status(&state).and_then(|s| s["leader"].as_u64()).context("no leader to kill")?;
+    let leader_name = state.node(&leader.to_string())?.name.clone();
+    let started = Instant::now();
+    let sha = merge_announced(dir, false)?;
+    ops::kill(dir, &leader_name)?;
+    let killed_at = started.elapsed();
+    let state = State::load(dir)?;
+    let new_leader = loop {
+        if let Some(l) = status(&state).and_then(|s| s["leader"].as_u64()).filter(|l| *l != leader) {
+            break l;
+        }
+        anyhow::ensure!(started.elapsed() < LIMIT, "no new leader after {}s", LIMIT.as_secs());
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let failover = started.elapsed() - killed_at;
+    let converged = wait_serving(&state, &sha, &running_names(&state), started)?;
+    let restart = ops::start(dir, &leader_name)?;
+    let state = State::load(dir)?;
+    let back = Instant::now();
+    wait_serving(&state, &sha, std::slice::from_ref(&leader_name), back)?;
+    let converge_ms = converged.values().map(|d| ms(*d)).fold(0.0, f64::max);
+    let figures = json!({
+        "killed": leader_name,
+        "new_leader": new_leader,
+        "failover_ms": ms(failover),
+        "all_survivors_serve_ms": converge_ms,
+        "restarted_node_ready_ms": ms(restart),
+        "restarted_node_serves_commit_ms": ms(back.elapsed()),
+    });
+    let summary = format!(
+        "leader {leader_name} killed mid-rollout: node {new_leader} led after {} ms; every survivor served the commit after {converge_ms} ms",
+        ms(failover)
+    );
+    Ok((true, summary, figures, vec![leader_name]))
+}
+
+/// Scenario 3: a region partitioned away keeps serving; the majority applies a merge; the
+/// minority converges after healing.
+fn partition(dir: &Path) -> Result4 {
+    let state = State::load(dir)?;
+    if state.mode != Mode::Netns {
+        return Ok((
+            true,
+            "skipped: partitions need network namespaces (root and /dev/net/tun)".into(),
+            Value::Null,
+            Vec::new(),
+        ));
+    }
+    let total = state.nodes.len();
+    let minority = state
+        .topology
+        .regions
+        .iter()
+        .filter(|r| state.nodes.iter().filter(|n| n.region == r.name).count() * 2 < total)
+        .min_by_key(|r| state.nodes.iter().filter(|n| n.region == r.name).count())
+        .map(|r| r.name.clone())
+        .context("no region is a minority")?;
+    let cut: Vec<String> = state.nodes.iter().filter(|n| n.region == minority).map(|n| n.name.clone()).collect();
+    let rest: Vec<String> = state.nodes.iter().filter(|n| n.region != minority).map(|n| n.name.clone()).collect();
+    let before: BTreeMap<String, Option<String>> =
+        cut.iter().map(|n| (n.clone(), node_commit(&state, &state.node(n).expect("listed").admin))).collect();
+    for r in state.topology.regions.iter().filter(|r| r.name != minority) {
+        crate::net::partition(dir, &minority, &r.name)?;
+    }
+    let started = Instant::now();
+    let sha = merge_announced(dir, false)?;
+    let majority = wait_serving(&state, &sha, &rest, started)?;
+    // Give the minority every chance to (wrongly) change, then check it did not.
+    std::thread::sleep(Duration::from_secs(3));
+    let kept: Vec<bool> =
+        cut.iter().map(|n| node_commit(&state, &state.node(n).expect("listed").admin) == before[n]).collect();
+    let healed = Instant::now();
+    crate::net::heal(dir, None)?;
+    let converged = wait_serving(&state, &sha, &cut, healed)?;
+    let all_kept = kept.iter().all(|k| *k);
+    let figures = json!({
+        "minority": minority,
+        "majority_serves_ms": majority.values().map(|d| ms(*d)).fold(0.0, f64::max),
+        "minority_kept_its_config": all_kept,
+        "minority_converges_after_heal_ms": converged.values().map(|d| ms(*d)).fold(0.0, f64::max),
+    });
+    let summary = format!(
+        "{minority} cut off: it kept serving its config ({}), the majority applied the merge in {} ms, {minority} caught up {} ms after the heal",
+        if all_kept { "yes" } else { "NO" },
+        figures["majority_serves_ms"],
+        figures["minority_converges_after_heal_ms"]
+    );
+    Ok((all_kept, summary, figures, Vec::new()))
+}
+
+/// Scenario 4: a region scaled up by three nodes under load → time until each new node serves.
+fn scale(dir: &Path) -> Result4 {
+    let state = State::load(dir)?;
+    let region = state
+        .topology
+        .regions
+        .iter()
+        .min_by_key(|r| state.nodes.iter().filter(|n| n.region == r.name).count())
+        .map(|r| r.name.clone())
+        .context("no region")?;
+    let from = state.nodes.iter().filter(|n| n.region == region).count();
+    let to = from + 3;
+    let timings = ops::scale(dir, &region, to)?;
+    let joined: BTreeMap<String, f64> = timings.iter().map(|(n, d)| (n.clone(), ms(*d))).collect();
+    let back = ops::scale(dir, &region, from)?;
+    let figures =
+        json!({ "region": region, "from": from, "to": to, "serves_current_config_ms": joined, "removed": back.len() });
+    let worst = joined.values().copied().fold(0.0, f64::max);
+    let summary = format!(
+        "{region} scaled {from} → {to}: every new node served the current config within {worst} ms; scaled back"
+    );
+    Ok((true, summary, figures, back.into_iter().map(|(n, _)| n).collect()))
+}
+
+/// Scenario 5: an invalid commit → refused on every node, traffic unaffected; the next good one applies.
+fn invalid_commit(dir: &Path) -> Result4 {
+    let state = State::load(dir)?;
+    let nodes = running_names(&state);
+    let serving_before: Vec<Option<String>> =
+        nodes.iter().map(|n| node_commit(&state, &state.node(n).expect("listed").admin)).collect();
+    let started = Instant::now();
+    let bad = merge_announced(dir, true)?;
+    let refused_after = loop {
+        let s = status(&state).unwrap_or_default();
+        let everywhere =
+            s["nodes"].as_array().is_some_and(|ns| !ns.is_empty() && ns.iter().all(|n| n["refused"] == bad.as_str()));
+        if everywhere {
+            break started.elapsed();
+        }
+        anyhow::ensure!(started.elapsed() < LIMIT, "the invalid commit was not shown refused on every node");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let unchanged = nodes
+        .iter()
+        .zip(&serving_before)
+        .all(|(n, before)| node_commit(&state, &state.node(n).expect("listed").admin) == *before);
+    let fixed_at = Instant::now();
+    let good = merge_announced(dir, false)?;
+    let fixed = wait_serving(&state, &good, &nodes, fixed_at)?;
+    let figures = json!({
+        "refused_everywhere_ms": ms(refused_after),
+        "configs_unchanged": unchanged,
+        "fix_served_everywhere_ms": fixed.values().map(|d| ms(*d)).fold(0.0, f64::max),
+    });
+    let summary = format!(
+        "invalid commit refused on every node after {} ms, configs unchanged: {}; the fix applied everywhere in {} ms",
+        ms(refused_after),
+        if unchanged { "yes" } else { "NO" },
+        figures["fix_served_everywhere_ms"]
+    );
+    Ok((unchanged, summary, figures, Vec::new()))
+}
+
+// ---------------------------------------------------------------------------------------
+// The report
+
+fn report(state: &State, outcomes: &[Outcome], iterations: usize) -> (String, Value) {
+    let mode = match state.mode {
+        Mode::Netns => "network namespaces, WAN emulator",
+        Mode::Loopback => "loopback, no latency",
+    };
+    let when = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let mut md = format!(
+        "# testbed report: `{}` ({} nodes, {mode})\n\n{when}; raft profile `{}`; {iterations} merges per mode.\n\n",
+        state.topology.name,
+        state.nodes.len(),
+        state.raft_profile
+    );
+    md += "| scenario | verdict | summary |\n|---|---|---|\n";
+    for o in outcomes {
+        md += &format!(
+            "| {} | {} | {} |\n",
+            o.scenario,
+            if o.passed { "PASS" } else { "FAIL" },
+            o.summary.replace('|', "/")
+        );
+    }
+    for o in outcomes {
+        md += &format!("\n## {}\n\n", o.scenario);
+        if let Some(map) = o.figures.as_object() {
+            for (k, v) in map {
+                md += &format!("- {k}: `{v}`\n");
+            }
+        }
+        if let Some(nodes) = o.load["nodes"].as_object() {
+            let failed: Vec<String> = nodes
+                .iter()
+                .filter(|(_, t)| t["failed"].as_u64().unwrap_or(0) > 0)
+                .map(|(n, t)| format!("{n} {}", t["failed"]))
+                .collect();
+            let ok: u64 = nodes.values().map(|t| t["ok"].as_u64().unwrap_or(0)).sum();
+            md += &format!(
+                "- load: {ok} requests answered; failed: {}{}\n",
+                if failed.is_empty() { "none".into() } else { failed.join(", ") },
+                if o.allowed_failures.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (allowed: {})", o.allowed_failures.join(", "))
+                }
+            );
+        }
+    }
+    let js = json!({
+        "topology": state.topology.name,
+        "nodes": state.nodes.len(),
+        "mode": mode,
+        "raft_profile": state.raft_profile,
+        "at": when,
+        "iterations": iterations,
+        "scenarios": outcomes,
+    });
+    (md, js)
+}
