@@ -105,6 +105,12 @@ enum Command {
         b: String,
         #[arg(value_parser = parse_duration)]
         rtt: Duration,
+        /// ± on each one-way delay.
+        #[arg(long, value_parser = parse_duration)]
+        jitter: Option<Duration>,
+        /// Random loss per direction, in percent.
+        #[arg(long)]
+        loss: Option<f64>,
     },
     /// Measure TCP connect round trips from one node to another (netns mode).
     Rtt { from: String, to: String },
@@ -243,9 +249,13 @@ fn run(command: Command, dir: &std::path::Path) -> anyhow::Result<ExitCode> {
             net::heal(dir, pair)?;
             println!("healed");
         }
-        Command::Latency { a, b, rtt } => {
+        Command::Latency { a, b, rtt, jitter, loss } => {
             netns_state(dir)?;
-            net::set_rtt(dir, &a, &b, u64::try_from(rtt.as_millis()).unwrap_or(u64::MAX))?;
+            if loss.is_some_and(|l| !(0.0..=100.0).contains(&l)) {
+                anyhow::bail!("--loss is a percentage between 0 and 100");
+            }
+            let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+            net::set_rtt(dir, &a, &b, ms(rtt), jitter.map(ms), loss)?;
             println!("round trip {a} <-> {b}: {}ms", rtt.as_millis());
         }
         Command::Rtt { from, to } => {

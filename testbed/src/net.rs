@@ -113,7 +113,18 @@ pub fn setup(state: &mut crate::cluster::State) -> anyhow::Result<()> {
         endpoints: vec![endpoint(CONTROL_NS, "control", CONTROL_IP)?],
         rtt: Vec::new(),
         drop: Vec::new(),
+        jitter: Vec::new(),
+        loss: Vec::new(),
     };
+    for l in &state.topology.links {
+        let [a, b] = &l.between;
+        if !l.jitter.is_zero() {
+            wan.jitter.push((a.clone(), b.clone(), u64::try_from(l.jitter.as_millis()).unwrap_or(u64::MAX)));
+        }
+        if l.loss_percent > 0.0 {
+            wan.loss.push((a.clone(), b.clone(), l.loss_percent));
+        }
+    }
     let topo = &state.topology;
     for a in &topo.regions {
         for b in &topo.regions {
@@ -208,10 +219,19 @@ pub fn heal(dir: &Path, pair: Option<(&str, &str)>) -> anyhow::Result<()> {
     wan.publish(dir, true)
 }
 
-/// Sets the round trip between two regions or nodes.
-pub fn set_rtt(dir: &Path, a: &str, b: &str, ms: u64) -> anyhow::Result<()> {
+/// Sets the round trip (and optionally jitter and loss) between two regions or nodes.
+pub fn set_rtt(dir: &Path, a: &str, b: &str, ms: u64, jitter_ms: Option<u64>, loss: Option<f64>) -> anyhow::Result<()> {
     let mut wan = crate::wanem::WanConfig::load(dir)?;
-    wan.rtt.retain(|(x, y, _)| !((x == a && y == b) || (x == b && y == a)));
+    let pair = |x: &String, y: &String| (x == a && y == b) || (x == b && y == a);
+    wan.rtt.retain(|(x, y, _)| !pair(x, y));
     wan.rtt.push((a.to_string(), b.to_string(), ms));
+    if let Some(j) = jitter_ms {
+        wan.jitter.retain(|(x, y, _)| !pair(x, y));
+        wan.jitter.push((a.to_string(), b.to_string(), j));
+    }
+    if let Some(l) = loss {
+        wan.loss.retain(|(x, y, _)| !pair(x, y));
+        wan.loss.push((a.to_string(), b.to_string(), l));
+    }
     wan.publish(dir, true)
 }

@@ -38,6 +38,12 @@ pub struct Link {
     pub between: [String; 2],
     #[serde(with = "text_duration")]
     pub rtt: Duration,
+    /// ± on each one-way delay.
+    #[serde(default = "zero", with = "text_duration")]
+    pub jitter: Duration,
+    /// Random loss per direction, in percent.
+    #[serde(default)]
+    pub loss_percent: f64,
 }
 
 fn zero() -> Duration {

@@ -33,6 +33,12 @@ pub struct WanConfig {
     pub rtt: Vec<(String, String, u64)>,
     /// One-way drop rules `(from, to)`; `*` matches anything.
     pub drop: Vec<(String, String)>,
+    /// Jitter in milliseconds (± uniform on each one-way delay), by selector pair.
+    #[serde(default)]
+    pub jitter: Vec<(String, String, u64)>,
+    /// Random loss in percent per direction, by selector pair.
+    #[serde(default)]
+    pub loss: Vec<(String, String, f64)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -78,8 +84,28 @@ impl WanConfig {
         sel == "*" || sel == e.name || sel == e.region
     }
 
-    /// One-way delay from `a` to `b`.
+    /// One-way delay from `a` to `b` (half the round trip).
     fn delay(&self, a: &Endpoint, b: &Endpoint) -> Duration {
+        let rtt: Vec<(String, String, f64)> =
+            self.rtt.iter().map(|(x, y, v)| (x.clone(), y.clone(), *v as f64)).collect();
+        Duration::from_micros((Self::lookup(&rtt, a, b).unwrap_or(0.0) * 1000.0 / 2.0) as u64)
+    }
+
+    /// Jitter on each one-way delay from `a` to `b`.
+    fn jitter(&self, a: &Endpoint, b: &Endpoint) -> Duration {
+        let j: Vec<(String, String, f64)> =
+            self.jitter.iter().map(|(x, y, v)| (x.clone(), y.clone(), *v as f64)).collect();
+        Duration::from_micros((Self::lookup(&j, a, b).unwrap_or(0.0) * 1000.0) as u64)
+    }
+
+    /// Loss probability (0..1) from `a` to `b`.
+    fn loss(&self, a: &Endpoint, b: &Endpoint) -> f64 {
+        Self::lookup(&self.loss, a, b).unwrap_or(0.0) / 100.0
+    }
+
+    /// The value of the most specific rule for the pair: name-name, name-region,
+    /// region-region, then `*`.
+    fn lookup(rules: &[(String, String, f64)], a: &Endpoint, b: &Endpoint) -> Option<f64> {
         let rank = |x: &str, y: &str| -> Option<u8> {
             let score = |sel: &str, e: &Endpoint| {
                 if sel == e.name {
@@ -94,15 +120,15 @@ impl WanConfig {
             };
             Some(score(x, a)? + score(y, b)?)
         };
-        let mut best: Option<(u8, u64)> = None;
-        for (x, y, ms) in &self.rtt {
+        let mut best: Option<(u8, f64)> = None;
+        for (x, y, v) in rules {
             for r in [rank(x, y), rank(y, x)].into_iter().flatten() {
                 if best.is_none_or(|(s, _)| r > s) {
-                    best = Some((r, *ms));
+                    best = Some((r, *v));
                 }
             }
         }
-        Duration::from_micros(best.map_or(0, |(_, ms)| ms * 1000 / 2))
+        best.map(|(_, v)| v)
     }
 
     fn dropped(&self, a: &Endpoint, b: &Endpoint) -> bool {
@@ -140,6 +166,9 @@ struct Queue {
     heap: BinaryHeap<Reverse<Packet>>,
     seq: u64,
     per_pair: HashMap<(usize, usize), usize>,
+    /// The latest release time per pair: jitter never reorders a pair's packets (TCP
+    /// would take reordering for loss).
+    last_due: HashMap<(usize, usize), Instant>,
 }
 
 struct Shared {
@@ -242,7 +271,17 @@ fn receive(shared: &Shared, from: usize, mut reader: tun::Reader) {
             if c.dropped(a, b) {
                 continue;
             }
-            c.delay(a, b)
+            let loss = c.loss(a, b);
+            if loss > 0.0 && fastrand::f64() < loss {
+                continue;
+            }
+            let (base, jitter) = (c.delay(a, b), c.jitter(a, b));
+            if jitter.is_zero() {
+                base
+            } else {
+                let spread = jitter.as_secs_f64() * (fastrand::f64() * 2.0 - 1.0);
+                Duration::from_secs_f64((base.as_secs_f64() + spread).max(0.0))
+            }
         };
         let mut q = shared.queue.lock().expect("not poisoned");
         let pending = q.per_pair.entry((from, to)).or_default();
@@ -252,7 +291,12 @@ fn receive(shared: &Shared, from: usize, mut reader: tun::Reader) {
         *pending += 1;
         q.seq += 1;
         let seq = q.seq;
-        q.heap.push(Reverse(Packet { due: Instant::now() + delay, seq, from, to, data: buf[..n].to_vec() }));
+        let mut due = Instant::now() + delay;
+        if let Some(last) = q.last_due.get(&(from, to)) {
+            due = due.max(*last);
+        }
+        q.last_due.insert((from, to), due);
+        q.heap.push(Reverse(Packet { due, seq, from, to, data: buf[..n].to_vec() }));
         drop(q);
         shared.wake.notify_one();
     }
@@ -310,6 +354,11 @@ mod tests {
         assert_eq!(c.delay(&b1, &a2), Duration::from_millis(40));
         assert_eq!(c.delay(&a1, &b1), Duration::from_millis(100));
         assert_eq!(c.delay(&b1, &b1), Duration::ZERO);
+        c.jitter = vec![("*".into(), "*".into(), 5)];
+        c.loss = vec![("a".into(), "b".into(), 1.5)];
+        assert_eq!(c.jitter(&a1, &b1), Duration::from_millis(5));
+        assert!((c.loss(&b1, &a1) - 0.015).abs() < 1e-9);
+        assert_eq!(c.loss(&a1, &a2), 0.0);
         c.drop = vec![("b".into(), "*".into()), ("*".into(), "b".into())];
         assert!(c.dropped(&a1, &b1) && c.dropped(&b1, &a2));
         assert!(!c.dropped(&a1, &a2));
