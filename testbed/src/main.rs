@@ -306,24 +306,28 @@ fn netns_state(dir: &std::path::Path) -> anyhow::Result<cluster::State> {
 fn next_steps(state: &cluster::State) {
     let n1 = &state.nodes[0];
     let repo = state.repo().dir;
+    let raftgate = cluster::bin("raftgate");
+    let testbed = cluster::bin("testbed");
     println!(
         "
 Try it (in another terminal):
 
-  target/release/raftgate status                      # the cluster: leader, commits, lag
-  curl -s -H 'Host: api.example.com' http://{http}/v1/users
+  {raftgate} status
+  curl -s -H 'Host: api.example.com' http://{http}/v1/users      # any node: :8080-:8082
   curl -si -H 'Host: testbed.local' http://{http}/probe | grep x-testbed-change
 
-Change the config as a pull request would, and watch it roll out:
+Change the config as a merged pull request would, and watch it roll out:
 
   cd {repo}
-  $EDITOR routes/api.yaml && git commit -am 'My change'
-  target/release/raftgate rollout wait $(git -C {repo} rev-parse HEAD)
+  $EDITOR routes/api.yaml && git commit -qam 'My change'
+  {raftgate} rollout wait $(git rev-parse HEAD)
 
-Or let the testbed do it: `target/release/testbed merge --webhook`. Break a node with
-`target/release/testbed kill local-2`, bring it back with `testbed start local-2`.
+Or let the testbed merge a change and send the webhook: {testbed} merge --webhook
+Crash a node and bring it back: {testbed} kill local-2 ; {testbed} start local-2
 Ctrl-C stops everything.",
         http = n1.http,
         repo = repo.display(),
+        raftgate = raftgate.display(),
+        testbed = testbed.display(),
     );
 }
