@@ -362,25 +362,21 @@ impl StateMachineStore {
     }
 
     fn publish(&self, data: &StateMachineData) {
-        let refusal = data.refusal.clone();
-        self.refusal.send_if_modified(|cur| {
-            if cur.as_deref() == refusal.as_ref() {
-                false
-            } else {
-                *cur = refusal.map(Arc::new);
-                true
-            }
-        });
-        let next = data.current.clone();
-        self.published.send_if_modified(|cur| {
-            if cur.as_deref() == next.as_ref() {
-                false
-            } else {
-                *cur = next.map(Arc::new);
-                true
-            }
-        });
+        publish_changed(&self.refusal, data.refusal.clone());
+        publish_changed(&self.published, data.current.clone());
     }
+}
+
+/// Publishes `next` on `tx` only when it differs, so followers wake only for real changes.
+fn publish_changed<T: PartialEq>(tx: &watch::Sender<Option<Arc<T>>>, next: Option<T>) {
+    tx.send_if_modified(|cur| {
+        if cur.as_deref() == next.as_ref() {
+            false
+        } else {
+            *cur = next.map(Arc::new);
+            true
+        }
+    });
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {

@@ -2,24 +2,11 @@
 //! scale, kill, start, load, down, with real `raftgated` processes and a real Git
 //! repository. `down` must leave no process behind.
 
+mod common;
+
+use common::{ok, testbed};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-fn testbed(state: &Path, args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_testbed")).arg("--state").arg(state).args(args).output().unwrap();
-    out
-}
-
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn raftgate(admin: &str, args: &[&str]) -> Output {
     let bin = Path::new(env!("CARGO_BIN_EXE_testbed")).with_file_name("raftgate");

@@ -3,24 +3,12 @@
 //! serving while the majority applies a merge, it converges after healing, and `down`
 //! leaves no namespace, route or process behind.
 
+mod common;
+
+use common::{ok, testbed};
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
-
-fn testbed(state: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_testbed")).arg("--state").arg(state).args(args).output().unwrap()
-}
-
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// `raftgate` inside the control namespace (node addresses exist only there).
 fn raftgate(args: &[&str]) -> Output {

@@ -393,13 +393,8 @@ impl AdminApi for AdminService {
     }
 }
 
-#[tonic::async_trait]
-trait SyncApi {
-    async fn config_sync_here(&self, cluster: &Cluster, wait: bool) -> Result<ConfigSyncReply, Status>;
-}
-
-#[tonic::async_trait]
-impl SyncApi for AdminService {
+impl AdminService {
+    /// `ConfigSync` on the leader: trigger the sync loop, and wait for it when asked.
     async fn config_sync_here(&self, cluster: &Cluster, wait: bool) -> Result<ConfigSyncReply, Status> {
         let sync = self.sync.as_ref().ok_or_else(|| {
             Status::failed_precondition(format!("the leader (node {}) was started without --git-url", cluster.id))
