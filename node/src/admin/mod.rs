@@ -199,8 +199,23 @@ impl Admin {
     }
 }
 
+/// Admin connections open at once; more are refused at accept (the admin listener should
+/// sit on a private network, but a flood must not exhaust the node).
+const MAX_ADMIN_CONNECTIONS: usize = 256;
+/// Largest admin request head (HTTP/1.1 buffer, HTTP/2 header list).
+const MAX_ADMIN_HEADER_BYTES: usize = 64 * 1024;
+
 pub async fn serve(listener: TcpListener, admin: Admin, mut shutdown: watch::Receiver<bool>) {
     let admin = Arc::new(admin);
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_ADMIN_CONNECTIONS));
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(std::time::Duration::from_secs(10))
+        .max_buf_size(MAX_ADMIN_HEADER_BYTES);
+    builder.http2().max_header_list_size(MAX_ADMIN_HEADER_BYTES as u32).max_concurrent_streams(64);
+    let builder = Arc::new(builder);
     loop {
         let (stream, _) = tokio::select! {
             r = listener.accept() => match r {
@@ -209,15 +224,19 @@ pub async fn serve(listener: TcpListener, admin: Admin, mut shutdown: watch::Rec
             },
             _ = shutdown.changed() => return,
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            metrics::counter!("raftgate_admin_connections_refused_total").increment(1);
+            continue;
+        };
         let admin = admin.clone();
+        let builder = builder.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let svc = service_fn(move |req| {
                 let admin = admin.clone();
                 async move { Ok::<_, Infallible>(admin.handle(req).await) }
             });
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
+            let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
         });
     }
 }

@@ -143,3 +143,15 @@ async fn connection_limit_holds_extra_clients_until_a_slot_frees() {
     let n = tokio::time::timeout(Duration::from_secs(3), third.read(&mut buf)).await.unwrap().unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_admin_listener_bounds_request_heads() {
+    let (_up, gw) = gateway().await;
+    let big = format!("GET /healthz HTTP/1.1\r\nHost: admin\r\nx-big: {}\r\n\r\n", "a".repeat(100 * 1024));
+    let resp = raw(gw.admin, big.as_bytes(), Duration::from_secs(3)).await;
+    assert!(resp.starts_with("HTTP/1.1 431"), "{resp}");
+    // A client that never finishes its head is cut off.
+    let started = Instant::now();
+    let resp = raw(gw.admin, b"GET /healthz HTTP/1.1\r\nHost: admin\r\n", Duration::from_secs(15)).await;
+    assert!(started.elapsed() < Duration::from_secs(14), "held for {:?}: {resp}", started.elapsed());
+}
