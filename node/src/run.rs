@@ -305,19 +305,21 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         http_addr: Some(http_addr.to_string()),
         https_addr,
     });
+    let grpc = crate::admin::grpc::AdminService {
+        cluster: cluster.clone(),
+        engine: engine.clone(),
+        node: node.clone(),
+        token: auth.token(),
+        sync: git_sync.clone(),
+    };
     tasks.spawn(admin::serve(
         admin_listener,
         Admin {
+            grpc_server: admin::grpc_server(grpc.clone()),
+            grpc,
             engine: engine.clone(),
             metrics: metrics_handle,
             node: node.clone(),
-            grpc: crate::admin::grpc::AdminService {
-                cluster: cluster.clone(),
-                engine: engine.clone(),
-                node,
-                token: auth.token(),
-                sync: git_sync.clone(),
-            },
             webhook: webhook_secret(&args)?
                 .map(|secret| crate::admin::Webhook { secret, branch: args.git_branch.clone() }),
             auth,

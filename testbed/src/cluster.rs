@@ -111,7 +111,7 @@ impl State {
         })
     }
 
-    /// The admin address of a running node, preferring `prefer`.
+    /// The admin address of the first running node.
     pub fn live_admin(&self) -> anyhow::Result<String> {
         self.nodes.iter().find(|n| n.pid.is_some_and(alive)).map(|n| n.admin.clone()).context("no node is running")
     }

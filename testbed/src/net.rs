@@ -139,7 +139,7 @@ pub fn setup(state: &mut crate::cluster::State) -> anyhow::Result<()> {
     let mut emu = Command::new(bin("testbed"));
     emu.arg("--state").arg(&state.dir).arg("wanem");
     state.helpers.push(("wanem".into(), spawn_detached(&mut emu, log)?));
-    wait_applied(&state.dir, wan.generation)?;
+    crate::wanem::WanConfig::wait_applied(&state.dir, wan.generation)?;
 
     // The Git server, in the control namespace: nodes fetch across the emulated WAN.
     let exec_path = Command::new("git").arg("--exec-path").output()?.stdout;
@@ -154,18 +154,6 @@ pub fn setup(state: &mut crate::cluster::State) -> anyhow::Result<()> {
     state.helpers.push(("git-daemon".into(), spawn_detached(&mut cmd, log)?));
     state.git_url = format!("git://{CONTROL_IP}/repo");
     Ok(())
-}
-
-fn wait_applied(dir: &Path, generation: u64) -> anyhow::Result<()> {
-    let started = std::time::Instant::now();
-    while started.elapsed() < std::time::Duration::from_secs(10) {
-        let applied = std::fs::read_to_string(dir.join("wan.applied")).unwrap_or_default();
-        if applied.trim().parse::<u64>().is_ok_and(|g| g >= generation) {
-            return Ok(());
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    anyhow::bail!("the WAN emulator did not start; see {}", dir.join("wan.log").display())
 }
 
 /// Gives a node its namespace and a place in the emulator (once).

@@ -66,18 +66,23 @@ impl WanConfig {
         let tmp = dir.join("wan.json.tmp");
         std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)?;
         std::fs::rename(tmp, Self::path(dir))?;
-        if !wait {
-            return Ok(());
+        if wait {
+            Self::wait_applied(dir, self.generation)?;
         }
+        Ok(())
+    }
+
+    /// Waits until the emulator has applied `generation` (it writes it to `wan.applied`).
+    pub fn wait_applied(dir: &Path, generation: u64) -> anyhow::Result<()> {
         let started = Instant::now();
         while started.elapsed() < Duration::from_secs(10) {
             let applied = std::fs::read_to_string(dir.join("wan.applied")).unwrap_or_default();
-            if applied.trim().parse::<u64>().is_ok_and(|g| g >= self.generation) {
+            if applied.trim().parse::<u64>().is_ok_and(|g| g >= generation) {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        anyhow::bail!("the WAN emulator did not apply generation {} (is it running? see wan.log)", self.generation)
+        anyhow::bail!("the WAN emulator did not apply generation {generation}; see {}", dir.join("wan.log").display())
     }
 
     fn selects(sel: &str, e: &Endpoint) -> bool {

@@ -32,6 +32,8 @@ pub struct Admin {
     pub node: Arc<NodeInfo>,
     pub auth: auth::Auth,
     pub grpc: grpc::AdminService,
+    /// The tonic service around `grpc`, built once (a clone is a reference-count bump).
+    pub grpc_server: AdminServer<grpc::AdminService>,
     /// POST /webhook, when a secret is configured.
     pub webhook: Option<Webhook>,
 }
@@ -60,6 +62,13 @@ fn text(status: StatusCode, body: String, ctype: &'static str) -> Response<Admin
 
 fn json(status: StatusCode, body: serde_json::Value) -> Response<AdminBody> {
     text(status, format!("{body}\n"), "application/json")
+}
+
+/// The admin gRPC service with its message limits.
+pub fn grpc_server(svc: grpc::AdminService) -> AdminServer<grpc::AdminService> {
+    AdminServer::new(svc)
+        .max_decoding_message_size(client::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(client::MAX_MESSAGE_BYTES)
 }
 
 impl Admin {
@@ -123,10 +132,7 @@ impl Admin {
             if let Err(e) = self.auth.check(req.headers(), grpc::is_mutating(req.uri().path())) {
                 return tonic::Status::unauthenticated(e.to_string()).into_http();
             }
-            let mut svc = AdminServer::new(self.grpc.clone())
-                .max_decoding_message_size(client::MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(client::MAX_MESSAGE_BYTES);
-            return match svc.call(req).await {
+            return match self.grpc_server.clone().call(req).await {
                 Ok(r) => r,
                 Err(never) => match never {},
             };
@@ -139,8 +145,7 @@ impl Admin {
         }
         match req.uri().path() {
             "/healthz" => text(StatusCode::OK, "ok\n".into(), "text/plain"),
-            "/metrics" | "/status" if self.auth.check(req.headers(), false).is_err() => {
-                let e = self.auth.check(req.headers(), false).unwrap_err();
+            "/metrics" | "/status" if let Err(e) = self.auth.check(req.headers(), false) => {
                 let mut r = text(StatusCode::UNAUTHORIZED, format!("{e}\n"), "text/plain");
                 r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
                 r

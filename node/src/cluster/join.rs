@@ -62,10 +62,12 @@ pub async fn join(
         }
         backoff = (backoff * 2).min(Duration::from_secs(10));
         // Someone may have added this node by hand meanwhile.
-        if cluster.raft.metrics().borrow().membership_config.membership().get_node(&me.id).is_some()
-            && (learner
-                || cluster.raft.metrics().borrow().membership_config.membership().voter_ids().any(|v| v == me.id))
-        {
+        let member = {
+            let m = cluster.raft.metrics().borrow().membership_config.clone();
+            let membership = m.membership();
+            membership.get_node(&me.id).is_some() && (learner || membership.voter_ids().any(|v| v == me.id))
+        };
+        if member {
             tracing::info!(node = me.id, "this node is a member now");
             return;
         }
