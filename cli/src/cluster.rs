@@ -53,6 +53,37 @@ pub struct NodeRow {
     pub version: Option<String>,
     /// The commit this node knows the cluster refused (replicated, so the same everywhere).
     pub refused: Option<String>,
+    /// What the node's resilience policies are doing.
+    pub resilience: Option<ResilienceView>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResilienceView {
+    pub open_circuits: Vec<String>,
+    pub ejected_endpoints: u32,
+    pub unhealthy_endpoints: u32,
+    pub rate_limited: u64,
+}
+
+impl ResilienceView {
+    /// One line for the status table's footer; `None` when all is quiet.
+    fn summary(&self) -> Option<String> {
+        let mut parts = Vec::new();
+        if !self.open_circuits.is_empty() {
+            parts.push(format!("circuit open: {}", self.open_circuits.join(", ")));
+        }
+        if self.ejected_endpoints > 0 {
+            parts.push(format!("{} endpoint(s) ejected", self.ejected_endpoints));
+        }
+        if self.unhealthy_endpoints > 0 {
+            parts.push(format!("{} endpoint(s) unhealthy", self.unhealthy_endpoints));
+        }
+        if self.rate_limited > 0 {
+            parts.push(format!("{} request(s) rate-limited", self.rate_limited));
+        }
+        (!parts.is_empty()).then(|| parts.join("; "))
+    }
 }
 
 pub async fn status(target: &Target, format: Format) -> Result<(), CliError> {
@@ -112,6 +143,12 @@ pub fn status_view(s: &ClusterStatus, now: u64) -> StatusView {
                 uptime_seconds: st.map(|s| now.saturating_sub(s.started_at)),
                 version: st.map(|s| s.version.clone()),
                 refused: st.and_then(|s| s.refusal.as_ref()).map(|r| r.commit.clone()),
+                resilience: st.and_then(|s| s.resilience.as_ref()).map(|r| ResilienceView {
+                    open_circuits: r.open_circuits.clone(),
+                    ejected_endpoints: r.ejected_endpoints,
+                    unhealthy_endpoints: r.unhealthy_endpoints,
+                    rate_limited: r.rate_limited,
+                }),
             }
         })
         .collect();
@@ -179,6 +216,11 @@ pub fn render_status(v: &StatusView) -> String {
     for n in &v.nodes {
         if let Some(e) = &n.error {
             out += &format!("\n{}", wrap(&format!("node {}: {e}", n.id), 2));
+        }
+    }
+    for n in &v.nodes {
+        if let Some(line) = n.resilience.as_ref().and_then(ResilienceView::summary) {
+            out += &format!("\n{}", wrap(&format!("node {}: {line}", n.id), 2));
         }
     }
     if let Some(r) = &v.refused {

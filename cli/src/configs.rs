@@ -206,8 +206,13 @@ pub struct EndpointRow {
     pub address: String,
     pub weight: u32,
     pub in_flight: u64,
+    /// healthy, unhealthy, or unchecked without active health checks.
     pub health: String,
+    /// Outlier detection: milliseconds until the endpoint is back; 0 when it is in.
+    pub ejected_for_ms: u64,
+    /// The upstream's breaker: closed, open, half-open, or none.
     pub circuit: String,
+    pub circuit_retry_after_ms: u64,
 }
 
 pub async fn upstreams(target: &Target, format: Format) -> Result<(), CliError> {
@@ -221,7 +226,7 @@ pub async fn upstreams(target: &Target, format: Format) -> Result<(), CliError> 
         .upstreams
         .into_iter()
         .flat_map(|u| {
-            let (name, lb) = (u.name, u.load_balancer);
+            let (name, lb, retry_after) = (u.name, u.load_balancer, u.circuit_retry_after_ms);
             u.endpoints.into_iter().map(move |e| EndpointRow {
                 upstream: name.clone(),
                 load_balancer: lb.clone(),
@@ -229,7 +234,9 @@ pub async fn upstreams(target: &Target, format: Format) -> Result<(), CliError> 
                 weight: e.weight,
                 in_flight: e.in_flight,
                 health: e.health,
+                ejected_for_ms: e.ejected_for_ms,
                 circuit: e.circuit,
+                circuit_retry_after_ms: retry_after,
             })
         })
         .collect();
@@ -247,8 +254,16 @@ pub fn render_upstreams(rows: &[EndpointRow]) -> String {
                     r.address.clone(),
                     r.weight.to_string(),
                     r.in_flight.to_string(),
-                    r.health.clone(),
-                    r.circuit.clone(),
+                    if r.ejected_for_ms > 0 {
+                        format!("ejected {}s", r.ejected_for_ms.div_ceil(1000))
+                    } else {
+                        r.health.clone()
+                    },
+                    if r.circuit_retry_after_ms > 0 {
+                        format!("{} {}s", r.circuit, r.circuit_retry_after_ms.div_ceil(1000))
+                    } else {
+                        r.circuit.clone()
+                    },
                 ]
             })
             .collect(),

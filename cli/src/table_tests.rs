@@ -66,6 +66,12 @@ fn cluster(unhealthy: bool) -> ClusterStatus {
             ],
             at: NOW,
         });
+        n2.resilience = Some(Resilience {
+            open_circuits: vec!["orders".into()],
+            ejected_endpoints: 1,
+            unhealthy_endpoints: 0,
+            rate_limited: 42,
+        });
     }
     ClusterStatus {
         leader_id: Some(1),
@@ -167,14 +173,16 @@ fn routes_and_upstreams_tables() {
         .upstreams
         .iter()
         .flat_map(|u| {
-            u.endpoints.iter().map(|e| EndpointRow {
+            u.endpoints.iter().enumerate().map(|(i, e)| EndpointRow {
                 upstream: u.name.clone(),
                 load_balancer: "roundRobin".into(),
                 address: e.address.clone(),
                 weight: e.weight,
                 in_flight: 3,
-                health: "unchecked".into(),
-                circuit: "none".into(),
+                health: if u.name == "users" { "healthy" } else { "unchecked" }.into(),
+                ejected_for_ms: if u.name == "users" && i == 0 { 29_500 } else { 0 },
+                circuit: if u.name == "users" { "closed" } else { "open" }.into(),
+                circuit_retry_after_ms: if u.name == "users" { 0 } else { 12_000 },
             })
         })
         .collect();

@@ -34,7 +34,9 @@ fn roots() -> Arc<rustls::RootCertStore> {
 fn lookup(c: &mut Criterion) {
     let mut group = c.benchmark_group("route_lookup");
     for n in [10usize, 1_000, 10_000] {
-        let (rt, _) = Runtime::build(Arc::new(config(n)), ConfigOrigin::default(), None, &roots(), false).unwrap();
+        let (rt, _) =
+            Runtime::build(Arc::new(config(n)), ConfigOrigin::default(), None, &roots(), false, &Default::default())
+                .unwrap();
         let hosts = (n / 10).max(1);
         let headers = HeaderMap::new();
         let method = Method::GET;
@@ -63,14 +65,22 @@ fn compile_and_swap(c: &mut Criterion) {
     group.sample_size(10);
     for n in [10usize, 1_000, 10_000] {
         let snapshot = Arc::new(config(n));
-        let (first, _) = Runtime::build(snapshot.clone(), ConfigOrigin::default(), None, &roots(), false).unwrap();
+        let (first, _) =
+            Runtime::build(snapshot.clone(), ConfigOrigin::default(), None, &roots(), false, &Default::default())
+                .unwrap();
         let current = ArcSwap::from_pointee(first);
         group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
             b.iter(|| {
                 let previous = current.load_full();
-                let (rt, _) =
-                    Runtime::build(snapshot.clone(), ConfigOrigin::default(), Some(&previous), &roots(), false)
-                        .unwrap();
+                let (rt, _) = Runtime::build(
+                    snapshot.clone(),
+                    ConfigOrigin::default(),
+                    Some(&previous),
+                    &roots(),
+                    false,
+                    &Default::default(),
+                )
+                .unwrap();
                 current.store(Arc::new(rt));
             })
         });

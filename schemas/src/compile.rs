@@ -31,6 +31,7 @@ const MAX_ENDPOINT_WEIGHT: u32 = 1_000;
 const MAX_BACKEND_WEIGHT: u32 = 1_000_000;
 const MAX_REGEX_BYTES: usize = 1 << 20;
 const MAX_BODY_LIMIT: u64 = 1 << 40;
+const MAX_FALLBACK_BODY: usize = 64 * 1024;
 
 /// Headers a filter may not touch: hop-by-hop and framing headers belong to the proxy, and
 /// the upstream `Host` is changed with `urlRewrite.hostname`.
@@ -577,7 +578,7 @@ impl Ctx<'_, Upstream> {
         let base_ejection_time = p.base_ejection_time.unwrap_or(Duration::from_millis(30_000));
         self.positive(&at("baseEjectionTime"), base_ejection_time, "baseEjectionTime");
         let max_ejection_percent =
-            self.range(&at("maxEjectionPercent"), p.max_ejection_percent.unwrap_or(10), 0, 100, "maxEjectionPercent");
+            self.range(&at("maxEjectionPercent"), p.max_ejection_percent.unwrap_or(50), 0, 100, "maxEjectionPercent");
         PassiveHealthCheckSpec { consecutive_failures, base_ejection_time, max_ejection_percent }
     }
 
@@ -596,6 +597,7 @@ impl Ctx<'_, Upstream> {
                 max_pending_requests: 1024,
                 max_parallel_requests: 1024,
                 max_parallel_retries: 3,
+                retry_budget: None,
             };
         };
         let error_rate = cb.error_rate.as_ref().map(|e| {
@@ -634,6 +636,19 @@ impl Ctx<'_, Upstream> {
             max_pending_requests: limit(self, cb.max_pending_requests, "maxPendingRequests", 1024),
             max_parallel_requests: limit(self, cb.max_parallel_requests, "maxParallelRequests", 1024),
             max_parallel_retries: limit(self, cb.max_parallel_retries, "maxParallelRetries", 3),
+            retry_budget: cb.retry_budget.as_ref().map(|b| {
+                let p = |f: &'static str| [Seg::Key("circuitBreaker"), Seg::Key("retryBudget"), Seg::Key(f)];
+                RetryBudgetSpec {
+                    percent: self.range(&p("percent"), b.percent.unwrap_or(20), 1, 100, "percent"),
+                    min_concurrency: self.range(
+                        &p("minConcurrency"),
+                        b.min_concurrency.unwrap_or(3),
+                        0,
+                        1_000_000,
+                        "minConcurrency",
+                    ),
+                }
+            }),
         }
     }
 }
@@ -745,6 +760,15 @@ impl Ctx<'_, Route> {
                 );
             }
         }
+        let fallback = rule.fallback.as_ref().map(|f| self.fallback(ri, f, upstreams));
+        let rate_limit = rule.rate_limit.as_ref().map(|r| self.rate_limit(ri, r));
+        if redirect && (fallback.is_some() || rate_limit.is_some() || retry.is_some()) {
+            self.err(
+                at!["rules", ri],
+                "a rule that answers with a RequestRedirect cannot have retry, fallback or rateLimit",
+                Some("move them to a rule with backendRefs".to_string()),
+            );
+        }
         RuleSpec {
             name: rule.name.clone(),
             matches,
@@ -754,6 +778,8 @@ impl Ctx<'_, Route> {
             backend_request_timeout,
             retry,
             max_request_body_bytes: rule.max_request_body_bytes,
+            fallback,
+            rate_limit,
         }
     }
 
@@ -1076,6 +1102,88 @@ impl Ctx<'_, Route> {
             );
         }
         out
+    }
+
+    fn fallback(&mut self, ri: usize, f: &Fallback, upstreams: &BTreeSet<&str>) -> FallbackSpec {
+        let p = |f: &'static str| [Seg::Key("rules"), Seg::Index(ri), Seg::Key("fallback"), Seg::Key(f)];
+        let base = [Seg::Key("rules"), Seg::Index(ri), Seg::Key("fallback")];
+        match (f.status, &f.upstream) {
+            (Some(_), Some(_)) | (None, None) => {
+                self.err(
+                    &base,
+                    "a fallback needs exactly one of `status` (a static answer) or `upstream`",
+                    Some("for example `fallback: { status: 503, body: \"try again later\" }`".to_string()),
+                );
+                FallbackSpec::Upstream(String::new())
+            }
+            (None, Some(name)) => {
+                if !f.headers.is_empty() || f.body.is_some() {
+                    self.err(&base, "`headers` and `body` only go with `status`, not with `upstream`", None);
+                }
+                if !upstreams.contains(name.as_str()) {
+                    self.err(
+                        &p("upstream"),
+                        format!("unknown upstream `{name}`"),
+                        Some(format!("define a `kind: Upstream` named `{name}` or fix the name")),
+                    );
+                }
+                FallbackSpec::Upstream(name.clone())
+            }
+            (Some(status), None) => {
+                self.range(&p("status"), u32::from(status), 100, 599, "fallback status");
+                if f.headers.len() > MAX_VALUE_MATCHES {
+                    self.err(&p("headers"), format!("more than {MAX_VALUE_MATCHES} headers"), None);
+                }
+                let headers = f
+                    .headers
+                    .iter()
+                    .enumerate()
+                    .map(|(i, h)| {
+                        let here = [&p("headers")[..], &[Seg::Index(i)]].concat();
+                        let name = self.header_name(&[&here[..], at!["name"]].concat(), &h.name);
+                        self.header_value(&[&here[..], at!["value"]].concat(), &h.value);
+                        (name, h.value.clone())
+                    })
+                    .collect();
+                let body = f.body.clone().unwrap_or_default();
+                if body.len() > MAX_FALLBACK_BODY {
+                    self.err(
+                        &p("body"),
+                        format!("the fallback body is {} bytes; at most {MAX_FALLBACK_BODY} are allowed", body.len()),
+                        None,
+                    );
+                }
+                FallbackSpec::Static { status, headers, body }
+            }
+        }
+    }
+
+    fn rate_limit(&mut self, ri: usize, r: &RateLimit) -> RateLimitSpec {
+        let p = |f: &'static str| [Seg::Key("rules"), Seg::Index(ri), Seg::Key("rateLimit"), Seg::Key(f)];
+        let requests = self.range(&p("requests"), r.requests, 1, 1_000_000_000, "requests");
+        let period = r.period.unwrap_or(Duration::from_millis(1_000));
+        self.positive(&p("period"), period, "period");
+        if period.as_millis() > 86_400_000 {
+            self.err(&p("period"), format!("period `{period}` is longer than a day"), None);
+        }
+        let burst = self.range(&p("burst"), r.burst.unwrap_or(requests.max(1)), 1, 1_000_000_000, "burst");
+        let key = match &r.key {
+            None => RateLimitKeySpec::ClientIp,
+            Some(k) => match (k.client_ip, &k.header, &k.api_key) {
+                (Some(true), None, None) => RateLimitKeySpec::ClientIp,
+                (None, Some(h), None) => RateLimitKeySpec::Header(self.header_name(&p("key"), h)),
+                (None, None, Some(h)) => RateLimitKeySpec::ApiKey(self.header_name(&p("key"), h)),
+                _ => {
+                    self.err(
+                        &p("key"),
+                        "a rate-limit key is exactly one of `clientIP: true`, `header: NAME` or `apiKey: NAME`",
+                        None,
+                    );
+                    RateLimitKeySpec::ClientIp
+                }
+            },
+        };
+        RateLimitSpec { requests, period, burst, key, scope: r.scope.unwrap_or(RateLimitScope::Node) }
     }
 
     fn retry(&mut self, ri: usize, r: &Retry, request_timeout: Option<Duration>) -> RetrySpec {

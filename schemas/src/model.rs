@@ -194,7 +194,7 @@ pub struct PassiveHealthCheck {
     /// First ejection time; each repeated ejection multiplies it. Default: `30s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_ejection_time: Option<Duration>,
-    /// Never eject more than this percentage of the endpoints. Default: 10.
+    /// Never eject more than this percentage of the endpoints (rounded down). Default: 50.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_ejection_percent: Option<u32>,
 }
@@ -223,9 +223,25 @@ pub struct CircuitBreaker {
     /// Most requests in flight. Default: 1024.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_parallel_requests: Option<u32>,
-    /// Most retries in flight. Default: 3.
+    /// Most retries in flight towards the upstream. Default: 3. Replaced by `retryBudget`
+    /// when that is given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_parallel_retries: Option<u32>,
+    /// Retries in flight may be at most this share of the requests in flight (with a floor),
+    /// so a failing upstream never sees a retry storm. Replaces `maxParallelRetries`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_budget: Option<RetryBudget>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RetryBudget {
+    /// Retries in flight as a percentage (1–100) of the requests in flight. Default: 20.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<u32>,
+    /// Retries always allowed in flight, however few requests are. Default: 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_concurrency: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -283,6 +299,75 @@ pub struct Rule {
     /// node's `--max-body-bytes`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_request_body_bytes: Option<u64>,
+    /// What to answer when no endpoint is available, the breaker is open or the upstream
+    /// failed (a 502, 503 or 504 from the gateway or the upstream).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<Fallback>,
+    /// Token buckets that cap how fast clients may call this rule (429 beyond).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// Exactly one of `status` (a static answer) or `upstream`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Fallback {
+    /// Answer with this status (100–599), `headers` and `body`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// Response headers of the static answer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<HeaderValue>,
+    /// Body of the static answer, at most 64 KiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    /// Send the request to this upstream instead (once, through its own breaker).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RateLimit {
+    /// Requests allowed per `period` for each key.
+    pub requests: u32,
+    /// Default: `1s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period: Option<Duration>,
+    /// Requests a key may make at once after being idle. Default: `requests`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
+    /// Who gets a bucket of their own. Default: `{ clientIP: true }`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<RateLimitKey>,
+    /// `node` (default): each node allows `requests`. `cluster`: the whole fleet does; each
+    /// node allows `requests` divided by the number of nodes in the cluster, and adjusts when
+    /// the cluster grows or shrinks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<RateLimitScope>,
+}
+
+/// Exactly one of the fields.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RateLimitKey {
+    /// One bucket per client IP address.
+    #[serde(default, rename = "clientIP", skip_serializing_if = "Option::is_none")]
+    pub client_ip: Option<bool>,
+    /// One bucket per value of this request header; requests without it share one bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    /// One bucket per API key read from this request header. Keys are held only as hashes;
+    /// requests without a key are limited per client IP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum RateLimitScope {
+    Node,
+    Cluster,
 }
 
 /// All conditions given in one match must hold.

@@ -11,11 +11,11 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::duration::Duration;
-pub use crate::model::{PathMatchType, RetryOn, StringMatchType, UpstreamProtocol};
+pub use crate::model::{PathMatchType, RateLimitScope, RetryOn, StringMatchType, UpstreamProtocol};
 
 /// Bumped whenever the meaning of a snapshot changes, so a node never runs a snapshot it
 /// would misread.
-pub const SNAPSHOT_FORMAT: u32 = 2;
+pub const SNAPSHOT_FORMAT: u32 = 3;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -151,6 +151,15 @@ pub struct CircuitBreakerSpec {
     pub max_pending_requests: u32,
     pub max_parallel_requests: u32,
     pub max_parallel_retries: u32,
+    /// When set, replaces `max_parallel_retries`.
+    pub retry_budget: Option<RetryBudgetSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RetryBudgetSpec {
+    pub percent: u32,
+    pub min_concurrency: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -187,6 +196,40 @@ pub struct RuleSpec {
     pub retry: Option<RetrySpec>,
     /// `None`: the node's default.
     pub max_request_body_bytes: Option<u64>,
+    pub fallback: Option<FallbackSpec>,
+    pub rate_limit: Option<RateLimitSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum FallbackSpec {
+    Static {
+        status: u16,
+        /// Names lower-cased, in the order written.
+        headers: Vec<(String, String)>,
+        body: String,
+    },
+    Upstream(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimitSpec {
+    pub requests: u32,
+    pub period: Duration,
+    pub burst: u32,
+    pub key: RateLimitKeySpec,
+    pub scope: RateLimitScope,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum RateLimitKeySpec {
+    ClientIp,
+    /// Lower-cased header name.
+    Header(String),
+    /// Lower-cased header name.
+    ApiKey(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]

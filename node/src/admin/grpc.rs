@@ -110,6 +110,7 @@ impl AdminService {
             started_at: self.node.started_at,
             serving_hash: if self.engine.is_loaded() { rt.hash.to_string() } else { String::new() },
             http_addr: self.node.http_addr.clone().unwrap_or_default(),
+            resilience: Some(resilience(&rt)),
             ..NodeStatus::default()
         };
         let Some(cluster) = &self.cluster else { return status };
@@ -343,31 +344,30 @@ impl AdminApi for AdminService {
 
     async fn get_upstreams(&self, _req: Request<GetUpstreamsRequest>) -> Result<Response<UpstreamsDump>, Status> {
         let rt = self.engine.current();
-        let mut upstreams: Vec<UpstreamState> = rt
-            .upstreams
-            .values()
-            .map(|u| {
-                let in_flight = u.in_flight_counts();
-                UpstreamState {
-                    name: u.spec.name.clone(),
-                    load_balancer: lb_name(&u.spec.load_balancer),
-                    endpoints: u
-                        .spec
-                        .endpoints
-                        .iter()
-                        .zip(in_flight)
-                        .map(|(e, n)| EndpointState {
-                            address: e.address.clone(),
-                            weight: e.weight,
-                            in_flight: n as u64,
-                            health: "unchecked".into(),
-                            circuit: "none".into(),
-                        })
-                        .collect(),
-                }
+        let upstreams = rt
+            .upstream_views()
+            .into_iter()
+            .map(|u| UpstreamState {
+                load_balancer: rt.upstreams.get(&u.name).map(|x| lb_name(&x.spec.load_balancer)).unwrap_or_default(),
+                circuit: u.circuit.to_string(),
+                circuit_retry_after_ms: u.circuit_retry_after_ms,
+                requests_in_flight: u.requests_in_flight as u64,
+                retries_in_flight: u.retries_in_flight as u64,
+                endpoints: u
+                    .endpoints
+                    .into_iter()
+                    .map(|e| EndpointState {
+                        address: e.address,
+                        weight: e.weight,
+                        in_flight: e.in_flight as u64,
+                        health: e.health.to_string(),
+                        circuit: u.circuit.to_string(),
+                        ejected_for_ms: e.ejected_for_ms,
+                    })
+                    .collect(),
+                name: u.name,
             })
             .collect();
-        upstreams.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(Response::new(UpstreamsDump { upstreams }))
     }
 
@@ -420,4 +420,20 @@ impl AdminService {
 pub fn is_mutating(path: &str) -> bool {
     let method = path.rsplit('/').next().unwrap_or("");
     matches!(method, "AddMember" | "PromoteMember" | "RemoveMember" | "ConfigSync")
+}
+
+/// A node's resilience summary: open breakers, endpoints out, rate-limit refusals.
+fn resilience(rt: &crate::proxy::runtime::Runtime) -> Resilience {
+    let views = rt.upstream_views();
+    let endpoints = || views.iter().flat_map(|u| u.endpoints.iter());
+    Resilience {
+        open_circuits: views
+            .iter()
+            .filter(|u| u.circuit == "open" || u.circuit == "half-open")
+            .map(|u| u.name.clone())
+            .collect(),
+        ejected_endpoints: endpoints().filter(|e| e.ejected_for_ms > 0).count() as u32,
+        unhealthy_endpoints: endpoints().filter(|e| e.health == "unhealthy").count() as u32,
+        rate_limited: crate::proxy::ratelimit::REJECTED.load(std::sync::atomic::Ordering::Relaxed),
+    }
 }

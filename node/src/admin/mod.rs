@@ -157,7 +157,10 @@ impl Admin {
                     text(StatusCode::SERVICE_UNAVAILABLE, "no config loaded yet\n".into(), "text/plain")
                 }
             }
-            "/metrics" => text(StatusCode::OK, self.metrics.render(), "text/plain; version=0.0.4"),
+            "/metrics" => {
+                self.engine.refresh_gauges();
+                text(StatusCode::OK, self.metrics.render(), "text/plain; version=0.0.4")
+            }
             "/status" => {
                 let rt = self.engine.current();
                 let certs = self.engine.certs.load();
@@ -192,6 +195,13 @@ impl Admin {
                         "certificates": rt.snapshot.certificates.len(),
                         "certificateErrors": certs.errors,
                     },
+                    "upstreams": rt.upstream_views(),
+                    "resilience": s.resilience.as_ref().map(|r| serde_json::json!({
+                        "openCircuits": r.open_circuits,
+                        "ejectedEndpoints": r.ejected_endpoints,
+                        "unhealthyEndpoints": r.unhealthy_endpoints,
+                        "rateLimited": r.rate_limited,
+                    })),
                 });
                 text(StatusCode::OK, format!("{body:#}\n"), "application/json")
             }

@@ -79,6 +79,7 @@ pub async fn start(
 
     // Serve the last applied config before anything else.
     let last_apply_error = Arc::default();
+    let engine_nodes = engine.nodes.clone();
     tasks.spawn(follow(sm.clone(), engine, Arc::clone(&last_apply_error), shutdown.clone()));
     tasks.spawn(export_refusal(sm.clone(), shutdown.clone()));
 
@@ -106,6 +107,8 @@ pub async fn start(
             tracing::error!(error = %e, "raft listener failed");
         }
     });
+
+    tasks.spawn(count_members(raft.clone(), engine_nodes, shutdown.clone()));
 
     let me = NodeInfo {
         raft_addr: s.advertise_raft_addr.clone().unwrap_or_else(|| raft_addr.to_string()),
@@ -150,6 +153,23 @@ async fn follow(
                 tracing::error!(error = %e, "cannot serve the applied config; still serving the previous one");
             }
             *last_error.lock().unwrap_or_else(|e| e.into_inner()) = error;
+        }
+        tokio::select! {
+            changed = rx.changed() => if changed.is_err() { return },
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Keeps the engine's member count (which cluster-wide rate limits divide by) equal to the
+/// number of nodes in the Raft membership, voters and learners: every member serves traffic.
+async fn count_members(raft: Raft, nodes: Arc<std::sync::atomic::AtomicUsize>, mut shutdown: watch::Receiver<bool>) {
+    let mut rx = raft.metrics();
+    loop {
+        let n = rx.borrow_and_update().membership_config.membership().nodes().count().max(1);
+        if nodes.swap(n, std::sync::atomic::Ordering::Relaxed) != n {
+            metrics::gauge!("raftgate_cluster_members").set(n as f64);
+            tracing::info!(members = n, "cluster size changed; cluster-wide rate limits follow");
         }
         tokio::select! {
             changed = rx.changed() => if changed.is_err() { return },

@@ -20,7 +20,7 @@ pub fn full(b: impl Into<Bytes>) -> RespBody {
 /// one that looks complete).
 #[derive(Debug)]
 pub struct ReqBody {
-    inner: Option<Incoming>,
+    inner: Option<Inner>,
     seen: u64,
     limit: u64,
 }
@@ -35,8 +35,23 @@ pub enum BodyError {
 
 impl ReqBody {
     pub fn limited(body: Incoming, limit: u64) -> Self {
-        Self { inner: Some(body), seen: 0, limit }
+        Self { inner: Some(Inner::Streaming(body)), seen: 0, limit }
     }
+
+    /// A body read in full beforehand, so the request can be sent again.
+    pub fn buffered(bytes: Bytes) -> Self {
+        Self { inner: (!bytes.is_empty()).then_some(Inner::Buffered(bytes)), seen: 0, limit: u64::MAX }
+    }
+
+    pub fn empty() -> Self {
+        Self { inner: None, seen: 0, limit: 0 }
+    }
+}
+
+#[derive(Debug)]
+enum Inner {
+    Streaming(Incoming),
+    Buffered(Bytes),
 }
 
 impl Body for ReqBody {
@@ -45,7 +60,14 @@ impl Body for ReqBody {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
-        let Some(inner) = this.inner.as_mut() else { return Poll::Ready(None) };
+        let inner = match this.inner.as_mut() {
+            None => return Poll::Ready(None),
+            Some(Inner::Buffered(_)) => {
+                let Some(Inner::Buffered(b)) = this.inner.take() else { unreachable!() };
+                return Poll::Ready(Some(Ok(Frame::data(b))));
+            }
+            Some(Inner::Streaming(inner)) => inner,
+        };
         match Pin::new(inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
@@ -64,11 +86,19 @@ impl Body for ReqBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(Body::is_end_stream)
+        match &self.inner {
+            None => true,
+            Some(Inner::Buffered(_)) => false,
+            Some(Inner::Streaming(b)) => b.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.as_ref().map(Body::size_hint).unwrap_or_else(|| SizeHint::with_exact(0))
+        match &self.inner {
+            None => SizeHint::with_exact(0),
+            Some(Inner::Buffered(b)) => SizeHint::with_exact(b.len() as u64),
+            Some(Inner::Streaming(b)) => b.size_hint(),
+        }
     }
 }
 

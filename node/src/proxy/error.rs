@@ -3,6 +3,7 @@
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 
+use super::ratelimit::Decision;
 use super::RespBody;
 
 /// Why the gateway answered instead of an upstream. Each variant is a leaf with one status.
@@ -22,6 +23,14 @@ pub enum ProxyError {
     BadGateway { upstream: String, reason: String },
     #[error("upstream `{upstream}` did not answer within {after_ms}ms")]
     Timeout { upstream: String, after_ms: u64 },
+    #[error("the circuit breaker of upstream `{upstream}` is open; retry in {retry_after_secs}s")]
+    CircuitOpen { upstream: String, retry_after_secs: u64 },
+    #[error("upstream `{upstream}` is at its {limit} limit")]
+    Overloaded { upstream: String, limit: &'static str },
+    #[error("every endpoint of upstream `{upstream}` is unhealthy or ejected")]
+    NoHealthyEndpoint { upstream: String },
+    #[error("rate limit of route `{route}` exceeded; retry in {}s", .decision.retry_after_secs)]
+    RateLimited { route: String, decision: Decision },
 }
 
 impl ProxyError {
@@ -33,6 +42,10 @@ impl ProxyError {
             ProxyError::UpstreamUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::BadGateway { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::CircuitOpen { .. } | ProxyError::Overloaded { .. } | ProxyError::NoHealthyEndpoint { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -46,6 +59,10 @@ impl ProxyError {
             ProxyError::UpstreamUnavailable { .. } => "upstream_unavailable",
             ProxyError::BadGateway { .. } => "bad_gateway",
             ProxyError::Timeout { .. } => "upstream_timeout",
+            ProxyError::CircuitOpen { .. } => "circuit_open",
+            ProxyError::Overloaded { .. } => "upstream_overloaded",
+            ProxyError::NoHealthyEndpoint { .. } => "no_healthy_endpoint",
+            ProxyError::RateLimited { .. } => "rate_limited",
         }
     }
 
@@ -61,6 +78,16 @@ impl ProxyError {
         let h = resp.headers_mut();
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         h.insert(super::X_REQUEST_ID.clone(), request_id.clone());
+        match &self {
+            ProxyError::CircuitOpen { retry_after_secs, .. } => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            ProxyError::RateLimited { decision, .. } => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from(decision.retry_after_secs));
+                super::ratelimit::set_headers(h, decision);
+            }
+            _ => {}
+        }
         resp
     }
 }

@@ -8,8 +8,16 @@
 
 pub mod balancer;
 pub mod body;
+pub mod breaker;
+pub mod clock;
+pub mod connlimit;
 pub mod error;
+pub mod fallback;
 pub mod filters;
+pub mod health;
+pub mod outlier;
+pub mod ratelimit;
+pub mod retry;
 pub mod router;
 pub mod runtime;
 pub mod tls;
@@ -26,8 +34,9 @@ use hyper::body::Incoming;
 
 use body::ReqBody;
 pub use body::{full, RespBody};
+use bytes::Bytes;
 use error::ProxyError;
-use runtime::{Engine, Runtime};
+use runtime::{Engine, Fallback, Runtime};
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -64,6 +73,9 @@ struct Outcome {
     upstream: Option<String>,
     endpoint: Option<String>,
     error: Option<&'static str>,
+    /// Upstream attempts made (0 when none was).
+    attempts: u32,
+    fallback: bool,
 }
 
 impl Proxy {
@@ -82,7 +94,7 @@ impl Proxy {
         let uri = req.uri().clone();
         let version = req.version();
         let mut outcome = Outcome::default();
-        let mut resp = match self.forward(&rt, req, &uri, conn, &mut outcome).await {
+        let mut resp = match self.forward(&rt, req, &uri, conn, start, &mut outcome).await {
             Ok(resp) => resp,
             Err(e) => {
                 outcome.error = Some(e.code());
@@ -123,6 +135,8 @@ impl Proxy {
                 route = outcome.rule.as_ref().map_or("", |r| &*r.route),
                 upstream = outcome.upstream.as_deref().unwrap_or(""),
                 endpoint = outcome.endpoint.as_deref().unwrap_or(""),
+                attempts = outcome.attempts,
+                fallback = outcome.fallback,
                 error = outcome.error.unwrap_or(""),
                 duration_ms = elapsed.as_secs_f64() * 1000.0,
             );
@@ -138,6 +152,7 @@ impl Proxy {
         // taken apart (cloning a `Uri` only bumps reference counts).
         uri: &Uri,
         conn: ConnInfo,
+        start: Instant,
         outcome: &mut Outcome,
     ) -> Result<Response<RespBody>, ProxyError> {
         // Host and path, as routing sees them.
@@ -183,6 +198,18 @@ impl Proxy {
             }
         }
 
+        // Rate limit: the cheapest refusal, before any work towards the upstream.
+        let rate = match &rule.rate_limit {
+            Some(limiter) => {
+                let d = limiter.check(limiter.key(req.headers(), conn.peer.ip()), clock::now_ns());
+                if !d.allowed {
+                    return Err(ProxyError::RateLimited { route: rule.route.to_string(), decision: d });
+                }
+                Some(d)
+            }
+            None => None,
+        };
+
         let backend_index = rule.pick_backend().ok_or_else(|| ProxyError::UpstreamUnavailable {
             upstream: String::new(),
             reason: "every backend of the rule has weight 0".into(),
@@ -190,9 +217,6 @@ impl Proxy {
         outcome.backend = Some(backend_index);
         let upstream = rule.backends[backend_index].upstream.clone();
         outcome.upstream = Some(upstream.spec.name.clone());
-        let ctx = balancer::PickContext { headers: req.headers(), client_ip: conn.peer.ip() };
-        let (endpoint, _in_flight) = upstream.pick(&ctx);
-        outcome.endpoint = Some(upstream.spec.endpoints[endpoint].address.clone());
 
         // WebSocket and other upgrades: keep the handshake headers and take the client
         // side of the upgrade before the request is consumed.
@@ -227,47 +251,122 @@ impl Proxy {
             Some(q) => format!("{target_path}?{q}"),
             None => target_path.to_string(),
         };
-        parts.uri = Uri::builder()
-            .scheme(upstream.scheme.clone())
-            .authority(upstream.authorities[endpoint].clone())
-            .path_and_query(pq)
-            .build()
+        let path_and_query = http::uri::PathAndQuery::from_maybe_shared(Bytes::from(pq))
             .map_err(|_| ProxyError::BadRequest("the request target cannot be forwarded"))?;
-        // The upstream connection's protocol is the pool's business, not the client's.
-        parts.version = Version::HTTP_11;
-        if upstream.spec.protocol == schemas::snapshot::UpstreamProtocol::Http2 {
-            parts.version = Version::HTTP_2;
-            parts.headers.remove(header::HOST);
-        }
-        let upstream_req = Request::from_parts(parts, ReqBody::limited(body, limit));
 
-        let deadline = match (rule.request_timeout, rule.backend_timeout) {
+        // Retries and an upstream fallback send the request again, so a small body is read
+        // in full first; a large or unsized one streams and gets a single attempt.
+        let retry =
+            rule.retry.as_ref().filter(|r| !upgrading && (r.allow_non_idempotent || retry::idempotent(&parts.method)));
+        let replay = retry.is_some() || matches!(rule.fallback, Some(Fallback::Upstream(_)));
+        let deadline = rule.request_timeout.map(|d| start + d.to_std());
+        let body = if replay
+            && (hyper::body::Body::is_end_stream(&body)
+                || hyper::body::Body::size_hint(&body).upper().is_some_and(|n| n <= REPLAY_BUFFER))
+        {
+            let read = http_body_util::BodyExt::collect(http_body_util::Limited::new(body, REPLAY_BUFFER as usize));
+            let read = match deadline {
+                Some(d) => tokio::time::timeout_at(d.into(), read).await.map_err(|_| ProxyError::Timeout {
+                    upstream: upstream.spec.name.clone(),
+                    after_ms: rule.request_timeout.map_or(0, |t| t.as_millis()),
+                })?,
+                None => read.await,
+            };
+            let bytes = read.map_err(|_| ProxyError::BadRequest("the request body could not be read"))?.to_bytes();
+            Outbound::Buffered(bytes)
+        } else {
+            Outbound::Streaming(Some(ReqBody::limited(body, limit)))
+        };
+        let mut out = Outgoing { method: parts.method, headers: parts.headers, path_and_query, body };
+
+        let per_try = match (rule.backend_timeout, retry.and_then(|r| r.per_try_timeout)) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        let call = upstream.client.request(upstream_req);
-        let result = match deadline {
-            Some(d) => match tokio::time::timeout(d.to_std(), call).await {
-                Ok(r) => r,
-                Err(_) => {
-                    return Err(ProxyError::Timeout { upstream: upstream.spec.name.clone(), after_ms: d.as_millis() })
-                }
-            },
-            None => call.await,
+        let limits = AttemptLimits {
+            deadline,
+            per_try,
+            request_timeout: rule.request_timeout,
+            client_ip: conn.peer.ip(),
+            body_limit: limit,
         };
-        let mut resp = match result {
-            Ok(r) => r,
-            Err(e) => {
-                if body::is_too_large(&e) {
-                    return Err(ProxyError::BodyTooLarge { limit });
+        let max_attempts = retry.map_or(1, |r| r.attempts);
+        // Endpoints that failed this request, avoided by its retries.
+        let mut tried: Vec<usize> = Vec::new();
+        let mut result = self.attempt(&upstream, &mut out, &limits, false, &tried, max_attempts == 1).await;
+        outcome.attempts = 1;
+        if let Some(spec) = retry {
+            while outcome.attempts < max_attempts && out.replayable() {
+                let failure = match &result {
+                    Ok((resp, _)) if retry::retriable(spec, retry::Failure::Status(resp.status())) => {
+                        retry::Failure::Status(resp.status())
+                    }
+                    Err(Attempt::Failed(_, f, _)) if retry::retriable(spec, *f) => *f,
+                    _ => break,
+                };
+                let wait = retry::backoff(spec, outcome.attempts);
+                if deadline.is_some_and(|d| Instant::now() + wait >= d) {
+                    break;
                 }
-                let reason = error_chain(&e);
-                return Err(if e.is_connect() {
-                    ProxyError::UpstreamUnavailable { upstream: upstream.spec.name.clone(), reason }
-                } else {
-                    ProxyError::BadGateway { upstream: upstream.spec.name.clone(), reason }
-                });
+                tokio::time::sleep(wait).await;
+                match &result {
+                    Ok((_, ep)) | Err(Attempt::Failed(_, _, ep)) => tried.push(*ep),
+                    Err(_) => {}
+                }
+                let last = outcome.attempts + 1 == max_attempts;
+                match self.attempt(&upstream, &mut out, &limits, true, &tried, last).await {
+                    // The breaker opened or the retry budget is spent: the previous answer stands.
+                    Err(Attempt::Refused(e)) => {
+                        tracing::debug!(error = %e, ?failure, "retry not sent");
+                        break;
+                    }
+                    r => {
+                        outcome.attempts += 1;
+                        rule.backends[backend_index].retries.increment(1);
+                        result = r;
+                    }
+                }
             }
+        }
+
+        let mut answered_by = &upstream;
+        // Fallback: when the upstream could not answer, or answered 502, 503 or 504.
+        let failed = match &result {
+            Ok((resp, _)) => retry::is_gateway_error(resp.status()),
+            Err(a) => retry::is_gateway_error(a.error().status()),
+        };
+        if let (true, Some(fallback)) = (failed, &rule.fallback) {
+            let why = match &result {
+                Ok(_) => "upstream-error",
+                Err(a) => a.error().code(),
+            };
+            outcome.fallback = true;
+            rule.fallbacks.increment(1);
+            match fallback {
+                Fallback::Static(spec) => {
+                    if let Ok((resp, _)) = result {
+                        drop(resp);
+                    }
+                    let mut resp = fallback::static_response(spec, why).expect("a static fallback");
+                    if let Some(d) = &rate {
+                        ratelimit::set_headers(resp.headers_mut(), d);
+                    }
+                    return Ok(resp);
+                }
+                Fallback::Upstream(other) if out.replayable() => {
+                    outcome.upstream = Some(other.spec.name.clone());
+                    answered_by = other;
+                    result = self.attempt(other, &mut out, &limits, false, &[], true).await;
+                }
+                Fallback::Upstream(_) => {}
+            }
+        }
+        let mut resp = match result {
+            Ok((resp, endpoint)) => {
+                outcome.endpoint = Some(answered_by.spec.endpoints[endpoint].address.clone());
+                resp
+            }
+            Err(a) => return Err(a.into_error()),
         };
         let status = resp.status();
 
@@ -291,7 +390,189 @@ impl Proxy {
         parts.version = version;
         filters::strip_hop_by_hop(&mut parts.headers, status == http::StatusCode::SWITCHING_PROTOCOLS);
         filters::apply_response_filters(&rule.filters, &mut parts.headers);
+        if let Some(d) = &rate {
+            ratelimit::set_headers(&mut parts.headers, d);
+        }
         Ok(Response::from_parts(parts, http_body_util::Either::Left(body)))
+    }
+
+    /// One attempt against `up`: breaker admission, endpoint choice, the call under its time
+    /// limit, and the outcome reported to the breaker and outlier detection. Returns the
+    /// response and the endpoint that gave it.
+    async fn attempt(
+        &self,
+        up: &Arc<upstream::Upstream>,
+        out: &mut Outgoing,
+        limits: &AttemptLimits,
+        retry: bool,
+        tried: &[usize],
+        last: bool,
+    ) -> Result<(Response<Incoming>, usize), Attempt> {
+        let name = || up.spec.name.clone();
+        let now = clock::now_ms();
+        let permit = up.breaker.admit(retry, now).map_err(|r| {
+            Attempt::Refused(match r {
+                breaker::Refusal::Open { retry_after_ms } => {
+                    ProxyError::CircuitOpen { upstream: name(), retry_after_secs: retry_after_ms.div_ceil(1000).max(1) }
+                }
+                breaker::Refusal::Overloaded(limit) => ProxyError::Overloaded { upstream: name(), limit },
+            })
+        })?;
+        let ctx = balancer::PickContext { headers: &out.headers, client_ip: limits.client_ip };
+        let (endpoint, _in_flight) = up
+            .pick(&ctx, tried, now)
+            .ok_or_else(|| Attempt::Refused(ProxyError::NoHealthyEndpoint { upstream: name() }))?;
+        let req = out.request(up, endpoint, last)?;
+
+        // The attempt's time limit: the per-try limit, within what is left of the request's.
+        let now_i = Instant::now();
+        let left = limits.deadline.map(|d| d.saturating_duration_since(now_i));
+        let budget = match (limits.per_try.map(|d| d.to_std()), left) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let call = up.client.request(req);
+        let result = match budget {
+            Some(d) => match tokio::time::timeout(d, call).await {
+                Ok(r) => r,
+                Err(_) => {
+                    let after = if left == budget { limits.request_timeout } else { limits.per_try };
+                    permit.failure();
+                    up.endpoint_result(endpoint, true, clock::now_ms());
+                    let e = ProxyError::Timeout { upstream: name(), after_ms: after.map_or(0, |d| d.as_millis()) };
+                    return Err(Attempt::Failed(e, retry::Failure::Timeout, endpoint));
+                }
+            },
+            None => call.await,
+        };
+        match result {
+            Ok(resp) => {
+                let failed = resp.status().is_server_error();
+                if failed {
+                    permit.failure();
+                } else {
+                    permit.success();
+                }
+                up.endpoint_result(endpoint, failed, clock::now_ms());
+                Ok((resp, endpoint))
+            }
+            Err(e) => {
+                if body::is_too_large(&e) {
+                    return Err(Attempt::Fatal(ProxyError::BodyTooLarge { limit: limits.body_limit }));
+                }
+                if let Some(l) = connlimit::ConnLimit::find(&e) {
+                    return Err(Attempt::Refused(ProxyError::Overloaded { upstream: name(), limit: l.name() }));
+                }
+                permit.failure();
+                up.endpoint_result(endpoint, true, clock::now_ms());
+                let reason = error_chain(&e);
+                Err(if e.is_connect() {
+                    Attempt::Failed(
+                        ProxyError::UpstreamUnavailable { upstream: name(), reason },
+                        retry::Failure::Connect,
+                        endpoint,
+                    )
+                } else {
+                    Attempt::Failed(
+                        ProxyError::BadGateway { upstream: name(), reason },
+                        retry::Failure::Reset,
+                        endpoint,
+                    )
+                })
+            }
+        }
+    }
+}
+
+/// Requests whose body is at most this large (or has none) are read in full first when a
+/// retry or an upstream fallback may need to send them again.
+const REPLAY_BUFFER: u64 = 64 * 1024;
+
+/// How an attempt went wrong.
+#[derive(Debug)]
+enum Attempt {
+    /// Not sent: the breaker is open, a limit is reached, or no endpoint is available.
+    Refused(ProxyError),
+    /// Sent to `endpoint` and failed.
+    Failed(ProxyError, retry::Failure, usize),
+    /// The request itself is at fault; nothing to retry.
+    Fatal(ProxyError),
+}
+
+impl Attempt {
+    fn error(&self) -> &ProxyError {
+        match self {
+            Attempt::Refused(e) | Attempt::Failed(e, _, _) | Attempt::Fatal(e) => e,
+        }
+    }
+
+    fn into_error(self) -> ProxyError {
+        match self {
+            Attempt::Refused(e) | Attempt::Failed(e, _, _) | Attempt::Fatal(e) => e,
+        }
+    }
+}
+
+/// The time limits and facts every attempt of one request shares.
+#[derive(Debug)]
+struct AttemptLimits {
+    /// When the whole request (`timeouts.request`) runs out.
+    deadline: Option<Instant>,
+    /// `timeouts.backendRequest` and `retry.perTryTimeout`, the shorter.
+    per_try: Option<schemas::Duration>,
+    request_timeout: Option<schemas::Duration>,
+    client_ip: std::net::IpAddr,
+    body_limit: u64,
+}
+
+/// The request as every attempt sends it, minus the endpoint.
+#[derive(Debug)]
+struct Outgoing {
+    method: http::Method,
+    headers: http::HeaderMap,
+    path_and_query: http::uri::PathAndQuery,
+    body: Outbound,
+}
+
+#[derive(Debug)]
+enum Outbound {
+    /// The client's body, streamed; gone once sent.
+    Streaming(Option<ReqBody>),
+    /// Read in full, sent as often as needed.
+    Buffered(Bytes),
+}
+
+impl Outgoing {
+    /// Whether another attempt can still send the body.
+    fn replayable(&self) -> bool {
+        !matches!(self.body, Outbound::Streaming(None))
+    }
+
+    /// The request for endpoint `endpoint` of `up`. `last`: no attempt follows, so the
+    /// headers can be moved instead of copied.
+    fn request(&mut self, up: &upstream::Upstream, endpoint: usize, last: bool) -> Result<Request<ReqBody>, Attempt> {
+        let bad = || Attempt::Fatal(ProxyError::BadRequest("the request target cannot be forwarded"));
+        let uri = Uri::builder()
+            .scheme(up.scheme.clone())
+            .authority(up.authorities[endpoint].clone())
+            .path_and_query(self.path_and_query.clone())
+            .build()
+            .map_err(|_| bad())?;
+        let body = match &mut self.body {
+            Outbound::Streaming(b) => b.take().ok_or_else(bad)?,
+            Outbound::Buffered(b) => ReqBody::buffered(b.clone()),
+        };
+        let mut req = Request::new(body);
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = uri;
+        *req.headers_mut() = if last { std::mem::take(&mut self.headers) } else { self.headers.clone() };
+        // The upstream connection's protocol is the pool's business, not the client's.
+        *req.version_mut() = Version::HTTP_11;
+        if up.spec.protocol == schemas::snapshot::UpstreamProtocol::Http2 {
+            *req.version_mut() = Version::HTTP_2;
+            req.headers_mut().remove(header::HOST);
+        }
+        Ok(req)
     }
 }
 

@@ -11,9 +11,10 @@ use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use metrics::{Counter, Histogram};
-use schemas::snapshot::{FilterSpec, RouteSpec};
+use schemas::snapshot::{FallbackSpec, FilterSpec, RetrySpec, RouteSpec};
 use schemas::{ConfigSnapshot, ContentHash, Duration};
 
+use super::ratelimit::RateLimiter;
 use super::router::RouteTable;
 use super::tls::CertStore;
 use super::upstream::Upstream;
@@ -35,6 +36,16 @@ pub struct Runtime {
     pub loaded_at: SystemTime,
     pub router: RouteTable<RuleRuntime>,
     pub upstreams: HashMap<String, Arc<Upstream>>,
+    /// Rate limiters by (route, rule index): reused by the next config when the route did
+    /// not change, so the buckets survive the swap.
+    pub limiters: HashMap<(Arc<str>, usize), Arc<RateLimiter>>,
+}
+
+/// A rule's fallback, resolved.
+#[derive(Debug)]
+pub enum Fallback {
+    Static(FallbackSpec),
+    Upstream(Arc<Upstream>),
 }
 
 /// One rule, ready to serve.
@@ -51,7 +62,12 @@ pub struct RuleRuntime {
     pub backend_timeout: Option<Duration>,
     /// Overrides the node's request body limit.
     pub max_body_bytes: Option<u64>,
+    pub retry: Option<RetrySpec>,
+    pub fallback: Option<Fallback>,
+    pub rate_limit: Option<Arc<RateLimiter>>,
     pub latency: Histogram,
+    /// `raftgate_fallbacks_total` for this route.
+    pub fallbacks: Counter,
 }
 
 #[derive(Debug)]
@@ -60,6 +76,8 @@ pub struct Backend {
     pub weight: u32,
     /// `raftgate_requests_total` for this route and upstream, by status class 1xx..5xx.
     pub requests: [Counter; 5],
+    /// `raftgate_retries_total` for this route and upstream.
+    pub retries: Counter,
 }
 
 impl RuleRuntime {
@@ -97,12 +115,14 @@ pub fn status_counters(route: &str, upstream: &str) -> [Counter; 5] {
 impl Runtime {
     /// Compiles a snapshot, reusing unchanged upstreams from `previous`. Certificates are
     /// loaded only when `tls` is set (the node has a TLS listener).
+    /// `nodes`: the cluster's member count, which cluster-wide rate limits divide by.
     pub fn build(
         snapshot: Arc<ConfigSnapshot>,
         origin: ConfigOrigin,
         previous: Option<&Runtime>,
         roots: &Arc<rustls::RootCertStore>,
         tls: bool,
+        nodes: &Arc<std::sync::atomic::AtomicUsize>,
     ) -> anyhow::Result<(Self, CertStore)> {
         let mut upstreams = HashMap::new();
         for spec in &snapshot.upstreams {
@@ -113,6 +133,20 @@ impl Runtime {
             };
             upstreams.insert(spec.name.clone(), up);
         }
+        let mut limiters = HashMap::new();
+        for route in &snapshot.routes {
+            let unchanged = previous.filter(|p| p.snapshot.routes.iter().any(|r| r == route));
+            let name: Arc<str> = Arc::from(route.name.as_str());
+            for (ri, rule) in route.rules.iter().enumerate() {
+                let Some(spec) = &rule.rate_limit else { continue };
+                let key = (name.clone(), ri);
+                let limiter = match unchanged.and_then(|p| p.limiters.get(&key)) {
+                    Some(l) => l.clone(),
+                    None => Arc::new(RateLimiter::new(&route.name, spec, nodes.clone())),
+                };
+                limiters.insert(key, limiter);
+            }
+        }
         let router = RouteTable::build(&snapshot.routes, |route: &RouteSpec, ri| {
             let rule = &route.rules[ri];
             let backends: Vec<Backend> = rule
@@ -121,7 +155,12 @@ impl Runtime {
                 .filter_map(|b| {
                     // `schemas` guarantees every reference resolves.
                     let upstream = upstreams.get(&b.upstream)?.clone();
-                    Some(Backend { upstream, weight: b.weight, requests: status_counters(&route.name, &b.upstream) })
+                    Some(Backend {
+                        upstream,
+                        weight: b.weight,
+                        requests: status_counters(&route.name, &b.upstream),
+                        retries: metrics::counter!("raftgate_retries_total", "route" => route.name.clone(), "upstream" => b.upstream.clone()),
+                    })
                 })
                 .collect();
             RuleRuntime {
@@ -134,12 +173,89 @@ impl Runtime {
                 request_timeout: rule.request_timeout,
                 backend_timeout: rule.backend_request_timeout,
                 max_body_bytes: rule.max_request_body_bytes,
+                retry: rule.retry.clone().filter(|r| r.attempts > 1),
+                fallback: rule.fallback.as_ref().and_then(|f| match f {
+                    FallbackSpec::Upstream(name) => upstreams.get(name).cloned().map(Fallback::Upstream),
+                    s => Some(Fallback::Static(s.clone())),
+                }),
+                rate_limit: limiters.get(&(Arc::from(route.name.as_str()), ri)).cloned(),
                 latency: metrics::histogram!("raftgate_request_duration_seconds", "route" => route.name.clone()),
+                fallbacks: metrics::counter!("raftgate_fallbacks_total", "route" => route.name.clone()),
             }
         });
         let certs = if tls { CertStore::load(&snapshot.certificates) } else { CertStore::default() };
         let hash = snapshot.content_hash();
-        Ok((Runtime { snapshot, hash, origin, loaded_at: SystemTime::now(), router, upstreams }, certs))
+        Ok((Runtime { snapshot, hash, origin, loaded_at: SystemTime::now(), router, upstreams, limiters }, certs))
+    }
+}
+
+/// What one upstream's protection policies are doing, for the admin API and metrics.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UpstreamView {
+    pub name: String,
+    /// closed, open, half-open; `none` without failure thresholds.
+    pub circuit: &'static str,
+    pub circuit_retry_after_ms: u64,
+    pub requests_in_flight: usize,
+    pub retries_in_flight: usize,
+    pub endpoints: Vec<EndpointView>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointView {
+    pub address: String,
+    pub weight: u32,
+    pub in_flight: usize,
+    /// healthy, unhealthy, or unchecked without active health checks.
+    pub health: &'static str,
+    pub ejected_for_ms: u64,
+}
+
+impl Runtime {
+    /// The live state of every upstream, sorted by name.
+    pub fn upstream_views(&self) -> Vec<UpstreamView> {
+        let now = super::clock::now_ms();
+        let mut out: Vec<UpstreamView> = self
+            .upstreams
+            .values()
+            .map(|u| {
+                let phase = u.breaker.phase(now);
+                let (requests, retries) = u.breaker.in_flight();
+                let endpoints = u
+                    .spec
+                    .endpoints
+                    .iter()
+                    .zip(u.in_flight_counts())
+                    .enumerate()
+                    .map(|(i, (e, n))| EndpointView {
+                        address: e.address.clone(),
+                        weight: e.weight,
+                        in_flight: n,
+                        health: match &u.health {
+                            None => "unchecked",
+                            Some(h) if h.is_healthy(i) => "healthy",
+                            Some(_) => "unhealthy",
+                        },
+                        ejected_for_ms: u.outlier.as_ref().map_or(0, |o| o.ejected_for_ms(i, now)),
+                    })
+                    .collect();
+                UpstreamView {
+                    name: u.spec.name.clone(),
+                    circuit: phase.map_or("none", |p| p.name()),
+                    circuit_retry_after_ms: match phase {
+                        Some(super::breaker::Phase::Open { until_ms }) => until_ms.saturating_sub(now),
+                        _ => 0,
+                    },
+                    requests_in_flight: requests,
+                    retries_in_flight: retries,
+                    endpoints,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
     }
 }
 
@@ -150,6 +266,8 @@ pub struct Engine {
     pub certs: Arc<ArcSwap<CertStore>>,
     roots: Arc<rustls::RootCertStore>,
     tls: bool,
+    /// Members of the Raft cluster (1 for a single node), kept current by `cluster`.
+    pub nodes: Arc<std::sync::atomic::AtomicUsize>,
     loaded: std::sync::atomic::AtomicBool,
     swap_lock: tokio::sync::Mutex<()>,
 }
@@ -159,12 +277,14 @@ impl Engine {
     /// `tls`: the node terminates TLS, so certificates must be loaded.
     pub fn new(roots: Arc<rustls::RootCertStore>, tls: bool) -> anyhow::Result<Self> {
         let snapshot = Arc::new(ConfigSnapshot::default());
-        let (rt, certs) = Runtime::build(snapshot, ConfigOrigin::default(), None, &roots, tls)?;
+        let nodes = Arc::new(std::sync::atomic::AtomicUsize::new(1));
+        let (rt, certs) = Runtime::build(snapshot, ConfigOrigin::default(), None, &roots, tls, &nodes)?;
         Ok(Self {
             current: ArcSwap::from_pointee(rt),
             certs: Arc::new(ArcSwap::from_pointee(certs)),
             roots,
             tls,
+            nodes,
             loaded: false.into(),
             swap_lock: tokio::sync::Mutex::new(()),
         })
@@ -172,6 +292,23 @@ impl Engine {
 
     pub fn current(&self) -> Arc<Runtime> {
         self.current.load_full()
+    }
+
+    /// Sets the gauges that describe live policy state (breaker phase, ejected endpoints);
+    /// called before each metrics scrape, as that state changes with time alone.
+    pub fn refresh_gauges(&self) {
+        for u in self.current().upstream_views() {
+            let state = match u.circuit {
+                "open" => 1.0,
+                "half-open" => 2.0,
+                _ => 0.0,
+            };
+            metrics::gauge!("raftgate_circuit_state", "upstream" => u.name.clone()).set(state);
+            for e in &u.endpoints {
+                metrics::gauge!("raftgate_endpoint_ejected", "upstream" => u.name.clone(), "endpoint" => e.address.clone())
+                    .set(if e.ejected_for_ms > 0 { 1.0 } else { 0.0 });
+            }
+        }
     }
 
     /// True once a config has been applied.
@@ -186,10 +323,14 @@ impl Engine {
         let previous = self.current();
         let roots = self.roots.clone();
         let tls = self.tls;
+        let nodes = self.nodes.clone();
         let (rt, certs) =
-            tokio::task::spawn_blocking(move || Runtime::build(snapshot, origin, Some(&previous), &roots, tls))
+            tokio::task::spawn_blocking(move || Runtime::build(snapshot, origin, Some(&previous), &roots, tls, &nodes))
                 .await
                 .map_err(|e| anyhow::anyhow!("config compile panicked: {e}"))??;
+        for up in rt.upstreams.values() {
+            up.start();
+        }
         let hash = rt.hash;
         let routes = rt.router.rule_count();
         let commit = rt.origin.commit.clone().unwrap_or_default();

@@ -1,6 +1,8 @@
-//! Upstream pools: endpoints, the load balancer and a keep-alive connection pool per
-//! upstream. An `Upstream` whose definition did not change between two configs is reused
-//! as is, so its pooled connections and balancer state carry over a swap.
+//! Upstream pools: endpoints, the load balancer, a keep-alive connection pool, and the
+//! state of the policies that protect the upstream (circuit breaker, outlier detection,
+//! active health). An `Upstream` whose definition did not change between two configs is
+//! reused as is, so its pooled connections, balancer and policy state carry over a swap:
+//! an open breaker stays open, an ejected endpoint stays out.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -15,8 +17,12 @@ use schemas::snapshot::{UpstreamProtocol, UpstreamSpec};
 
 use super::balancer::{Balancer, PickContext};
 use super::body::ReqBody;
+use super::breaker::CircuitBreaker;
+use super::connlimit::Limited;
+use super::health::Health;
+use super::outlier::Outlier;
 
-pub type HttpClient = Client<HttpsConnector<HttpConnector>, ReqBody>;
+pub type HttpClient = Client<Limited<HttpsConnector<HttpConnector>>, ReqBody>;
 
 #[derive(Debug)]
 pub struct Upstream {
@@ -27,6 +33,11 @@ pub struct Upstream {
     in_flight: Vec<AtomicUsize>,
     balancer: Balancer,
     pub client: HttpClient,
+    pub breaker: CircuitBreaker,
+    pub outlier: Option<Outlier>,
+    pub health: Option<Health>,
+    /// Set once the background tasks (health probes) run.
+    started: std::sync::atomic::AtomicBool,
 }
 
 /// Marks one request in flight on an endpoint until dropped.
@@ -91,16 +102,87 @@ impl Upstream {
         if spec.protocol == UpstreamProtocol::Http2 {
             builder.http2_only(true);
         }
+        let cb = &spec.circuit_breaker;
+        let connector =
+            Limited::new(connector, cb.max_connections, cb.max_pending_requests, spec.connect_timeout.to_std());
         let client = builder.build(connector);
         let in_flight = spec.endpoints.iter().map(|_| AtomicUsize::new(0)).collect();
-        Ok(Self { spec, scheme, authorities, weights, in_flight, balancer, client })
+        let addresses: Vec<String> = spec.endpoints.iter().map(|e| e.address.clone()).collect();
+        let breaker = CircuitBreaker::new(&spec.name, &spec.circuit_breaker);
+        let outlier = spec.passive_health_check.as_ref().map(|p| Outlier::new(&spec.name, &addresses, p));
+        let health = spec.active_health_check.as_ref().map(|a| Health::new(&spec.name, &addresses, a));
+        Ok(Self {
+            spec,
+            scheme,
+            authorities,
+            weights,
+            in_flight,
+            balancer,
+            client,
+            breaker,
+            outlier,
+            health,
+            started: false.into(),
+        })
     }
 
-    /// Chooses an endpoint and counts the request in flight on it.
-    pub fn pick(self: &Arc<Self>, ctx: &PickContext<'_>) -> (usize, InFlight) {
-        let i = self.balancer.pick(&self.weights, &self.in_flight, ctx);
+    /// Starts the upstream's background work (active health checks) once; it stops by
+    /// itself when the upstream is dropped. Needs a Tokio runtime.
+    pub fn start(self: &Arc<Self>) {
+        if self.health.is_some() && !self.started.swap(true, Ordering::Relaxed) {
+            tokio::spawn(super::health::run(Arc::downgrade(self)));
+        }
+    }
+
+    /// Whether endpoint `i` may get traffic: healthy and not ejected.
+    pub fn available(&self, i: usize, now_ms: u64) -> bool {
+        self.health.as_ref().is_none_or(|h| h.is_healthy(i))
+            && self.outlier.as_ref().is_none_or(|o| !o.is_ejected(i, now_ms))
+    }
+
+    /// Chooses an available endpoint and counts the request in flight on it. `tried`:
+    /// endpoints that already failed this request, skipped while another one is available.
+    /// `None` when every endpoint is unhealthy or ejected.
+    pub fn pick(self: &Arc<Self>, ctx: &PickContext<'_>, tried: &[usize], now_ms: u64) -> Option<(usize, InFlight)> {
+        let mut i = self.balancer.pick(&self.weights, &self.in_flight, ctx);
+        if !self.available(i, now_ms) || tried.contains(&i) {
+            // Rare: a weighted draw among the endpoints still in and not tried yet; failing
+            // that, among all those still in.
+            let fresh: Vec<usize> =
+                (0..self.weights.len()).filter(|j| self.available(*j, now_ms) && !tried.contains(j)).collect();
+            let candidates = if fresh.is_empty() {
+                (0..self.weights.len()).filter(|j| self.available(*j, now_ms)).collect()
+            } else {
+                fresh
+            };
+            i = self.weighted_choice(&candidates)?;
+        }
         self.in_flight[i].fetch_add(1, Ordering::Relaxed);
-        (i, InFlight { upstream: self.clone(), index: i })
+        Some((i, InFlight { upstream: self.clone(), index: i }))
+    }
+
+    fn weighted_choice(&self, candidates: &[usize]) -> Option<usize> {
+        let total: u64 = candidates.iter().map(|j| u64::from(self.weights[*j])).sum();
+        let mut r = fastrand::u64(..total.max(1));
+        for j in candidates {
+            let w = u64::from(self.weights[*j]);
+            if r < w {
+                return Some(*j);
+            }
+            r -= w;
+        }
+        candidates.last().copied()
+    }
+
+    /// Reports how a request to endpoint `i` went, for outlier detection.
+    pub fn endpoint_result(&self, i: usize, failed: bool, now_ms: u64) {
+        if let Some(o) = &self.outlier {
+            if failed {
+                o.failure(i, now_ms);
+            } else {
+                o.success(i);
+            }
+        }
     }
 }
 

@@ -166,7 +166,8 @@ fn blocking_get(addr: SocketAddr, path: &str) -> String {
     body.to_string()
 }
 
-/// What a scripted upstream does with a request.
+/// What a scripted upstream does with a request. Tests change it while the upstream runs
+/// (`Upstream::set`) to make it fail, stall or recover.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Behaviour {
     /// 200 with a JSON echo of the request (method, path, headers, body length).
@@ -175,13 +176,21 @@ pub enum Behaviour {
     Delay(Duration),
     /// Close the connection without answering.
     Reset,
+    /// Answer every request with this status (and an echo body).
+    Status(u16),
 }
 
-/// A small hyper server on loopback. Counts requests and accepted connections.
+/// A small hyper server on loopback. Counts requests (health-check probes apart) and
+/// accepted connections.
 pub struct Upstream {
     pub addr: SocketAddr,
+    /// Every request, probes included.
     pub requests: Arc<AtomicUsize>,
+    /// Requests sent by raftgated's active health checks.
+    pub probes: Arc<AtomicUsize>,
     pub connections: Arc<AtomicUsize>,
+    behaviour: Arc<Mutex<Behaviour>>,
+    listening: tokio::sync::watch::Sender<bool>,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
@@ -190,32 +199,77 @@ impl Upstream {
         Self::start_with(name, behaviour, false).await
     }
 
+    /// Changes what the upstream does from the next request (or connection, for `Reset`).
+    pub fn set(&self, behaviour: Behaviour) {
+        *self.behaviour.lock().unwrap() = behaviour;
+    }
+
+    /// Requests that were not health-check probes.
+    pub fn traffic(&self) -> usize {
+        self.requests.load(Ordering::SeqCst) - self.probes.load(Ordering::SeqCst)
+    }
+
+    /// Closes the listening socket and every open connection, so connecting fails
+    /// (`false`), or listens again on the same address (`true`).
+    pub async fn listen(&self, on: bool) {
+        self.listening.send_replace(on);
+        // Let the accept loop act on it.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
     /// `h2`: serve HTTP/2 with prior knowledge only (as a gRPC server does).
     pub async fn start_with(name: &str, behaviour: Behaviour, h2: bool) -> Upstream {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(AtomicUsize::new(0));
+        let probes = Arc::new(AtomicUsize::new(0));
         let connections = Arc::new(AtomicUsize::new(0));
+        let shared = Arc::new(Mutex::new(behaviour));
+        let (listening, mut listen_rx) = tokio::sync::watch::channel(true);
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
-        let (r, c, n) = (requests.clone(), connections.clone(), name.to_string());
+        let (r, p, c, n, b) = (requests.clone(), probes.clone(), connections.clone(), name.to_string(), shared.clone());
         tokio::spawn(async move {
+            let mut listener = Some(listener);
+            let mut conns = tokio::task::JoinSet::new();
             loop {
+                let Some(l) = listener.as_ref() else {
+                    // Down: wait to be told to listen again, then take the same address.
+                    tokio::select! {
+                        _ = listen_rx.changed() => {}
+                        _ = &mut stopped => return,
+                    }
+                    if *listen_rx.borrow_and_update() {
+                        listener = Some(tokio::net::TcpListener::bind(addr).await.unwrap());
+                    }
+                    continue;
+                };
                 let (stream, _) = tokio::select! {
-                    a = listener.accept() => a.unwrap(),
+                    a = l.accept() => a.unwrap(),
+                    _ = listen_rx.changed() => {
+                        if !*listen_rx.borrow_and_update() {
+                            listener = None;
+                            conns.abort_all();
+                        }
+                        continue;
+                    }
                     _ = &mut stopped => return,
                 };
                 c.fetch_add(1, Ordering::SeqCst);
-                let (r, n) = (r.clone(), n.clone());
-                tokio::spawn(async move {
-                    if behaviour == Behaviour::Reset {
+                let (r, p, n, b) = (r.clone(), p.clone(), n.clone(), b.clone());
+                conns.spawn(async move {
+                    if *b.lock().unwrap() == Behaviour::Reset {
                         // Read the request, then drop the socket without a response.
                         let mut buf = [0u8; 1024];
                         let _ = tokio::io::AsyncReadExt::read(&mut { stream }, &mut buf).await;
                         r.fetch_add(1, Ordering::SeqCst);
                         return;
                     }
-                    let svc = service_fn(move |req| {
+                    let svc = service_fn(move |req: Request<Incoming>| {
                         r.fetch_add(1, Ordering::SeqCst);
+                        if req.headers().get("user-agent").is_some_and(|v| v == "raftgate-health-check") {
+                            p.fetch_add(1, Ordering::SeqCst);
+                        }
+                        let behaviour = *b.lock().unwrap();
                         upstream_handle(req, n.clone(), behaviour)
                     });
                     let mut b = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -224,9 +278,11 @@ impl Upstream {
                     }
                     let _ = b.serve_connection_with_upgrades(TokioIo::new(stream), svc).await;
                 });
+                // Reap finished connections so the set does not grow.
+                while conns.try_join_next().is_some() {}
             }
         });
-        Upstream { addr, requests, connections, _stop: stop }
+        Upstream { addr, requests, probes, connections, behaviour: shared, listening, _stop: stop }
     }
 }
 
@@ -234,9 +290,14 @@ async fn upstream_handle(
     mut req: Request<Incoming>,
     name: String,
     behaviour: Behaviour,
-) -> Result<Response<http_body_util::combinators::BoxBody<Bytes, hyper::Error>>, hyper::Error> {
+) -> Result<Response<http_body_util::combinators::BoxBody<Bytes, hyper::Error>>, Box<dyn std::error::Error + Send + Sync>>
+{
     if let Behaviour::Delay(d) = behaviour {
         tokio::time::sleep(d).await;
+    }
+    if behaviour == Behaviour::Reset {
+        // Decided after the connection was accepted: an error makes hyper close it unanswered.
+        return Err("reset on command".into());
     }
     // WebSocket-style upgrade: answer 101 and echo bytes back.
     if req.headers().get(http::header::UPGRADE).is_some() {
@@ -289,7 +350,12 @@ async fn upstream_handle(
         "upstream": name, "method": method, "path": path, "version": version,
         "headers": headers, "bodyLength": body.len(),
     });
+    let status = match behaviour {
+        Behaviour::Status(s) => s,
+        _ => 200,
+    };
     Ok(Response::builder()
+        .status(status)
         .header("content-type", "application/json")
         .header("x-upstream", name)
         .header("connection", "keep-alive, x-hop")

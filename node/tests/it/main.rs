@@ -9,4 +9,5 @@ mod harness;
 mod multinode;
 mod nodes;
 mod protocols;
+mod resilience;
 mod swap;

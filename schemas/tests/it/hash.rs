@@ -110,4 +110,4 @@ fn the_hash_is_pinned() {
     assert_eq!(a.hash.to_string(), PINNED, "snapshot JSON: {}", serde_json::to_string(&a.snapshot).unwrap());
 }
 
-const PINNED: &str = "e44682cf3eb0f41fd8770f0ac98597e17599af9bb16711be9b367aadd0205c5c";
+const PINNED: &str = "cc2537916854023c7ba19744ad6f4d7015a378275fcfd894058b85a204e45d66";

@@ -213,6 +213,41 @@ const CASES: &[Case] = &[
         &[(5, 26, "maxRequestBodyBytes is 0")],
     ),
     (
+        "fallback with status and upstream",
+        "kind: Route\nname: a\nrules:\n  - backendRefs: [{ upstream: users }]\n    fallback: { status: 503, upstream: orders }\n",
+        &[(5, 15, "a fallback needs exactly one of `status` (a static answer) or `upstream`")],
+    ),
+    (
+        "fallback to an unknown upstream",
+        "kind: Route\nname: a\nrules:\n  - backendRefs: [{ upstream: users }]\n    fallback: { upstream: spare }\n",
+        &[(5, 27, "unknown upstream `spare`")],
+    ),
+    (
+        "fallback status out of range",
+        "kind: Route\nname: a\nrules:\n  - backendRefs: [{ upstream: users }]\n    fallback: { status: 700 }\n",
+        &[(5, 25, "fallback status is 700; it must be between 100 and 599")],
+    ),
+    (
+        "rate limit with two keys",
+        "kind: Route\nname: a\nrules:\n  - backendRefs: [{ upstream: users }]\n    rateLimit: { requests: 10, key: { header: x-user, apiKey: x-api-key } }\n",
+        &[(5, 37, "a rate-limit key is exactly one of")],
+    ),
+    (
+        "rate limit of zero requests",
+        "kind: Route\nname: a\nrules:\n  - backendRefs: [{ upstream: users }]\n    rateLimit: { requests: 0 }\n",
+        &[(5, 28, "requests is 0; it must be between 1")],
+    ),
+    (
+        "rate limit unknown scope",
+        "kind: Route\nname: a\nrules:\n  - backendRefs: [{ upstream: users }]\n    rateLimit: { requests: 5, scope: fleet }\n",
+        &[(5, 38, "unknown variant `fleet`, expected `node` or `cluster`")],
+    ),
+    (
+        "retry budget percent",
+        "kind: Upstream\nname: u\nendpoints: [{ address: 127.0.0.1:9 }]\ncircuitBreaker:\n  retryBudget: { percent: 0 }\n",
+        &[(5, 27, "percent is 0; it must be between 1 and 100")],
+    ),
+    (
         "too deep",
         "kind: Route\nname: a\nrules: [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]\n",
         &[(3, 39, "nested more than 32 levels deep")],

@@ -1,0 +1,495 @@
+//! Resilience policies end to end: the real `raftgated` against upstreams that fail, stall
+//! and recover on command. Circuit breakers, outlier detection, active health checks,
+//! retries and their budget, fallbacks, rate limits, and state kept across config swaps.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::StatusCode;
+
+use crate::harness::*;
+
+fn upstream_view(gw: &Gateway, name: &str) -> serde_json::Value {
+    let s = gw.status();
+    s["upstreams"].as_array().unwrap().iter().find(|u| u["name"] == name).cloned().unwrap_or_else(|| panic!("{s:#}"))
+}
+
+async fn metrics(gw: &Gateway) -> String {
+    get(&format!("http://{}/metrics", gw.admin), &[]).await.2
+}
+
+/// Polls `check` every 50 ms until it holds, for at most `secs` seconds.
+async fn eventually(what: &str, secs: u64, mut check: impl FnMut() -> bool) {
+    let until = Instant::now() + Duration::from_secs(secs);
+    while !check() {
+        assert!(Instant::now() < until, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn endpoint(name: &str, u: &Upstream, extra: &str) -> String {
+    format!("---\nkind: Upstream\nname: {name}\nendpoints: [{{ address: \"{}\" }}]\n{extra}", u.addr)
+}
+
+const ROUTE: &str = "---\nkind: Route\nname: r\nrules:\n  - backendRefs: [{ upstream: u }]\n";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_breaker_opens_answers_alone_and_closes_through_half_open() {
+    let u = Upstream::start("u", Behaviour::Status(500)).await;
+    let cfg =
+        endpoint("u", &u, "circuitBreaker: { consecutiveFailures: 3, openFor: 1s, halfOpenRequests: 2 }\n") + ROUTE;
+    let gw = Gateway::start(&[("c.yaml", &cfg)], &[]);
+    let c = client();
+    for _ in 0..3 {
+        let (s, _, _) = send(&c, "GET", &gw.url("/"), &[], Bytes::new()).await;
+        assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR, "the upstream's own answer");
+    }
+    assert_eq!(upstream_view(&gw, "u")["circuit"], "open");
+    // Open: answered at once, without touching the upstream.
+    for _ in 0..20 {
+        let started = Instant::now();
+        let (s, h, body) = send(&c, "GET", &gw.url("/"), &[], Bytes::new()).await;
+        assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(json(&body)["error"], "circuit_open");
+        assert_eq!(h["retry-after"], "1");
+        assert!(started.elapsed() < Duration::from_millis(100));
+    }
+    assert_eq!(u.requests.load(Ordering::SeqCst), 3, "an open breaker does not touch the upstream");
+    assert!(metrics(&gw).await.contains(r#"raftgate_circuit_state{upstream="u"} 1"#));
+
+    // Half-open after openFor: a failed probe opens it again at once.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let (s, _, _) = send(&c, "GET", &gw.url("/"), &[], Bytes::new()).await;
+    assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR, "the probe reached the upstream");
+    let (s, _, body) = send(&c, "GET", &gw.url("/"), &[], Bytes::new()).await;
+    assert_eq!((s, json(&body)["error"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("circuit_open")));
+    assert_eq!(u.requests.load(Ordering::SeqCst), 4);
+
+    // The upstream recovers: two good probes close the breaker.
+    u.set(Behaviour::Echo);
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let (s, _, _) = send(&c, "GET", &gw.url("/"), &[], Bytes::new()).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(upstream_view(&gw, "u")["circuit"], "half-open");
+    let (s, _, _) = send(&c, "GET", &gw.url("/"), &[], Bytes::new()).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(upstream_view(&gw, "u")["circuit"], "closed");
+    for _ in 0..10 {
+        assert_eq!(send(&c, "GET", &gw.url("/"), &[], Bytes::new()).await.0, StatusCode::OK);
+    }
+    let m = metrics(&gw).await;
+    assert!(m.contains(r#"raftgate_circuit_state{upstream="u"} 0"#), "{m}");
+    assert!(m.contains(r#"raftgate_circuit_opened_total{upstream="u"} 2"#), "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_breaker_opens_on_the_error_rate_of_a_window() {
+    let u = Upstream::start("u", Behaviour::Echo).await;
+    let cfg = endpoint(
+        "u",
+        &u,
+        "circuitBreaker: { errorRate: { percent: 50, window: 10s, minimumRequests: 10 }, openFor: 30s }\n",
+    ) + "---\nkind: Route\nname: r\nrules:\n  - backendRefs: [{ upstream: u }]\n";
+    let gw = Gateway::start(&[("c.yaml", &cfg)], &[]);
+    let c = client();
+    // Alternating failures never make 5 in a row, but they are half of the requests.
+    for i in 0..10 {
+        u.set(if i % 2 == 0 { Behaviour::Echo } else { Behaviour::Status(503) });
+        send(&c, "GET", &gw.url("/"), &[], Bytes::new()).await;
+    }
+    assert_eq!(upstream_view(&gw, "u")["circuit"], "open");
+    let (s, _, _) = send(&c, "GET", &gw.url("/"), &[], Bytes::new()).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(u.requests.load(Ordering::SeqCst), 10);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_swap_that_does_not_touch_the_upstream_keeps_its_breaker_open() {
+    let u = Upstream::start("u", Behaviour::Status(502)).await;
+    let other = Upstream::start("other", Behaviour::Echo).await;
+    let ups = endpoint("u", &u, "circuitBreaker: { consecutiveFailures: 2, openFor: 60s }\n")
+        + &endpoint("other", &other, "");
+    let gw = Gateway::start(&[("u.yaml", &ups), ("r.yaml", ROUTE)], &[]);
+    let c = client();
+    for _ in 0..2 {
+        send(&c, "GET", &gw.url("/"), &[], Bytes::new()).await;
+    }
+    assert_eq!(upstream_view(&gw, "u")["circuit"], "open");
+
+    // Routes change (a new route to `other`, a filter on `r`): `u` is untouched.
+    let old = gw.config_hash();
+    gw.write(
+        "r.yaml",
+        &(ROUTE.to_string()
+            + "    filters: [{ type: ResponseHeaderModifier, responseHeaderModifier: { set: [{ name: x-v, value: \"2\" }] } }]\n---\nkind: Route\nname: o\nhostnames: [other.test]\nrules:\n  - backendRefs: [{ upstream: other }]\n"),
+    );
+    let g = &gw;
+    tokio::task::block_in_place(|| g.wait_for_new_config(&old));
+    let (s, _, body) = send(&c, "GET", &gw.url("/"), &[], Bytes::new()).await;
+    assert_eq!((s, json(&body)["error"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("circuit_open")));
+    let (s, h, _) = send(&c, "GET", &gw.url("/"), &[("host", "other.test")], Bytes::new()).await;
+    assert_eq!((s, h["x-upstream"].to_str().unwrap()), (StatusCode::OK, "other"), "the new config serves");
+    assert_eq!(u.requests.load(Ordering::SeqCst), 2, "still open after the swap");
+
+    // Changing the upstream itself starts it fresh.
+    u.set(Behaviour::Echo);
+    let old = gw.config_hash();
+    gw.write(
+        "u.yaml",
+        &(endpoint("u", &u, "circuitBreaker: { consecutiveFailures: 3, openFor: 60s }\n")
+            + &endpoint("other", &other, "")),
+    );
+    tokio::task::block_in_place(|| g.wait_for_new_config(&old));
+    assert_eq!(upstream_view(&gw, "u")["circuit"], "closed");
+    assert_eq!(send(&c, "GET", &gw.url("/"), &[], Bytes::new()).await.0, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn outlier_detection_ejects_an_endpoint_and_lets_it_back() {
+    let bad = Upstream::start("bad", Behaviour::Status(500)).await;
+    let good = Upstream::start("good", Behaviour::Echo).await;
+    let cfg = format!(
+        r#"---
+kind: Upstream
+name: u
+endpoints: [{{ address: "{}" }}, {{ address: "{}" }}]
+healthCheck:
+  passive: {{ consecutiveFailures: 3, baseEjectionTime: 1s, maxEjectionPercent: 50 }}
+"#,
+        bad.addr, good.addr
+    ) + ROUTE;
+    let gw = Gateway::start(&[("c.yaml", &cfg)], &[]);
+    let c = client();
+    for _ in 0..30 {
+        send(&c, "GET", &gw.url("/"), &[], Bytes::new()).await;
+    }
+    // Round robin sends every other request to `bad` until its third failure ejects it.
+    assert_eq!(bad.traffic(), 3, "no traffic once ejected");
+    let view = upstream_view(&gw, "u");
+    let ejected: Vec<u64> =
+        view["endpoints"].as_array().unwrap().iter().map(|e| e["ejectedForMs"].as_u64().unwrap()).collect();
+    assert!(ejected.iter().filter(|ms| **ms > 0).count() == 1, "{view:#}");
+    assert!(metrics(&gw).await.contains("raftgate_outlier_ejections_total"));
+
+    // It comes back after the ejection time.
+    bad.set(Behaviour::Echo);
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    for _ in 0..10 {
+        assert_eq!(send(&c, "GET", &gw.url("/"), &[], Bytes::new()).await.0, StatusCode::OK);
+    }
+    assert!(bad.traffic() >= 3 + 4, "back in rotation: {}", bad.traffic());
+
+    // Ejected again soon after: twice as long.
+    bad.set(Behaviour::Status(500));
+    for _ in 0..10 {
+        send(&c, "GET", &gw.url("/"), &[], Bytes::new()).await;
+    }
+    let view = upstream_view(&gw, "u");
+    let longest =
+        view["endpoints"].as_array().unwrap().iter().map(|e| e["ejectedForMs"].as_u64().unwrap()).max().unwrap();
+    assert!(longest > 1_500, "the second ejection lasts 2 s: {view:#}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn outlier_detection_never_ejects_more_than_the_percentage() {
+    let a = Upstream::start("a", Behaviour::Status(500)).await;
+    let b = Upstream::start("b", Behaviour::Status(500)).await;
+    let cfg = format!(
+        "---\nkind: Upstream\nname: u\nendpoints: [{{ address: \"{}\" }}, {{ address: \"{}\" }}]\nhealthCheck:\n  passive: {{ consecutiveFailures: 2, baseEjectionTime: 30s, maxEjectionPercent: 50 }}\n",
+        a.addr, b.addr
+    ) + ROUTE;
+    let gw = Gateway::start(&[("c.yaml", &cfg)], &[]);
+    let c = client();
+    for _ in 0..20 {
+        assert_eq!(send(&c, "GET", &gw.url("/"), &[], Bytes::new()).await.0, StatusCode::INTERNAL_SERVER_ERROR);
+    }
+    let out =
+        upstream_view(&gw, "u")["endpoints"].as_array().unwrap().iter().filter(|e| e["ejectedForMs"] != 0).count();
+    assert_eq!(out, 1, "half of two endpoints");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_checks_take_endpoints_out_and_back_in() {
+    let a = Upstream::start("a", Behaviour::Echo).await;
+    let b = Upstream::start("b", Behaviour::Echo).await;
+    let cfg = format!(
+        r#"---
+kind: Upstream
+name: u
+endpoints: [{{ address: "{}" }}, {{ address: "{}" }}]
+healthCheck:
+  active: {{ path: /healthz, interval: 200ms, timeout: 100ms, unhealthyThreshold: 2, healthyThreshold: 2 }}
+"#,
+        a.addr, b.addr
+    ) + ROUTE;
+    let gw = Gateway::start(&[("c.yaml", &cfg)], &[]);
+    let health = |i: usize| upstream_view(&gw, "u")["endpoints"][i]["health"].as_str().unwrap().to_string();
+    // Endpoints are sorted by address; find `a`'s index.
+    let ia = upstream_view(&gw, "u")["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|e| e["address"] == a.addr.to_string())
+        .unwrap();
+    assert_eq!(health(ia), "healthy");
+    // Probes arrive at about one per interval per endpoint.
+    let p0 = a.probes.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rate = a.probes.load(Ordering::SeqCst) - p0;
+    assert!((7..=13).contains(&rate), "{rate} probes in 2 s at a 200 ms interval");
+
+    a.set(Behaviour::Status(503));
+    eventually("a is unhealthy", 5, || health(ia) == "unhealthy").await;
+    let c = client();
+    let before = a.traffic();
+    for _ in 0..20 {
+        let (s, h, _) = send(&c, "GET", &gw.url("/"), &[], Bytes::new()).await;
+        assert_eq!((s, h["x-upstream"].to_str().unwrap()), (StatusCode::OK, "b"));
+    }
+    assert_eq!(a.traffic(), before, "an unhealthy endpoint gets no traffic");
+    let m = metrics(&gw).await;
+    assert!(m.contains(&format!(r#"raftgate_endpoint_healthy{{upstream="u",endpoint="{}"}} 0"#, a.addr)), "{m}");
+    assert_eq!(gw.status()["resilience"]["unhealthyEndpoints"], 1);
+
+    a.set(Behaviour::Echo);
+    eventually("a is healthy again", 5, || health(ia) == "healthy").await;
+    for _ in 0..20 {
+        assert_eq!(send(&c, "GET", &gw.url("/"), &[], Bytes::new()).await.0, StatusCode::OK);
+    }
+    assert!(a.traffic() >= before + 8, "back in rotation");
+
+    // Every endpoint down: 503 without trying.
+    a.set(Behaviour::Status(503));
+    b.set(Behaviour::Status(503));
+    eventually("both unhealthy", 5, || gw.status()["resilience"]["unhealthyEndpoints"] == 2).await;
+    let (s, _, body) = send(&c, "GET", &gw.url("/"), &[], Bytes::new()).await;
+    assert_eq!((s, json(&body)["error"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("no_healthy_endpoint")));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retries_happen_only_where_allowed() {
+    let flaky = Upstream::start("flaky", Behaviour::Status(503)).await;
+    let cfg = endpoint("u", &flaky, "")
+        + r#"---
+kind: Route
+name: r
+rules:
+  - matches: [{ path: { value: /gw } }]
+    backendRefs: [{ upstream: u }]
+    retry: { attempts: 3, retryOn: [gatewayError], backoff: { base: 5ms } }
+  - matches: [{ path: { value: /any-method } }]
+    backendRefs: [{ upstream: u }]
+    retry: { attempts: 3, retryOn: [5xx], allowNonIdempotent: true, backoff: { base: 5ms } }
+  - matches: [{ path: { value: /connect-only } }]
+    backendRefs: [{ upstream: u }]
+    retry: { attempts: 3, retryOn: [connectFailure] }
+  - matches: [{ path: { value: /codes } }]
+    backendRefs: [{ upstream: u }]
+    retry: { attempts: 4, retryOn: [retriableStatusCodes], statusCodes: [409], backoff: { base: 5ms } }
+"#;
+    let gw = Gateway::start(&[("c.yaml", &cfg)], &[]);
+    let c = client();
+    // (method, path, upstream status, attempts expected)
+    let cases = [
+        ("GET", "/gw", 503, 3),
+        ("POST", "/gw", 503, 1), // not idempotent
+        ("PUT", "/gw", 503, 3),  // idempotent
+        ("POST", "/any-method", 503, 3),
+        ("GET", "/connect-only", 503, 1),
+        ("GET", "/codes", 409, 4),
+        ("GET", "/codes", 503, 1),
+        ("GET", "/gw", 500, 1), // 500 is not a gateway error
+    ];
+    for (method, path, status, attempts) in cases {
+        flaky.set(Behaviour::Status(status));
+        let before = flaky.requests.load(Ordering::SeqCst);
+        let (s, _, _) = send(&c, method, &gw.url(path), &[], Bytes::from_static(b"{\"x\":1}")).await;
+        assert_eq!(s.as_u16(), status, "{method} {path}: the last answer is the upstream's");
+        assert_eq!(flaky.requests.load(Ordering::SeqCst) - before, attempts, "{method} {path} on {status}");
+    }
+    let m = metrics(&gw).await;
+    assert!(m.contains(r#"raftgate_retries_total{route="r",upstream="u"} 9"#), "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retries_go_to_another_endpoint_and_survive_a_dead_one() {
+    let bad = Upstream::start("bad", Behaviour::Status(503)).await;
+    let good = Upstream::start("good", Behaviour::Echo).await;
+    let dead = Upstream::start("dead", Behaviour::Echo).await;
+    dead.listen(false).await;
+    let cfg = format!(
+        "---\nkind: Upstream\nname: u\nendpoints: [{{ address: \"{}\" }}, {{ address: \"{}\" }}, {{ address: \"{}\" }}]\n",
+        bad.addr, good.addr, dead.addr
+    ) + "---\nkind: Route\nname: r\nrules:\n  - backendRefs: [{ upstream: u }]\n    retry: { attempts: 3, retryOn: [connectFailure, gatewayError], backoff: { base: 5ms } }\n";
+    let gw = Gateway::start(&[("c.yaml", &cfg)], &[]);
+    let c = client();
+    for i in 0..30 {
+        let body = Bytes::from(vec![b'x'; 1000]);
+        let (s, h, text) = send(&c, "PUT", &gw.url("/item"), &[], body).await;
+        assert_eq!(s, StatusCode::OK, "request {i}: {text}");
+        assert_eq!(h["x-upstream"], "good");
+        assert_eq!(json(&text)["bodyLength"], 1000, "the body is sent again in full");
+    }
+    assert!(bad.requests.load(Ordering::SeqCst) > 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retry_budget_keeps_a_failing_upstream_from_a_retry_storm() {
+    let u = Upstream::start("u", Behaviour::Status(503)).await;
+    let cfg = endpoint(
+        "u",
+        &u,
+        "circuitBreaker: { consecutiveFailures: 1000000, retryBudget: { percent: 20, minConcurrency: 1 } }\n",
+    ) + "---\nkind: Route\nname: r\nrules:\n  - backendRefs: [{ upstream: u }]\n    retry: { attempts: 5, retryOn: [5xx], backoff: { base: 1ms, max: 2ms } }\n";
+    let gw = Arc::new(Gateway::start(&[("c.yaml", &cfg)], &["--access-log", "off"]));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for _ in 0..40 {
+        let (gw, sent, stop) = (gw.clone(), sent.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let c = client();
+            while !stop.load(Ordering::Relaxed) {
+                let (s, _, _) = send(&c, "GET", &gw.url("/"), &[], Bytes::new()).await;
+                assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+                sent.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let requests = sent.load(Ordering::SeqCst) as f64;
+    let attempts = u.requests.load(Ordering::SeqCst) as f64;
+    let ratio = attempts / requests;
+    println!("retry budget: {requests} requests, {attempts} upstream attempts, ratio {ratio:.3}");
+    assert!(requests > 500.0, "enough load to measure: {requests}");
+    assert!(ratio > 1.02, "retries happen within the budget: {ratio}");
+    assert!(ratio <= 1.20, "attempts stay within (1 + 20%) x requests: {ratio}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fallbacks_answer_when_the_upstream_cannot() {
+    let down = Upstream::start("down", Behaviour::Echo).await;
+    down.listen(false).await;
+    let sick = Upstream::start("sick", Behaviour::Status(502)).await;
+    let spare = Upstream::start("spare", Behaviour::Echo).await;
+    let cfg = endpoint("down", &down, "")
+        + &endpoint("sick", &sick, "circuitBreaker: { consecutiveFailures: 2, openFor: 60s }\n")
+        + &endpoint("spare", &spare, "")
+        + r#"---
+kind: Route
+name: r
+rules:
+  - matches: [{ path: { value: /static } }]
+    backendRefs: [{ upstream: down }]
+    fallback:
+      status: 503
+      headers: [{ name: content-type, value: text/plain }]
+      body: "down for maintenance\n"
+  - matches: [{ path: { value: /sick } }]
+    backendRefs: [{ upstream: sick }]
+    fallback: { status: 200, body: "cached answer" }
+  - matches: [{ path: { value: /spare } }]
+    backendRefs: [{ upstream: down }]
+    fallback: { upstream: spare }
+  - matches: [{ path: { value: /none } }]
+    backendRefs: [{ upstream: down }]
+"#;
+    let gw = Gateway::start(&[("c.yaml", &cfg)], &[]);
+    let c = client();
+    let (s, h, body) = send(&c, "GET", &gw.url("/static"), &[], Bytes::new()).await;
+    assert_eq!((s, body.as_str()), (StatusCode::SERVICE_UNAVAILABLE, "down for maintenance\n"));
+    assert_eq!(
+        (&h["content-type"], &h["x-raftgate-fallback"]),
+        (&"text/plain".parse().unwrap(), &"upstream_unavailable".parse().unwrap())
+    );
+    // Upstream 502s, then the open breaker: the fallback either way.
+    for i in 0..5 {
+        let (s, h, body) = send(&c, "GET", &gw.url("/sick"), &[], Bytes::new()).await;
+        assert_eq!((s, body.as_str()), (StatusCode::OK, "cached answer"), "request {i}");
+        let why = if i < 2 { "upstream-error" } else { "circuit_open" };
+        assert_eq!(h["x-raftgate-fallback"], why, "request {i}");
+    }
+    assert_eq!(sick.requests.load(Ordering::SeqCst), 2);
+    // Another upstream, with the body.
+    let (s, h, body) = send(&c, "POST", &gw.url("/spare"), &[], Bytes::from_static(b"hello")).await;
+    assert_eq!((s, h["x-upstream"].to_str().unwrap()), (StatusCode::OK, "spare"));
+    assert_eq!(json(&body)["bodyLength"], 5);
+    // Without a fallback, the error stands.
+    assert_eq!(send(&c, "GET", &gw.url("/none"), &[], Bytes::new()).await.0, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(metrics(&gw).await.contains(r#"raftgate_fallbacks_total{route="r"} 7"#));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn per_try_timeouts_retry_a_stalled_upstream_within_the_request_timeout() {
+    let u = Upstream::start("u", Behaviour::Delay(Duration::from_secs(5))).await;
+    let cfg = endpoint("u", &u, "")
+        + "---\nkind: Route\nname: r\nrules:\n  - backendRefs: [{ upstream: u }]\n    timeouts: { request: 1s }\n    retry: { attempts: 5, retryOn: [5xx], perTryTimeout: 300ms, backoff: { base: 10ms } }\n";
+    let gw = Gateway::start(&[("c.yaml", &cfg)], &[]);
+    let started = Instant::now();
+    let (s, _, body) = get(&gw.url("/"), &[]).await;
+    let took = started.elapsed();
+    assert_eq!((s, json(&body)["error"].as_str()), (StatusCode::GATEWAY_TIMEOUT, Some("upstream_timeout")));
+    assert!(took >= Duration::from_millis(900) && took < Duration::from_millis(1_500), "{took:?}");
+    let n = u.requests.load(Ordering::SeqCst);
+    assert!((3..=4).contains(&n), "300 ms tries within 1 s: {n}");
+    // The stall recovers.
+    u.set(Behaviour::Echo);
+    assert_eq!(get(&gw.url("/"), &[]).await.0, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rate_limit_holds_within_five_percent_over_ten_seconds() {
+    let u = Upstream::start("u", Behaviour::Echo).await;
+    let cfg = endpoint("u", &u, "")
+        + "---\nkind: Route\nname: r\nrules:\n  - backendRefs: [{ upstream: u }]\n    rateLimit: { requests: 50, period: 1s, burst: 10, key: { header: x-user } }\n";
+    let gw = Arc::new(Gateway::start(&[("c.yaml", &cfg)], &["--access-log", "off"]));
+    let passed = Arc::new(AtomicUsize::new(0));
+    let refused = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let (gw, passed, refused, stop) = (gw.clone(), passed.clone(), refused.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let c = client();
+            while !stop.load(Ordering::Relaxed) {
+                let (s, h, _) = send(&c, "GET", &gw.url("/"), &[("x-user", "alice")], Bytes::new()).await;
+                match s {
+                    StatusCode::OK => passed.fetch_add(1, Ordering::Relaxed),
+                    StatusCode::TOO_MANY_REQUESTS => {
+                        assert!(h.contains_key("retry-after") && h["ratelimit-remaining"] == "0");
+                        refused.fetch_add(1, Ordering::Relaxed)
+                    }
+                    other => panic!("{other}"),
+                };
+            }
+        }));
+    }
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    // Another key has its own bucket, even now.
+    let (s, h, _) = get(&gw.url("/"), &[("x-user", "bob")]).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!((h["ratelimit-limit"].to_str().unwrap(), h["ratelimit-remaining"].to_str().unwrap()), ("50", "9"));
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let ok = passed.load(Ordering::SeqCst) as f64;
+    let expected = 50.0 * secs + 10.0;
+    println!(
+        "rate limit: {ok} passed in {secs:.2} s (expected {expected:.0}), {} refused",
+        refused.load(Ordering::SeqCst)
+    );
+    assert!(refused.load(Ordering::SeqCst) > 1_000, "the clients asked for far more than the limit");
+    assert!((ok - expected).abs() <= expected * 0.05, "{ok} passed, {expected:.0} expected (±5%)");
+    let m = metrics(&gw).await;
+    assert!(m.contains(r#"raftgate_ratelimit_rejected_total{route="r"}"#), "{m}");
+    assert!(gw.status()["resilience"]["rateLimited"].as_u64().unwrap() > 1_000);
+}
