@@ -461,6 +461,8 @@ impl Proxy {
                     return Err(Attempt::Fatal(ProxyError::BodyTooLarge { limit: limits.body_limit }));
                 }
                 if let Some(l) = connlimit::ConnLimit::find(&e) {
+                    metrics::counter!("raftgate_upstream_overflow_total", "upstream" => name(), "limit" => l.name())
+                        .increment(1);
                     return Err(Attempt::Refused(ProxyError::Overloaded { upstream: name(), limit: l.name() }));
                 }
                 permit.failure();

@@ -493,3 +493,137 @@ async fn a_rate_limit_holds_within_five_percent_over_ten_seconds() {
     assert!(m.contains(r#"raftgate_ratelimit_rejected_total{route="r"}"#), "{m}");
     assert!(gw.status()["resilience"]["rateLimited"].as_u64().unwrap() > 1_000);
 }
+
+/// Sends requests with key `user` to `url` from 4 clients for `secs`; returns how many
+/// passed and the `RateLimit-Limit` of the last one that did.
+async fn hammer(url: String, user: &'static str, secs: f64) -> (usize, String) {
+    let passed = Arc::new(AtomicUsize::new(0));
+    let limit = Arc::new(std::sync::Mutex::new(String::new()));
+    let until = Instant::now() + Duration::from_secs_f64(secs);
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let (url, passed, limit) = (url.clone(), passed.clone(), limit.clone());
+        tasks.push(tokio::spawn(async move {
+            let c = client();
+            while Instant::now() < until {
+                let (s, h, _) = send(&c, "GET", &url, &[("x-user", user)], Bytes::new()).await;
+                if s == StatusCode::OK {
+                    passed.fetch_add(1, Ordering::Relaxed);
+                    *limit.lock().unwrap() = h["ratelimit-limit"].to_str().unwrap().to_string();
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let l = limit.lock().unwrap().clone();
+    (passed.load(Ordering::SeqCst), l)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cluster_wide_limit_is_shared_by_the_members_and_follows_the_fleet() {
+    use crate::nodes::{eventually as until, TestCluster};
+    let mut c = TestCluster::bootstrap(&["--access-log", "off"]).await;
+    let cfg = endpoint("up", &c.up, "")
+        + "---\nkind: Route\nname: r0\nrules:\n  - matches: [{ path: { value: /r0 } }]\n    backendRefs: [{ upstream: up }]\n"
+        + "---\nkind: Route\nname: limited\nrules:\n  - matches: [{ path: { value: /limited } }]\n    backendRefs: [{ upstream: up }]\n    rateLimit: { requests: 60, period: 1s, burst: 6, key: { header: x-user }, scope: cluster }\n";
+    std::fs::write(c.config.path().join("c.yaml"), cfg).unwrap();
+    c.wait_serving(&[1], "/limited").await;
+
+    // (members, user, expected passes in 2 s on one node: 2 × 60/members + burst/members)
+    let check = |n: usize, passed: usize, limit: &str| {
+        let share = 60.0 / n as f64;
+        let expected = 2.0 * share + (6.0 / n as f64).ceil();
+        assert_eq!(limit, format!("{}", 60 / n), "RateLimit-Limit is this node's share with {n} members");
+        assert!(
+            (passed as f64 - expected).abs() <= expected * 0.10 + 1.0,
+            "{n} members: {passed} passed, {expected} expected"
+        );
+    };
+    let (passed, limit) = hammer(c.gw(1).url("/limited"), "one", 2.0).await;
+    check(1, passed, &limit);
+
+    c.join(2, 1, false);
+    c.join(3, 1, false);
+    c.wait_members(1, &[1, 2, 3], &[]).await;
+    c.wait_serving(&[2, 3], "/limited").await;
+    // Each node counts the members from its own view of the membership.
+    for id in [1, 2, 3] {
+        let url = c.gw(id).url("/limited");
+        until(Duration::from_secs(10), "the share follows the membership", || {
+            let url = url.clone();
+            async move {
+                let (s, h, _) = get(&url, &[("x-user", "probe")]).await;
+                (s == StatusCode::OK && h["ratelimit-limit"] == "20").then_some(())
+            }
+        })
+        .await;
+    }
+    let (passed, limit) = hammer(c.gw(2).url("/limited"), "three", 2.0).await;
+    check(3, passed, &limit);
+
+    // The fleet shrinks: the share grows back.
+    let leader = c.leader().await;
+    let gone = if leader == 3 { 2 } else { 3 };
+    c.admin(leader).await.remove_member(schemas::admin::RemoveMemberRequest { id: gone }).await.unwrap();
+    c.kill(gone);
+    let url = c.gw(leader).url("/limited");
+    until(Duration::from_secs(10), "the share grows", || {
+        let url = url.clone();
+        async move {
+            let (s, h, _) = get(&url, &[("x-user", "probe2")]).await;
+            (s == StatusCode::OK && h["ratelimit-limit"] == "30").then_some(())
+        }
+    })
+    .await;
+    let (passed, limit) = hammer(url, "two", 2.0).await;
+    check(2, passed, &limit);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn breaker_limits_cap_what_is_in_flight_towards_an_upstream() {
+    let slow = Upstream::start("slow", Behaviour::Delay(Duration::from_millis(600))).await;
+    let cfg = endpoint("conns", &slow, "connectTimeout: 2s\ncircuitBreaker: { maxConnections: 1, maxPendingRequests: 1, consecutiveFailures: 1000 }\n")
+        + &endpoint("par", &slow, "circuitBreaker: { maxParallelRequests: 2, consecutiveFailures: 1000 }\n")
+        + "---\nkind: Route\nname: r\nrules:\n  - matches: [{ path: { value: /conns } }]\n    backendRefs: [{ upstream: conns }]\n  - matches: [{ path: { value: /par } }]\n    backendRefs: [{ upstream: par }]\n";
+    let gw = Arc::new(Gateway::start(&[("c.yaml", &cfg)], &[]));
+    // Three at once, one connection allowed, one request may wait for it: the third is
+    // refused at once, the waiting one is served after the first.
+    let run = |path: &'static str, n: usize| {
+        let gw = gw.clone();
+        async move {
+            let mut tasks = Vec::new();
+            for i in 0..n {
+                let gw = gw.clone();
+                tasks.push(tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(30 * i as u64)).await;
+                    let started = Instant::now();
+                    let (s, _, body) = get(&gw.url(path), &[]).await;
+                    (s, body, started.elapsed())
+                }));
+            }
+            let mut out = Vec::new();
+            for t in tasks {
+                out.push(t.await.unwrap());
+            }
+            out
+        }
+    };
+    let r = run("/conns", 3).await;
+    assert_eq!(r[0].0, StatusCode::OK);
+    assert_eq!(r[1].0, StatusCode::OK, "waited for the connection: {:?}", r[1]);
+    assert!(r[1].2 >= Duration::from_millis(1_000), "served after the first: {:?}", r[1].2);
+    assert_eq!(
+        (r[2].0, json(&r[2].1)["error"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("upstream_overloaded"))
+    );
+    assert!(r[2].1.contains("maxPendingRequests"), "{}", r[2].1);
+    assert!(r[2].2 < Duration::from_millis(200));
+
+    let r = run("/par", 3).await;
+    assert_eq!((r[0].0, r[1].0), (StatusCode::OK, StatusCode::OK));
+    assert!(r[2].1.contains("maxParallelRequests"), "{}", r[2].1);
+    let m = metrics(&gw).await;
+    assert!(m.contains(r#"raftgate_upstream_overflow_total{upstream="par",limit="maxParallelRequests"} 1"#), "{m}");
+}
