@@ -182,7 +182,16 @@ impl State {
         }
         let child = spawn_detached(&mut cmd, log)?;
         node.pid = Some(child);
-        if self.mode == Mode::Netns && node.upstreams_pid.is_none_or(|p| !alive(p)) {
+        if self.mode == Mode::Netns {
+            self.start_upstreams(node)?;
+        }
+        Ok(())
+    }
+
+    /// In netns mode each node's namespace runs its own demo upstreams (the config's
+    /// loopback endpoints); starts them unless they run.
+    pub fn start_upstreams(&self, node: &mut NodeState) -> anyhow::Result<()> {
+        if node.upstreams_pid.is_none_or(|p| !alive(p)) {
             let ulog = std::fs::OpenOptions::new().create(true).append(true).open(&node.log)?;
             let mut up = self.net().command(Some(node), &bin("testbed"));
             up.arg("upstreams").arg(&self.topology.config);

@@ -15,8 +15,26 @@ use crate::repo::{PROBE_HOST, PROBE_PATH};
 pub struct NodeLoad {
     pub ok: u64,
     pub failed: u64,
+    /// Answers the route's fallback gave (`x-raftgate-fallback`): degraded, not failed.
+    pub fallback: u64,
     /// The first few failures, for the report.
     pub errors: Vec<String>,
+    /// Response times (median, 99th percentile), in milliseconds.
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+/// Where the load goes: a host name and path served by every node.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub host: String,
+    pub path: String,
+}
+
+impl Default for Target {
+    fn default() -> Self {
+        Target { host: PROBE_HOST.to_string(), path: PROBE_PATH.to_string() }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -50,6 +68,7 @@ pub async fn run(
     targets: Vec<(String, String)>,
     duration: Duration,
     rate: u32,
+    target: Target,
     stop: Arc<std::sync::atomic::AtomicBool>,
 ) -> LoadReport {
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
@@ -60,29 +79,39 @@ pub async fn run(
     for (name, addr) in targets {
         let client = client.clone();
         let stop = stop.clone();
+        let target = target.clone();
         tasks.spawn(async move {
             let mut tally = NodeLoad::default();
+            let mut times = Vec::new();
             let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate.max(1))));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let url = format!("http://{addr}{PROBE_PATH}");
+            let url = format!("http://{addr}{}", target.path);
             while started.elapsed() < duration && !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 tick.tick().await;
-                let req =
-                    http::Request::get(&url).header("host", PROBE_HOST).body(Empty::new()).expect("valid request");
+                let req = http::Request::get(&url)
+                    .header("host", target.host.as_str())
+                    .body(Empty::new())
+                    .expect("valid request");
+                let sent = std::time::Instant::now();
                 let outcome = tokio::time::timeout(Duration::from_secs(5), async {
                     let resp = client.request(req).await.map_err(|e| format!("{e}"))?;
                     let status = resp.status();
+                    let fallback = resp.headers().contains_key("x-raftgate-fallback");
                     resp.into_body().collect().await.map_err(|e| format!("{e}"))?;
                     if status.is_success() {
-                        Ok(())
+                        Ok(false)
+                    } else if fallback {
+                        Ok(true)
                     } else {
                         Err(format!("status {status}"))
                     }
                 })
                 .await
                 .unwrap_or_else(|_| Err("timeout after 5s".into()));
+                times.push(sent.elapsed().as_secs_f64() * 1000.0);
                 match outcome {
-                    Ok(()) => tally.ok += 1,
+                    Ok(false) => tally.ok += 1,
+                    Ok(true) => tally.fallback += 1,
                     Err(e) => {
                         tally.failed += 1;
                         if tally.errors.len() < 3 {
@@ -91,6 +120,10 @@ pub async fn run(
                     }
                 }
             }
+            times.sort_by(f64::total_cmp);
+            let pick = |p: f64| times.get(((times.len() as f64 * p).ceil() as usize).saturating_sub(1)).copied();
+            tally.p50_ms = (pick(0.5).unwrap_or(0.0) * 10.0).round() / 10.0;
+            tally.p99_ms = (pick(0.99).unwrap_or(0.0) * 10.0).round() / 10.0;
             (name, tally)
         });
     }

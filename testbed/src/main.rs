@@ -74,6 +74,12 @@ enum Command {
         /// Also write the report as JSON to this file (on SIGTERM too: scenarios stop it so).
         #[arg(long, value_name = "FILE")]
         json_out: Option<PathBuf>,
+        /// Host header of the requests (default: the testbed's probe route).
+        #[arg(long)]
+        host: Option<String>,
+        /// Path of the requests (default: the testbed's probe route).
+        #[arg(long)]
+        path: Option<String>,
     },
     /// Run measured scenarios and write a Markdown and JSON report.
     Run {
@@ -199,7 +205,7 @@ fn run(command: Command, dir: &std::path::Path) -> anyhow::Result<ExitCode> {
             let ok = scenario::run_all(dir, &scenario, &topology, iterations, &report_dir, keep)?;
             return Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) });
         }
-        Command::Load { duration, rate, json_out } => {
+        Command::Load { duration, rate, json_out, host, path } => {
             let state = cluster::State::load(dir)?;
             // In netns mode node addresses exist only behind the emulator: run from there.
             if state.net().is_netns() && !state.net().inside_control() {
@@ -210,6 +216,8 @@ fn run(command: Command, dir: &std::path::Path) -> anyhow::Result<ExitCode> {
                     .arg(dir)
                     .args(["load", "--duration", &format!("{}ms", duration.as_millis()), "--rate", &rate.to_string()])
                     .args(json_out.iter().flat_map(|p| [std::ffi::OsStr::new("--json-out"), p.as_os_str()]))
+                    .args(host.iter().flat_map(|h| ["--host", h.as_str()]))
+                    .args(path.iter().flat_map(|p| ["--path", p.as_str()]))
                     .status()?;
                 return Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::from(1) });
             }
@@ -223,7 +231,14 @@ fn run(command: Command, dir: &std::path::Path) -> anyhow::Result<ExitCode> {
                     term.recv().await;
                     flag.store(true, std::sync::atomic::Ordering::Relaxed);
                 });
-                anyhow::Ok(load::run(targets, duration, rate, stop).await)
+                let mut target = load::Target::default();
+                if let Some(h) = host {
+                    target.host = h;
+                }
+                if let Some(p) = path {
+                    target.path = p;
+                }
+                anyhow::Ok(load::run(targets, duration, rate, target, stop).await)
             })?;
             if let Some(path) = json_out {
                 std::fs::write(path, serde_json::to_vec_pretty(&report)?)?;

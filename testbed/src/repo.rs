@@ -93,6 +93,18 @@ impl Repo {
         Ok((self.head()?, n))
     }
 
+    /// Writes (`Some`) or deletes (`None`) one file and commits it on main.
+    pub fn commit_file(&self, name: &str, text: Option<&str>, message: &str) -> anyhow::Result<String> {
+        let path = self.dir.join(name);
+        match text {
+            Some(t) => std::fs::write(&path, t)?,
+            None => std::fs::remove_file(&path)?,
+        }
+        self.git(&["add", "-A"])?;
+        self.git(&["-c", "commit.gpgsign=false", "commit", "-q", "-m", message])?;
+        self.head()
+    }
+
     /// A merged change that does not validate (a route to an upstream that does not exist).
     pub fn merge_invalid(&self) -> anyhow::Result<String> {
         let text = "kind: Route\nname: testbed-broken\nrules:\n  - backendRefs: [{ upstream: no-such-upstream }]\n";

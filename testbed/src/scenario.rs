@@ -17,7 +17,8 @@ use serde_json::{json, Value};
 use crate::cluster::{Mode, State};
 use crate::ops;
 
-const SCENARIOS: [&str; 5] = ["merge-latency", "leader-failover", "partition", "scale", "invalid-commit"];
+const SCENARIOS: [&str; 6] =
+    ["merge-latency", "leader-failover", "partition", "scale", "invalid-commit", "upstream-failure"];
 /// How long any outcome may take before the scenario fails.
 const LIMIT: Duration = Duration::from_secs(90);
 
@@ -92,6 +93,7 @@ fn run_one(dir: &Path, name: &str, iterations: usize) -> anyhow::Result<Outcome>
         "partition" => partition(dir),
         "scale" => scale(dir),
         "invalid-commit" => invalid_commit(dir),
+        "upstream-failure" => upstream_failure(dir),
         _ => unreachable!("checked by run_all"),
     };
     let load = load.stop()?;
@@ -216,15 +218,23 @@ struct Load {
 }
 
 impl Load {
+    /// 10 requests per second to every node, on the probe route.
     fn start(state: &State) -> anyhow::Result<Load> {
-        let out = state.dir.join(format!("load-{}.json", std::process::id()));
+        Self::start_on(state, "probe", &[], 10)
+    }
+
+    /// `rate` requests per second to every node; `target`: extra `--host`/`--path` args.
+    fn start_on(state: &State, label: &str, target: &[&str], rate: u32) -> anyhow::Result<Load> {
+        let out = state.dir.join(format!("load-{label}-{}.json", std::process::id()));
         let _ = std::fs::remove_file(&out);
         let child = state
             .net()
             .command(None, &crate::cluster::bin("testbed"))
             .arg("--state")
             .arg(&state.dir)
-            .args(["load", "--duration", "1h", "--rate", "10", "--json-out"])
+            .args(["load", "--duration", "1h", "--rate", &rate.to_string()])
+            .args(target)
+            .arg("--json-out")
             .arg(&out)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -439,6 +449,170 @@ fn invalid_commit(dir: &Path) -> Result4 {
         figures["fix_served_everywhere_ms"]
     );
     Ok((unchanged, summary, figures, Vec::new()))
+}
+
+/// The route and upstream `upstream-failure` adds: the demo endpoints every node's
+/// namespace serves, with the resilience policies of `examples/config` tightened so the
+/// scenario runs in seconds.
+const RESILIENCE_FILE: &str = "testbed-resilience.yaml";
+const RESILIENCE_HOST: &str = "resilience.testbed";
+const RESILIENCE_CONFIG: &str = r#"# Added by `testbed run upstream-failure`.
+kind: Upstream
+name: testbed-resilience
+endpoints: [{ address: "127.0.0.1:9001" }, { address: "127.0.0.1:9002" }]
+connectTimeout: 500ms
+healthCheck:
+  active: { path: /healthz, interval: 1s, timeout: 500ms, unhealthyThreshold: 2, healthyThreshold: 2 }
+  passive: { consecutiveFailures: 3, baseEjectionTime: 5s, maxEjectionPercent: 50 }
+circuitBreaker: { consecutiveFailures: 5, openFor: 2s, halfOpenRequests: 1, retryBudget: { percent: 20, minConcurrency: 3 } }
+---
+kind: Route
+name: testbed-resilience
+hostnames: [resilience.testbed]
+rules:
+  - backendRefs: [{ upstream: testbed-resilience }]
+    timeouts: { request: 2s }
+    retry: { attempts: 2, retryOn: [connectFailure, gatewayError] }
+    fallback:
+      status: 503
+      headers: [{ name: x-testbed, value: degraded }]
+      body: "this region's upstream is down: degraded answer\n"
+"#;
+
+/// The live state of upstream `name` on the node with admin address `admin`.
+fn upstream_state(state: &State, admin: &str, name: &str) -> Option<Value> {
+    let mut cmd = state.net().command(None, &crate::cluster::bin("raftgate"));
+    cmd.args(["--admin", admin, "--timeout", "2s", "-o", "json", "upstreams"]);
+    let out = cmd.output().ok()?;
+    let rows: Value = serde_json::from_slice(&out.stdout).ok()?;
+    let mine: Vec<Value> = rows.as_array()?.iter().filter(|r| r["upstream"] == name).cloned().collect();
+    (!mine.is_empty()).then(|| Value::Array(mine))
+}
+
+/// Polls every node of `nodes` until `done` holds for its upstream rows; returns the time each took.
+fn wait_upstreams(
+    state: &State,
+    nodes: &[String],
+    started: Instant,
+    what: &str,
+    done: impl Fn(&[Value]) -> bool,
+) -> anyhow::Result<BTreeMap<String, f64>> {
+    let mut out = BTreeMap::new();
+    while out.len() < nodes.len() {
+        anyhow::ensure!(
+            started.elapsed() < LIMIT,
+            "{what}: still waiting for {:?}",
+            nodes.iter().filter(|n| !out.contains_key(*n)).collect::<Vec<_>>()
+        );
+        for n in nodes.iter().filter(|n| !out.contains_key(*n)).cloned().collect::<Vec<_>>() {
+            let admin = state.node(&n)?.admin.clone();
+            if upstream_state(state, &admin, "testbed-resilience").and_then(|v| v.as_array().map(|a| done(a)))
+                == Some(true)
+            {
+                out.insert(n, ms(started.elapsed()));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(out)
+}
+
+/// Scenario 6: every upstream of one region fails under load. Its nodes open their circuit
+/// breakers and answer with the route's fallback at once, health checks take the
+/// endpoints out; the other regions see nothing; when the upstreams come back, the
+/// breakers close through half-open and traffic flows again.
+fn upstream_failure(dir: &Path) -> Result4 {
+    let state = State::load(dir)?;
+    if state.mode != Mode::Netns {
+        return Ok((
+            true,
+            "skipped: on loopback all nodes share one set of upstreams, so no region can lose its own".into(),
+            Value::Null,
+            Vec::new(),
+        ));
+    }
+    let region = state.topology.regions.last().map(|r| r.name.clone()).context("no region")?;
+    let hit: Vec<String> = ops::running(&state).iter().filter(|n| n.region == region).map(|n| n.name.clone()).collect();
+    let rest: Vec<String> =
+        ops::running(&state).iter().filter(|n| n.region != region).map(|n| n.name.clone()).collect();
+    anyhow::ensure!(!hit.is_empty() && !rest.is_empty(), "the topology needs a second region");
+
+    // The policies arrive like any change: a commit, replicated to every node.
+    let sha = state.repo().commit_file(RESILIENCE_FILE, Some(RESILIENCE_CONFIG), "Add the resilience probe route")?;
+    let _ = ops::notify(&state);
+    let everyone: Vec<String> = hit.iter().chain(&rest).cloned().collect();
+    wait_serving(&state, &sha, &everyone, Instant::now())?;
+    let load = Load::start_on(&state, "resilience", &["--host", RESILIENCE_HOST, "--path", "/"], 20)?;
+    std::thread::sleep(Duration::from_secs(3));
+
+    // Kill the demo upstreams in every namespace of the region.
+    let killed = Instant::now();
+    {
+        let mut st = State::load(dir)?;
+        for n in st.nodes.iter_mut().filter(|n| hit.contains(&n.name)) {
+            if let Some(pid) = n.upstreams_pid.take() {
+                crate::cluster::stop(pid, Duration::from_secs(5));
+            }
+        }
+        st.save()?;
+    }
+    let opened = wait_upstreams(&state, &hit, killed, "breakers open", |rows| {
+        rows.iter().any(|r| r["circuit"] == "open" || r["circuit"] == "half-open")
+    })?;
+    let unhealthy = wait_upstreams(&state, &hit, killed, "endpoints unhealthy", |rows| {
+        rows.iter().all(|r| r["health"] == "unhealthy")
+    })?;
+    // Degraded for a while, then the upstreams come back.
+    std::thread::sleep(Duration::from_secs(5));
+    let restarted = Instant::now();
+    {
+        let mut st = State::load(dir)?;
+        let fresh = State::load(dir)?;
+        for n in st.nodes.iter_mut().filter(|n| hit.contains(&n.name)) {
+            fresh.start_upstreams(n)?;
+        }
+        st.save()?;
+    }
+    let recovered = wait_upstreams(&state, &hit, restarted, "breakers closed and endpoints healthy", |rows| {
+        rows.iter().all(|r| r["circuit"] == "closed" && r["health"] == "healthy")
+    })?;
+    std::thread::sleep(Duration::from_secs(2));
+    let report = load.stop()?;
+
+    // Clean up: the route goes as it came.
+    let sha = state.repo().commit_file(RESILIENCE_FILE, None, "Remove the resilience probe route")?;
+    let _ = ops::notify(&state);
+    wait_serving(&state, &sha, &everyone, Instant::now())?;
+
+    let tally = |n: &str, k: &str| report["nodes"][n][k].as_u64().unwrap_or(0);
+    let failed: u64 = everyone.iter().map(|n| tally(n, "failed")).sum();
+    let degraded_elsewhere: u64 = rest.iter().map(|n| tally(n, "fallback")).sum();
+    let degraded_here: u64 = hit.iter().map(|n| tally(n, "fallback")).sum();
+    let ok_here: u64 = hit.iter().map(|n| tally(n, "ok")).sum();
+    let max = |m: &BTreeMap<String, f64>| m.values().copied().fold(0.0, f64::max);
+    let per_node: BTreeMap<&String, Value> = everyone
+        .iter()
+        .map(|n| {
+            let t = &report["nodes"][n];
+            (n, json!({ "ok": t["ok"], "fallback": t["fallback"], "failed": t["failed"], "p99_ms": t["p99_ms"] }))
+        })
+        .collect();
+    let figures = json!({
+        "region": region,
+        "breaker_open_ms": opened,
+        "endpoints_unhealthy_ms": unhealthy,
+        "recovered_ms": recovered,
+        "requests": per_node,
+    });
+    let passed = failed == 0 && degraded_elsewhere == 0 && degraded_here > 0 && ok_here > 0;
+    let summary = format!(
+        "{region}'s upstreams killed: its breakers opened within {} ms and health checks took the endpoints out within {} ms; {degraded_here} requests there got the fallback, {failed} failed, other regions saw {degraded_elsewhere} degraded; upstreams back → breakers closed within {} ms",
+        max(&opened),
+        max(&unhealthy),
+        max(&recovered)
+    );
+    // The probe route of the region's nodes has no fallback: its failures are expected.
+    Ok((passed, summary, figures, hit))
 }
 
 // ---------------------------------------------------------------------------------------

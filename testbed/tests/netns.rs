@@ -147,7 +147,7 @@ fn every_scenario_passes_on_a_small_topology() {
         ],
     );
     let text = ok(out);
-    for scenario in ["merge-latency", "leader-failover", "partition", "scale", "invalid-commit"] {
+    for scenario in ["merge-latency", "leader-failover", "partition", "scale", "invalid-commit", "upstream-failure"] {
         assert!(text.contains(&format!("| {scenario} | PASS |")), "{scenario} did not pass:\n{text}");
     }
     let json = std::fs::read_dir(&reports)
@@ -158,6 +158,12 @@ fn every_scenario_passes_on_a_small_topology() {
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(json.path()).unwrap()).unwrap();
     assert!(v["scenarios"][0]["figures"]["webhook"]["all"]["p50_ms"].as_f64().unwrap() > 0.0, "{v}");
     assert!(v["scenarios"][1]["figures"]["failover_ms"].as_f64().unwrap() > 0.0, "{v}");
+    // Region b's upstreams failed: its node degraded to the fallback, region a's did not.
+    let f = &v["scenarios"][5]["figures"];
+    assert_eq!(f["region"], "b", "{f}");
+    assert!(f["breaker_open_ms"]["b-1"].as_f64().unwrap() > 0.0, "{f}");
+    assert!(f["requests"]["b-1"]["fallback"].as_u64().unwrap() > 0, "{f}");
+    assert_eq!(f["requests"]["a-1"]["fallback"], 0, "{f}");
     assert!(!state.exists(), "the run took its testbed down");
     let netns =
         String::from_utf8_lossy(&Command::new("ip").args(["netns", "list"]).output().unwrap().stdout).into_owned();
