@@ -486,7 +486,7 @@ fn upstream_state(state: &State, admin: &str, name: &str) -> Option<Value> {
     let out = cmd.output().ok()?;
     let rows: Value = serde_json::from_slice(&out.stdout).ok()?;
     let mine: Vec<Value> = rows.as_array()?.iter().filter(|r| r["upstream"] == name).cloned().collect();
-    (!mine.is_empty()).then(|| Value::Array(mine))
+    (!mine.is_empty()).then_some(Value::Array(mine))
 }
 
 /// Polls every node of `nodes` until `done` holds for its upstream rows; returns the time each took.
