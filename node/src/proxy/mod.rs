@@ -291,10 +291,13 @@ impl Proxy {
             body_limit: limit,
         };
         let max_attempts = retry.map_or(1, |r| r.attempts);
+        // The last attempt may move the headers instead of copying them, unless a fallback
+        // upstream may still need them.
+        let may_move = !matches!(rule.fallback, Some(Fallback::Upstream(_)));
         // Endpoints that failed this request, avoided by its retries.
         let mut tried: Vec<usize> = Vec::new();
-        let mut result = self.attempt(&upstream, &mut out, &limits, false, &tried, max_attempts == 1).await;
-        outcome.attempts = 1;
+        let mut result = self.attempt(&upstream, &mut out, &limits, false, &tried, may_move && max_attempts == 1).await;
+        outcome.attempts = u32::from(!matches!(result, Err(Attempt::Refused(_))));
         if let Some(spec) = retry {
             while outcome.attempts < max_attempts && out.replayable() {
                 let failure = match &result {
@@ -313,7 +316,7 @@ impl Proxy {
                     Ok((_, ep)) | Err(Attempt::Failed(_, _, ep)) => tried.push(*ep),
                     Err(_) => {}
                 }
-                let last = outcome.attempts + 1 == max_attempts;
+                let last = may_move && outcome.attempts + 1 == max_attempts;
                 match self.attempt(&upstream, &mut out, &limits, true, &tried, last).await {
                     // The breaker opened or the retry budget is spent: the previous answer stands.
                     Err(Attempt::Refused(e)) => {

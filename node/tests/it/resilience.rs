@@ -417,9 +417,11 @@ rules:
     }
     assert_eq!(sick.requests.load(Ordering::SeqCst), 2);
     // Another upstream, with the body.
-    let (s, h, body) = send(&c, "POST", &gw.url("/spare"), &[], Bytes::from_static(b"hello")).await;
+    let (s, h, body) = send(&c, "POST", &gw.url("/spare"), &[("x-tenant", "t1")], Bytes::from_static(b"hello")).await;
     assert_eq!((s, h["x-upstream"].to_str().unwrap()), (StatusCode::OK, "spare"));
-    assert_eq!(json(&body)["bodyLength"], 5);
+    let echo = json(&body);
+    assert_eq!(echo["bodyLength"], 5);
+    assert_eq!(echo["headers"]["x-tenant"], "t1", "the headers go along: {echo}");
     // Without a fallback, the error stands.
     assert_eq!(send(&c, "GET", &gw.url("/none"), &[], Bytes::new()).await.0, StatusCode::SERVICE_UNAVAILABLE);
     assert!(metrics(&gw).await.contains(r#"raftgate_fallbacks_total{route="r"} 7"#));
@@ -626,4 +628,30 @@ async fn breaker_limits_cap_what_is_in_flight_towards_an_upstream() {
     assert!(r[2].1.contains("maxParallelRequests"), "{}", r[2].1);
     let m = metrics(&gw).await;
     assert!(m.contains(r#"raftgate_upstream_overflow_total{upstream="par",limit="maxParallelRequests"} 1"#), "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rate_limit_buckets_survive_a_swap_that_does_not_touch_the_route() {
+    let u = Upstream::start("u", Behaviour::Echo).await;
+    let limited = "---\nkind: Route\nname: r\nrules:\n  - backendRefs: [{ upstream: u }]\n    rateLimit: { requests: 1, period: 1m, burst: 1 }\n";
+    let gw = Gateway::start(&[("u.yaml", &endpoint("u", &u, "")), ("r.yaml", limited)], &[]);
+    assert_eq!(get(&gw.url("/"), &[]).await.0, StatusCode::OK);
+    let (s, h, _) = get(&gw.url("/"), &[]).await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(h["retry-after"], "60");
+    // Another route appears: this one's bucket is still empty.
+    let old = gw.config_hash();
+    gw.write(
+        "o.yaml",
+        "---\nkind: Route\nname: o\nhostnames: [other.test]\nrules:\n  - backendRefs: [{ upstream: u }]\n",
+    );
+    let g = &gw;
+    tokio::task::block_in_place(|| g.wait_for_new_config(&old));
+    assert_eq!(get(&gw.url("/"), &[("host", "other.test")]).await.0, StatusCode::OK, "the new config serves");
+    assert_eq!(get(&gw.url("/"), &[]).await.0, StatusCode::TOO_MANY_REQUESTS, "the bucket survived the swap");
+    // The route itself changes: a fresh bucket.
+    let old = gw.config_hash();
+    gw.write("r.yaml", &limited.replace("burst: 1", "burst: 2"));
+    tokio::task::block_in_place(|| g.wait_for_new_config(&old));
+    assert_eq!(get(&gw.url("/"), &[]).await.0, StatusCode::OK);
 }
