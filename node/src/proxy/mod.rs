@@ -325,7 +325,9 @@ impl Proxy {
                     }
                     r => {
                         outcome.attempts += 1;
-                        rule.backends[backend_index].retries.increment(1);
+                        if let Some(c) = &rule.backends[backend_index].retries {
+                            c.increment(1);
+                        }
                         result = r;
                     }
                 }
@@ -344,7 +346,9 @@ impl Proxy {
                 Err(a) => a.error().code(),
             };
             outcome.fallback = true;
-            rule.fallbacks.increment(1);
+            if let Some(c) = &rule.fallbacks {
+                c.increment(1);
+            }
             match fallback {
                 Fallback::Static(spec) => {
                     if let Ok((resp, _)) = result {
@@ -428,8 +432,7 @@ impl Proxy {
         let req = out.request(up, endpoint, last)?;
 
         // The attempt's time limit: the per-try limit, within what is left of the request's.
-        let now_i = Instant::now();
-        let left = limits.deadline.map(|d| d.saturating_duration_since(now_i));
+        let left = limits.deadline.map(|d| d.saturating_duration_since(Instant::now()));
         let budget = match (limits.per_try.map(|d| d.to_std()), left) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),

@@ -66,8 +66,8 @@ pub struct RuleRuntime {
     pub fallback: Option<Fallback>,
     pub rate_limit: Option<Arc<RateLimiter>>,
     pub latency: Histogram,
-    /// `raftgate_fallbacks_total` for this route.
-    pub fallbacks: Counter,
+    /// `raftgate_fallbacks_total` for this route, when the rule has a fallback.
+    pub fallbacks: Option<Counter>,
 }
 
 #[derive(Debug)]
@@ -76,8 +76,8 @@ pub struct Backend {
     pub weight: u32,
     /// `raftgate_requests_total` for this route and upstream, by status class 1xx..5xx.
     pub requests: [Counter; 5],
-    /// `raftgate_retries_total` for this route and upstream.
-    pub retries: Counter,
+    /// `raftgate_retries_total` for this route and upstream, when the rule retries.
+    pub retries: Option<Counter>,
 }
 
 impl RuleRuntime {
@@ -134,8 +134,12 @@ impl Runtime {
             upstreams.insert(spec.name.clone(), up);
         }
         let mut limiters = HashMap::new();
-        for route in &snapshot.routes {
-            let unchanged = previous.filter(|p| p.snapshot.routes.iter().any(|r| r == route));
+        for route in snapshot.routes.iter().filter(|r| r.rules.iter().any(|rule| rule.rate_limit.is_some())) {
+            // Routes are sorted by name: one binary search finds the previous definition.
+            let unchanged = previous.filter(|p| {
+                let routes = &p.snapshot.routes;
+                routes.binary_search_by(|r| r.name.cmp(&route.name)).is_ok_and(|i| routes[i] == *route)
+            });
             let name: Arc<str> = Arc::from(route.name.as_str());
             for (ri, rule) in route.rules.iter().enumerate() {
                 let Some(spec) = &rule.rate_limit else { continue };
@@ -159,7 +163,9 @@ impl Runtime {
                         upstream,
                         weight: b.weight,
                         requests: status_counters(&route.name, &b.upstream),
-                        retries: metrics::counter!("raftgate_retries_total", "route" => route.name.clone(), "upstream" => b.upstream.clone()),
+                        retries: rule.retry.as_ref().map(|_| {
+                            metrics::counter!("raftgate_retries_total", "route" => route.name.clone(), "upstream" => b.upstream.clone())
+                        }),
                     })
                 })
                 .collect();
@@ -180,7 +186,10 @@ impl Runtime {
                 }),
                 rate_limit: limiters.get(&(Arc::from(route.name.as_str()), ri)).cloned(),
                 latency: metrics::histogram!("raftgate_request_duration_seconds", "route" => route.name.clone()),
-                fallbacks: metrics::counter!("raftgate_fallbacks_total", "route" => route.name.clone()),
+                fallbacks: rule
+                    .fallback
+                    .as_ref()
+                    .map(|_| metrics::counter!("raftgate_fallbacks_total", "route" => route.name.clone())),
             }
         });
         let certs = if tls { CertStore::load(&snapshot.certificates) } else { CertStore::default() };
