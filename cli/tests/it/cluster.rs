@@ -162,6 +162,9 @@ fn every_cluster_command_against_three_nodes() {
     for n in nodes {
         assert_eq!(n["commit"], first.as_str());
         assert_eq!(n["reachable"], true);
+        let quiet =
+            serde_json::json!({ "openCircuits": [], "ejectedEndpoints": 0, "unhealthyEndpoints": 0, "rateLimited": 0 });
+        assert_eq!(n["resilience"], quiet, "every node reports its resilience state");
         assert!(n["appliedIndex"].as_u64().unwrap() > 0);
         assert_eq!(n["version"], env!("CARGO_PKG_VERSION"));
     }
@@ -227,6 +230,9 @@ fn every_cluster_command_against_three_nodes() {
     assert_eq!((ten["upstream"].as_str(), ten["weight"].as_u64()), (Some("api"), Some(3)));
     assert_eq!(rows[0]["inFlight"], 0);
     assert_eq!(rows[0]["loadBalancer"], "roundRobin");
+    // No policies on `api`: nothing checked, no breaker, nothing ejected.
+    assert_eq!((rows[0]["health"].as_str(), rows[0]["circuit"].as_str()), (Some("unchecked"), Some("none")));
+    assert_eq!(rows[0]["ejectedForMs"], 0);
 
     // config diff between the two commits, read from the repository.
     let out = Command::new(env!("CARGO_BIN_EXE_raftgate"))
