@@ -200,6 +200,11 @@ impl CircuitBreaker {
         })
     }
 
+    /// Whether the breaker looks at the time (only its failure-based part does).
+    pub fn uses_clock(&self) -> bool {
+        self.state.is_some()
+    }
+
     /// (attempts, retries) in flight.
     pub fn in_flight(&self) -> (usize, usize) {
         (self.requests.load(Ordering::Relaxed), self.retries.load(Ordering::Relaxed))
@@ -274,12 +279,16 @@ pub struct Permit<'a> {
 impl Permit<'_> {
     pub fn success(mut self) {
         self.done = true;
-        self.breaker.record(self.probe, false, clock::now_ms());
+        if self.breaker.state.is_some() {
+            self.breaker.record(self.probe, false, clock::now_ms());
+        }
     }
 
     pub fn failure(mut self) {
         self.done = true;
-        self.breaker.record(self.probe, true, clock::now_ms());
+        if self.breaker.state.is_some() {
+            self.breaker.record(self.probe, true, clock::now_ms());
+        }
     }
 }
 

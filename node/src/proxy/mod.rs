@@ -416,7 +416,7 @@ impl Proxy {
         last: bool,
     ) -> Result<(Response<Incoming>, usize), Attempt> {
         let name = || up.spec.name.clone();
-        let now = clock::now_ms();
+        let now = if up.uses_clock() { clock::now_ms() } else { 0 };
         let permit = up.breaker.admit(retry, now).map_err(|r| {
             Attempt::Refused(match r {
                 breaker::Refusal::Open { retry_after_ms } => {
@@ -444,7 +444,7 @@ impl Proxy {
                 Err(_) => {
                     let after = if left == budget { limits.request_timeout } else { limits.per_try };
                     permit.failure();
-                    up.endpoint_result(endpoint, true, clock::now_ms());
+                    up.endpoint_result(endpoint, true);
                     let e = ProxyError::Timeout { upstream: name(), after_ms: after.map_or(0, |d| d.as_millis()) };
                     return Err(Attempt::Failed(e, retry::Failure::Timeout, endpoint));
                 }
@@ -459,7 +459,7 @@ impl Proxy {
                 } else {
                     permit.success();
                 }
-                up.endpoint_result(endpoint, failed, clock::now_ms());
+                up.endpoint_result(endpoint, failed);
                 Ok((resp, endpoint))
             }
             Err(e) => {
@@ -472,7 +472,7 @@ impl Proxy {
                     return Err(Attempt::Refused(ProxyError::Overloaded { upstream: name(), limit: l.name() }));
                 }
                 permit.failure();
-                up.endpoint_result(endpoint, true, clock::now_ms());
+                up.endpoint_result(endpoint, true);
                 let reason = error_chain(&e);
                 Err(if e.is_connect() {
                     Attempt::Failed(

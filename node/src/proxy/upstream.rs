@@ -175,14 +175,20 @@ impl Upstream {
     }
 
     /// Reports how a request to endpoint `i` went, for outlier detection.
-    pub fn endpoint_result(&self, i: usize, failed: bool, now_ms: u64) {
+    pub fn endpoint_result(&self, i: usize, failed: bool) {
         if let Some(o) = &self.outlier {
             if failed {
-                o.failure(i, now_ms);
+                o.failure(i, super::clock::now_ms());
             } else {
                 o.success(i);
             }
         }
+    }
+
+    /// Whether admitting and picking for this upstream need the time: only a failure-based
+    /// breaker and outlier detection do, so other upstreams skip the clock read.
+    pub fn uses_clock(&self) -> bool {
+        self.breaker.uses_clock() || self.outlier.is_some()
     }
 }
 

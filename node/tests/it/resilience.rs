@@ -523,9 +523,22 @@ async fn hammer(url: String, user: &'static str, secs: f64) -> (usize, String) {
     (passed.load(Ordering::SeqCst), l)
 }
 
+/// Waits until `url` reports `RateLimit-Limit: want` (the node's share follows the
+/// membership it sees), asking as `user`.
+async fn wait_share(url: String, user: &'static str, want: &'static str) {
+    crate::nodes::eventually(Duration::from_secs(10), &format!("a share of {want} at {url}"), || {
+        let url = url.clone();
+        async move {
+            let (s, h, _) = get(&url, &[("x-user", user)]).await;
+            (s == StatusCode::OK && h["ratelimit-limit"] == want).then_some(())
+        }
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_cluster_wide_limit_is_shared_by_the_members_and_follows_the_fleet() {
-    use crate::nodes::{eventually as until, TestCluster};
+    use crate::nodes::TestCluster;
     let mut c = TestCluster::bootstrap(&["--access-log", "off"]).await;
     let cfg = endpoint("up", &c.up, "")
         + "---\nkind: Route\nname: r0\nrules:\n  - matches: [{ path: { value: /r0 } }]\n    backendRefs: [{ upstream: up }]\n"
@@ -552,15 +565,7 @@ async fn a_cluster_wide_limit_is_shared_by_the_members_and_follows_the_fleet() {
     c.wait_serving(&[2, 3], "/limited").await;
     // Each node counts the members from its own view of the membership.
     for id in [1, 2, 3] {
-        let url = c.gw(id).url("/limited");
-        until(Duration::from_secs(10), "the share follows the membership", || {
-            let url = url.clone();
-            async move {
-                let (s, h, _) = get(&url, &[("x-user", "probe")]).await;
-                (s == StatusCode::OK && h["ratelimit-limit"] == "20").then_some(())
-            }
-        })
-        .await;
+        wait_share(c.gw(id).url("/limited"), "probe", "20").await;
     }
     let (passed, limit) = hammer(c.gw(2).url("/limited"), "three", 2.0).await;
     check(3, passed, &limit);
@@ -571,14 +576,7 @@ async fn a_cluster_wide_limit_is_shared_by_the_members_and_follows_the_fleet() {
     c.admin(leader).await.remove_member(schemas::admin::RemoveMemberRequest { id: gone }).await.unwrap();
     c.kill(gone);
     let url = c.gw(leader).url("/limited");
-    until(Duration::from_secs(10), "the share grows", || {
-        let url = url.clone();
-        async move {
-            let (s, h, _) = get(&url, &[("x-user", "probe2")]).await;
-            (s == StatusCode::OK && h["ratelimit-limit"] == "30").then_some(())
-        }
-    })
-    .await;
+    wait_share(url.clone(), "probe2", "30").await;
     let (passed, limit) = hammer(url, "two", 2.0).await;
     check(2, passed, &limit);
 }
