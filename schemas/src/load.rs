@@ -3,7 +3,7 @@
 
 use serde::de::DeserializeOwned;
 
-use crate::diag::{one_line, Diagnostic};
+use crate::diag::{did_you_mean, one_line, Diagnostic};
 use crate::model::{Certificate, Route, Upstream};
 use crate::yaml::{self, Limits, Node, NodeKind, Pos};
 
@@ -200,7 +200,7 @@ fn load_file(path: &str, text: &str, limits: Limits, out: &mut Resources, diags:
             }
             other => {
                 let written = other.unwrap_or("(not a string)");
-                let hint = crate::compile::did_you_mean(written, KINDS.iter().copied())
+                let hint = did_you_mean(written, KINDS.iter().copied())
                     .map(|s| format!("did you mean `{s}`? "))
                     .unwrap_or_default();
                 diags.push(diag(

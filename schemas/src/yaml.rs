@@ -70,6 +70,12 @@ impl From<usize> for Seg<'_> {
     }
 }
 
+/// Builds a path into a document: `at!["rules", 0, "matches"]`.
+macro_rules! at {
+    ($($s:expr),* $(,)?) => { &[$($crate::yaml::Seg::from($s)),*][..] };
+}
+pub(crate) use at;
+
 impl Node {
     /// The value under `key` when this is a mapping.
     pub fn get(&self, key: &str) -> Option<&Node> {

@@ -1,0 +1,108 @@
+//! The per-resource checking context shared by every pass: where problems are reported,
+//! whether the resource failed, and the field checks all resource kinds use (names, host
+//! names, durations, ranges, headers, regular expressions).
+
+use std::str::FromStr;
+
+use crate::diag::{one_line, Diagnostic};
+use crate::duration::Duration;
+use crate::load::Loaded;
+use crate::yaml::{at, Seg};
+
+use super::limits::{MAX_HOSTNAMES, MAX_REGEX_BYTES};
+use super::names::{valid_hostname, valid_name};
+
+/// Checks one resource. `failed` records whether any problem was found, in which case the
+/// partially compiled value is dropped.
+pub(super) struct Ctx<'a, T> {
+    pub(super) res: &'a Loaded<T>,
+    pub(super) diags: &'a mut Vec<Diagnostic>,
+    pub(super) failed: bool,
+}
+
+impl<T> Ctx<'_, T> {
+    pub(super) fn err(&mut self, path: &[Seg<'_>], message: impl Into<String>, help: impl Into<Option<String>>) {
+        self.failed = true;
+        self.diags.push(self.res.diag(path, message, help.into()));
+    }
+
+    pub(super) fn name(&mut self, name: &str, what: &str) {
+        if let Err(why) = valid_name(name) {
+            self.err(at!["name"], format!("invalid {what} name `{name}`: {why}"), Some(
+                "use lowercase letters, digits and `-`, starting and ending with a letter or digit, at most 63 characters"
+                    .to_string(),
+            ));
+        }
+    }
+
+    pub(super) fn hostname(&mut self, path: &[Seg<'_>], h: &str, allow_wildcard: bool) -> String {
+        match valid_hostname(h, allow_wildcard) {
+            Ok(h) => h,
+            Err(why) => {
+                self.err(path, format!("invalid host name `{h}`: {why}"), None);
+                String::new()
+            }
+        }
+    }
+
+    pub(super) fn hostnames(&mut self, hostnames: &[String]) -> Vec<String> {
+        if hostnames.len() > MAX_HOSTNAMES {
+            self.err(
+                at!["hostnames"],
+                format!("more than {MAX_HOSTNAMES} host names"),
+                Some("split the resource".into()),
+            );
+        }
+        let mut out: Vec<String> =
+            hostnames.iter().enumerate().map(|(i, h)| self.hostname(at!["hostnames", i], h, true)).collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    pub(super) fn positive(&mut self, path: &[Seg<'_>], d: Duration, what: &str) -> Duration {
+        if d.as_millis() == 0 {
+            self.err(path, format!("{what} must be longer than 0s"), None);
+        }
+        d
+    }
+
+    pub(super) fn range(&mut self, path: &[Seg<'_>], v: u32, lo: u32, hi: u32, what: &str) -> u32 {
+        if v < lo || v > hi {
+            self.err(path, format!("{what} is {v}; it must be between {lo} and {hi}"), None);
+        }
+        v
+    }
+
+    pub(super) fn header_name(&mut self, path: &[Seg<'_>], name: &str) -> String {
+        if http::HeaderName::from_str(name).is_err() {
+            self.err(
+                path,
+                format!("`{name}` is not a valid HTTP header name"),
+                Some("header names are letters, digits and !#$%&'*+-.^_`|~ with no spaces or colons".to_string()),
+            );
+        }
+        name.to_ascii_lowercase()
+    }
+
+    pub(super) fn header_value(&mut self, path: &[Seg<'_>], value: &str) {
+        if http::HeaderValue::from_str(value).is_err() {
+            self.err(path, "header value contains a control character or line break".to_string(), None);
+        }
+    }
+
+    pub(super) fn regex(&mut self, path: &[Seg<'_>], pattern: &str) {
+        if let Err(e) = regex::RegexBuilder::new(&format!("^(?:{pattern})$")).size_limit(MAX_REGEX_BYTES).build() {
+            let why = e.to_string();
+            let why = why.lines().rev().find(|l| l.trim_start().starts_with("error:")).unwrap_or(&why);
+            self.err(
+                path,
+                format!(
+                    "invalid regular expression `{pattern}`: {}",
+                    one_line(why.trim().trim_start_matches("error:"))
+                ),
+                Some("the syntax is that of the Rust regex crate (RE2-like, no look-around or back-references)".into()),
+            );
+        }
+    }
+}

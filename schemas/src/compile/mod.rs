@@ -1,0 +1,69 @@
+//! Validation and compilation in one pass: each resource is checked field by field and, when
+//! it is sound, turned into its canonical compiled form. Every problem becomes a
+//! [`Diagnostic`] pointing at the offending value; nothing stops at the first one.
+//!
+//! This file holds the entry point and the order of the passes; each resource kind is
+//! checked in its own file, on the shared `ctx::Ctx`.
+
+mod certificate;
+mod ctx;
+mod filters;
+mod limits;
+mod matches;
+mod names;
+mod route;
+mod route_policies;
+mod upstream;
+
+use std::collections::BTreeSet;
+
+use crate::diag::Diagnostic;
+use crate::load::Resources;
+use crate::snapshot::ConfigSnapshot;
+
+use certificate::check_certificate_overlap;
+use ctx::Ctx;
+use matches::check_identical_matches;
+use names::check_unique_names;
+
+pub use crate::diag::did_you_mean;
+pub use names::{valid_address, valid_hostname, valid_name};
+
+pub(crate) fn compile(res: &Resources, diags: &mut Vec<Diagnostic>) -> ConfigSnapshot {
+    let mut snapshot = ConfigSnapshot::default();
+
+    check_unique_names(&res.upstreams, |u| &u.name, "upstream", diags);
+    check_unique_names(&res.routes, |r| &r.name, "route", diags);
+    check_unique_names(&res.certificates, |c| &c.name, "certificate", diags);
+
+    let upstream_names: BTreeSet<&str> = res.upstreams.iter().map(|u| u.value.name.as_str()).collect();
+
+    for u in &res.upstreams {
+        let mut d = Ctx { res: u, diags: &mut *diags, failed: false };
+        let spec = d.upstream(&u.value);
+        if !d.failed {
+            snapshot.upstreams.push(spec);
+        }
+    }
+    for r in &res.routes {
+        let mut d = Ctx { res: r, diags: &mut *diags, failed: false };
+        let spec = d.route(&r.value, &upstream_names);
+        if !d.failed {
+            snapshot.routes.push(spec);
+        }
+    }
+    for c in &res.certificates {
+        let mut d = Ctx { res: c, diags: &mut *diags, failed: false };
+        let spec = d.certificate(&c.value);
+        if !d.failed {
+            snapshot.certificates.push(spec);
+        }
+    }
+    check_identical_matches(res, diags);
+    check_certificate_overlap(res, diags);
+
+    snapshot.upstreams.sort_by(|a, b| a.name.cmp(&b.name));
+    snapshot.routes.sort_by(|a, b| a.name.cmp(&b.name));
+    snapshot.certificates.sort_by(|a, b| a.name.cmp(&b.name));
+    snapshot
+}

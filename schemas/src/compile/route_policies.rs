@@ -1,0 +1,164 @@
+//! A rule's request policies: the fallback answer, rate limiting and retries.
+
+use std::collections::BTreeSet;
+
+use crate::duration::Duration;
+use crate::model::{Fallback, RateLimit, RateLimitScope, Retry, RetryOn, Route};
+use crate::snapshot::{FallbackSpec, RateLimitKeySpec, RateLimitSpec, RetrySpec};
+use crate::yaml::{at, Seg};
+
+use super::ctx::Ctx;
+use super::limits::{MAX_FALLBACK_BODY, MAX_VALUE_MATCHES};
+
+impl Ctx<'_, Route> {
+    pub(super) fn fallback(&mut self, ri: usize, f: &Fallback, upstreams: &BTreeSet<&str>) -> FallbackSpec {
+        let p = |f: &'static str| [Seg::Key("rules"), Seg::Index(ri), Seg::Key("fallback"), Seg::Key(f)];
+        let base = [Seg::Key("rules"), Seg::Index(ri), Seg::Key("fallback")];
+        match (f.status, &f.upstream) {
+            (Some(_), Some(_)) | (None, None) => {
+                self.err(
+                    &base,
+                    "a fallback needs exactly one of `status` (a static answer) or `upstream`",
+                    Some("for example `fallback: { status: 503, body: \"try again later\" }`".to_string()),
+                );
+                FallbackSpec::Upstream(String::new())
+            }
+            (None, Some(name)) => {
+                if !f.headers.is_empty() || f.body.is_some() {
+                    self.err(&base, "`headers` and `body` only go with `status`, not with `upstream`", None);
+                }
+                if !upstreams.contains(name.as_str()) {
+                    self.err(
+                        &p("upstream"),
+                        format!("unknown upstream `{name}`"),
+                        Some(format!("define a `kind: Upstream` named `{name}` or fix the name")),
+                    );
+                }
+                FallbackSpec::Upstream(name.clone())
+            }
+            (Some(status), None) => {
+                self.range(&p("status"), u32::from(status), 100, 599, "fallback status");
+                if f.headers.len() > MAX_VALUE_MATCHES {
+                    self.err(&p("headers"), format!("more than {MAX_VALUE_MATCHES} headers"), None);
+                }
+                let headers = f
+                    .headers
+                    .iter()
+                    .enumerate()
+                    .map(|(i, h)| {
+                        let here = [&p("headers")[..], &[Seg::Index(i)]].concat();
+                        let name = self.header_name(&[&here[..], at!["name"]].concat(), &h.name);
+                        self.header_value(&[&here[..], at!["value"]].concat(), &h.value);
+                        (name, h.value.clone())
+                    })
+                    .collect();
+                let body = f.body.clone().unwrap_or_default();
+                if body.len() > MAX_FALLBACK_BODY {
+                    self.err(
+                        &p("body"),
+                        format!("the fallback body is {} bytes; at most {MAX_FALLBACK_BODY} are allowed", body.len()),
+                        None,
+                    );
+                }
+                FallbackSpec::Static { status, headers, body }
+            }
+        }
+    }
+
+    pub(super) fn rate_limit(&mut self, ri: usize, r: &RateLimit) -> RateLimitSpec {
+        let p = |f: &'static str| [Seg::Key("rules"), Seg::Index(ri), Seg::Key("rateLimit"), Seg::Key(f)];
+        let requests = self.range(&p("requests"), r.requests, 1, 1_000_000_000, "requests");
+        let period = r.period.unwrap_or(Duration::from_millis(1_000));
+        self.positive(&p("period"), period, "period");
+        if period.as_millis() > 86_400_000 {
+            self.err(&p("period"), format!("period `{period}` is longer than a day"), None);
+        }
+        let burst = self.range(&p("burst"), r.burst.unwrap_or(requests.max(1)), 1, 1_000_000_000, "burst");
+        let key = match &r.key {
+            None => RateLimitKeySpec::ClientIp,
+            Some(k) => match (k.client_ip, &k.header, &k.api_key) {
+                (Some(true), None, None) => RateLimitKeySpec::ClientIp,
+                (None, Some(h), None) => RateLimitKeySpec::Header(self.header_name(&p("key"), h)),
+                (None, None, Some(h)) => RateLimitKeySpec::ApiKey(self.header_name(&p("key"), h)),
+                _ => {
+                    self.err(
+                        &p("key"),
+                        "a rate-limit key is exactly one of `clientIP: true`, `header: NAME` or `apiKey: NAME`",
+                        None,
+                    );
+                    RateLimitKeySpec::ClientIp
+                }
+            },
+        };
+        RateLimitSpec { requests, period, burst, key, scope: r.scope.unwrap_or(RateLimitScope::Node) }
+    }
+
+    pub(super) fn retry(&mut self, ri: usize, r: &Retry, request_timeout: Option<Duration>) -> RetrySpec {
+        let p = |f: &'static str| [Seg::Key("rules"), Seg::Index(ri), Seg::Key("retry"), Seg::Key(f)];
+        let attempts = self.range(&p("attempts"), r.attempts, 1, 10, "attempts");
+        let mut retry_on = r.retry_on.clone().unwrap_or_else(|| vec![RetryOn::ConnectFailure, RetryOn::Reset]);
+        retry_on.sort();
+        retry_on.dedup();
+        let mut status_codes = r.status_codes.clone();
+        status_codes.sort_unstable();
+        status_codes.dedup();
+        for (i, s) in r.status_codes.iter().enumerate() {
+            if !(100..=599).contains(s) {
+                self.err(
+                    &[&p("statusCodes")[..], &[Seg::Index(i)]].concat(),
+                    format!("{s} is not an HTTP status code"),
+                    None,
+                );
+            }
+        }
+        let has_codes = retry_on.contains(&RetryOn::RetriableStatusCodes);
+        if has_codes && status_codes.is_empty() {
+            self.err(
+                &p("retryOn"),
+                "`retriableStatusCodes` is listed but `statusCodes` is empty",
+                Some("add `statusCodes: [503]` (for example)".to_string()),
+            );
+        }
+        if !has_codes && !status_codes.is_empty() {
+            self.err(
+                &p("statusCodes"),
+                "`statusCodes` is set but `retryOn` lacks `retriableStatusCodes`",
+                Some("add `retriableStatusCodes` to `retryOn`".to_string()),
+            );
+        }
+        let per_try_timeout = r.per_try_timeout.map(|d| self.positive(&p("perTryTimeout"), d, "perTryTimeout"));
+        if let (Some(t), Some(req)) = (per_try_timeout, request_timeout) {
+            if t > req {
+                self.err(
+                    &p("perTryTimeout"),
+                    format!("perTryTimeout `{t}` is longer than the request timeout `{req}`"),
+                    None,
+                );
+            }
+        }
+        let base = r.backoff.as_ref().and_then(|b| b.base).unwrap_or(Duration::from_millis(25));
+        let max = r
+            .backoff
+            .as_ref()
+            .and_then(|b| b.max)
+            .unwrap_or(Duration::from_millis(base.as_millis().saturating_mul(10)));
+        let bp = [Seg::Key("rules"), Seg::Index(ri), Seg::Key("retry"), Seg::Key("backoff")];
+        self.positive(&[&bp[..], at!["base"]].concat(), base, "backoff base");
+        if max < base {
+            self.err(
+                &[&bp[..], at!["max"]].concat(),
+                format!("backoff max `{max}` is shorter than base `{base}`"),
+                None,
+            );
+        }
+        RetrySpec {
+            attempts,
+            retry_on,
+            status_codes,
+            per_try_timeout,
+            backoff_base: base,
+            backoff_max: max,
+            allow_non_idempotent: r.allow_non_idempotent.unwrap_or(false),
+        }
+    }
+}
