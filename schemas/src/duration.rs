@@ -20,7 +20,7 @@ pub struct Duration {
 
 /// The largest duration accepted anywhere (a week). Anything larger is almost certainly a
 /// typo (`5000m` for `5000ms`), and it keeps arithmetic on deadlines far from overflow.
-pub const MAX_DURATION_MS: u64 = 7 * 24 * 3600 * 1000;
+pub(crate) const MAX_DURATION_MS: u64 = 7 * 24 * 3600 * 1000;
 
 impl Duration {
     pub const fn from_millis(millis: u64) -> Self {

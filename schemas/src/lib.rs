@@ -14,11 +14,11 @@ pub mod admin {
     #![allow(missing_debug_implementations, clippy::all, clippy::pedantic)]
     tonic::include_proto!("raftgate.admin.v1");
 }
-pub mod compile;
-pub mod diag;
+pub(crate) mod compile;
+pub(crate) mod diag;
 pub mod duration;
-pub mod load;
-pub mod model;
+pub(crate) mod load;
+pub(crate) mod model;
 pub mod snapshot;
 #[cfg(feature = "source")]
 pub mod source;

@@ -40,31 +40,31 @@ impl Default for TreeLimits {
 /// A decoded resource with the file and document tree it came from, so later checks can
 /// point at the exact place of a problem.
 #[derive(Debug, Clone)]
-pub struct Loaded<T> {
+pub(crate) struct Loaded<T> {
     pub value: T,
     pub file: String,
     pub root: Node,
 }
 
 impl<T> Loaded<T> {
-    pub fn diag(&self, path: &[yaml::Seg<'_>], message: impl Into<String>, help: Option<String>) -> Diagnostic {
+    pub(crate) fn diag(&self, path: &[yaml::Seg<'_>], message: impl Into<String>, help: Option<String>) -> Diagnostic {
         let pos = self.root.locate(path);
         Diagnostic { file: self.file.clone(), line: pos.line, column: pos.column, message: message.into(), help }
     }
 }
 
 #[derive(Debug, Default)]
-pub struct Resources {
+pub(crate) struct Resources {
     pub upstreams: Vec<Loaded<Upstream>>,
     pub routes: Vec<Loaded<Route>>,
     pub certificates: Vec<Loaded<Certificate>>,
 }
 
-pub const KINDS: [&str; 3] = ["Upstream", "Route", "Certificate"];
+pub(crate) const KINDS: [&str; 3] = ["Upstream", "Route", "Certificate"];
 
 /// Decodes every document of every file. Problems are pushed to `diags`; a document with a
 /// problem is left out, the others are still decoded, so one run reports them all.
-pub fn load(files: &[SourceFile], limits: &TreeLimits, diags: &mut Vec<Diagnostic>) -> Resources {
+pub(crate) fn load(files: &[SourceFile], limits: &TreeLimits, diags: &mut Vec<Diagnostic>) -> Resources {
     let mut out = Resources::default();
     let at = |file: &str, pos: Pos, message: String, help: Option<String>| Diagnostic {
         file: file.to_string(),

@@ -14,7 +14,7 @@ macro_rules! kind_tag {
     ($(#[$doc:meta])* $name:ident, $text:literal) => {
         $(#[$doc])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-        pub enum $name {
+        pub(crate) enum $name {
             #[serde(rename = $text)]
             $name,
         }
@@ -44,7 +44,7 @@ kind_tag!(
 #[allow(clippy::large_enum_variant)]
 #[serde(untagged)]
 #[schemars(title = "raftgate resource")]
-pub enum ResourceDocument {
+pub(crate) enum ResourceDocument {
     Upstream(Upstream),
     Route(Route),
     Certificate(Certificate),
@@ -57,7 +57,7 @@ pub enum ResourceDocument {
 /// them.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct Upstream {
+pub(crate) struct Upstream {
     pub kind: UpstreamKind,
     /// Unique among upstreams: lowercase letters, digits and `-`, at most 63 characters.
     pub name: String,
@@ -86,7 +86,7 @@ pub struct Upstream {
 /// One server of an upstream.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct Endpoint {
+pub(crate) struct Endpoint {
     /// `host:port`, where host is an IPv4 address, a bracketed IPv6 address (`[::1]:80`) or a
     /// DNS name.
     pub address: String,
@@ -97,7 +97,7 @@ pub struct Endpoint {
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct LoadBalancer {
+pub(crate) struct LoadBalancer {
     /// `roundRobin` (smooth weighted), `leastRequest` (power of two choices), `random`, or
     /// `consistentHash` (needs `consistentHash`).
     pub policy: LoadBalancerPolicy,
@@ -109,7 +109,7 @@ pub struct LoadBalancer {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub enum LoadBalancerPolicy {
+pub(crate) enum LoadBalancerPolicy {
     RoundRobin,
     LeastRequest,
     Random,
@@ -118,7 +118,7 @@ pub enum LoadBalancerPolicy {
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct ConsistentHash {
+pub(crate) struct ConsistentHash {
     /// Hash the value of this request header.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub header: Option<String>,
@@ -139,7 +139,7 @@ pub enum UpstreamProtocol {
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct UpstreamTls {
+pub(crate) struct UpstreamTls {
     /// Server name sent in the TLS handshake and checked against the certificate. Default:
     /// the endpoint's host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -154,7 +154,7 @@ pub struct UpstreamTls {
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct HealthCheck {
+pub(crate) struct HealthCheck {
     /// Probe every endpoint periodically.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active: Option<ActiveHealthCheck>,
@@ -165,7 +165,7 @@ pub struct HealthCheck {
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct ActiveHealthCheck {
+pub(crate) struct ActiveHealthCheck {
     /// HTTP path probed with GET, starting with `/`.
     pub path: String,
     /// Time between probes of one endpoint, per node. Default: `10s`.
@@ -187,7 +187,7 @@ pub struct ActiveHealthCheck {
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct PassiveHealthCheck {
+pub(crate) struct PassiveHealthCheck {
     /// Consecutive 5xx or connection failures that eject an endpoint. Default: 5.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consecutive_failures: Option<u32>,
@@ -201,7 +201,7 @@ pub struct PassiveHealthCheck {
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct CircuitBreaker {
+pub(crate) struct CircuitBreaker {
     /// Open after this many consecutive 5xx or gateway errors. Default: 5.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consecutive_failures: Option<u32>,
@@ -235,7 +235,7 @@ pub struct CircuitBreaker {
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct RetryBudget {
+pub(crate) struct RetryBudget {
     /// Retries in flight as a percentage (1–100) of the requests in flight. Default: 20.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub percent: Option<u32>,
@@ -246,7 +246,7 @@ pub struct RetryBudget {
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct ErrorRate {
+pub(crate) struct ErrorRate {
     /// Open when at least this percentage (1–100) of requests in the window failed.
     pub percent: u32,
     /// Length of the sliding window.
@@ -262,7 +262,7 @@ pub struct ErrorRate {
 /// Which requests go where, in Gateway API HTTPRoute terms.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct Route {
+pub(crate) struct Route {
     pub kind: RouteKind,
     /// Unique among routes: lowercase letters, digits and `-`, at most 63 characters.
     pub name: String,
@@ -277,7 +277,7 @@ pub struct Route {
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct Rule {
+pub(crate) struct Rule {
     /// Optional name, shown in metrics and logs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
@@ -311,7 +311,7 @@ pub struct Rule {
 /// Exactly one of `status` (a static answer) or `upstream`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct Fallback {
+pub(crate) struct Fallback {
     /// Answer with this status (100–599), `headers` and `body`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
@@ -328,7 +328,7 @@ pub struct Fallback {
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct RateLimit {
+pub(crate) struct RateLimit {
     /// Requests allowed per `period` for each key.
     pub requests: u32,
     /// Default: `1s`.
@@ -350,7 +350,7 @@ pub struct RateLimit {
 /// Exactly one of the fields.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct RateLimitKey {
+pub(crate) struct RateLimitKey {
     /// One bucket per client IP address.
     #[serde(default, rename = "clientIP", skip_serializing_if = "Option::is_none")]
     pub client_ip: Option<bool>,
@@ -373,7 +373,7 @@ pub enum RateLimitScope {
 /// All conditions given in one match must hold.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct Match {
+pub(crate) struct Match {
     /// Default: `{ type: PathPrefix, value: / }`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<PathMatch>,
@@ -390,7 +390,7 @@ pub struct Match {
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct PathMatch {
+pub(crate) struct PathMatch {
     /// `Exact`, `PathPrefix` (default; matches whole segments) or `RegularExpression`.
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
     pub kind: Option<PathMatchType>,
@@ -413,7 +413,7 @@ pub enum StringMatchType {
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct HeaderMatch {
+pub(crate) struct HeaderMatch {
     /// `Exact` (default) or `RegularExpression` (whole value).
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
     pub kind: Option<StringMatchType>,
@@ -424,7 +424,7 @@ pub struct HeaderMatch {
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct QueryParamMatch {
+pub(crate) struct QueryParamMatch {
     /// `Exact` (default) or `RegularExpression` (whole value).
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
     pub kind: Option<StringMatchType>,
@@ -436,7 +436,7 @@ pub struct QueryParamMatch {
 /// One filter; `type` says which of the other fields configures it.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct Filter {
+pub(crate) struct Filter {
     #[serde(rename = "type")]
     pub kind: FilterType,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -450,7 +450,7 @@ pub struct Filter {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub enum FilterType {
+pub(crate) enum FilterType {
     RequestHeaderModifier,
     ResponseHeaderModifier,
     #[serde(rename = "URLRewrite")]
@@ -460,7 +460,7 @@ pub enum FilterType {
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct HeaderModifier {
+pub(crate) struct HeaderModifier {
     /// Headers to set, replacing any existing value.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub set: Vec<HeaderValue>,
@@ -474,14 +474,14 @@ pub struct HeaderModifier {
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct HeaderValue {
+pub(crate) struct HeaderValue {
     pub name: String,
     pub value: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct UrlRewrite {
+pub(crate) struct UrlRewrite {
     /// Replace the `Host` header sent upstream.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
@@ -491,7 +491,7 @@ pub struct UrlRewrite {
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct PathModifier {
+pub(crate) struct PathModifier {
     /// `ReplaceFullPath` or `ReplacePrefixMatch` (only with a `PathPrefix` match).
     #[serde(rename = "type")]
     pub kind: PathModifierType,
@@ -502,14 +502,14 @@ pub struct PathModifier {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub enum PathModifierType {
+pub(crate) enum PathModifierType {
     ReplaceFullPath,
     ReplacePrefixMatch,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct RequestRedirect {
+pub(crate) struct RequestRedirect {
     /// `http` or `https`. Default: the request's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheme: Option<String>,
@@ -527,7 +527,7 @@ pub struct RequestRedirect {
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct BackendRef {
+pub(crate) struct BackendRef {
     /// Name of an `Upstream`.
     pub upstream: String,
     /// Share of this rule's traffic, proportional to the sum of the weights (not a
@@ -538,7 +538,7 @@ pub struct BackendRef {
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct Timeouts {
+pub(crate) struct Timeouts {
     /// Whole request, from the first byte received to the last byte of the response head.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request: Option<Duration>,
@@ -549,7 +549,7 @@ pub struct Timeouts {
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct Retry {
+pub(crate) struct Retry {
     /// Total attempts including the first, 1 to 10.
     pub attempts: u32,
     /// When to retry: `connectFailure`, `reset`, `5xx`, `gatewayError`, `retriableStatusCodes`.
@@ -586,7 +586,7 @@ pub enum RetryOn {
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct Backoff {
+pub(crate) struct Backoff {
     /// First backoff interval. Default: `25ms`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base: Option<Duration>,
@@ -602,7 +602,7 @@ pub struct Backoff {
 /// the PEM files is in Git; the private key never is.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct Certificate {
+pub(crate) struct Certificate {
     pub kind: CertificateKind,
     /// Unique among certificates.
     pub name: String,
@@ -617,7 +617,7 @@ pub struct Certificate {
 /// Exactly one of `file` or `env`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct PemSource {
+pub(crate) struct PemSource {
     /// Absolute path of a PEM file on each node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<String>,

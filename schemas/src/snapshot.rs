@@ -15,7 +15,7 @@ pub use crate::model::{PathMatchType, RateLimitScope, RetryOn, StringMatchType, 
 
 /// Bumped whenever the meaning of a snapshot changes, so a node never runs a snapshot it
 /// would misread.
-pub const SNAPSHOT_FORMAT: u32 = 3;
+pub(crate) const SNAPSHOT_FORMAT: u32 = 3;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

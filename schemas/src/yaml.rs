@@ -13,7 +13,7 @@ use yaml_rust2::scanner::Marker;
 
 /// A 1-based line and column, as editors and compilers print them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
-pub struct Pos {
+pub(crate) struct Pos {
     pub line: u32,
     pub column: u32,
 }
@@ -36,7 +36,7 @@ impl fmt::Display for Pos {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NodeKind {
+pub(crate) enum NodeKind {
     Scalar(String),
     Seq(Vec<Node>),
     /// Keys in document order. Only scalar keys can be looked up by path.
@@ -46,14 +46,14 @@ pub enum NodeKind {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Node {
+pub(crate) struct Node {
     pub pos: Pos,
     pub kind: NodeKind,
 }
 
 /// One step of a path into a document: a mapping key or a sequence index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Seg<'a> {
+pub(crate) enum Seg<'a> {
     Key(&'a str),
     Index(usize),
 }
@@ -78,7 +78,7 @@ pub(crate) use at;
 
 impl Node {
     /// The value under `key` when this is a mapping.
-    pub fn get(&self, key: &str) -> Option<&Node> {
+    pub(crate) fn get(&self, key: &str) -> Option<&Node> {
         match &self.kind {
             NodeKind::Map(entries) => {
                 entries.iter().find(|(k, _)| matches!(&k.kind, NodeKind::Scalar(s) if s == key)).map(|(_, v)| v)
@@ -87,7 +87,7 @@ impl Node {
         }
     }
 
-    pub fn as_str(&self) -> Option<&str> {
+    pub(crate) fn as_str(&self) -> Option<&str> {
         match &self.kind {
             NodeKind::Scalar(s) => Some(s),
             _ => None,
@@ -97,7 +97,7 @@ impl Node {
     /// The position of the deepest node along `path` that exists. A path that runs past
     /// the written document (a field left out, so defaulted) ends at its parent, which is
     /// where the user has to add something.
-    pub fn locate(&self, path: &[Seg<'_>]) -> Pos {
+    pub(crate) fn locate(&self, path: &[Seg<'_>]) -> Pos {
         let mut node = self;
         for seg in path {
             let next = match (seg, &node.kind) {
@@ -132,7 +132,7 @@ impl Default for Limits {
 /// A problem found while parsing. `fatal` errors (YAML syntax) stop the whole file,
 /// because the parser cannot resynchronise; the others concern one document only.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct YamlError {
+pub(crate) struct YamlError {
     pub pos: Pos,
     pub message: String,
     pub help: Option<String>,
@@ -140,13 +140,13 @@ pub struct YamlError {
 
 /// The documents of one file: each is either a tree or the error that spoiled it.
 #[derive(Debug)]
-pub struct ParsedFile {
+pub(crate) struct ParsedFile {
     pub documents: Vec<Result<Node, YamlError>>,
     /// A syntax error after which nothing more could be read.
     pub fatal: Option<YamlError>,
 }
 
-pub fn parse(src: &str, limits: Limits) -> ParsedFile {
+pub(crate) fn parse(src: &str, limits: Limits) -> ParsedFile {
     let mut parser = Parser::new_from_str(src);
     let mut documents = Vec::new();
     let mut nodes = 0usize;

@@ -26,9 +26,6 @@ use ctx::Ctx;
 use matches::check_identical_matches;
 use names::check_unique_names;
 
-pub use crate::diag::did_you_mean;
-pub use names::{valid_address, valid_hostname, valid_name};
-
 pub(crate) fn compile(res: &Resources, diags: &mut Vec<Diagnostic>) -> ConfigSnapshot {
     let mut snapshot = ConfigSnapshot::default();
 

@@ -32,7 +32,7 @@ pub(super) fn check_unique_names<T>(
 }
 
 /// Resource names: DNS-label style, so they are safe in metrics labels, URLs and file names.
-pub fn valid_name(name: &str) -> Result<(), &'static str> {
+pub(super) fn valid_name(name: &str) -> Result<(), &'static str> {
     if name.is_empty() {
         return Err("it is empty");
     }
@@ -49,7 +49,7 @@ pub fn valid_name(name: &str) -> Result<(), &'static str> {
 }
 
 /// A DNS host name, optionally with one leading `*.` label. Returns it lower-cased.
-pub fn valid_hostname(h: &str, allow_wildcard: bool) -> Result<String, String> {
+pub(super) fn valid_hostname(h: &str, allow_wildcard: bool) -> Result<String, String> {
     let lower = h.to_ascii_lowercase();
     let rest = match lower.strip_prefix("*.") {
         Some(rest) if allow_wildcard => rest,
@@ -89,7 +89,7 @@ pub fn valid_hostname(h: &str, allow_wildcard: bool) -> Result<String, String> {
 }
 
 /// `host:port` for an endpoint. Returns it in canonical form (lower-case host).
-pub fn valid_address(a: &str) -> Result<String, String> {
+pub(super) fn valid_address(a: &str) -> Result<String, String> {
     if let Ok(sa) = SocketAddr::from_str(a) {
         if sa.port() == 0 {
             return Err("port 0 is not a port".into());
