@@ -7,102 +7,90 @@
 //! emulator; see `net`).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
-use crate::net::Net;
+use crate::http;
+use crate::net::{self, Mode, Net};
+use crate::process::{alive, bin, spawn_detached};
 use crate::repo::Repo;
 use crate::topology::Topology;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    Loopback,
-    Netns,
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct NodeState {
-    pub id: u64,
+pub(crate) struct NodeState {
+    pub(crate) id: u64,
     /// `<region>-<n>`.
-    pub name: String,
-    pub region: String,
+    pub(crate) name: String,
+    pub(crate) region: String,
     /// The node's IP: 127.0.0.1, or its namespace address.
-    pub ip: String,
-    pub http: String,
-    pub admin: String,
-    pub raft: String,
-    pub data: PathBuf,
-    pub log: PathBuf,
-    pub pid: Option<u32>,
+    pub(crate) ip: String,
+    pub(crate) http: String,
+    pub(crate) admin: String,
+    pub(crate) raft: String,
+    pub(crate) data: PathBuf,
+    pub(crate) log: PathBuf,
+    pub(crate) pid: Option<u32>,
     /// Per-node demo upstreams (netns mode: every namespace has its own loopback).
-    pub upstreams_pid: Option<u32>,
+    pub(crate) upstreams_pid: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct State {
-    pub dir: PathBuf,
-    pub topology: Topology,
-    pub mode: Mode,
-    pub nodes: Vec<NodeState>,
-    pub next_id: u64,
+pub(crate) struct State {
+    pub(crate) dir: PathBuf,
+    pub(crate) topology: Topology,
+    pub(crate) mode: Mode,
+    pub(crate) nodes: Vec<NodeState>,
+    pub(crate) next_id: u64,
     /// Helper processes: shared demo upstreams, git daemon, WAN emulator.
-    pub helpers: Vec<(String, u32)>,
+    pub(crate) helpers: Vec<(String, u32)>,
     /// The address nodes fetch the config repository from.
-    pub git_url: String,
+    pub(crate) git_url: String,
     /// The Raft timing profile the nodes run with.
-    pub raft_profile: String,
+    pub(crate) raft_profile: String,
     /// Loopback mode: added to every node port (8080+, 9800+, 9900+), so two testbeds
     /// (or a test beside `make run`) do not collide.
     #[serde(default)]
-    pub port_offset: u16,
+    pub(crate) port_offset: u16,
 }
 
-/// Where `raftgated`, `raftgate` and `testbed` live: beside this binary.
-pub fn bin(name: &str) -> PathBuf {
-    let me = std::env::current_exe().unwrap_or_else(|_| PathBuf::from(name));
-    me.with_file_name(name)
-}
-
-pub fn default_state_dir() -> PathBuf {
+pub(crate) fn default_state_dir() -> PathBuf {
     std::env::var_os("TESTBED_STATE").map_or_else(|| std::env::temp_dir().join("raftgate-testbed"), PathBuf::from)
 }
 
 /// The webhook secret every node checks and `testbed merge --webhook` signs with. A
 /// testbed-only value, kept in the state directory (never in Git).
-pub const WEBHOOK_SECRET: &str = "testbed-webhook-secret-0123456789";
+pub(crate) const WEBHOOK_SECRET: &str = "testbed-webhook-secret-0123456789";
 
 impl State {
-    pub fn path(dir: &Path) -> PathBuf {
+    pub(crate) fn path(dir: &Path) -> PathBuf {
         dir.join("state.json")
     }
 
-    pub fn load(dir: &Path) -> anyhow::Result<State> {
+    pub(crate) fn load(dir: &Path) -> anyhow::Result<State> {
         let text = std::fs::read_to_string(Self::path(dir))
             .with_context(|| format!("no testbed is up in {} (run `testbed up <topology>`)", dir.display()))?;
         serde_json::from_str(&text)
             .with_context(|| format!("{} is damaged; run `testbed down`", Self::path(dir).display()))
     }
 
-    pub fn save(&self) -> anyhow::Result<()> {
+    pub(crate) fn save(&self) -> anyhow::Result<()> {
         let tmp = self.dir.join("state.json.tmp");
         std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)?;
         std::fs::rename(tmp, Self::path(&self.dir))?;
         Ok(())
     }
 
-    pub fn repo(&self) -> Repo {
+    pub(crate) fn repo(&self) -> Repo {
         Repo::at(self.dir.join("repo"))
     }
 
-    pub fn net(&self) -> Net {
+    pub(crate) fn net(&self) -> Net {
         Net::new(self.mode)
     }
 
-    pub fn node(&self, name: &str) -> anyhow::Result<&NodeState> {
+    pub(crate) fn node(&self, name: &str) -> anyhow::Result<&NodeState> {
         self.nodes.iter().find(|n| n.name == name || n.id.to_string() == name).with_context(|| {
             format!(
                 "no node `{name}` (nodes: {})",
@@ -112,12 +100,12 @@ impl State {
     }
 
     /// The admin address of the first running node.
-    pub fn live_admin(&self) -> anyhow::Result<String> {
+    pub(crate) fn live_admin(&self) -> anyhow::Result<String> {
         self.nodes.iter().find(|n| n.pid.is_some_and(alive)).map(|n| n.admin.clone()).context("no node is running")
     }
 
     /// A new node in `region`, with its addresses.
-    pub fn plan_node(&mut self, region: &str) -> anyhow::Result<NodeState> {
+    pub(crate) fn plan_node(&mut self, region: &str) -> anyhow::Result<NodeState> {
         let r = self.topology.region_index(region).with_context(|| {
             format!(
                 "no region `{region}` (regions: {})",
@@ -136,7 +124,7 @@ impl State {
                 ("127.0.0.1".to_string(), p(8080), p(9900), p(9800))
             }
             Mode::Netns => {
-                let ip = crate::net::node_ip(r, id);
+                let ip = net::node_ip(r, id);
                 (ip.clone(), format!("{ip}:8080"), format!("{ip}:9900"), format!("{ip}:9800"))
             }
         };
@@ -158,15 +146,15 @@ impl State {
 
     /// Starts (or restarts) a node's process. `join`: the admin address to join through;
     /// `bootstrap`: start a new cluster.
-    pub fn launch(&self, node: &mut NodeState, bootstrap: bool, join: Option<&str>) -> anyhow::Result<()> {
+    pub(crate) fn launch(&self, node: &mut NodeState, bootstrap: bool, join: Option<&str>) -> anyhow::Result<()> {
         std::fs::create_dir_all(&node.data)?;
         std::fs::create_dir_all(node.log.parent().unwrap_or(Path::new(".")))?;
         if self.mode == Mode::Netns {
-            crate::net::ensure_node(&self.dir, node)?;
+            net::ensure_node(&self.dir, node.id, &node.name, &node.region, &node.ip)?;
         }
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&node.log)?;
         let secret = self.dir.join("webhook-secret");
-        let mut cmd = self.net().command(Some(node), &bin("raftgated"));
+        let mut cmd = self.net().command(Some(node.id), &bin("raftgated"));
         cmd.args(["--node-id", &node.id.to_string(), "--data-dir"])
             .arg(&node.data)
             .args(["--http-addr", &node.http, "--admin-addr", &node.admin, "--raft-addr", &node.raft])
@@ -190,10 +178,10 @@ impl State {
 
     /// In netns mode each node's namespace runs its own demo upstreams (the config's
     /// loopback endpoints); starts them unless they run.
-    pub fn start_upstreams(&self, node: &mut NodeState) -> anyhow::Result<()> {
+    pub(crate) fn start_upstreams(&self, node: &mut NodeState) -> anyhow::Result<()> {
         if node.upstreams_pid.is_none_or(|p| !alive(p)) {
             let ulog = std::fs::OpenOptions::new().create(true).append(true).open(&node.log)?;
-            let mut up = self.net().command(Some(node), &bin("testbed"));
+            let mut up = self.net().command(Some(node.id), &bin("testbed"));
             up.arg("upstreams").arg(&self.topology.config);
             node.upstreams_pid = Some(spawn_detached(&mut up, ulog)?);
         }
@@ -201,10 +189,10 @@ impl State {
     }
 
     /// Waits until the node's admin API answers /readyz (it serves a config).
-    pub fn wait_ready(&self, node: &NodeState, limit: Duration) -> anyhow::Result<Duration> {
+    pub(crate) fn wait_ready(&self, node: &NodeState, limit: Duration) -> anyhow::Result<Duration> {
         let started = Instant::now();
         loop {
-            if crate::http::get_status(&self.net(), &format!("http://{}/readyz", node.admin)) == Some(200) {
+            if http::get_status(&self.net(), &format!("http://{}/readyz", node.admin)) == Some(200) {
                 return Ok(started.elapsed());
             }
             if node.pid.is_some_and(|p| !alive(p)) {
@@ -218,64 +206,10 @@ impl State {
     }
 
     /// Runs `raftgate <args>` against the cluster (inside the control namespace in netns mode).
-    pub fn raftgate(&self, args: &[&str]) -> anyhow::Result<std::process::Output> {
+    pub(crate) fn raftgate(&self, args: &[&str]) -> anyhow::Result<std::process::Output> {
         let admin = self.live_admin()?;
         let mut cmd = self.net().command(None, &bin("raftgate"));
         cmd.args(["--admin", &admin]).args(args);
         cmd.output().context("running raftgate")
-    }
-}
-
-/// Starts a process in its own process group (so a Ctrl-C aimed at the testbed reaches it
-/// only through an orderly `down`), its output appended to `log`.
-pub fn spawn_detached(cmd: &mut Command, log: std::fs::File) -> anyhow::Result<u32> {
-    use std::os::unix::process::CommandExt;
-    let err = log.try_clone()?;
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(log))
-        .stderr(Stdio::from(err))
-        .process_group(0)
-        .spawn()
-        .with_context(|| format!("cannot start {:?}", cmd.get_program()))?;
-    Ok(child.id())
-}
-
-/// Whether `pid` runs (a zombie does not count: PID 1 here reaps late).
-pub fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X')),
-        Err(_) => false,
-    }
-}
-
-/// Stops `pid`: SIGTERM, then SIGKILL after `grace`.
-pub fn stop(pid: u32, grace: Duration) {
-    use nix::sys::signal::{kill, Signal};
-    use nix::unistd::Pid;
-    let Ok(raw) = i32::try_from(pid) else { return };
-    let target = Pid::from_raw(raw);
-    let _ = kill(target, Signal::SIGTERM);
-    let started = Instant::now();
-    while alive(pid) && started.elapsed() < grace {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    if alive(pid) {
-        let _ = kill(target, Signal::SIGKILL);
-        let started = Instant::now();
-        while alive(pid) && started.elapsed() < Duration::from_secs(2) {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-/// SIGKILL, as a crash would.
-pub fn crash(pid: u32) {
-    use nix::sys::signal::{kill, Signal};
-    let Ok(raw) = i32::try_from(pid) else { return };
-    let _ = kill(nix::unistd::Pid::from_raw(raw), Signal::SIGKILL);
-    let started = Instant::now();
-    while alive(pid) && started.elapsed() < Duration::from_secs(2) {
-        std::thread::sleep(Duration::from_millis(10));
     }
 }

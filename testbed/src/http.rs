@@ -8,11 +8,18 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 
 use crate::net::Net;
+use crate::process::bin;
 
 /// One request; `None` when nothing answered within five seconds.
-pub fn request(net: &Net, method: &str, url: &str, headers: &[(String, String)], body: &[u8]) -> Option<(u16, String)> {
+pub(crate) fn request(
+    net: &Net,
+    method: &str,
+    url: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> Option<(u16, String)> {
     if net.is_netns() && !net.inside_control() {
-        let mut cmd = net.command(None, &crate::cluster::bin("testbed"));
+        let mut cmd = net.command(None, &bin("testbed"));
         cmd.args(["http", method, url]);
         for (k, v) in headers {
             cmd.args(["--header", &format!("{k}: {v}")]);
@@ -26,12 +33,12 @@ pub fn request(net: &Net, method: &str, url: &str, headers: &[(String, String)],
     local(method, url, headers, body)
 }
 
-pub fn get_status(net: &Net, url: &str) -> Option<u16> {
+pub(crate) fn get_status(net: &Net, url: &str) -> Option<u16> {
     request(net, "GET", url, &[], b"").map(|(s, _)| s)
 }
 
 /// The request from this process.
-pub fn local(method: &str, url: &str, headers: &[(String, String)], body: &[u8]) -> Option<(u16, String)> {
+pub(crate) fn local(method: &str, url: &str, headers: &[(String, String)], body: &[u8]) -> Option<(u16, String)> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
     rt.block_on(async {
         let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())

@@ -12,23 +12,23 @@ use serde::Serialize;
 use crate::repo::{PROBE_HOST, PROBE_PATH};
 
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct NodeLoad {
-    pub ok: u64,
-    pub failed: u64,
+pub(crate) struct NodeLoad {
+    pub(crate) ok: u64,
+    pub(crate) failed: u64,
     /// Answers the route's fallback gave (`x-raftgate-fallback`): degraded, not failed.
-    pub fallback: u64,
+    pub(crate) fallback: u64,
     /// The first few failures, for the report.
-    pub errors: Vec<String>,
+    pub(crate) errors: Vec<String>,
     /// Response times (median, 99th percentile), in milliseconds.
-    pub p50_ms: f64,
-    pub p99_ms: f64,
+    pub(crate) p50_ms: f64,
+    pub(crate) p99_ms: f64,
 }
 
 /// Where the load goes: a host name and path served by every node.
 #[derive(Debug, Clone)]
-pub struct Target {
-    pub host: String,
-    pub path: String,
+pub(crate) struct Target {
+    pub(crate) host: String,
+    pub(crate) path: String,
 }
 
 impl Default for Target {
@@ -38,22 +38,22 @@ impl Default for Target {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct LoadReport {
-    pub seconds: f64,
-    pub rate_per_node: u32,
-    pub nodes: BTreeMap<String, NodeLoad>,
+pub(crate) struct LoadReport {
+    pub(crate) seconds: f64,
+    pub(crate) rate_per_node: u32,
+    pub(crate) nodes: BTreeMap<String, NodeLoad>,
 }
 
 impl LoadReport {
-    pub fn failed(&self) -> u64 {
+    pub(crate) fn failed(&self) -> u64 {
         self.nodes.values().map(|n| n.failed).sum()
     }
 
-    pub fn ok(&self) -> u64 {
+    pub(crate) fn ok(&self) -> u64 {
         self.nodes.values().map(|n| n.ok).sum()
     }
 
-    pub fn print(&self) {
+    pub(crate) fn print(&self) {
         println!("{:<14} {:>8} {:>8}  FIRST ERROR", "NODE", "OK", "FAILED");
         for (name, n) in &self.nodes {
             println!("{:<14} {:>8} {:>8}  {}", name, n.ok, n.failed, n.errors.first().map_or("", String::as_str));
@@ -64,7 +64,7 @@ impl LoadReport {
 
 /// Sends `rate` requests per second to each `(name, http address)` for `duration`, or
 /// until `stop` is set.
-pub async fn run(
+pub(crate) async fn run(
     targets: Vec<(String, String)>,
     duration: Duration,
     rate: u32,

@@ -1,6 +1,20 @@
 //! `testbed` runs raftgate clusters across simulated regions so that scaling, failures and
 //! rollouts can be watched and measured, and provides the demo and benchmark upstreams.
 //! It must never send traffic anywhere but loopback and the namespaces it creates itself.
+//!
+//! Layering: a file uses only files below it, never one above or beside it (no cycles).
+//!
+//! - `main`: the command line; may use any file.
+//! - `scenario`: the measured scenarios; uses `ops`, `cluster`, `net`, `process`.
+//! - `ops`: the commands (up, down, scale, ...); uses `cluster`, `net`, `http`, `process`,
+//!   `repo`, `topology`, `upstreams`.
+//! - `cluster`: the testbed's state (`State`, `NodeState`) and its nodes; uses `net`, `http`,
+//!   `process`, `repo`, `topology`.
+//! - `http`: small HTTP calls, from the control namespace if need be; uses `net`, `process`.
+//! - `net`: loopback or netns (`Mode`, `Net`), namespaces and emulator rules; uses
+//!   `process`, `topology`, `wanem`.
+//! - `load`: the load generator; uses `repo`.
+//! - `process`, `repo`, `topology`, `upstreams`, `wanem`: leaves, using no other file.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -15,6 +29,7 @@ mod http;
 mod load;
 mod net;
 mod ops;
+mod process;
 mod repo;
 mod scenario;
 mod topology;
@@ -211,7 +226,7 @@ fn run(command: Command, dir: &std::path::Path) -> anyhow::Result<ExitCode> {
             if state.net().is_netns() && !state.net().inside_control() {
                 let status = state
                     .net()
-                    .command(None, &cluster::bin("testbed"))
+                    .command(None, &process::bin("testbed"))
                     .arg("--state")
                     .arg(dir)
                     .args(["load", "--duration", &format!("{}ms", duration.as_millis()), "--rate", &rate.to_string()])
@@ -277,7 +292,7 @@ fn run(command: Command, dir: &std::path::Path) -> anyhow::Result<ExitCode> {
             let state = netns_state(dir)?;
             let (a, b) = (state.node(&from)?, state.node(&to)?);
             let out =
-                state.net().command(Some(a), &cluster::bin("testbed")).args(["tcp-connect", &b.admin]).output()?;
+                state.net().command(Some(a.id), &process::bin("testbed")).args(["tcp-connect", &b.admin]).output()?;
             print!("{}", String::from_utf8_lossy(&out.stdout));
             eprint!("{}", String::from_utf8_lossy(&out.stderr));
         }
@@ -311,7 +326,7 @@ fn run(command: Command, dir: &std::path::Path) -> anyhow::Result<ExitCode> {
 /// The state of a testbed running in netns mode (faults need the emulator).
 fn netns_state(dir: &std::path::Path) -> anyhow::Result<cluster::State> {
     let state = cluster::State::load(dir)?;
-    if state.mode != cluster::Mode::Netns {
+    if state.mode != net::Mode::Netns {
         anyhow::bail!("this testbed runs on loopback (no root or no /dev/net/tun): partitions and latency need network namespaces");
     }
     Ok(state)
@@ -321,8 +336,8 @@ fn netns_state(dir: &std::path::Path) -> anyhow::Result<cluster::State> {
 fn next_steps(state: &cluster::State) {
     let n1 = &state.nodes[0];
     let repo = state.repo().dir;
-    let raftgate = cluster::bin("raftgate");
-    let testbed = cluster::bin("testbed");
+    let raftgate = process::bin("raftgate");
+    let testbed = process::bin("testbed");
     println!(
         "
 Try it (in another terminal):

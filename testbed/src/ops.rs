@@ -5,31 +5,34 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
-use crate::cluster::{self, alive, Mode, NodeState, State, WEBHOOK_SECRET};
+use crate::cluster::{NodeState, State, WEBHOOK_SECRET};
+use crate::net::{self, Mode};
+use crate::process::{self, alive};
 use crate::repo::Repo;
 use crate::topology::Topology;
+use crate::{http, upstreams};
 
 /// How long a node may take to serve its first config.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, Copy)]
-pub struct UpOptions {
+pub(crate) struct UpOptions {
     /// Plain processes on loopback even where namespaces would work.
-    pub loopback: bool,
+    pub(crate) loopback: bool,
     /// Less output (tests, scenarios).
-    pub quiet: bool,
+    pub(crate) quiet: bool,
     /// Loopback mode: shift every node port by this much.
-    pub port_offset: u16,
+    pub(crate) port_offset: u16,
 }
 
 /// Brings a topology up: the Git repository, demo upstreams, and every node (the first
 /// bootstraps, the rest join). Idempotent: a testbed already up is taken down first.
-pub fn up(topology: &Path, dir: &Path, opts: UpOptions) -> anyhow::Result<State> {
+pub(crate) fn up(topology: &Path, dir: &Path, opts: UpOptions) -> anyhow::Result<State> {
     let topo = Topology::load(topology)?;
     if State::path(dir).exists() || dir.join("nodes").exists() {
         down(dir, true)?;
     }
-    let mode = match (opts.loopback, crate::net::netns_unavailable()) {
+    let mode = match (opts.loopback, net::netns_unavailable()) {
         (true, _) => Mode::Loopback,
         (false, Some(why)) => {
             eprintln!("testbed: {why}: running every node on loopback, with no WAN latency and no partitions");
@@ -41,7 +44,7 @@ pub fn up(topology: &Path, dir: &Path, opts: UpOptions) -> anyhow::Result<State>
     let dir = dir.canonicalize()?;
     write_secret(&dir.join("webhook-secret"))?;
 
-    let compiled = crate::upstreams::compile(&topo.config)?;
+    let compiled = upstreams::compile(&topo.config)?;
     let first_upstream =
         compiled.upstreams.first().map(|u| u.name.clone()).context("the topology's config defines no upstream")?;
     let repo = Repo::create(dir.join("repo"), &topo.config, &first_upstream)?;
@@ -59,12 +62,14 @@ pub fn up(topology: &Path, dir: &Path, opts: UpOptions) -> anyhow::Result<State>
         raft_profile: if max_rtt.unwrap_or_default() > Duration::from_millis(10) { "wan" } else { "lan" }.into(),
     };
     if mode == Mode::Netns {
-        crate::net::setup(&mut state)?;
+        let control = net::setup(&state.dir, &state.topology)?;
+        state.helpers.extend(control.helpers);
+        state.git_url = control.git_url;
     } else {
         let log = std::fs::File::create(dir.join("upstreams.log"))?;
-        let mut cmd = std::process::Command::new(cluster::bin("testbed"));
+        let mut cmd = std::process::Command::new(process::bin("testbed"));
         cmd.arg("upstreams").arg(&topo.config);
-        state.helpers.push(("upstreams".into(), cluster::spawn_detached(&mut cmd, log)?));
+        state.helpers.push(("upstreams".into(), process::spawn_detached(&mut cmd, log)?));
     }
     state.save()?;
 
@@ -100,7 +105,7 @@ fn write_secret(path: &Path) -> anyhow::Result<()> {
 }
 
 /// Waits until the cluster has `voters` voters.
-pub fn wait_voters(state: &State, voters: usize, limit: Duration) -> anyhow::Result<()> {
+fn wait_voters(state: &State, voters: usize, limit: Duration) -> anyhow::Result<()> {
     let started = Instant::now();
     loop {
         let out = state.raftgate(&["-o", "json", "members", "list"])?;
@@ -140,7 +145,7 @@ fn print_summary(state: &State) {
 }
 
 /// Stops everything the testbed started and removes its state. Idempotent.
-pub fn down(dir: &Path, quiet: bool) -> anyhow::Result<()> {
+pub(crate) fn down(dir: &Path, quiet: bool) -> anyhow::Result<()> {
     let state = State::load(dir).ok();
     let existed = dir.exists();
     let mut stopped = 0;
@@ -148,14 +153,14 @@ pub fn down(dir: &Path, quiet: bool) -> anyhow::Result<()> {
         for n in &s.nodes {
             for pid in [n.pid, n.upstreams_pid].into_iter().flatten() {
                 if alive(pid) {
-                    cluster::stop(pid, Duration::from_secs(3));
+                    process::stop(pid, Duration::from_secs(3));
                     stopped += 1;
                 }
             }
         }
         for (_, pid) in &s.helpers {
             if alive(*pid) {
-                cluster::stop(*pid, Duration::from_secs(1));
+                process::stop(*pid, Duration::from_secs(1));
                 stopped += 1;
             }
         }
@@ -165,7 +170,7 @@ pub fn down(dir: &Path, quiet: bool) -> anyhow::Result<()> {
     // Namespaces are machine-wide: only a netns testbed removes them (a loopback testbed
     // coming down must not touch another testbed's namespaces).
     if state.as_ref().is_some_and(|s| s.mode == Mode::Netns) {
-        crate::net::teardown();
+        net::teardown();
     }
     if dir.exists() {
         std::fs::remove_dir_all(dir).with_context(|| format!("cannot remove {}", dir.display()))?;
@@ -194,7 +199,7 @@ fn sweep(dir: &Path) -> usize {
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
         let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
         if text.contains(&needle) && alive(pid) {
-            cluster::stop(pid, Duration::from_secs(1));
+            process::stop(pid, Duration::from_secs(1));
             n += 1;
         }
     }
@@ -202,7 +207,7 @@ fn sweep(dir: &Path) -> usize {
 }
 
 /// `testbed status`: the processes, then `raftgate status`.
-pub fn status(dir: &Path) -> anyhow::Result<bool> {
+pub(crate) fn status(dir: &Path) -> anyhow::Result<bool> {
     let state = State::load(dir)?;
     println!("{:<12} {:<4} {:<10} {:<8} {:<22} {:<22}", "NODE", "ID", "REGION", "PROCESS", "HTTP", "ADMIN");
     for n in &state.nodes {
@@ -220,19 +225,19 @@ pub fn status(dir: &Path) -> anyhow::Result<bool> {
 }
 
 /// Kills a node (SIGKILL, as a crash).
-pub fn kill(dir: &Path, name: &str) -> anyhow::Result<()> {
+pub(crate) fn kill(dir: &Path, name: &str) -> anyhow::Result<()> {
     let mut state = State::load(dir)?;
     let id = state.node(name)?.id;
     let node = state.nodes.iter_mut().find(|n| n.id == id).expect("found above");
     match node.pid.take() {
-        Some(p) if alive(p) => cluster::crash(p),
+        Some(p) if alive(p) => process::crash(p),
         _ => bail!("{} is not running", node.name),
     }
     state.save()
 }
 
 /// Restarts a stopped node from its data directory.
-pub fn start(dir: &Path, name: &str) -> anyhow::Result<Duration> {
+pub(crate) fn start(dir: &Path, name: &str) -> anyhow::Result<Duration> {
     let mut state = State::load(dir)?;
     let id = state.node(name)?.id;
     let mut node = state.nodes.iter().find(|n| n.id == id).cloned().expect("found above");
@@ -248,7 +253,7 @@ pub fn start(dir: &Path, name: &str) -> anyhow::Result<Duration> {
 
 /// Grows or shrinks a region to `count` nodes: new nodes join (learner, then voter);
 /// removed nodes leave the membership before they stop.
-pub fn scale(dir: &Path, region: &str, count: usize) -> anyhow::Result<Vec<(String, Duration)>> {
+pub(crate) fn scale(dir: &Path, region: &str, count: usize) -> anyhow::Result<Vec<(String, Duration)>> {
     let mut state = State::load(dir)?;
     if state.topology.region_index(region).is_none() {
         state.plan_node(region)?; // names the known regions in the error
@@ -277,7 +282,7 @@ pub fn scale(dir: &Path, region: &str, count: usize) -> anyhow::Result<Vec<(Stri
             }
             let node = state.nodes.iter().find(|n| n.id == *id).cloned().expect("listed above");
             for pid in [node.pid, node.upstreams_pid].into_iter().flatten() {
-                cluster::stop(pid, Duration::from_secs(3));
+                process::stop(pid, Duration::from_secs(3));
             }
             let _ = std::fs::remove_dir_all(&node.data);
             state.nodes.retain(|n| n.id != *id);
@@ -290,13 +295,13 @@ pub fn scale(dir: &Path, region: &str, count: usize) -> anyhow::Result<Vec<(Stri
 
 /// Merges a change into the testbed repository (as a pull request would); with
 /// `webhook`, tells a node at once. Returns the merge commit.
-pub fn merge(dir: &Path, webhook: bool, invalid: bool) -> anyhow::Result<String> {
+pub(crate) fn merge(dir: &Path, webhook: bool, invalid: bool) -> anyhow::Result<String> {
     let state = State::load(dir)?;
     let repo = state.repo();
     let sha = if invalid {
         repo.merge_invalid()?
     } else {
-        let upstream = crate::upstreams::compile(&state.topology.config)?
+        let upstream = upstreams::compile(&state.topology.config)?
             .upstreams
             .first()
             .map(|u| u.name.clone())
@@ -310,7 +315,7 @@ pub fn merge(dir: &Path, webhook: bool, invalid: bool) -> anyhow::Result<String>
 }
 
 /// Posts a signed GitHub push webhook to a running node.
-pub fn notify(state: &State) -> anyhow::Result<()> {
+pub(crate) fn notify(state: &State) -> anyhow::Result<()> {
     use hmac::{Hmac, Mac};
     let body = br#"{"ref":"refs/heads/main"}"#;
     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(WEBHOOK_SECRET.as_bytes()).expect("any key length");
@@ -318,7 +323,7 @@ pub fn notify(state: &State) -> anyhow::Result<()> {
     let sig = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
     let admin = state.live_admin()?;
     let headers = [("x-github-event".to_string(), "push".to_string()), ("x-hub-signature-256".to_string(), sig)];
-    match crate::http::request(&state.net(), "POST", &format!("http://{admin}/webhook"), &headers, body) {
+    match http::request(&state.net(), "POST", &format!("http://{admin}/webhook"), &headers, body) {
         Some((202, _)) => Ok(()),
         Some((s, text)) => bail!("webhook to {admin}: {s} {text}"),
         None => bail!("webhook to {admin}: no answer"),
@@ -326,6 +331,6 @@ pub fn notify(state: &State) -> anyhow::Result<()> {
 }
 
 /// The node names that run.
-pub fn running(state: &State) -> Vec<&NodeState> {
+pub(crate) fn running(state: &State) -> Vec<&NodeState> {
     state.nodes.iter().filter(|n| n.pid.is_some_and(alive)).collect()
 }

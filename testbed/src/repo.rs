@@ -8,21 +8,21 @@ use std::process::Command;
 use anyhow::{bail, Context};
 
 #[derive(Debug, Clone)]
-pub struct Repo {
-    pub dir: PathBuf,
+pub(crate) struct Repo {
+    pub(crate) dir: PathBuf,
 }
 
 /// The route every testbed change rewrites: `Host: testbed.local`, path `/probe`, answered
 /// with `x-testbed-change: <n>`, so anyone can see which change a node serves.
-pub const PROBE_HOST: &str = "testbed.local";
-pub const PROBE_PATH: &str = "/probe";
+pub(crate) const PROBE_HOST: &str = "testbed.local";
+pub(crate) const PROBE_PATH: &str = "/probe";
 
 impl Repo {
-    pub fn at(dir: PathBuf) -> Repo {
+    pub(crate) fn at(dir: PathBuf) -> Repo {
         Repo { dir }
     }
 
-    pub fn git(&self, args: &[&str]) -> anyhow::Result<String> {
+    pub(crate) fn git(&self, args: &[&str]) -> anyhow::Result<String> {
         let out = Command::new("git")
             .current_dir(&self.dir)
             .env("GIT_CONFIG_NOSYSTEM", "1")
@@ -41,7 +41,7 @@ impl Repo {
     }
 
     /// A new repository holding `config` (copied) plus the probe route, on `main`.
-    pub fn create(dir: PathBuf, config: &Path, upstream: &str) -> anyhow::Result<Repo> {
+    pub(crate) fn create(dir: PathBuf, config: &Path, upstream: &str) -> anyhow::Result<Repo> {
         std::fs::create_dir_all(&dir)?;
         let repo = Repo { dir };
         repo.git(&["init", "-q", "-b", "main"])?;
@@ -52,7 +52,7 @@ impl Repo {
         Ok(repo)
     }
 
-    pub fn head(&self) -> anyhow::Result<String> {
+    fn head(&self) -> anyhow::Result<String> {
         self.git(&["rev-parse", "HEAD"])
     }
 
@@ -68,7 +68,7 @@ impl Repo {
     }
 
     /// The change number the probe route carries now.
-    pub fn change_number(&self) -> u64 {
+    fn change_number(&self) -> u64 {
         std::fs::read_to_string(self.dir.join("testbed-probe.yaml"))
             .ok()
             .and_then(|t| t.split("x-testbed-change, value: \"").nth(1)?.split('"').next()?.parse().ok())
@@ -77,7 +77,7 @@ impl Repo {
 
     /// A pull request merged: branch, commit, `merge --no-ff` into main. Returns the merge
     /// commit and the change number.
-    pub fn merge_change(&self, upstream: &str) -> anyhow::Result<(String, u64)> {
+    pub(crate) fn merge_change(&self, upstream: &str) -> anyhow::Result<(String, u64)> {
         let n = self.change_number() + 1;
         let branch = format!("change-{n}");
         self.git(&["checkout", "-q", "-b", &branch])?;
@@ -94,7 +94,7 @@ impl Repo {
     }
 
     /// Writes (`Some`) or deletes (`None`) one file and commits it on main.
-    pub fn commit_file(&self, name: &str, text: Option<&str>, message: &str) -> anyhow::Result<String> {
+    pub(crate) fn commit_file(&self, name: &str, text: Option<&str>, message: &str) -> anyhow::Result<String> {
         let path = self.dir.join(name);
         match text {
             Some(t) => std::fs::write(&path, t)?,
@@ -106,7 +106,7 @@ impl Repo {
     }
 
     /// A merged change that does not validate (a route to an upstream that does not exist).
-    pub fn merge_invalid(&self) -> anyhow::Result<String> {
+    pub(crate) fn merge_invalid(&self) -> anyhow::Result<String> {
         let text = "kind: Route\nname: testbed-broken\nrules:\n  - backendRefs: [{ upstream: no-such-upstream }]\n";
         std::fs::write(self.dir.join("testbed-broken.yaml"), text)?;
         self.git(&["add", "-A"])?;

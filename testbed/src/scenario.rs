@@ -14,8 +14,10 @@ use anyhow::Context;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::cluster::{Mode, State};
+use crate::cluster::State;
+use crate::net::{self, Mode};
 use crate::ops;
+use crate::process::{self, bin};
 
 const SCENARIOS: [&str; 6] =
     ["merge-latency", "leader-failover", "partition", "scale", "invalid-commit", "upstream-failure"];
@@ -23,18 +25,18 @@ const SCENARIOS: [&str; 6] =
 const LIMIT: Duration = Duration::from_secs(90);
 
 #[derive(Debug, Serialize)]
-pub struct Outcome {
-    pub scenario: String,
-    pub passed: bool,
-    pub summary: String,
-    pub figures: Value,
+struct Outcome {
+    scenario: String,
+    passed: bool,
+    summary: String,
+    figures: Value,
     /// Failed requests per node during the scenario, and the nodes allowed to fail (killed).
-    pub load: Value,
-    pub allowed_failures: Vec<String>,
+    load: Value,
+    allowed_failures: Vec<String>,
 }
 
 /// Runs `which` (one scenario or `all`), bringing `topology` up first when nothing is up.
-pub fn run_all(
+pub(crate) fn run_all(
     dir: &Path,
     which: &str,
     topology: &Path,
@@ -100,7 +102,7 @@ fn run_one(dir: &Path, name: &str, iterations: usize) -> anyhow::Result<Outcome>
     // Whatever happened, the next scenario starts from a healed network.
     let state = State::load(dir)?;
     if state.mode == Mode::Netns {
-        crate::net::heal(dir, None)?;
+        net::heal(dir, None)?;
     }
     let (passed, summary, figures, allowed) = result?;
     // Nodes whose upstreams are healthy and that were not killed must see no failure.
@@ -141,7 +143,7 @@ fn status(state: &State) -> Option<Value> {
 
 /// The commit a node serves, asked of the node itself.
 fn node_commit(state: &State, admin: &str) -> Option<String> {
-    let mut cmd = state.net().command(None, &crate::cluster::bin("raftgate"));
+    let mut cmd = state.net().command(None, &bin("raftgate"));
     cmd.args(["--admin", admin, "--timeout", "2s", "-o", "json", "config", "history"]);
     let out = cmd.output().ok()?;
     let v: Value = serde_json::from_slice(&out.stdout).ok()?;
@@ -229,7 +231,7 @@ impl Load {
         let _ = std::fs::remove_file(&out);
         let child = state
             .net()
-            .command(None, &crate::cluster::bin("testbed"))
+            .command(None, &bin("testbed"))
             .arg("--state")
             .arg(&state.dir)
             .args(["load", "--duration", "1h", "--rate", &rate.to_string()])
@@ -245,7 +247,7 @@ impl Load {
 
     fn stop(mut self) -> anyhow::Result<Value> {
         // SIGTERM: the generator stops and writes its report.
-        crate::cluster::stop(self.child.id(), Duration::from_secs(10));
+        process::stop(self.child.id(), Duration::from_secs(10));
         let _ = self.child.wait();
         let text = std::fs::read_to_string(&self.out).context("the load generator wrote no report")?;
         let _ = std::fs::remove_file(&self.out);
@@ -360,7 +362,7 @@ fn partition(dir: &Path) -> Result4 {
     let before: BTreeMap<String, Option<String>> =
         cut.iter().map(|n| (n.clone(), node_commit(&state, &state.node(n).expect("listed").admin))).collect();
     for r in state.topology.regions.iter().filter(|r| r.name != minority) {
-        crate::net::partition(dir, &minority, &r.name)?;
+        net::partition(dir, &minority, &r.name)?;
     }
     let started = Instant::now();
     let sha = merge_announced(dir, false)?;
@@ -370,7 +372,7 @@ fn partition(dir: &Path) -> Result4 {
     let kept: Vec<bool> =
         cut.iter().map(|n| node_commit(&state, &state.node(n).expect("listed").admin) == before[n]).collect();
     let healed = Instant::now();
-    crate::net::heal(dir, None)?;
+    net::heal(dir, None)?;
     let converged = wait_serving(&state, &sha, &cut, healed)?;
     let all_kept = kept.iter().all(|k| *k);
     let figures = json!({
@@ -481,7 +483,7 @@ rules:
 
 /// The live state of upstream `name` on the node with admin address `admin`.
 fn upstream_state(state: &State, admin: &str, name: &str) -> Option<Value> {
-    let mut cmd = state.net().command(None, &crate::cluster::bin("raftgate"));
+    let mut cmd = state.net().command(None, &bin("raftgate"));
     cmd.args(["--admin", admin, "--timeout", "2s", "-o", "json", "upstreams"]);
     let out = cmd.output().ok()?;
     let rows: Value = serde_json::from_slice(&out.stdout).ok()?;
@@ -551,7 +553,7 @@ fn upstream_failure(dir: &Path) -> Result4 {
         let mut st = State::load(dir)?;
         for n in st.nodes.iter_mut().filter(|n| hit.contains(&n.name)) {
             if let Some(pid) = n.upstreams_pid.take() {
-                crate::cluster::stop(pid, Duration::from_secs(5));
+                process::stop(pid, Duration::from_secs(5));
             }
         }
         st.save()?;

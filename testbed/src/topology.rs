@@ -9,41 +9,41 @@ use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
 /// Most nodes a testbed runs (addresses are 10.77.<region>.<node>, ports per node on loopback).
-pub const MAX_NODES: usize = 64;
+const MAX_NODES: usize = 64;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Topology {
-    pub name: String,
+pub(crate) struct Topology {
+    pub(crate) name: String,
     /// The config directory the testbed's Git repository starts with (relative to the file).
-    pub config: PathBuf,
-    pub regions: Vec<Region>,
+    pub(crate) config: PathBuf,
+    pub(crate) regions: Vec<Region>,
     #[serde(default)]
-    pub links: Vec<Link>,
+    pub(crate) links: Vec<Link>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Region {
-    pub name: String,
-    pub nodes: usize,
+pub(crate) struct Region {
+    pub(crate) name: String,
+    pub(crate) nodes: usize,
     /// Round trip between two nodes of this region.
     #[serde(default = "zero", with = "text_duration")]
-    pub rtt: Duration,
+    pub(crate) rtt: Duration,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Link {
-    pub between: [String; 2],
+pub(crate) struct Link {
+    pub(crate) between: [String; 2],
     #[serde(with = "text_duration")]
-    pub rtt: Duration,
+    pub(crate) rtt: Duration,
     /// ± on each one-way delay.
     #[serde(default = "zero", with = "text_duration")]
-    pub jitter: Duration,
+    pub(crate) jitter: Duration,
     /// Random loss per direction, in percent.
     #[serde(default)]
-    pub loss_percent: f64,
+    pub(crate) loss_percent: f64,
 }
 
 fn zero() -> Duration {
@@ -54,11 +54,11 @@ mod text_duration {
     use serde::{Deserialize, Deserializer, Serializer};
     use std::time::Duration;
 
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&format!("{}ms", d.as_millis()))
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(d)?;
         schemas::Duration::parse(&text).map(schemas::Duration::to_std).map_err(serde::de::Error::custom)
     }
@@ -66,7 +66,7 @@ mod text_duration {
 
 impl Topology {
     /// Reads and checks a topology file; `config` becomes absolute.
-    pub fn load(path: &Path) -> anyhow::Result<Self> {
+    pub(crate) fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
         let mut t: Topology =
             serde_yaml::from_str(&text).with_context(|| format!("{} is not a valid topology", path.display()))?;
@@ -111,13 +111,13 @@ impl Topology {
         Ok(())
     }
 
-    pub fn region_index(&self, name: &str) -> Option<usize> {
+    pub(crate) fn region_index(&self, name: &str) -> Option<usize> {
         self.regions.iter().position(|r| r.name == name)
     }
 
     /// The round trip between two regions (inside one: its own `rtt`). Pairs without a
     /// link get the larger of the two regions' own round trips.
-    pub fn rtt(&self, a: &str, b: &str) -> Duration {
+    pub(crate) fn rtt(&self, a: &str, b: &str) -> Duration {
         if a == b {
             return self.regions.iter().find(|r| r.name == a).map_or(Duration::ZERO, |r| r.rtt);
         }

@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 
 /// Starts an echo server on every loopback endpoint of the config, named after its
 /// upstream, and runs until interrupted.
-pub fn serve_config(dir: &Path) -> anyhow::Result<()> {
+pub(crate) fn serve_config(dir: &Path) -> anyhow::Result<()> {
     let snapshot = compile(dir)?;
     let mut targets = Vec::new();
     for u in &snapshot.upstreams {
@@ -40,7 +40,7 @@ pub fn serve_config(dir: &Path) -> anyhow::Result<()> {
 }
 
 /// Reads and compiles a config directory.
-pub fn compile(dir: &Path) -> anyhow::Result<schemas::ConfigSnapshot> {
+pub(crate) fn compile(dir: &Path) -> anyhow::Result<schemas::ConfigSnapshot> {
     let files = schemas::source::read_dir(dir, &schemas::TreeLimits::default())?;
     schemas::compile_tree(&files)
         .map(|c| c.snapshot)
@@ -81,7 +81,7 @@ static BODY: &[u8] =
     b"hello from backend 0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz01234567\n";
 
 /// The upstream of `make bench`: the same single-threaded hyper server for every proxy.
-pub fn bench_backend(addr: SocketAddr) -> anyhow::Result<()> {
+pub(crate) fn bench_backend(addr: SocketAddr) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async move {
         let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;

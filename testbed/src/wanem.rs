@@ -25,43 +25,43 @@ use serde::{Deserialize, Serialize};
 const QUEUE_LIMIT: usize = 1000;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct WanConfig {
-    pub generation: u64,
-    pub endpoints: Vec<Endpoint>,
+pub(crate) struct WanConfig {
+    pub(crate) generation: u64,
+    pub(crate) endpoints: Vec<Endpoint>,
     /// Round trips in milliseconds, by selector pair (region or endpoint name); the most
     /// specific pair wins: name-name, name-region, region-region.
-    pub rtt: Vec<(String, String, u64)>,
+    pub(crate) rtt: Vec<(String, String, u64)>,
     /// One-way drop rules `(from, to)`; `*` matches anything.
-    pub drop: Vec<(String, String)>,
+    pub(crate) drop: Vec<(String, String)>,
     /// Jitter in milliseconds (± uniform on each one-way delay), by selector pair.
     #[serde(default)]
-    pub jitter: Vec<(String, String, u64)>,
+    pub(crate) jitter: Vec<(String, String, u64)>,
     /// Random loss in percent per direction, by selector pair.
     #[serde(default)]
-    pub loss: Vec<(String, String, f64)>,
+    pub(crate) loss: Vec<(String, String, f64)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Endpoint {
-    pub name: String,
-    pub region: String,
-    pub ip: Ipv4Addr,
+pub(crate) struct Endpoint {
+    pub(crate) name: String,
+    pub(crate) region: String,
+    pub(crate) ip: Ipv4Addr,
     /// `/run/netns/<name>`.
-    pub netns: PathBuf,
+    pub(crate) netns: PathBuf,
 }
 
 impl WanConfig {
-    pub fn path(dir: &Path) -> PathBuf {
+    pub(crate) fn path(dir: &Path) -> PathBuf {
         dir.join("wan.json")
     }
 
-    pub fn load(dir: &Path) -> anyhow::Result<WanConfig> {
+    pub(crate) fn load(dir: &Path) -> anyhow::Result<WanConfig> {
         let text = std::fs::read_to_string(Self::path(dir))?;
         Ok(serde_json::from_str(&text)?)
     }
 
     /// Writes the next generation and waits until the emulator runs it.
-    pub fn publish(&mut self, dir: &Path, wait: bool) -> anyhow::Result<()> {
+    pub(crate) fn publish(&mut self, dir: &Path, wait: bool) -> anyhow::Result<()> {
         self.generation += 1;
         let tmp = dir.join("wan.json.tmp");
         std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)?;
@@ -73,7 +73,7 @@ impl WanConfig {
     }
 
     /// Waits until the emulator has applied `generation` (it writes it to `wan.applied`).
-    pub fn wait_applied(dir: &Path, generation: u64) -> anyhow::Result<()> {
+    pub(crate) fn wait_applied(dir: &Path, generation: u64) -> anyhow::Result<()> {
         let started = Instant::now();
         while started.elapsed() < Duration::from_secs(10) {
             let applied = std::fs::read_to_string(dir.join("wan.applied")).unwrap_or_default();
@@ -185,7 +185,7 @@ struct Shared {
 }
 
 /// Runs the emulator until killed.
-pub fn run(dir: &Path) -> anyhow::Result<()> {
+pub(crate) fn run(dir: &Path) -> anyhow::Result<()> {
     let config = WanConfig::load(dir).context("reading wan.json")?;
     let shared = Arc::new(Shared {
         config: RwLock::new(WanConfig::default()),
