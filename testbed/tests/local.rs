@@ -9,14 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn raftgate(admin: &str, args: &[&str]) -> Output {
-    let bin = Path::new(env!("CARGO_BIN_EXE_testbed")).with_file_name("raftgate");
-    assert!(bin.exists(), "{} is missing: run `make test`", bin.display());
-    Command::new(bin).args(["--admin", admin]).args(args).output().unwrap()
+    Command::new(testkit::binary("raftgate")).args(["--admin", admin]).args(args).output().unwrap()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+use testkit::free_port;
 
 /// Processes whose command line names `dir`.
 fn processes_naming(dir: &Path) -> Vec<String> {

@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 
 /// `raftgate` inside the control namespace (node addresses exist only there).
 fn raftgate(args: &[&str]) -> Output {
-    let bin = Path::new(env!("CARGO_BIN_EXE_testbed")).with_file_name("raftgate");
-    Command::new("ip").args(["netns", "exec", "rgt-ctl"]).arg(bin).args(args).output().unwrap()
+    Command::new("ip").args(["netns", "exec", "rgt-ctl"]).arg(testkit::binary("raftgate")).args(args).output().unwrap()
 }
 
 fn skip_reason() -> Option<&'static str> {

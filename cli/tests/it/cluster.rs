@@ -13,14 +13,10 @@ use crate::{stderr, stdout};
 
 /// `raftgated` is built beside `raftgate` by `cargo test --workspace` (`make test`).
 fn raftgated() -> PathBuf {
-    let path = Path::new(env!("CARGO_BIN_EXE_raftgate")).with_file_name("raftgated");
-    assert!(path.exists(), "{} is missing: run `make test` (or `cargo build -p node` first)", path.display());
-    path
+    testkit::binary("raftgated")
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+use testkit::free_port;
 
 struct Node {
     child: Child,
@@ -119,15 +115,8 @@ fn ok_json(o: &Output) -> Value {
     serde_json::from_str(&stdout(o)).unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(o)))
 }
 
-fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let started = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(started.elapsed() < Duration::from_secs(30), "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+fn eventually<T>(what: &str, f: impl FnMut() -> Option<T>) -> T {
+    testkit::eventually(what, Duration::from_secs(30), f)
 }
 
 #[test]

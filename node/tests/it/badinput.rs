@@ -133,7 +133,12 @@ async fn connection_limit_holds_extra_clients_until_a_slot_frees() {
     let gw = Gateway::start(&[("c.yaml", &cfg)], &["--max-connections", "2"]);
     let first = tokio::net::TcpStream::connect(gw.http).await.unwrap();
     let _second = tokio::net::TcpStream::connect(gw.http).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let metrics = format!("http://{}/metrics", gw.admin);
+    testkit::eventually_async("both connections to be accepted", Duration::from_secs(5), || async {
+        let text = get(&metrics, &[]).await.2;
+        text.lines().any(|l| l.starts_with("raftgate_open_connections{listener=\"http\"} 2")).then_some(())
+    })
+    .await;
     let mut third = tokio::net::TcpStream::connect(gw.http).await.unwrap();
     third.write_all(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").await.unwrap();
     let mut buf = vec![0u8; 4096];

@@ -206,14 +206,12 @@ rules:
     assert_eq!(h["location"], "https://new.example.com/new/page?q=1");
 
     // The access log has one JSON line per request.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let lines: Vec<serde_json::Value> = gw
-        .logs()
-        .iter()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["target"] == "access")
-        .collect();
-    let line = lines.iter().find(|v| v["request_id"] == "req-123").expect("access log line");
+    let line = testkit::eventually("the access log line of req-123", Duration::from_secs(5), || {
+        gw.logs()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["target"] == "access" && v["request_id"] == "req-123")
+    });
     assert_eq!(line["status"], 200);
     assert_eq!(line["route"], "r");
     assert_eq!(line["upstream"], "up");

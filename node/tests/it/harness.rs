@@ -425,7 +425,4 @@ pub async fn raw(addr: SocketAddr, request: &[u8], timeout: Duration) -> String 
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// A loopback port free right now, for a node that must keep its addresses across restarts.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+pub use testkit::free_port;

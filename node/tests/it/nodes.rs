@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::StatusCode;
 use schemas::admin::admin_client::AdminClient;
@@ -30,19 +30,12 @@ pub struct TestCluster {
 }
 
 /// Polls `check` until it returns `Some`, or fails with `what` after `limit`.
-pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let started = Instant::now();
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(started.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    testkit::eventually_async(what, limit, check).await
 }
 
 /// A config of upstream `up` and one route per name, serving `/<name>`.

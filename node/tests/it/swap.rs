@@ -70,7 +70,9 @@ async fn invalid_config_keeps_the_last_good_one() {
     let gw = Gateway::start(&[("u.yaml", &upstreams(&[("a", &a)])), ("r.yaml", &route(1, "a"))], &[]);
     let good = gw.config_hash();
     gw.write("r.yaml", "kind: Route\nname: r\nrules:\n  - backendRefs: [{ upstream: missing }]\n");
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    testkit::eventually("the invalid config to be read and refused", Duration::from_secs(5), || {
+        gw.logs().iter().any(|l| l.contains("config is invalid")).then_some(())
+    });
     assert_eq!(gw.config_hash(), good);
     let (s, h, _) = get(&gw.url("/"), &[]).await;
     assert_eq!(s, StatusCode::OK);
