@@ -6,10 +6,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use schemas::admin::admin_client::AdminClient;
-use tonic::transport::{Channel, Endpoint};
-
-/// Largest admin reply accepted (configs with many routes).
-const MAX_MESSAGE_BYTES: usize = 16 << 20;
+use schemas::admin_client;
+use tonic::transport::Channel;
 
 /// What went wrong, by what the user should do about it.
 #[derive(Debug)]
@@ -85,14 +83,8 @@ impl Target {
     }
 
     pub fn client(&self) -> Result<AdminClient<Channel>, CliError> {
-        let addr = self.admin.strip_prefix("http://").unwrap_or(&self.admin);
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| CliError::Usage(format!("--admin `{}` is not host:port: {e}", self.admin)))?
-            .connect_timeout(self.timeout.min(Duration::from_secs(5)))
-            .tcp_nodelay(true);
-        Ok(AdminClient::new(endpoint.connect_lazy())
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES))
+        admin_client::connect(&self.admin, self.timeout.min(Duration::from_secs(5)))
+            .map_err(|e| CliError::Usage(format!("--admin `{}` is not host:port: {}", self.admin, e.reason)))
     }
 
     /// A request with the token and the deadline.
@@ -101,14 +93,7 @@ impl Target {
     }
 
     pub fn request_for<T>(&self, message: T, timeout: Duration) -> tonic::Request<T> {
-        let mut req = tonic::Request::new(message);
-        req.set_timeout(timeout);
-        if let Some(t) = &self.token {
-            if let Ok(v) = format!("Bearer {t}").parse() {
-                req.metadata_mut().insert("authorization", v);
-            }
-        }
-        req
+        admin_client::request(message, self.token.as_deref(), Some(timeout))
     }
 
     /// Turns a failed call into what the user should read.

@@ -14,6 +14,8 @@ pub mod admin {
     #![allow(missing_debug_implementations, clippy::all, clippy::pedantic)]
     tonic::include_proto!("raftgate.admin.v1");
 }
+#[cfg(feature = "admin-api")]
+pub mod admin_client;
 pub(crate) mod compile;
 pub(crate) mod diag;
 pub mod duration;
