@@ -10,7 +10,7 @@ use arc_swap::ArcSwap;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use http::{HeaderMap, Method};
 use node::proxy::router::RequestView;
-use node::proxy::runtime::{ConfigOrigin, Runtime};
+use node::proxy::runtime::{BuildEnv, ConfigOrigin, Runtime};
 
 /// `n` routes over `n / 10` host names (at least one), each with an exact, a prefix and a
 /// header-matching rule, so the table holds `3 n` rules.
@@ -34,9 +34,10 @@ fn roots() -> Arc<rustls::RootCertStore> {
 fn lookup(c: &mut Criterion) {
     let mut group = c.benchmark_group("route_lookup");
     for n in [10usize, 1_000, 10_000] {
-        let (rt, _) =
-            Runtime::build(Arc::new(config(n)), ConfigOrigin::default(), None, &roots(), false, &Default::default())
-                .unwrap();
+        let snapshot = Arc::new(config(n));
+        let (roots, nodes) = (roots(), Default::default());
+        let env = BuildEnv { previous: None, roots: &roots, tls: false, nodes: &nodes };
+        let rt = Runtime::build(snapshot.clone(), snapshot.content_hash(), ConfigOrigin::default(), &env).unwrap();
         let hosts = (n / 10).max(1);
         let headers = HeaderMap::new();
         let method = Method::GET;
@@ -65,22 +66,17 @@ fn compile_and_swap(c: &mut Criterion) {
     group.sample_size(10);
     for n in [10usize, 1_000, 10_000] {
         let snapshot = Arc::new(config(n));
-        let (first, _) =
-            Runtime::build(snapshot.clone(), ConfigOrigin::default(), None, &roots(), false, &Default::default())
-                .unwrap();
+        let (roots, nodes) = (roots(), Default::default());
+        let env = BuildEnv { previous: None, roots: &roots, tls: false, nodes: &nodes };
+        let first = Runtime::build(snapshot.clone(), snapshot.content_hash(), ConfigOrigin::default(), &env).unwrap();
         let current = ArcSwap::from_pointee(first);
         group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
             b.iter(|| {
                 let previous = current.load_full();
-                let (rt, _) = Runtime::build(
-                    snapshot.clone(),
-                    ConfigOrigin::default(),
-                    Some(&previous),
-                    &roots(),
-                    false,
-                    &Default::default(),
-                )
-                .unwrap();
+                // A node hashes each new config once (the state machine checks it on apply).
+                let hash = snapshot.content_hash();
+                let env = BuildEnv { previous: Some(&previous), roots: &roots, tls: false, nodes: &nodes };
+                let rt = Runtime::build(snapshot.clone(), hash, ConfigOrigin::default(), &env).unwrap();
                 current.store(Arc::new(rt));
             })
         });

@@ -1,21 +1,41 @@
 //! `--config-dir`: serve a local config directory and reload it when it changes.
 //!
-//! Until the Raft log feeds the engine, this is how a node gets its config. The directory
-//! is polled: each tick reads and compiles the tree, and a new content hash is swapped in.
-//! A tree that fails validation is reported (every diagnostic, once per distinct failure)
-//! and the node keeps serving the last good config.
+//! A node without a cluster applies each new tree to its engine. In cluster mode this is
+//! how a cluster runs from a local directory, without Git: the leader proposes each new
+//! tree through Raft and every node applies it from the log, as it would a Git commit. The
+//! directory is polled: each tick reads and compiles the tree, and a new content hash is
+//! swapped in (or proposed). A tree that fails validation is reported (every diagnostic,
+//! once per distinct failure) and the node keeps serving the last good config.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use schemas::source::read_dir;
-use schemas::{ContentHash, TreeLimits};
+use schemas::source::{read_dir, SourceError};
+use schemas::{ContentHash, Diagnostic, TreeLimits};
 use tokio::sync::watch;
 
 use crate::proxy::runtime::{ConfigOrigin, Engine};
 
-/// The log entry for a directory tree (no Git metadata yet).
+/// Why a directory holds no usable config.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The tree could not be read (a file, a link, a limit).
+    #[error(transparent)]
+    Unreadable(#[from] SourceError),
+    #[error("no *.yaml or *.yml files in {}", dir.display())]
+    Empty { dir: PathBuf },
+    /// Every problem found, kept as data; displayed one per line.
+    #[error("{}", lines(.0))]
+    Invalid(Vec<Diagnostic>),
+}
+
+fn lines(diagnostics: &[Diagnostic]) -> String {
+    diagnostics.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
+}
+
+/// The log entry for a directory tree. It has no Git metadata, so its commit is named by
+/// its content: `dir-<hash>`.
 pub fn dir_entry(compiled: schemas::Compiled) -> raft::ApplyConfig {
     raft::ApplyConfig {
         commit: format!("dir-{}", compiled.hash.short()),
@@ -27,18 +47,18 @@ pub fn dir_entry(compiled: schemas::Compiled) -> raft::ApplyConfig {
             .map(|d| i64::try_from(d.as_secs()).unwrap_or(0))
             .unwrap_or(0),
         hash: compiled.hash,
-        snapshot: compiled.snapshot,
+        snapshot: Arc::new(compiled.snapshot),
         covers: Vec::new(),
     }
 }
 
-/// Reads and compiles the directory once. Errors are rendered one diagnostic per line.
-pub fn load(dir: &std::path::Path) -> Result<schemas::Compiled, String> {
-    let files = read_dir(dir, &TreeLimits::default()).map_err(|e| e.to_string())?;
+/// Reads and compiles the directory once.
+pub fn load(dir: &Path) -> Result<schemas::Compiled, LoadError> {
+    let files = read_dir(dir, &TreeLimits::default())?;
     if files.is_empty() {
-        return Err(format!("no *.yaml or *.yml files in {}", dir.display()));
+        return Err(LoadError::Empty { dir: dir.to_path_buf() });
     }
-    schemas::compile_tree(&files).map_err(|diags| diags.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))
+    schemas::compile_tree(&files).map_err(LoadError::Invalid)
 }
 
 /// Where a new valid tree goes.
@@ -47,7 +67,7 @@ pub enum Sink {
     /// Straight into this node's engine (a node without a cluster).
     Engine(Arc<Engine>),
     /// Proposed through Raft when this node leads; every node then applies it from the log.
-    /// A stand-in source until Git sync lands: the commit is named `dir-<hash>`.
+    /// The commit is named `dir-<hash>`.
     Cluster(crate::cluster::Cluster),
 }
 
@@ -69,7 +89,11 @@ pub async fn watch_dir(
         let d = dir.clone();
         let result = match tokio::task::spawn_blocking(move || load(&d)).await {
             Ok(r) => r,
-            Err(e) => Err(format!("config load panicked: {e}")),
+            Err(e) => {
+                failures.increment(1);
+                tracing::error!(error = %e, "config load panicked; still serving the previous one");
+                continue;
+            }
         };
         match result {
             Ok(compiled) if compiled.hash == current && matches!(sink, Sink::Engine(_)) => last_error = None,
@@ -78,9 +102,13 @@ pub async fn watch_dir(
                 let result = match &sink {
                     Sink::Engine(engine) => {
                         let origin = ConfigOrigin { commit: None, source: dir.display().to_string() };
-                        engine.apply(Arc::new(compiled.snapshot), origin).await.map(|_| ())
+                        engine.apply(Arc::new(compiled.snapshot), compiled.hash, origin).await.map(|_| ())
                     }
-                    Sink::Cluster(cluster) => cluster.propose_if_leader(dir_entry(compiled)).await.map(|_| ()),
+                    // Followers read the same directory and leave it to the leader.
+                    Sink::Cluster(cluster) if !cluster.is_leader() => Ok(()),
+                    Sink::Cluster(cluster) => {
+                        cluster.propose_config(dir_entry(compiled)).await.map(|_| ()).map_err(anyhow::Error::from)
+                    }
                 };
                 match result {
                     Ok(()) => {
@@ -94,6 +122,9 @@ pub async fn watch_dir(
                 }
             }
             Err(e) => {
+                // Compared as rendered: the same problems read again on the next tick are
+                // the same failure, reported once.
+                let e = e.to_string();
                 if last_error.as_deref() != Some(e.as_str()) {
                     failures.increment(1);
                     tracing::error!(dir = %dir.display(), errors = %e, "config is invalid; still serving the previous one");

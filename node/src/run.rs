@@ -275,7 +275,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let compiled =
             config_dir::load(dir).map_err(|e| anyhow::anyhow!("config in {} is invalid:\n{e}", dir.display()))?;
         let origin = ConfigOrigin { commit: None, source: dir.display().to_string() };
-        initial = Some(engine.apply(Arc::new(compiled.snapshot), origin).await?);
+        initial = Some(engine.apply(Arc::new(compiled.snapshot), compiled.hash, origin).await?);
     }
 
     let settings = ServerSettings {
@@ -296,7 +296,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(addr) = args.https_addr {
         let l = bind(addr, "https").await?;
         https_addr = Some(l.local_addr()?.to_string());
-        let acceptor = tokio_rustls::TlsAcceptor::from(crate::proxy::tls::server_config(engine.certs.clone())?);
+        let acceptor = tokio_rustls::TlsAcceptor::from(crate::proxy::tls::server_config(engine.cert_lookup())?);
         tasks.spawn(server::serve(l, Some(acceptor), proxy.clone(), settings.clone(), stop_rx.clone()));
     }
     let node = Arc::new(NodeInfo {
@@ -328,7 +328,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     ));
     if let Some(dir) = args.config_dir.clone() {
         let (sink, hash) = match cluster.clone() {
-            // The leader proposes the directory's tree through Raft (a stand-in for Git sync).
+            // A cluster without Git: the leader proposes the directory's tree through Raft.
             Some(c) => (config_dir::Sink::Cluster(c), schemas::ContentHash([0; 32])),
             None => (config_dir::Sink::Engine(engine.clone()), initial.unwrap_or(schemas::ContentHash([0; 32]))),
         };
@@ -369,7 +369,7 @@ fn git_settings(args: &Args, url: &str, data_dir: &std::path::Path) -> anyhow::R
         (None, None) => None,
     };
     let signers = match &args.allowed_signers {
-        Some(f) => Some(crate::gitops::signers::AllowedSigners::load(f).map_err(anyhow::Error::msg)?),
+        Some(f) => Some(crate::gitops::signers::AllowedSigners::load(f)?),
         None => None,
     };
     Ok(crate::gitops::Settings {
@@ -398,7 +398,7 @@ fn webhook_secret(args: &Args) -> anyhow::Result<Option<crate::gitops::webhook::
         (None, Some(var)) => Some(Secret::from_env(var)),
         (None, None) => None,
     };
-    secret.transpose().map_err(anyhow::Error::msg)
+    Ok(secret.transpose()?)
 }
 
 /// The address to tell others for a bound listener: refuses a wildcard in cluster mode,

@@ -44,13 +44,13 @@ impl Network {
         Self { cluster: cluster.into(), channels: Arc::default() }
     }
 
-    fn channel(&self, addr: &str) -> Result<Channel, String> {
+    fn channel(&self, addr: &str) -> Result<Channel, BadAddress> {
         let mut map = self.channels.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = map.get(addr) {
             return Ok(c.clone());
         }
         let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| format!("bad raft address `{addr}`: {e}"))?
+            .map_err(|error| BadAddress { addr: addr.to_string(), error })?
             .connect_timeout(Duration::from_secs(3))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
@@ -79,12 +79,23 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 pub struct Peer {
     target: NodeId,
     cluster: String,
-    client: Result<RaftServiceClient<Channel>, String>,
+    /// A bad address is kept rather than a client: every RPC to the peer then fails as
+    /// unreachable (openraft backs off) until the membership names a good one.
+    client: Result<RaftServiceClient<Channel>, BadAddress>,
 }
 
+/// A peer's Raft address that is not a URI authority.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct WireError(String);
+#[error("bad raft address `{addr}`: {error}")]
+struct BadAddress {
+    addr: String,
+    error: tonic::transport::Error,
+}
+
+/// A failed RPC, as openraft records it: the status code and message, not tonic's metadata.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {}", .0.code(), .0.message())]
+struct WireError(tonic::Status);
 
 type Rpc<E> = RPCError<NodeId, NodeInfo, RaftError<NodeId, E>>;
 
@@ -97,7 +108,7 @@ impl Peer {
     {
         let client = match &mut self.client {
             Ok(c) => c,
-            Err(e) => return Err(RPCError::Unreachable(Unreachable::new(&WireError(e.clone())))),
+            Err(e) => return Err(RPCError::Unreachable(Unreachable::new(e))),
         };
         let payload = postcard::to_allocvec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let mut request = tonic::Request::new(RaftRequest { cluster: self.cluster.clone(), payload });
@@ -110,8 +121,9 @@ impl Peer {
         let reply = match reply {
             Ok(r) => r.into_inner(),
             Err(status) => {
-                let e = WireError(format!("{}: {}", status.code(), status.message()));
-                return Err(match status.code() {
+                let code = status.code();
+                let e = WireError(status);
+                return Err(match code {
                     // Unreachable makes openraft back off instead of retrying hot.
                     tonic::Code::Unavailable => RPCError::Unreachable(Unreachable::new(&e)),
                     _ => RPCError::Network(NetworkError::new(&e)),

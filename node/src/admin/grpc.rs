@@ -9,17 +9,23 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::ServerState;
 use schemas::admin::admin_client::AdminClient;
 use schemas::admin::admin_server::Admin as AdminApi;
 use schemas::admin::*;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
-use super::client;
+use schemas::admin_client;
+
+use super::status::{ClusterView, NodeInfo, ResilienceView};
 use crate::cluster::membership::MembershipError;
 use crate::cluster::Cluster;
 use crate::proxy::runtime::Engine;
+
+/// A client for another member's admin API.
+fn connect(addr: &str) -> Result<AdminClient<Channel>, Status> {
+    admin_client::connect(addr, Duration::from_secs(3)).map_err(|e| Status::invalid_argument(e.to_string()))
+}
 
 /// Marks a call forwarded by another node, so it is never forwarded twice.
 const FORWARDED: &str = "raftgate-forwarded";
@@ -30,7 +36,7 @@ const MEMBER_STATUS_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct AdminService {
     pub cluster: Option<Cluster>,
     pub engine: Arc<Engine>,
-    pub node: Arc<super::NodeInfo>,
+    pub node: Arc<NodeInfo>,
     /// The admin token, for calls this node makes to other members.
     pub token: Option<Arc<str>>,
     /// This node's Git sync loop, when it was started with --git-url.
@@ -55,14 +61,14 @@ impl AdminService {
 
     fn target<T>(&self, req: &Request<T>) -> Result<Target<'_>, Status> {
         let cluster = self.cluster()?;
-        let m = cluster.raft.metrics().borrow().clone();
-        if m.current_leader == Some(cluster.id) {
+        if cluster.is_leader() {
             return Ok(Target::Here(cluster));
         }
+        let m = cluster.raft.metrics().borrow().clone();
         let leader = m.current_leader.map(|l| (l, m.membership_config.membership().get_node(&l).cloned()));
         match leader {
             Some((_, Some(node))) if !req.metadata().contains_key(FORWARDED) => {
-                Ok(Target::Leader(client::connect(&node.admin_addr)?))
+                Ok(Target::Leader(connect(&node.admin_addr)?))
             }
             Some((id, node)) => Err(Status::unavailable(format!(
                 "node {} is not the leader; the leader is node {id}{}",
@@ -78,7 +84,7 @@ impl AdminService {
 
     /// Starts a sync on the leader (a webhook arrived). Returns the leader's id.
     pub async fn start_sync(&self) -> Result<u64, Status> {
-        let req = client::request(ConfigSyncRequest { wait: false }, self.token.as_deref());
+        let req = admin_client::request(ConfigSyncRequest { wait: false }, self.token.as_deref(), None);
         AdminApi::config_sync(self, req).await.map(|r| r.into_inner().leader_id)
     }
 
@@ -110,26 +116,24 @@ impl AdminService {
             started_at: self.node.started_at,
             serving_hash: if self.engine.is_loaded() { rt.hash.to_string() } else { String::new() },
             http_addr: self.node.http_addr.clone().unwrap_or_default(),
-            resilience: Some(resilience(&rt)),
+            resilience: Some(ResilienceView::of(&rt).into()),
             ..NodeStatus::default()
         };
         let Some(cluster) = &self.cluster else { return status };
-        let m = cluster.raft.metrics().borrow().clone();
-        status.id = cluster.id;
-        status.region = cluster.me.region.clone();
-        status.raft_addr = cluster.me.raft_addr.clone();
-        status.admin_addr = cluster.me.admin_addr.clone();
-        status.role = role(m.state) as i32;
-        status.leader_id = m.current_leader;
-        status.leader_admin_addr = m
-            .current_leader
-            .and_then(|l| m.membership_config.membership().get_node(&l).map(|n| n.admin_addr.clone()))
-            .unwrap_or_default();
-        status.term = m.current_term;
-        status.last_log_index = m.last_log_index.unwrap_or(0);
-        status.applied_index = m.last_applied.map_or(0, |l| l.index);
-        status.snapshot_index = m.snapshot.map_or(0, |l| l.index);
-        status.purged_index = m.purged.map_or(0, |l| l.index);
+        let v = ClusterView::of(cluster);
+        status.id = v.id;
+        status.region = v.region;
+        status.raft_addr = v.raft_addr;
+        status.admin_addr = v.admin_addr;
+        status.role = v.role as i32;
+        status.leader_id = v.leader_id;
+        status.leader_admin_addr = v.leader_admin_addr.unwrap_or_default();
+        status.term = v.term;
+        status.last_log_index = v.last_log_index;
+        status.applied_index = v.applied_index;
+        status.snapshot_index = v.snapshot_index;
+        status.purged_index = v.purged_index;
+        status.last_apply_error = v.last_apply_error.unwrap_or_default();
         let history = cluster.sm.history().await;
         status.config = cluster.sm.current().map(|c| {
             let applied_at = history.iter().rev().find(|h| h.log_index == c.log_index).map_or(0, |h| h.applied_at);
@@ -146,12 +150,10 @@ impl AdminService {
         status.sync = self.sync.as_ref().map(|s| sync_state(&s.state())).filter(|s| s.runs > 0);
         status.refusal = cluster.sm.subscribe_refusal().borrow().as_deref().map(|r| Refusal {
             commit: r.commit.clone(),
-            step: r.step.clone(),
+            step: r.step_name().to_string(),
             errors: r.errors.clone(),
             at: r.at,
         });
-        status.last_apply_error =
-            cluster.last_apply_error.lock().unwrap_or_else(|e| e.into_inner()).clone().unwrap_or_default();
         status
     }
 
@@ -171,8 +173,8 @@ impl AdminService {
             let token = self.token.clone();
             fetches.spawn(async move {
                 let call = async {
-                    let mut c = client::connect(&addr)?;
-                    c.get_node_status(client::request(NodeStatusRequest {}, token.as_deref())).await
+                    let mut c = connect(&addr)?;
+                    c.get_node_status(admin_client::request(NodeStatusRequest {}, token.as_deref(), None)).await
                 };
                 let r = match tokio::time::timeout(MEMBER_STATUS_TIMEOUT, call).await {
                     Ok(Ok(r)) => Ok(r.into_inner()),
@@ -231,20 +233,10 @@ fn lb_name(lb: &schemas::snapshot::LoadBalancerSpec) -> String {
     }
 }
 
-fn role(state: ServerState) -> Role {
-    match state {
-        ServerState::Leader => Role::Leader,
-        ServerState::Follower => Role::Follower,
-        ServerState::Learner => Role::Learner,
-        ServerState::Candidate => Role::Candidate,
-        ServerState::Shutdown => Role::Shutdown,
-    }
-}
-
 fn sync_state(s: &crate::gitops::SyncState) -> SyncState {
     SyncState {
         head: s.head.clone().unwrap_or_default(),
-        outcome: s.outcome.to_string(),
+        outcome: s.outcome.as_str().to_string(),
         error: s.error.clone().unwrap_or_default(),
         runs: s.finished,
         last_run_at: s.last_run_at,
@@ -349,7 +341,7 @@ impl AdminApi for AdminService {
             .into_iter()
             .map(|u| UpstreamState {
                 load_balancer: rt.upstreams.get(&u.name).map(|x| lb_name(&x.spec.load_balancer)).unwrap_or_default(),
-                circuit: u.circuit.to_string(),
+                circuit: u.circuit.as_str().to_string(),
                 circuit_retry_after_ms: u.circuit_retry_after_ms,
                 requests_in_flight: u.requests_in_flight as u64,
                 retries_in_flight: u.retries_in_flight as u64,
@@ -360,8 +352,8 @@ impl AdminApi for AdminService {
                         address: e.address,
                         weight: e.weight,
                         in_flight: e.in_flight as u64,
-                        health: e.health.to_string(),
-                        circuit: u.circuit.to_string(),
+                        health: e.health.as_str().to_string(),
+                        circuit: u.circuit.as_str().to_string(),
                         ejected_for_ms: e.ejected_for_ms,
                     })
                     .collect(),
@@ -420,20 +412,4 @@ impl AdminService {
 pub fn is_mutating(path: &str) -> bool {
     let method = path.rsplit('/').next().unwrap_or("");
     matches!(method, "AddMember" | "PromoteMember" | "RemoveMember" | "ConfigSync")
-}
-
-/// A node's resilience summary: open breakers, endpoints out, rate-limit refusals.
-fn resilience(rt: &crate::proxy::runtime::Runtime) -> Resilience {
-    let views = rt.upstream_views();
-    let endpoints = || views.iter().flat_map(|u| u.endpoints.iter());
-    Resilience {
-        open_circuits: views
-            .iter()
-            .filter(|u| u.circuit == "open" || u.circuit == "half-open")
-            .map(|u| u.name.clone())
-            .collect(),
-        ejected_endpoints: endpoints().filter(|e| e.ejected_for_ms > 0).count() as u32,
-        unhealthy_endpoints: endpoints().filter(|e| e.health == "unhealthy").count() as u32,
-        rate_limited: crate::proxy::ratelimit::REJECTED.load(std::sync::atomic::Ordering::Relaxed),
-    }
 }

@@ -3,8 +3,8 @@
 //! content type. It never serves proxy traffic, and the raft listener never serves it.
 
 pub mod auth;
-pub mod client;
 pub mod grpc;
+pub mod status;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -21,6 +21,7 @@ use schemas::admin::admin_server::AdminServer;
 use tonic::codegen::Service;
 
 use crate::proxy::runtime::Engine;
+pub use status::NodeInfo;
 
 /// Responses of the admin listener: tonic's boxed body carries both kinds.
 type AdminBody = tonic::body::Body;
@@ -45,14 +46,6 @@ pub struct Webhook {
     pub branch: String,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct NodeInfo {
-    pub version: &'static str,
-    pub started_at: u64,
-    pub http_addr: Option<String>,
-    pub https_addr: Option<String>,
-}
-
 fn text(status: StatusCode, body: String, ctype: &'static str) -> Response<AdminBody> {
     let mut r = Response::new(AdminBody::new(http_body_util::Full::new(bytes::Bytes::from(body))));
     *r.status_mut() = status;
@@ -67,8 +60,8 @@ fn json(status: StatusCode, body: serde_json::Value) -> Response<AdminBody> {
 /// The admin gRPC service with its message limits.
 pub fn grpc_server(svc: grpc::AdminService) -> AdminServer<grpc::AdminService> {
     AdminServer::new(svc)
-        .max_decoding_message_size(client::MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(client::MAX_MESSAGE_BYTES)
+        .max_decoding_message_size(schemas::admin_client::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(schemas::admin_client::MAX_MESSAGE_BYTES)
 }
 
 impl Admin {
@@ -163,26 +156,9 @@ impl Admin {
             }
             "/status" => {
                 let rt = self.engine.current();
-                let certs = self.engine.certs.load();
-                let s = self.grpc.node_status_now().await;
-                let cluster = self.grpc.cluster.as_ref().map(|_| {
-                    serde_json::json!({
-                        "id": s.id,
-                        "region": s.region,
-                        "role": schemas::admin::Role::try_from(s.role).map_or("unknown", |r| r.as_str_name()),
-                        "leaderId": s.leader_id,
-                        "term": s.term,
-                        "lastLogIndex": s.last_log_index,
-                        "appliedIndex": s.applied_index,
-                        "snapshotIndex": s.snapshot_index,
-                        "purgedIndex": s.purged_index,
-                        "configLogIndex": s.config.as_ref().map(|c| c.log_index),
-                        "lastApplyError": s.last_apply_error,
-                    })
-                });
                 let body = serde_json::json!({
                     "node": &*self.node,
-                    "cluster": cluster,
+                    "cluster": self.grpc.cluster.as_ref().map(status::ClusterView::of),
                     "ready": self.engine.is_loaded(),
                     "config": {
                         "hash": rt.hash.to_string(),
@@ -193,15 +169,10 @@ impl Admin {
                         "routes": rt.snapshot.routes.len(),
                         "rules": rt.router.rule_count(),
                         "certificates": rt.snapshot.certificates.len(),
-                        "certificateErrors": certs.errors,
+                        "certificateErrors": rt.certs.errors,
                     },
                     "upstreams": rt.upstream_views(),
-                    "resilience": s.resilience.as_ref().map(|r| serde_json::json!({
-                        "openCircuits": r.open_circuits,
-                        "ejectedEndpoints": r.ejected_endpoints,
-                        "unhealthyEndpoints": r.unhealthy_endpoints,
-                        "rateLimited": r.rate_limited,
-                    })),
+                    "resilience": status::ResilienceView::of(&rt),
                 });
                 text(StatusCode::OK, format!("{body:#}\n"), "application/json")
             }

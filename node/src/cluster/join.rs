@@ -7,35 +7,34 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use openraft::RaftMetrics;
+use raft::{NodeId, NodeInfo};
 use schemas::admin::{AddMemberRequest, Member};
 use tokio::sync::watch;
 use tonic::Code;
 
-use super::Cluster;
-use crate::admin::client;
+use schemas::admin_client;
 
+/// Asks the member at `addr` to add `me` until it has, or refuses for good (then the
+/// reason goes to `fatal`, which stops the node). `metrics` (this node's Raft) shows when
+/// it has been added some other way meanwhile.
 pub async fn join(
-    cluster: Cluster,
+    me: Member,
     addr: String,
-    learner: bool,
+    metrics: watch::Receiver<RaftMetrics<NodeId, NodeInfo>>,
     token: Option<Arc<str>>,
     fatal: tokio::sync::mpsc::Sender<anyhow::Error>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let me = Member {
-        id: cluster.id,
-        raft_addr: cluster.me.raft_addr.clone(),
-        admin_addr: cluster.me.admin_addr.clone(),
-        region: cluster.me.region.clone(),
-        voter: !learner,
-    };
+    let learner = !me.voter;
     let mut backoff = Duration::from_millis(500);
     loop {
         tracing::info!(via = %addr, node = me.id, learner, "asking to join the cluster");
-        let request = client::request(AddMemberRequest { member: Some(me.clone()), learner }, token.as_deref());
-        let outcome = match client::connect(&addr) {
+        let request =
+            admin_client::request(AddMemberRequest { member: Some(me.clone()), learner }, token.as_deref(), None);
+        let outcome = match admin_client::connect(&addr, Duration::from_secs(3)) {
             Ok(mut c) => c.add_member(request).await.map(|_| ()),
-            Err(e) => Err(e),
+            Err(e) => Err(tonic::Status::invalid_argument(e.to_string())),
         };
         match outcome {
             Ok(()) => {
@@ -63,7 +62,7 @@ pub async fn join(
         backoff = (backoff * 2).min(Duration::from_secs(10));
         // Someone may have added this node by hand meanwhile.
         let member = {
-            let m = cluster.raft.metrics().borrow().membership_config.clone();
+            let m = metrics.borrow().membership_config.clone();
             let membership = m.membership();
             membership.get_node(&me.id).is_some() && (learner || membership.voter_ids().any(|v| v == me.id))
         };

@@ -13,7 +13,7 @@ use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
 use openraft::ChangeMembers;
 use raft::{NodeId, NodeInfo};
 
-use super::Cluster;
+use super::{leader_hint, Cluster};
 
 /// How long a change may keep meeting `InProgress` before giving up.
 const CHANGE_DEADLINE: Duration = Duration::from_secs(30);
@@ -36,14 +36,6 @@ pub enum MembershipError {
     Timeout(String),
     #[error("raft: {0}")]
     Raft(String),
-}
-
-fn leader_hint(id: Option<NodeId>, admin: Option<&str>) -> String {
-    match (id, admin) {
-        (Some(id), Some(a)) => format!("; the leader is node {id} (admin {a})"),
-        (Some(id), None) => format!("; the leader is node {id}"),
-        _ => "; no leader is elected right now, retry in a few seconds".into(),
-    }
 }
 
 impl Cluster {
@@ -148,13 +140,19 @@ impl Cluster {
     }
 
     fn ensure_leader(&self) -> Result<(), MembershipError> {
-        let m = self.raft.metrics().borrow().clone();
-        if m.current_leader == Some(self.id) {
+        if self.is_leader() {
             return Ok(());
         }
+        Err(self.not_leader())
+    }
+
+    /// `NotLeader`, naming the leader this node knows of.
+    fn not_leader(&self) -> MembershipError {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
         let leader_admin =
             m.current_leader.and_then(|l| m.membership_config.membership().get_node(&l).map(|n| n.admin_addr.clone()));
-        Err(MembershipError::NotLeader { leader_id: m.current_leader, leader_admin })
+        MembershipError::NotLeader { leader_id: m.current_leader, leader_admin }
     }
 
     /// Runs a membership change, retrying while an earlier change is still uncommitted.
@@ -210,10 +208,10 @@ impl Cluster {
                 Ok(())
             }
             Err(e) => {
-                let m = self.raft.metrics().borrow().clone();
-                if m.current_leader != Some(self.id) {
-                    return Err(self.ensure_leader().unwrap_err());
+                if !self.is_leader() {
+                    return Err(self.not_leader());
                 }
+                let m = self.raft.metrics().borrow().clone();
                 let matched = m
                     .replication
                     .as_ref()

@@ -11,7 +11,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use raft::{ApplyConfig, NodeInfo, Raft, Request, StateMachineStore};
+use openraft::error::{ClientWriteError, Fatal, RaftError};
+use raft::{ApplyConfig, NodeId, NodeInfo, Raft, Request, Response, StateMachineStore};
 use tokio::sync::watch;
 
 use crate::proxy::runtime::{ConfigOrigin, Engine};
@@ -124,7 +125,15 @@ pub async fn start(
     // A node that already holds a membership restarts as what it was: no join needed.
     match &s.join {
         Some(addr) if !initialized => {
-            tasks.spawn(join::join(cluster.clone(), addr.clone(), s.learner, s.admin_token.clone(), fatal, shutdown));
+            let member = schemas::admin::Member {
+                id: cluster.id,
+                raft_addr: cluster.me.raft_addr.clone(),
+                admin_addr: cluster.me.admin_addr.clone(),
+                region: cluster.me.region.clone(),
+                voter: !s.learner,
+            };
+            let metrics = cluster.raft.metrics();
+            tasks.spawn(join::join(member, addr.clone(), metrics, s.admin_token.clone(), fatal, shutdown));
         }
         Some(_) => tracing::info!("this node already belongs to a cluster; --join is not needed"),
         None => {}
@@ -147,7 +156,8 @@ async fn follow(
                 commit: Some(applied.entry.commit.clone()),
                 source: format!("raft log index {}", applied.log_index),
             };
-            let result = engine.apply(Arc::new(applied.entry.snapshot.clone()), origin).await;
+            // The hash was checked against the snapshot when the entry was applied.
+            let result = engine.apply(Arc::clone(&applied.entry.snapshot), applied.entry.hash, origin).await;
             let error = result.err().map(|e| format!("{}: {e}", applied.entry.commit));
             if let Some(e) = &error {
                 tracing::error!(error = %e, "cannot serve the applied config; still serving the previous one");
@@ -192,18 +202,64 @@ async fn export_refusal(sm: StateMachineStore, mut shutdown: watch::Receiver<boo
     }
 }
 
-impl Cluster {
-    /// Proposes a config through Raft when this node leads and the config differs from the
-    /// applied one. Returns whether it was proposed.
-    pub async fn propose_if_leader(&self, cfg: ApplyConfig) -> anyhow::Result<bool> {
-        if self.raft.current_leader().await != Some(self.id) {
-            return Ok(false);
+/// Why an entry proposed through Raft was not committed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProposeError {
+    /// This node does not lead (any more): the leader proposes instead.
+    #[error("this node is not the leader{}", leader_hint(*.leader_id, .leader_admin.as_deref()))]
+    NotLeader { leader_id: Option<NodeId>, leader_admin: Option<String> },
+    /// Raft has stopped on this node (shut down, or a storage failure).
+    #[error("raft has stopped on this node: {0}")]
+    Fatal(Fatal<NodeId>),
+    /// Anything else openraft refuses (for application entries, nothing it documents today).
+    #[error("{0}")]
+    Raft(ClientWriteError<NodeId, NodeInfo>),
+}
+
+impl From<RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>> for ProposeError {
+    fn from(e: RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>) -> Self {
+        match e {
+            RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+                ProposeError::NotLeader { leader_id: f.leader_id, leader_admin: f.leader_node.map(|n| n.admin_addr) }
+            }
+            RaftError::APIError(e) => ProposeError::Raft(e),
+            RaftError::Fatal(f) => ProposeError::Fatal(f),
         }
+    }
+}
+
+/// `; the leader is node 2 (admin host:port)`, or why there is none, for not-leader errors.
+fn leader_hint(id: Option<NodeId>, admin: Option<&str>) -> String {
+    match (id, admin) {
+        (Some(id), Some(a)) => format!("; the leader is node {id} (admin {a})"),
+        (Some(id), None) => format!("; the leader is node {id}"),
+        _ => "; no leader is elected right now, retry in a few seconds".into(),
+    }
+}
+
+impl Cluster {
+    /// Whether this node leads, as its Raft metrics say now. Leadership may have moved by the
+    /// time the caller acts: a proposal then fails with `ProposeError::NotLeader`, and a
+    /// caller that must judge against everything committed confirms with
+    /// `ensure_linearizable` first (as Git sync does).
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().current_leader == Some(self.id)
+    }
+
+    /// Proposes an entry and waits until it is committed and applied here. Returns what
+    /// applying it did.
+    pub async fn propose(&self, request: Request) -> Result<Response, ProposeError> {
+        Ok(self.raft.client_write(request).await?.data)
+    }
+
+    /// Proposes a config unless the applied one has the same content (`--config-dir` reads
+    /// an unchanged tree on every poll). Returns whether it was proposed.
+    pub async fn propose_config(&self, cfg: ApplyConfig) -> Result<bool, ProposeError> {
         // Checked on every poll: read the published config rather than copy the state machine.
         if self.sm.current().is_some_and(|c| c.entry.hash == cfg.hash) {
             return Ok(false);
         }
-        self.raft.client_write(Request::ApplyConfig(Box::new(cfg))).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        self.propose(Request::ApplyConfig(Box::new(cfg))).await?;
         Ok(true)
     }
 }

@@ -24,8 +24,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use raft::{Request, SyncNote};
 use tokio::sync::{watch, Notify};
 
-use crate::cluster::Cluster;
-use repo::{Mirror, Source, Verdict};
+use crate::cluster::{Cluster, ProposeError};
+use repo::{Mirror, MirrorError, Source, Verdict};
 
 /// Fetch failures back off up to this long between attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
@@ -34,13 +34,64 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SyncState {
     pub head: Option<String>,
-    /// `proposed`, `unchanged`, `up-to-date`, `refused`, `failed`; empty before the first.
-    pub outcome: &'static str,
+    pub outcome: SyncOutcome,
+    /// Why the run failed (`SyncOutcome::Failed`), as status shows it.
     pub error: Option<String>,
     /// Runs started, and the number of the last one finished (runs are sequential).
     pub started: u64,
     pub finished: u64,
     pub last_run_at: u64,
+}
+
+/// What a sync run concluded. Named (`as_str`) only where it leaves the node: status and
+/// `raftgate config sync`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SyncOutcome {
+    /// No run has finished yet.
+    #[default]
+    NotRun,
+    /// A new config commit was proposed and committed.
+    Proposed,
+    /// A good commit whose config is the one already served.
+    Unchanged,
+    /// The branch head is the commit already applied.
+    UpToDate,
+    /// The head was refused; the refusal is in the state machine, on every node.
+    Refused,
+    /// The run did not finish (mirror, fetch or Raft); `SyncState::error` says why.
+    Failed,
+}
+
+impl SyncOutcome {
+    /// `proposed`, `unchanged`, `up-to-date`, `refused`, `failed`; empty before the first run.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::NotRun => "",
+            Self::Proposed => "proposed",
+            Self::Unchanged => "unchanged",
+            Self::UpToDate => "up-to-date",
+            Self::Refused => "refused",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for SyncOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a sync run failed. The loop records it, backs off and tries again; nothing is
+/// refused and every node keeps serving.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Mirror(#[from] MirrorError),
+    #[error("sync task failed: {0}")]
+    Task(tokio::task::JoinError),
+    #[error("proposing through Raft: {0}")]
+    Propose(#[from] ProposeError),
 }
 
 /// The running sync loop: trigger it, watch what it did.
@@ -126,7 +177,7 @@ async fn run(
             _ = shutdown.changed() => return,
         }
         delay = settings.poll_interval;
-        if !is_leader(&cluster) {
+        if !cluster.is_leader() {
             continue;
         }
         // Apply everything committed before judging the head against the current config.
@@ -145,14 +196,14 @@ async fn run(
                 Some(m) => m,
                 None => match Mirror::open(&dir, source) {
                     Ok(m) => m,
-                    Err(e) => return (None, Err(e)),
+                    Err(e) => return (None, Err(SyncError::from(e))),
                 },
             };
-            let result = m.fetch().map(|head| (head, m.evaluate(head, current.as_deref())));
+            let result = m.fetch().map(|head| (head, m.evaluate(head, current.as_deref()))).map_err(SyncError::from);
             (Some(m), result)
         })
         .await;
-        let (m, result) = work.unwrap_or_else(|e| (None, Err(format!("sync task failed: {e}"))));
+        let (m, result) = work.unwrap_or_else(|e| (None, Err(SyncError::Task(e))));
         mirror = m;
         let mut next = SyncState { started: run, finished: run, last_run_at: now(), ..SyncState::default() };
         match result {
@@ -162,8 +213,8 @@ async fn run(
                 delay = backoff;
                 backoff = (backoff * 2).min(MAX_BACKOFF).max(settings.poll_interval);
                 tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "git sync failed; still serving the current config");
-                next.outcome = "failed";
-                next.error = Some(e);
+                next.outcome = SyncOutcome::Failed;
+                next.error = Some(e.to_string());
             }
             Ok((head, verdict)) => {
                 backoff = settings.poll_interval;
@@ -172,9 +223,13 @@ async fn run(
                     tracing::warn!(commit = %entry.commit, pause_ms = pause.as_millis() as u64, "test pause before proposing");
                     tokio::time::sleep(pause).await;
                 }
-                let (outcome, error) = act(&cluster, verdict, &refused, &proposed).await;
-                next.outcome = outcome;
-                next.error = error;
+                match act(&cluster, verdict, &refused, &proposed).await {
+                    Ok(outcome) => next.outcome = outcome,
+                    Err(e) => {
+                        next.outcome = SyncOutcome::Failed;
+                        next.error = Some(e.to_string());
+                    }
+                }
             }
         }
         metrics::gauge!("raftgate_git_sync_ok").set(if next.error.is_none() { 1.0 } else { 0.0 });
@@ -182,58 +237,42 @@ async fn run(
     }
 }
 
-/// Carries out a verdict. Returns the outcome and any error.
+/// Carries out a verdict: what the run concluded, or why it could not finish.
 async fn act(
     cluster: &Cluster,
     verdict: Verdict,
     refused: &metrics::Counter,
     proposed: &metrics::Counter,
-) -> (&'static str, Option<String>) {
-    let write = |r: Request| {
-        let raft = cluster.raft.clone();
-        async move { raft.client_write(r).await.map(|_| ()).map_err(|e| format!("proposing through Raft: {e}")) }
-    };
+) -> Result<SyncOutcome, SyncError> {
     let refusal = cluster.sm.subscribe_refusal().borrow().clone();
     match verdict {
-        Verdict::UpToDate => ("up-to-date", None),
+        Verdict::UpToDate => Ok(SyncOutcome::UpToDate),
         Verdict::Unchanged { commit } => {
             // Same content as served: nothing to apply, but a good commit clears a refusal.
             if refusal.is_some() {
-                if let Err(e) = write(Request::RecordSync(SyncNote::Unchanged { commit })).await {
-                    return ("failed", Some(e));
-                }
+                cluster.propose(Request::RecordSync(SyncNote::Unchanged { commit })).await?;
             }
-            ("unchanged", None)
+            Ok(SyncOutcome::Unchanged)
         }
         Verdict::Refused(r) => {
-            let same = refusal
-                .as_deref()
-                .is_some_and(|old| old.commit == r.commit && old.step == r.step && old.errors == r.errors);
+            let same = refusal.as_deref().is_some_and(|old| {
+                old.commit == r.commit && old.step_name() == r.step_name() && old.errors == r.errors
+            });
             if !same {
                 refused.increment(1);
-                tracing::error!(commit = %r.commit, step = %r.step, errors = ?r.errors, "refused a config commit; still serving the current config");
-                if let Err(e) = write(Request::RecordSync(SyncNote::Refused(r))).await {
-                    return ("failed", Some(e));
-                }
+                tracing::error!(commit = %r.commit, step = r.step_name(), errors = ?r.errors, "refused a config commit; still serving the current config");
+                cluster.propose(Request::RecordSync(SyncNote::Refused(r))).await?;
             }
-            ("refused", None)
+            Ok(SyncOutcome::Refused)
         }
         Verdict::Propose(entry) => {
             let commit = entry.commit.clone();
             tracing::info!(%commit, covers = entry.covers.len(), "proposing a config commit");
-            match write(Request::ApplyConfig(entry)).await {
-                Ok(()) => {
-                    proposed.increment(1);
-                    ("proposed", None)
-                }
-                Err(e) => ("failed", Some(e)),
-            }
+            cluster.propose(Request::ApplyConfig(entry)).await?;
+            proposed.increment(1);
+            Ok(SyncOutcome::Proposed)
         }
     }
-}
-
-fn is_leader(cluster: &Cluster) -> bool {
-    cluster.raft.metrics().borrow().current_leader == Some(cluster.id)
 }
 
 fn now() -> u64 {

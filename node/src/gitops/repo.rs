@@ -5,11 +5,13 @@
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use std::sync::Arc;
+
 use git2::{Commit, Oid, Repository};
-use raft::{AppliedConfig, ApplyConfig, Refusal};
+use raft::{AppliedConfig, ApplyConfig, Refusal, RefusalStep};
 use schemas::TreeLimits;
 
-use super::signers::AllowedSigners;
+use super::signers::{AllowedSigners, SignatureError};
 
 /// Most commits listed as covered by one entry (the rest are summarized by the range).
 const MAX_COVERS: usize = 100;
@@ -61,6 +63,26 @@ pub enum Verdict {
     Refused(Refusal),
 }
 
+/// Why the mirror could not be set up or fetched. The sync loop backs off and retries; every
+/// node keeps serving. Unlike a `Verdict::Refused`, nothing is wrong with a commit.
+// The cause is part of each message rather than `source()`: the message is what status and
+// `raftgate config sync` show, and `{:#}` would print the cause twice.
+#[derive(Debug, thiserror::Error)]
+pub enum MirrorError {
+    #[error("cannot create {}: {error}", dir.display())]
+    CreateDir { dir: PathBuf, error: std::io::Error },
+    #[error("cannot create a mirror in {}: {}", dir.display(), error.message())]
+    Init { dir: PathBuf, error: git2::Error },
+    #[error("bad --git-url `{url}`: {}", error.message())]
+    BadUrl { url: String, error: git2::Error },
+    #[error("the mirror's remote `origin`: {}", .0.message())]
+    Remote(git2::Error),
+    #[error("fetching {branch} from {url}: {}", error.message())]
+    Fetch { branch: String, url: String, error: git2::Error },
+    #[error("branch `{branch}` does not exist in {url}")]
+    NoBranch { branch: String, url: String },
+}
+
 pub struct Mirror {
     repo: Repository,
     source: Source,
@@ -74,28 +96,29 @@ impl std::fmt::Debug for Mirror {
 
 impl Mirror {
     /// Opens (or creates) the bare mirror in `dir`, pointed at the source URL.
-    pub fn open(dir: &Path, source: Source) -> Result<Self, String> {
+    pub fn open(dir: &Path, source: Source) -> Result<Self, MirrorError> {
         let repo = match Repository::open_bare(dir) {
             Ok(r) => r,
             Err(_) => {
-                std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-                Repository::init_bare(dir).map_err(|e| format!("cannot create a mirror in {}: {e}", dir.display()))?
+                std::fs::create_dir_all(dir)
+                    .map_err(|error| MirrorError::CreateDir { dir: dir.to_path_buf(), error })?;
+                Repository::init_bare(dir).map_err(|error| MirrorError::Init { dir: dir.to_path_buf(), error })?
             }
         };
         match repo.find_remote("origin") {
             Ok(r) if r.url() == Some(source.url.as_str()) => {}
-            Ok(_) => repo.remote_set_url("origin", &source.url).map_err(|e| e.message().to_string())?,
+            Ok(_) => repo.remote_set_url("origin", &source.url).map_err(MirrorError::Remote)?,
             Err(_) => {
                 repo.remote("origin", &source.url)
-                    .map_err(|e| format!("bad --git-url `{}`: {}", source.url, e.message()))?;
+                    .map_err(|error| MirrorError::BadUrl { url: source.url.clone(), error })?;
             }
         }
         Ok(Self { repo, source })
     }
 
     /// Fetches the branch; returns its head.
-    pub fn fetch(&self) -> Result<Oid, String> {
-        let mut remote = self.repo.find_remote("origin").map_err(|e| e.message().to_string())?;
+    pub fn fetch(&self) -> Result<Oid, MirrorError> {
+        let mut remote = self.repo.find_remote("origin").map_err(MirrorError::Remote)?;
         let mut callbacks = git2::RemoteCallbacks::new();
         let creds = self.source.credentials.clone();
         let mut attempts = 0;
@@ -127,25 +150,26 @@ impl Mirror {
         options.download_tags(git2::AutotagOption::None);
         let branch = &self.source.branch;
         let refspec = format!("+refs/heads/{branch}:refs/remotes/origin/{branch}");
-        remote
-            .fetch(&[&refspec], Some(&mut options), None)
-            .map_err(|e| format!("fetching {} from {}: {}", branch, self.source.url, e.message()))?;
+        remote.fetch(&[&refspec], Some(&mut options), None).map_err(|error| MirrorError::Fetch {
+            branch: branch.clone(),
+            url: self.source.url.clone(),
+            error,
+        })?;
         let head = self
             .repo
             .refname_to_id(&format!("refs/remotes/origin/{branch}"))
-            .map_err(|_| format!("branch `{branch}` does not exist in {}", self.source.url))?;
+            .map_err(|_| MirrorError::NoBranch { branch: branch.clone(), url: self.source.url.clone() })?;
         Ok(head)
     }
 
     /// Runs the checks on `head`, given the config the cluster serves now.
     pub fn evaluate(&self, head: Oid, current: Option<&AppliedConfig>) -> Verdict {
         let sha = head.to_string();
-        let refuse = |step: &str, errors: Vec<String>| {
-            Verdict::Refused(Refusal { commit: sha.clone(), step: step.to_string(), errors, at: now() })
-        };
+        let refuse =
+            |step: RefusalStep, errors: Vec<String>| Verdict::Refused(Refusal::new(sha.clone(), step, errors, now()));
         let commit = match self.repo.find_commit(head) {
             Ok(c) => c,
-            Err(e) => return refuse("load", vec![format!("cannot read commit {sha}: {}", e.message())]),
+            Err(e) => return refuse(RefusalStep::Load, vec![format!("cannot read commit {sha}: {}", e.message())]),
         };
         // The last applied commit, when it is a commit of this repository (a config from a
         // local directory is not).
@@ -159,7 +183,7 @@ impl Mirror {
                 self.repo.find_commit(last).is_ok() && self.repo.graph_descendant_of(head, last).unwrap_or(false);
             if !descends && !self.source.allow_non_fast_forward {
                 return refuse(
-                    "ancestry",
+                    RefusalStep::Ancestry,
                     vec![format!(
                         "{sha} does not descend from the last applied commit {last}: the branch `{}` was rewritten \
                          (force-push). Restore its history, or start the leader with --allow-non-fast-forward",
@@ -173,7 +197,7 @@ impl Mirror {
         }
         if let Some(signers) = &self.source.signers {
             if let Err(e) = self.check_signature(head, signers) {
-                return refuse("signature", vec![e]);
+                return refuse(RefusalStep::Signature, vec![e.to_string()]);
             }
         }
         let files = match schemas::source::read_commit(
@@ -184,7 +208,7 @@ impl Mirror {
         ) {
             Ok(f) if f.is_empty() => {
                 return refuse(
-                    "load",
+                    RefusalStep::Load,
                     vec![format!(
                         "no *.yaml or *.yml files in `{}` at {sha}",
                         self.source.path.as_deref().unwrap_or("/")
@@ -192,11 +216,11 @@ impl Mirror {
                 )
             }
             Ok(f) => f,
-            Err(e) => return refuse("load", vec![e.to_string()]),
+            Err(e) => return refuse(RefusalStep::Load, vec![e.to_string()]),
         };
         let compiled = match schemas::compile_tree(&files) {
             Ok(c) => c,
-            Err(diags) => return refuse("validate", diags.iter().map(ToString::to_string).collect()),
+            Err(diags) => return refuse(RefusalStep::Validate, diags.iter().map(ToString::to_string).collect()),
         };
         if current.is_some_and(|c| c.entry.hash == compiled.hash) {
             return Verdict::Unchanged { commit: sha };
@@ -208,7 +232,7 @@ impl Mirror {
             message: message(&commit),
             committed_at: commit.time().seconds(),
             hash: compiled.hash,
-            snapshot: compiled.snapshot,
+            snapshot: Arc::new(compiled.snapshot),
             covers,
         }))
     }
@@ -228,12 +252,12 @@ impl Mirror {
         walk().unwrap_or_default()
     }
 
-    fn check_signature(&self, head: Oid, signers: &AllowedSigners) -> Result<(), String> {
+    fn check_signature(&self, head: Oid, signers: &AllowedSigners) -> Result<(), SignatureError> {
         let (signature, signed) = self.repo.extract_signature(&head, None).map_err(|e| {
             if e.code() == git2::ErrorCode::NotFound {
-                "the commit is not signed; signed commits are required (git commit -S with gpg.format=ssh)".to_string()
+                SignatureError::Unsigned
             } else {
-                format!("cannot read the commit's signature: {}", e.message())
+                SignatureError::Unreadable(e)
             }
         })?;
         signers.verify(&signature, &signed).map(|principal| {

@@ -6,12 +6,75 @@
 //! Parsing the file is ours; the signature format and the cryptography are the `ssh-key`
 //! crate's.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use ssh_key::{HashAlg, PublicKey, SshSig};
+use ssh_key::{Fingerprint, HashAlg, PublicKey, SshSig};
 
 /// The namespace git signs commits in.
 const NAMESPACE: &str = "git";
+
+/// Why an allowed signers file was refused. Located as compilers do: `FILE:LINE: problem`.
+// The cause is part of each message rather than `source()`: these are rendered once, at
+// start-up, and `{:#}` would print it twice.
+#[derive(Debug, thiserror::Error)]
+pub enum SignersError {
+    #[error("cannot read the allowed signers file {}: {error}", path.display())]
+    Read { path: PathBuf, error: std::io::Error },
+    #[error("{}{line}: {problem}", located(file.as_deref(), ":"))]
+    Line { file: Option<PathBuf>, line: usize, problem: LineError },
+    #[error("{}no keys: an empty allowed signers file would refuse every commit", located(file.as_deref(), ": "))]
+    NoKeys { file: Option<PathBuf> },
+}
+
+impl SignersError {
+    /// Names the file the text came from.
+    fn in_file(self, path: &Path) -> Self {
+        match self {
+            Self::Line { line, problem, .. } => Self::Line { file: Some(path.to_path_buf()), line, problem },
+            Self::NoKeys { .. } => Self::NoKeys { file: Some(path.to_path_buf()) },
+            read @ Self::Read { .. } => read,
+        }
+    }
+}
+
+fn located(file: Option<&Path>, separator: &str) -> String {
+    file.map(|f| format!("{}{separator}", f.display())).unwrap_or_default()
+}
+
+/// What is wrong with one line of an allowed signers file.
+#[derive(Debug, thiserror::Error)]
+pub enum LineError {
+    #[error("expected `principals key-type key`")]
+    NoKey,
+    #[error("expected a key after the options")]
+    NoKeyAfterOptions,
+    #[error("option `{0}` is not supported here; list plain keys (optionally with namespaces=\"git\")")]
+    UnsupportedOption(String),
+    #[error("not an SSH public key: {0}")]
+    NotAKey(ssh_key::Error),
+}
+
+/// Why a commit's signature was not accepted. Recorded in the refusal, word for word.
+/// (Fingerprints are boxed: 65 bytes each would make every `Result` carrying this large.)
+#[derive(Debug, thiserror::Error)]
+pub enum SignatureError {
+    #[error("the commit is not signed; signed commits are required (git commit -S with gpg.format=ssh)")]
+    Unsigned,
+    #[error("cannot read the commit's signature: {}", .0.message())]
+    Unreadable(git2::Error),
+    #[error("the signature is not text")]
+    NotText,
+    #[error("the commit is signed, but not with an SSH key (GPG or X.509); only SSH signatures are accepted")]
+    NotSsh,
+    #[error("malformed SSH signature: {0}")]
+    Malformed(ssh_key::Error),
+    #[error("the signature is for namespace `{0}`, not `{NAMESPACE}`")]
+    WrongNamespace(String),
+    #[error("signed by key {0}, which is not in the allowed signers file")]
+    UnknownKey(Box<Fingerprint>),
+    #[error("the signature by {principals} ({fingerprint}) does not verify: {error}")]
+    Invalid { principals: String, fingerprint: Box<Fingerprint>, error: ssh_key::Error },
+}
 
 #[derive(Debug, Clone)]
 struct Signer {
@@ -28,41 +91,43 @@ pub struct AllowedSigners {
 }
 
 impl AllowedSigners {
-    pub fn load(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read the allowed signers file {}: {e}", path.display()))?;
-        Self::parse(&text).map_err(|e| format!("{}:{e}", path.display()))
+    pub fn load(path: &Path) -> Result<Self, SignersError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|error| SignersError::Read { path: path.to_path_buf(), error })?;
+        Self::parse(&text).map_err(|e| e.in_file(path))
     }
 
-    /// Parses the file; errors start with the 1-based line number.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    /// Parses the file; errors name the 1-based line.
+    pub fn parse(text: &str) -> Result<Self, SignersError> {
         let mut signers = Vec::new();
         for (n, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            signers.push(parse_line(line).map_err(|e| format!("{}: {e}", n + 1))?);
+            signers.push(parse_line(line).map_err(|problem| SignersError::Line {
+                file: None,
+                line: n + 1,
+                problem,
+            })?);
         }
         if signers.is_empty() {
-            return Err(" no keys: an empty allowed signers file would refuse every commit".into());
+            return Err(SignersError::NoKeys { file: None });
         }
         Ok(Self { signers })
     }
 
     /// Checks `signature` (armored SSHSIG) over `signed`. Returns the signer's principals.
-    pub fn verify(&self, signature: &[u8], signed: &[u8]) -> Result<String, String> {
-        let text = std::str::from_utf8(signature).map_err(|_| "the signature is not text".to_string())?;
+    pub fn verify(&self, signature: &[u8], signed: &[u8]) -> Result<String, SignatureError> {
+        let text = std::str::from_utf8(signature).map_err(|_| SignatureError::NotText)?;
         if !text.trim_start().starts_with("-----BEGIN SSH SIGNATURE-----") {
-            return Err(
-                "the commit is signed, but not with an SSH key (GPG or X.509); only SSH signatures are accepted".into(),
-            );
+            return Err(SignatureError::NotSsh);
         }
-        let sig = SshSig::from_pem(text.trim()).map_err(|e| format!("malformed SSH signature: {e}"))?;
+        let sig = SshSig::from_pem(text.trim()).map_err(SignatureError::Malformed)?;
         if sig.namespace() != NAMESPACE {
-            return Err(format!("the signature is for namespace `{}`, not `{NAMESPACE}`", sig.namespace()));
+            return Err(SignatureError::WrongNamespace(sig.namespace().to_string()));
         }
-        let fingerprint = sig.public_key().fingerprint(HashAlg::Sha256);
+        let fingerprint = || Box::new(sig.public_key().fingerprint(HashAlg::Sha256));
         let signer = self
             .signers
             .iter()
@@ -70,17 +135,18 @@ impl AllowedSigners {
                 s.key.key_data() == sig.public_key()
                     && s.namespaces.as_ref().is_none_or(|ns| ns.iter().any(|n| n == NAMESPACE))
             })
-            .ok_or_else(|| format!("signed by key {fingerprint}, which is not in the allowed signers file"))?;
-        signer
-            .key
-            .verify(NAMESPACE, signed, &sig)
-            .map_err(|e| format!("the signature by {} ({fingerprint}) does not verify: {e}", signer.principals))?;
+            .ok_or_else(|| SignatureError::UnknownKey(fingerprint()))?;
+        signer.key.verify(NAMESPACE, signed, &sig).map_err(|error| SignatureError::Invalid {
+            principals: signer.principals.clone(),
+            fingerprint: fingerprint(),
+            error,
+        })?;
         Ok(signer.principals.clone())
     }
 }
 
-fn parse_line(line: &str) -> Result<Signer, String> {
-    let (principals, rest) = line.split_once(char::is_whitespace).ok_or("expected `principals key-type key`")?;
+fn parse_line(line: &str) -> Result<Signer, LineError> {
+    let (principals, rest) = line.split_once(char::is_whitespace).ok_or(LineError::NoKey)?;
     let rest = rest.trim_start();
     let mut namespaces = None;
     let key_text = if looks_like_key_type(rest) {
@@ -93,16 +159,12 @@ fn parse_line(line: &str) -> Result<Signer, String> {
                 "namespaces" => {
                     namespaces = Some(value.trim_matches('"').split(',').map(|s| s.trim().to_string()).collect());
                 }
-                other => {
-                    return Err(format!(
-                        "option `{other}` is not supported here; list plain keys (optionally with namespaces=\"git\")"
-                    ))
-                }
+                other => return Err(LineError::UnsupportedOption(other.to_string())),
             }
         }
         key
     };
-    let key = PublicKey::from_openssh(key_text.trim()).map_err(|e| format!("not an SSH public key: {e}"))?;
+    let key = PublicKey::from_openssh(key_text.trim()).map_err(LineError::NotAKey)?;
     Ok(Signer { principals: principals.to_string(), key, namespaces })
 }
 
@@ -112,7 +174,7 @@ fn looks_like_key_type(s: &str) -> bool {
 
 /// Splits `opt1,opt2="a,b" key-type key` into options and the rest; quotes may hold commas
 /// and spaces.
-fn split_options(s: &str) -> Result<(Vec<String>, &str), String> {
+fn split_options(s: &str) -> Result<(Vec<String>, &str), LineError> {
     let mut options = Vec::new();
     let mut current = String::new();
     let mut quoted = false;
@@ -130,7 +192,7 @@ fn split_options(s: &str) -> Result<(Vec<String>, &str), String> {
             c => current.push(c),
         }
     }
-    Err("expected a key after the options".into())
+    Err(LineError::NoKeyAfterOptions)
 }
 
 #[cfg(test)]
@@ -147,10 +209,13 @@ mod tests {
         .unwrap();
         assert_eq!(s.signers.len(), 2);
         assert_eq!(s.signers[1].namespaces.as_deref(), Some(&["git".to_string(), "file".to_string()][..]));
-        let e = AllowedSigners::parse(&format!("x cert-authority {KEY}")).unwrap_err();
+        let e = AllowedSigners::parse(&format!("x cert-authority {KEY}")).unwrap_err().to_string();
         assert!(e.starts_with("1: option `cert-authority`"), "{e}");
         let e = AllowedSigners::parse("\n\nx ssh-ed25519 AAAA").unwrap_err();
-        assert!(e.starts_with("3: not an SSH public key"), "{e}");
-        assert!(AllowedSigners::parse("# nothing\n").is_err());
+        assert!(e.to_string().starts_with("3: not an SSH public key"), "{e}");
+        let e = e.in_file(Path::new("signers"));
+        assert!(e.to_string().starts_with("signers:3: not an SSH public key"), "{e}");
+        let e = AllowedSigners::parse("# nothing\n").unwrap_err().in_file(Path::new("signers"));
+        assert!(e.to_string().starts_with("signers: no keys"), "{e}");
     }
 }

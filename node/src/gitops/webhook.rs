@@ -8,7 +8,7 @@
 //!
 //! All comparisons are constant-time (HMAC verification, or digests of the tokens).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use hmac::{Hmac, Mac};
 use http::HeaderMap;
@@ -17,6 +17,8 @@ use subtle::ConstantTimeEq;
 
 /// Largest webhook body accepted (push payloads with many commits stay far below).
 pub const MAX_BODY_BYTES: usize = 1 << 20;
+/// Shortest secret accepted: a short one could be guessed from forged pushes.
+const MIN_SECRET_LEN: usize = 16;
 
 #[derive(Clone)]
 pub struct Secret(Vec<u8>);
@@ -27,24 +29,42 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// A webhook secret too short to use.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("the webhook secret is shorter than {MIN_SECRET_LEN} characters; use a long random one")]
+pub struct TooShort;
+
+/// Why the configured webhook secret cannot be used. Stops the node at start-up.
+// The cause is part of each message rather than `source()`: `{:#}` would print it twice.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("cannot read the webhook secret file {}: {error}", path.display())]
+    Read { path: PathBuf, error: std::io::Error },
+    #[error("environment variable {var} (webhook secret) is not set")]
+    NotSet { var: String },
+    /// Read, but too short; `origin` is the file or `$VAR`.
+    #[error("{origin}: {problem}")]
+    Weak { origin: String, problem: TooShort },
+}
+
 impl Secret {
-    pub fn new(secret: &str) -> Result<Self, String> {
+    pub fn new(secret: &str) -> Result<Self, TooShort> {
         let s = secret.trim();
-        if s.len() < 16 {
-            return Err("the webhook secret is shorter than 16 characters; use a long random one".into());
+        if s.len() < MIN_SECRET_LEN {
+            return Err(TooShort);
         }
         Ok(Self(s.as_bytes().to_vec()))
     }
 
-    pub fn from_file(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read the webhook secret file {}: {e}", path.display()))?;
-        Self::new(&text).map_err(|e| format!("{}: {e}", path.display()))
+    pub fn from_file(path: &Path) -> Result<Self, SecretError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|error| SecretError::Read { path: path.to_path_buf(), error })?;
+        Self::new(&text).map_err(|problem| SecretError::Weak { origin: path.display().to_string(), problem })
     }
 
-    pub fn from_env(var: &str) -> Result<Self, String> {
-        let text = std::env::var(var).map_err(|_| format!("environment variable {var} (webhook secret) is not set"))?;
-        Self::new(&text).map_err(|e| format!("${var}: {e}"))
+    pub fn from_env(var: &str) -> Result<Self, SecretError> {
+        let text = std::env::var(var).map_err(|_| SecretError::NotSet { var: var.to_string() })?;
+        Self::new(&text).map_err(|problem| SecretError::Weak { origin: format!("${var}"), problem })
     }
 }
 
@@ -133,6 +153,6 @@ mod tests {
         assert_eq!(verify(&gl("0123456789abcdef-secreT"), body, &secret), Err(WebhookError::Mismatch));
         assert_eq!(verify(&HeaderMap::new(), body, &secret), Err(WebhookError::Missing));
         assert_eq!(pushed_branch(body).as_deref(), Some("main"));
-        assert!(Secret::new("short").is_err());
+        assert_eq!(Secret::new("short").unwrap_err(), TooShort);
     }
 }

@@ -1,10 +1,11 @@
 //! Errors the gateway answers itself, and the one place they become HTTP responses.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 
-use super::ratelimit::Decision;
-use super::RespBody;
+use super::body::{full, RespBody};
 
 /// Why the gateway answered instead of an upstream. Each variant is a leaf with one status.
 #[derive(Debug, thiserror::Error)]
@@ -29,8 +30,8 @@ pub enum ProxyError {
     Overloaded { upstream: String, limit: &'static str },
     #[error("every endpoint of upstream `{upstream}` is unhealthy or ejected")]
     NoHealthyEndpoint { upstream: String },
-    #[error("rate limit of route `{route}` exceeded; retry in {}s", .decision.retry_after_secs)]
-    RateLimited { route: String, decision: Decision },
+    #[error("rate limit of route `{route}` exceeded; retry in {retry_after_secs}s")]
+    RateLimited { route: Arc<str>, retry_after_secs: u64 },
 }
 
 impl ProxyError {
@@ -66,25 +67,22 @@ impl ProxyError {
         }
     }
 
-    /// The response: status, and a short JSON body saying why, with the request id.
+    /// The response: status, and a short JSON body saying why, with the request id; a
+    /// `Retry-After` when waiting helps. The response filter adds the headers every answer
+    /// carries.
     pub fn into_response(self, request_id: &HeaderValue) -> Response<RespBody> {
         let body = serde_json::json!({
             "error": self.code(),
             "message": self.to_string(),
             "requestId": request_id.to_str().unwrap_or(""),
         });
-        let mut resp = Response::new(super::full(Bytes::from(body.to_string() + "\n")));
+        let mut resp = Response::new(full(Bytes::from(body.to_string() + "\n")));
         *resp.status_mut() = self.status();
         let h = resp.headers_mut();
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        h.insert(super::X_REQUEST_ID.clone(), request_id.clone());
         match &self {
-            ProxyError::CircuitOpen { retry_after_secs, .. } => {
+            ProxyError::CircuitOpen { retry_after_secs, .. } | ProxyError::RateLimited { retry_after_secs, .. } => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
-            }
-            ProxyError::RateLimited { decision, .. } => {
-                h.insert(header::RETRY_AFTER, HeaderValue::from(decision.retry_after_secs));
-                super::ratelimit::set_headers(h, decision);
             }
             _ => {}
         }

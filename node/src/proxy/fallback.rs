@@ -1,27 +1,78 @@
-//! Fallback responses: what a rule answers when its upstream cannot (no endpoint available,
-//! breaker open, overloaded, or a 502/503/504 from the gateway or the upstream).
+//! Phase `fallback`: what a rule answers when its upstream cannot (no endpoint available,
+//! breaker open, overloaded, or a 502/503/504 from the gateway or the upstream): a static
+//! answer, or one attempt on another upstream.
 
-use bytes::Bytes;
-use http::{HeaderName, HeaderValue, Response, StatusCode};
-use schemas::snapshot::FallbackSpec;
+use http::{HeaderName, HeaderValue, Response};
 
-use super::RespBody;
+use super::attempt::{self, AttemptResult};
+use super::body::{full, RespBody};
+use super::context::{Answer, RequestCtx, Stop};
+use super::outgoing::Outgoing;
+use super::retry::is_gateway_error;
+use super::runtime::{Fallback, RuleRuntime, StaticAnswer};
 
 pub static X_RAFTGATE_FALLBACK: HeaderName = HeaderName::from_static("x-raftgate-fallback");
 
-/// The static answer of a `fallback: { status, headers, body }`. `None` for an upstream
-/// fallback, which the proxy sends itself.
-pub fn static_response(spec: &FallbackSpec, why: &'static str) -> Option<Response<RespBody>> {
-    let FallbackSpec::Static { status, headers, body } = spec else { return None };
-    let mut resp = Response::new(super::full(Bytes::from(body.clone())));
-    *resp.status_mut() = StatusCode::from_u16(*status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-    let h = resp.headers_mut();
-    for (name, value) in headers {
-        // `schemas` validated both.
-        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
-            h.append(n, v);
+/// Turns the attempts' result into the answer, through the rule's fallback when the
+/// upstream could not answer. Records the answering endpoint (and upstream) in `ctx`.
+pub async fn apply(
+    rule: &RuleRuntime,
+    out: &mut Outgoing,
+    mut result: AttemptResult,
+    ctx: &mut RequestCtx,
+) -> Result<Answer, Stop> {
+    let failed = match &result {
+        Ok((resp, _)) => is_gateway_error(resp.status()),
+        Err(a) => is_gateway_error(a.error().status()),
+    };
+    if let (true, Some(fallback)) = (failed, &rule.fallback) {
+        let why = match &result {
+            Ok(_) => "upstream-error",
+            Err(a) => a.error().code(),
+        };
+        match fallback {
+            Fallback::Static(spec) => {
+                ctx.fallback = Some(why);
+                count(rule);
+                // The upstream's answer, if any, is dropped unread.
+                return Err(Stop::Answer(Box::new(static_response(spec, why))));
+            }
+            Fallback::Upstream(other) if out.replayable() => {
+                ctx.fallback = Some(why);
+                count(rule);
+                ctx.upstream = Some(other.clone());
+                result = attempt::once(other, out, false, &[], true).await;
+            }
+            // The body was streamed to the first upstream and cannot be sent again.
+            Fallback::Upstream(_) => {
+                ctx.fallback = Some(why);
+                count(rule);
+            }
         }
     }
+    match result {
+        Ok((resp, endpoint)) => {
+            ctx.endpoint = Some(endpoint);
+            Ok(Answer::Upstream(resp))
+        }
+        Err(a) => Err(Stop::Error(a.into_error())),
+    }
+}
+
+fn count(rule: &RuleRuntime) {
+    if let Some(c) = &rule.fallbacks {
+        c.increment(1);
+    }
+}
+
+/// The static answer of a `fallback: { status, headers, body }`.
+fn static_response(answer: &StaticAnswer, why: &'static str) -> Response<RespBody> {
+    let mut resp = Response::new(full(answer.body.clone()));
+    *resp.status_mut() = answer.status;
+    let h = resp.headers_mut();
+    for (n, v) in &answer.headers {
+        h.append(n.clone(), v.clone());
+    }
     h.insert(X_RAFTGATE_FALLBACK.clone(), HeaderValue::from_static(why));
-    Some(resp)
+    resp
 }

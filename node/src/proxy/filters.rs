@@ -1,14 +1,12 @@
 //! Request and response transformations: hop-by-hop headers, the standard proxy headers,
-//! the route's header modifiers, URL rewrites and redirects.
+//! the rule's header modifiers and URL rewrites (compiled once per config into
+//! `RuleFilters`), and path normalisation.
 
 use std::borrow::Cow;
 use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Response, StatusCode};
 use schemas::snapshot::{FilterSpec, HeaderModifierSpec, PathMatchType, PathModifierSpec};
-
-use super::body::{full, RespBody};
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1); never
 /// forwarded. `te` is handled apart: `te: trailers` must reach gRPC upstreams.
@@ -84,52 +82,91 @@ pub fn add_proxy_headers(headers: &mut HeaderMap, client: IpAddr, https: bool, h
     }
 }
 
-pub fn apply_header_modifier(headers: &mut HeaderMap, m: &HeaderModifierSpec) {
-    for (name, value) in &m.set {
-        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
-            headers.insert(n, v);
+/// A header modifier with its names and values parsed once, when the config is compiled.
+#[derive(Debug, Default)]
+pub struct HeaderOps {
+    set: Vec<(HeaderName, HeaderValue)>,
+    add: Vec<(HeaderName, HeaderValue)>,
+    remove: Vec<HeaderName>,
+}
+
+impl HeaderOps {
+    /// `schemas` validated every name and value; one that still does not parse is left out.
+    fn compile(m: &HeaderModifierSpec) -> Self {
+        let pairs = |list: &[(String, String)]| {
+            list.iter()
+                .filter_map(|(n, v)| Some((HeaderName::from_bytes(n.as_bytes()).ok()?, HeaderValue::from_str(v).ok()?)))
+                .collect()
+        };
+        Self {
+            set: pairs(&m.set),
+            add: pairs(&m.add),
+            remove: m.remove.iter().filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok()).collect(),
         }
     }
-    for (name, value) in &m.add {
-        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
-            headers.append(n, v);
+
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        for (n, v) in &self.set {
+            headers.insert(n.clone(), v.clone());
         }
-    }
-    for name in &m.remove {
-        headers.remove(name.as_str());
+        for (n, v) in &self.add {
+            headers.append(n.clone(), v.clone());
+        }
+        for n in &self.remove {
+            headers.remove(n);
+        }
     }
 }
 
-/// Applies the request-side filters of a rule. Returns the new path (if rewritten) and the
-/// new upstream Host (if rewritten).
-pub fn apply_request_filters(
-    filters: &[FilterSpec],
-    headers: &mut HeaderMap,
-    path: &str,
-    matched_kind: PathMatchType,
-    matched_path: &str,
-) -> (Option<String>, Option<String>) {
-    let mut new_path = None;
-    let mut new_host = None;
-    for f in filters {
-        match f {
-            FilterSpec::RequestHeaderModifier(m) => apply_header_modifier(headers, m),
-            FilterSpec::UrlRewrite { hostname, path: modifier } => {
-                new_host.clone_from(hostname);
-                if let Some(m) = modifier {
-                    new_path = Some(modify_path(m, path, matched_kind, matched_path));
+/// A rule's filters, compiled. `schemas` allows each kind once per rule, and never a
+/// redirect together with a rewrite.
+#[derive(Debug, Default)]
+pub struct RuleFilters {
+    pub request_headers: Option<HeaderOps>,
+    pub response_headers: Option<HeaderOps>,
+    /// `URLRewrite`: the upstream's Host.
+    pub rewrite_host: Option<HeaderValue>,
+    /// `URLRewrite`: the upstream's path.
+    pub rewrite_path: Option<PathModifierSpec>,
+    /// `RequestRedirect`: the rule answers with a redirect.
+    pub redirect: Option<FilterSpec>,
+}
+
+impl RuleFilters {
+    pub fn compile(filters: &[FilterSpec]) -> Self {
+        let mut out = Self::default();
+        for f in filters {
+            match f {
+                FilterSpec::RequestHeaderModifier(m) => out.request_headers = Some(HeaderOps::compile(m)),
+                FilterSpec::ResponseHeaderModifier(m) => out.response_headers = Some(HeaderOps::compile(m)),
+                FilterSpec::UrlRewrite { hostname, path } => {
+                    out.rewrite_host = hostname.as_deref().and_then(|h| HeaderValue::from_str(h).ok());
+                    out.rewrite_path.clone_from(path);
                 }
+                FilterSpec::RequestRedirect { .. } => out.redirect = Some(f.clone()),
             }
-            FilterSpec::ResponseHeaderModifier(_) | FilterSpec::RequestRedirect { .. } => {}
         }
+        out
     }
-    (new_path, new_host)
-}
 
-pub fn apply_response_filters(filters: &[FilterSpec], headers: &mut HeaderMap) {
-    for f in filters {
-        if let FilterSpec::ResponseHeaderModifier(m) = f {
-            apply_header_modifier(headers, m);
+    /// The request-side filters: header modifiers, then the rewritten path if any.
+    pub fn request(
+        &self,
+        headers: &mut HeaderMap,
+        path: &str,
+        matched_kind: PathMatchType,
+        matched_path: &str,
+    ) -> Option<String> {
+        if let Some(ops) = &self.request_headers {
+            ops.apply(headers);
+        }
+        self.rewrite_path.as_ref().map(|m| modify_path(m, path, matched_kind, matched_path))
+    }
+
+    /// The response-side filters, on an upstream's answer.
+    pub fn response(&self, headers: &mut HeaderMap) {
+        if let Some(ops) = &self.response_headers {
+            ops.apply(headers);
         }
     }
 }
@@ -160,48 +197,6 @@ pub fn modify_path(m: &PathModifierSpec, path: &str, kind: PathMatchType, matche
             }
         }
     }
-}
-
-/// The redirect response for a `RequestRedirect` filter.
-#[derive(Debug)]
-pub struct RedirectParts<'a> {
-    pub https: bool,
-    pub host: &'a str,
-    /// The port of the listener the request came in on.
-    pub port: Option<u16>,
-    pub path: &'a str,
-    pub query: Option<&'a str>,
-    pub matched_kind: PathMatchType,
-    pub matched_path: &'a str,
-}
-
-pub fn redirect(filter: &FilterSpec, req: &RedirectParts<'_>) -> Option<Response<RespBody>> {
-    let FilterSpec::RequestRedirect { scheme, hostname, path, port, status_code } = filter else { return None };
-    let req_scheme = if req.https { "https" } else { "http" };
-    let host = hostname.as_deref().unwrap_or(req.host);
-    // Gateway API: with a scheme given, the scheme's well-known port; otherwise the
-    // listener's port. Well-known ports are left out of the URL.
-    let port = port.or(if scheme.is_some() { None } else { req.port });
-    let scheme = scheme.as_deref().unwrap_or(req_scheme);
-    let default_port = if scheme == "https" { 443 } else { 80 };
-    let port = port.filter(|p| *p != default_port);
-    let new_path = match path {
-        Some(m) => modify_path(m, req.path, req.matched_kind, req.matched_path),
-        None => req.path.to_string(),
-    };
-    let mut location = format!("{scheme}://{host}");
-    if let Some(p) = port {
-        location.push_str(&format!(":{p}"));
-    }
-    location.push_str(&new_path);
-    if let Some(q) = req.query {
-        location.push('?');
-        location.push_str(q);
-    }
-    let mut resp = Response::new(full(bytes::Bytes::new()));
-    *resp.status_mut() = StatusCode::from_u16(*status_code).unwrap_or(StatusCode::FOUND);
-    resp.headers_mut().insert(header::LOCATION, HeaderValue::from_str(&location).ok()?);
-    Some(resp)
 }
 
 /// Resolves `.` and `..` segments (RFC 3986 §5.2.4) so that routing sees the path the
@@ -271,6 +266,47 @@ mod tests {
         assert_eq!(normalize_path("/../../etc").unwrap(), "/etc");
         assert!(normalize_path("/a/%2e%2E/admin").is_err());
         assert!(normalize_path("a").is_err());
+    }
+
+    #[test]
+    fn rule_filters_are_compiled_once_and_applied_in_order() {
+        let modifier = |set: &[(&str, &str)], add: &[(&str, &str)], remove: &[&str]| HeaderModifierSpec {
+            set: set.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(),
+            add: add.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(),
+            remove: remove.iter().map(|n| n.to_string()).collect(),
+        };
+        let f = RuleFilters::compile(&[
+            FilterSpec::RequestHeaderModifier(modifier(&[("x-set", "1")], &[("x-add", "2")], &["x-gone"])),
+            FilterSpec::ResponseHeaderModifier(modifier(&[("x-resp", "yes")], &[], &["server"])),
+            FilterSpec::UrlRewrite {
+                hostname: Some("internal.example".into()),
+                path: Some(PathModifierSpec::ReplacePrefixMatch("/v2".into())),
+            },
+        ]);
+        assert!(f.redirect.is_none());
+        assert_eq!(f.rewrite_host.as_ref().unwrap(), "internal.example");
+
+        let mut h = HeaderMap::new();
+        h.insert("x-set", "0".parse().unwrap());
+        h.insert("x-add", "1".parse().unwrap());
+        h.insert("x-gone", "1".parse().unwrap());
+        let path = f.request(&mut h, "/v1/users", PathMatchType::PathPrefix, "/v1");
+        assert_eq!(path.as_deref(), Some("/v2/users"));
+        assert_eq!(h["x-set"], "1");
+        assert_eq!(h.get_all("x-add").iter().map(|v| v.to_str().unwrap()).collect::<Vec<_>>(), ["1", "2"]);
+        assert!(!h.contains_key("x-gone"));
+
+        let mut r = HeaderMap::new();
+        r.insert("server", "upstream".parse().unwrap());
+        f.response(&mut r);
+        assert_eq!(r["x-resp"], "yes");
+        assert!(!r.contains_key("server"));
+
+        // No filters: nothing changes, no path is rewritten.
+        let none = RuleFilters::compile(&[]);
+        let mut h = HeaderMap::new();
+        assert_eq!(none.request(&mut h, "/a", PathMatchType::PathPrefix, "/"), None);
+        assert!(h.is_empty());
     }
 
     #[test]

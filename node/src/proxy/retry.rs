@@ -1,25 +1,66 @@
-//! The retry policy of a rule: which failed attempts may be tried again, and how long to
-//! wait before the next one.
+//! Phase `send`: the first attempt and, when the rule retries, the retry loop: which failed
+//! attempts may be tried again, how long to wait before the next one, and on which
+//! endpoint (one this request has not failed on yet, while there is one).
 //!
 //! Whether a retry actually goes out is also up to the upstream's breaker (an open breaker
 //! stops retries) and its retry budget or `maxParallelRetries`; see `breaker`.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::{Method, StatusCode};
 use schemas::snapshot::{RetryOn, RetrySpec};
 
-/// How an attempt failed, as far as retrying is concerned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failure {
-    /// No connection could be made: the request never reached the upstream.
-    Connect,
-    /// The connection broke before a response head arrived.
-    Reset,
-    /// No response head within the attempt's time limit.
-    Timeout,
-    /// The upstream answered with this status.
-    Status(StatusCode),
+use super::attempt::{self, Attempt, AttemptResult, Failure};
+use super::context::RequestCtx;
+use super::outgoing::Outgoing;
+use super::runtime::{Fallback, RuleRuntime};
+
+/// Sends the request to the rule's chosen backend, retrying as the rule allows; counts the
+/// attempts in `ctx.attempts`.
+pub async fn run(rule: &RuleRuntime, out: &mut Outgoing, ctx: &mut RequestCtx) -> AttemptResult {
+    let backend = out.backend;
+    let upstream = &rule.backends[backend].upstream;
+    let spec = rule.retry.as_ref().filter(|_| out.may_retry);
+    let max_attempts = spec.map_or(1, |r| r.attempts);
+    // The last attempt may move the headers instead of copying them, unless a fallback
+    // upstream may still need them.
+    let may_move = !matches!(rule.fallback, Some(Fallback::Upstream(_)));
+    // Endpoints that failed this request, avoided by its retries.
+    let mut tried: Vec<usize> = Vec::new();
+    let mut result = attempt::once(upstream, out, false, &tried, may_move && max_attempts == 1).await;
+    ctx.attempts = u32::from(!matches!(result, Err(Attempt::Refused(_))));
+    let Some(spec) = spec else { return result };
+    while ctx.attempts < max_attempts && out.replayable() {
+        let failure = match &result {
+            Ok((resp, _)) if retriable(spec, Failure::Status(resp.status())) => Failure::Status(resp.status()),
+            Err(Attempt::Failed(_, f, _)) if retriable(spec, *f) => *f,
+            _ => break,
+        };
+        let wait = backoff(spec, ctx.attempts);
+        if out.limits.deadline.is_some_and(|d| Instant::now() + wait >= d) {
+            break;
+        }
+        tokio::time::sleep(wait).await;
+        if let Ok((_, ep)) | Err(Attempt::Failed(_, _, ep)) = &result {
+            tried.push(*ep);
+        }
+        let last = may_move && ctx.attempts + 1 == max_attempts;
+        match attempt::once(upstream, out, true, &tried, last).await {
+            // The breaker opened or the retry budget is spent: the previous answer stands.
+            Err(Attempt::Refused(e)) => {
+                tracing::debug!(error = %e, ?failure, "retry not sent");
+                break;
+            }
+            r => {
+                ctx.attempts += 1;
+                if let Some(c) = &rule.backends[backend].retries {
+                    c.increment(1);
+                }
+                result = r;
+            }
+        }
+    }
+    result
 }
 
 /// Methods that may be sent twice without changing the result (RFC 9110 §9.2.2).

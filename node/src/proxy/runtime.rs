@@ -6,15 +6,22 @@
 //! a request loads the current runtime once and finishes on it, whatever happens after.
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, StatusCode};
 use metrics::{Counter, Histogram};
-use schemas::snapshot::{FallbackSpec, FilterSpec, RetrySpec, RouteSpec};
+use schemas::snapshot::{FallbackSpec, RetrySpec, RouteSpec};
 use schemas::{ConfigSnapshot, ContentHash, Duration};
 
-use super::ratelimit::RateLimiter;
+use super::breaker::Phase;
+use super::clock;
+use super::filters::RuleFilters;
+use super::prober;
+use super::ratelimit::bucket::RateLimiter;
 use super::router::RouteTable;
 use super::tls::CertStore;
 use super::upstream::Upstream;
@@ -39,13 +46,26 @@ pub struct Runtime {
     /// Rate limiters by (route, rule index): reused by the next config when the route did
     /// not change, so the buckets survive the swap.
     pub limiters: HashMap<(Arc<str>, usize), Arc<RateLimiter>>,
+    /// The certificates of this config, published with its routes in the same swap so a
+    /// TLS handshake never sees one config's certificates with another's routes.
+    pub certs: CertStore,
+    /// `raftgate_requests_total` for requests no route matched, by status class.
+    pub unrouted: [Counter; 5],
 }
 
 /// A rule's fallback, resolved.
 #[derive(Debug)]
 pub enum Fallback {
-    Static(FallbackSpec),
+    Static(StaticAnswer),
     Upstream(Arc<Upstream>),
+}
+
+/// A static fallback answer, built when the config is compiled.
+#[derive(Debug)]
+pub struct StaticAnswer {
+    pub status: StatusCode,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub body: Bytes,
 }
 
 /// One rule, ready to serve.
@@ -55,9 +75,7 @@ pub struct RuleRuntime {
     pub rule: usize,
     pub backends: Vec<Backend>,
     pub total_weight: u64,
-    pub filters: Vec<FilterSpec>,
-    /// The redirect filter, when the rule answers with a redirect.
-    pub redirect: Option<FilterSpec>,
+    pub filters: RuleFilters,
     pub request_timeout: Option<Duration>,
     pub backend_timeout: Option<Duration>,
     /// Overrides the node's request body limit.
@@ -66,6 +84,9 @@ pub struct RuleRuntime {
     pub fallback: Option<Fallback>,
     pub rate_limit: Option<Arc<RateLimiter>>,
     pub latency: Histogram,
+    /// `raftgate_requests_total` for answers the gateway gave before a backend was chosen
+    /// (redirects, refusals), by status class.
+    pub answered_here: [Counter; 5],
     /// `raftgate_fallbacks_total` for this route, when the rule has a fallback.
     pub fallbacks: Option<Counter>,
 }
@@ -99,6 +120,72 @@ impl RuleRuntime {
         }
         Some(self.backends.len() - 1)
     }
+
+    /// Compiles rule `ri` of `route` against this config's upstreams and rate limiters.
+    fn compile(
+        route: &RouteSpec,
+        ri: usize,
+        upstreams: &HashMap<String, Arc<Upstream>>,
+        limiters: &HashMap<(Arc<str>, usize), Arc<RateLimiter>>,
+    ) -> Self {
+        let rule = &route.rules[ri];
+        let name: Arc<str> = Arc::from(route.name.as_str());
+        let backends: Vec<Backend> = rule
+            .backends
+            .iter()
+            .filter_map(|b| {
+                // `schemas` guarantees every reference resolves.
+                let upstream = upstreams.get(&b.upstream)?.clone();
+                Some(Backend {
+                    upstream,
+                    weight: b.weight,
+                    requests: status_counters(&route.name, &b.upstream),
+                    retries: rule.retry.as_ref().map(|_| {
+                        metrics::counter!("raftgate_retries_total", "route" => route.name.clone(), "upstream" => b.upstream.clone())
+                    }),
+                })
+            })
+            .collect();
+        RuleRuntime {
+            rule: ri,
+            total_weight: backends.iter().map(|b| u64::from(b.weight)).sum(),
+            backends,
+            filters: RuleFilters::compile(&rule.filters),
+            request_timeout: rule.request_timeout,
+            backend_timeout: rule.backend_request_timeout,
+            max_body_bytes: rule.max_request_body_bytes,
+            retry: rule.retry.clone().filter(|r| r.attempts > 1),
+            fallback: rule.fallback.as_ref().and_then(|f| match f {
+                FallbackSpec::Upstream(name) => upstreams.get(name).cloned().map(Fallback::Upstream),
+                s => Some(Fallback::Static(StaticAnswer::compile(s))),
+            }),
+            rate_limit: limiters.get(&(name.clone(), ri)).cloned(),
+            latency: metrics::histogram!("raftgate_request_duration_seconds", "route" => route.name.clone()),
+            answered_here: status_counters(&route.name, ""),
+            fallbacks: rule
+                .fallback
+                .as_ref()
+                .map(|_| metrics::counter!("raftgate_fallbacks_total", "route" => route.name.clone())),
+            route: name,
+        }
+    }
+}
+
+impl StaticAnswer {
+    fn compile(spec: &FallbackSpec) -> Self {
+        let mut answer =
+            StaticAnswer { status: StatusCode::SERVICE_UNAVAILABLE, headers: Vec::new(), body: Bytes::new() };
+        if let FallbackSpec::Static { status, headers, body } = spec {
+            answer.status = StatusCode::from_u16(*status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            // `schemas` validated every name and value.
+            answer.headers = headers
+                .iter()
+                .filter_map(|(n, v)| Some((HeaderName::from_bytes(n.as_bytes()).ok()?, HeaderValue::from_str(v).ok()?)))
+                .collect();
+            answer.body = Bytes::from(body.clone());
+        }
+        answer
+    }
 }
 
 pub fn status_counters(route: &str, upstream: &str) -> [Counter; 5] {
@@ -112,90 +199,82 @@ pub fn status_counters(route: &str, upstream: &str) -> [Counter; 5] {
     })
 }
 
+/// What `Runtime::build` needs besides the snapshot.
+#[derive(Debug)]
+pub struct BuildEnv<'a> {
+    /// The runtime being replaced, whose unchanged upstreams and rate limiters are reused.
+    pub previous: Option<&'a Runtime>,
+    pub roots: &'a Arc<rustls::RootCertStore>,
+    /// The node terminates TLS, so certificates must be loaded.
+    pub tls: bool,
+    /// The cluster's member count, which cluster-wide rate limits divide by.
+    pub nodes: &'a Arc<AtomicUsize>,
+}
+
 impl Runtime {
-    /// Compiles a snapshot, reusing unchanged upstreams from `previous`. Certificates are
-    /// loaded only when `tls` is set (the node has a TLS listener).
-    /// `nodes`: the cluster's member count, which cluster-wide rate limits divide by.
+    /// Compiles a snapshot whose content hash is `hash` (computed once, where the snapshot
+    /// was made or checked), reusing what did not change from `env.previous`.
     pub fn build(
         snapshot: Arc<ConfigSnapshot>,
+        hash: ContentHash,
         origin: ConfigOrigin,
-        previous: Option<&Runtime>,
-        roots: &Arc<rustls::RootCertStore>,
-        tls: bool,
-        nodes: &Arc<std::sync::atomic::AtomicUsize>,
-    ) -> anyhow::Result<(Self, CertStore)> {
-        let mut upstreams = HashMap::new();
-        for spec in &snapshot.upstreams {
-            let reused = previous.and_then(|p| p.upstreams.get(&spec.name)).filter(|u| u.spec == *spec);
-            let up = match reused {
-                Some(u) => u.clone(),
-                None => Arc::new(Upstream::new(spec.clone(), roots)?),
-            };
-            upstreams.insert(spec.name.clone(), up);
-        }
-        let mut limiters = HashMap::new();
-        for route in snapshot.routes.iter().filter(|r| r.rules.iter().any(|rule| rule.rate_limit.is_some())) {
-            // Routes are sorted by name: one binary search finds the previous definition.
-            let unchanged = previous.filter(|p| {
-                let routes = &p.snapshot.routes;
-                routes.binary_search_by(|r| r.name.cmp(&route.name)).is_ok_and(|i| routes[i] == *route)
-            });
-            let name: Arc<str> = Arc::from(route.name.as_str());
-            for (ri, rule) in route.rules.iter().enumerate() {
-                let Some(spec) = &rule.rate_limit else { continue };
-                let key = (name.clone(), ri);
-                let limiter = match unchanged.and_then(|p| p.limiters.get(&key)) {
-                    Some(l) => l.clone(),
-                    None => Arc::new(RateLimiter::new(&route.name, spec, nodes.clone())),
-                };
-                limiters.insert(key, limiter);
-            }
-        }
-        let router = RouteTable::build(&snapshot.routes, |route: &RouteSpec, ri| {
-            let rule = &route.rules[ri];
-            let backends: Vec<Backend> = rule
-                .backends
-                .iter()
-                .filter_map(|b| {
-                    // `schemas` guarantees every reference resolves.
-                    let upstream = upstreams.get(&b.upstream)?.clone();
-                    Some(Backend {
-                        upstream,
-                        weight: b.weight,
-                        requests: status_counters(&route.name, &b.upstream),
-                        retries: rule.retry.as_ref().map(|_| {
-                            metrics::counter!("raftgate_retries_total", "route" => route.name.clone(), "upstream" => b.upstream.clone())
-                        }),
-                    })
-                })
-                .collect();
-            RuleRuntime {
-                route: Arc::from(route.name.as_str()),
-                rule: ri,
-                total_weight: backends.iter().map(|b| u64::from(b.weight)).sum(),
-                backends,
-                redirect: rule.filters.iter().find(|f| matches!(f, FilterSpec::RequestRedirect { .. })).cloned(),
-                filters: rule.filters.clone(),
-                request_timeout: rule.request_timeout,
-                backend_timeout: rule.backend_request_timeout,
-                max_body_bytes: rule.max_request_body_bytes,
-                retry: rule.retry.clone().filter(|r| r.attempts > 1),
-                fallback: rule.fallback.as_ref().and_then(|f| match f {
-                    FallbackSpec::Upstream(name) => upstreams.get(name).cloned().map(Fallback::Upstream),
-                    s => Some(Fallback::Static(s.clone())),
-                }),
-                rate_limit: limiters.get(&(Arc::from(route.name.as_str()), ri)).cloned(),
-                latency: metrics::histogram!("raftgate_request_duration_seconds", "route" => route.name.clone()),
-                fallbacks: rule
-                    .fallback
-                    .as_ref()
-                    .map(|_| metrics::counter!("raftgate_fallbacks_total", "route" => route.name.clone())),
-            }
-        });
-        let certs = if tls { CertStore::load(&snapshot.certificates) } else { CertStore::default() };
-        let hash = snapshot.content_hash();
-        Ok((Runtime { snapshot, hash, origin, loaded_at: SystemTime::now(), router, upstreams, limiters }, certs))
+        env: &BuildEnv<'_>,
+    ) -> anyhow::Result<Self> {
+        let upstreams = build_upstreams(&snapshot, env)?;
+        let limiters = build_limiters(&snapshot, env);
+        let router =
+            RouteTable::build(&snapshot.routes, |route, ri| RuleRuntime::compile(route, ri, &upstreams, &limiters));
+        let certs = if env.tls { CertStore::load(&snapshot.certificates) } else { CertStore::default() };
+        Ok(Runtime {
+            snapshot,
+            hash,
+            origin,
+            loaded_at: SystemTime::now(),
+            router,
+            upstreams,
+            limiters,
+            certs,
+            unrouted: status_counters("", ""),
+        })
     }
+}
+
+/// Every upstream, reusing each one whose spec did not change (its pool, balancer and
+/// policy state carry over).
+fn build_upstreams(snapshot: &ConfigSnapshot, env: &BuildEnv<'_>) -> anyhow::Result<HashMap<String, Arc<Upstream>>> {
+    let mut upstreams = HashMap::new();
+    for spec in &snapshot.upstreams {
+        let reused = env.previous.and_then(|p| p.upstreams.get(&spec.name)).filter(|u| u.spec == *spec);
+        let up = match reused {
+            Some(u) => u.clone(),
+            None => Arc::new(Upstream::new(spec.clone(), env.roots)?),
+        };
+        upstreams.insert(spec.name.clone(), up);
+    }
+    Ok(upstreams)
+}
+
+/// The rate limiters of rate-limited rules, reusing those of unchanged routes.
+fn build_limiters(snapshot: &ConfigSnapshot, env: &BuildEnv<'_>) -> HashMap<(Arc<str>, usize), Arc<RateLimiter>> {
+    let mut limiters = HashMap::new();
+    for route in snapshot.routes.iter().filter(|r| r.rules.iter().any(|rule| rule.rate_limit.is_some())) {
+        // Routes are sorted by name: one binary search finds the previous definition.
+        let unchanged = env.previous.filter(|p| {
+            let routes = &p.snapshot.routes;
+            routes.binary_search_by(|r| r.name.cmp(&route.name)).is_ok_and(|i| routes[i] == *route)
+        });
+        let name: Arc<str> = Arc::from(route.name.as_str());
+        for (ri, rule) in route.rules.iter().enumerate() {
+            let Some(spec) = &rule.rate_limit else { continue };
+            let key = (name.clone(), ri);
+            let limiter = match unchanged.and_then(|p| p.limiters.get(&key)) {
+                Some(l) => l.clone(),
+                None => Arc::new(RateLimiter::new(&route.name, spec, env.nodes.clone())),
+            };
+            limiters.insert(key, limiter);
+        }
+    }
+    limiters
 }
 
 /// What one upstream's protection policies are doing, for the admin API and metrics.
@@ -203,12 +282,55 @@ impl Runtime {
 #[serde(rename_all = "camelCase")]
 pub struct UpstreamView {
     pub name: String,
-    /// closed, open, half-open; `none` without failure thresholds.
-    pub circuit: &'static str,
+    pub circuit: Circuit,
     pub circuit_retry_after_ms: u64,
     pub requests_in_flight: usize,
     pub retries_in_flight: usize,
     pub endpoints: Vec<EndpointView>,
+}
+
+/// Where an upstream's failure-based breaker stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Circuit {
+    /// The upstream has no failure thresholds.
+    None,
+    Closed,
+    Open,
+    HalfOpen,
+}
+
+impl Circuit {
+    /// The word the admin API and `/status` use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Circuit::None => "none",
+            Circuit::Closed => "closed",
+            Circuit::Open => "open",
+            Circuit::HalfOpen => "half-open",
+        }
+    }
+}
+
+/// What active health checks say of an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EndpointHealth {
+    Healthy,
+    Unhealthy,
+    /// The upstream has no active health checks.
+    Unchecked,
+}
+
+impl EndpointHealth {
+    /// The word the admin API and `/status` use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndpointHealth::Healthy => "healthy",
+            EndpointHealth::Unhealthy => "unhealthy",
+            EndpointHealth::Unchecked => "unchecked",
+        }
+    }
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -217,52 +339,56 @@ pub struct EndpointView {
     pub address: String,
     pub weight: u32,
     pub in_flight: usize,
-    /// healthy, unhealthy, or unchecked without active health checks.
-    pub health: &'static str,
+    pub health: EndpointHealth,
     pub ejected_for_ms: u64,
+}
+
+impl UpstreamView {
+    fn of(u: &Upstream, now: u64) -> Self {
+        let phase = u.breaker.phase(now);
+        let (requests, retries) = u.breaker.in_flight();
+        let endpoints = u
+            .spec
+            .endpoints
+            .iter()
+            .zip(u.in_flight_counts())
+            .enumerate()
+            .map(|(i, (e, n))| EndpointView {
+                address: e.address.clone(),
+                weight: e.weight,
+                in_flight: n,
+                health: match &u.health {
+                    None => EndpointHealth::Unchecked,
+                    Some(h) if h.is_healthy(i) => EndpointHealth::Healthy,
+                    Some(_) => EndpointHealth::Unhealthy,
+                },
+                ejected_for_ms: u.outlier.as_ref().map_or(0, |o| o.ejected_for_ms(i, now)),
+            })
+            .collect();
+        UpstreamView {
+            name: u.spec.name.clone(),
+            circuit: match phase {
+                None => Circuit::None,
+                Some(Phase::Closed) => Circuit::Closed,
+                Some(Phase::Open { .. }) => Circuit::Open,
+                Some(Phase::HalfOpen { .. }) => Circuit::HalfOpen,
+            },
+            circuit_retry_after_ms: match phase {
+                Some(Phase::Open { until_ms }) => until_ms.saturating_sub(now),
+                _ => 0,
+            },
+            requests_in_flight: requests,
+            retries_in_flight: retries,
+            endpoints,
+        }
+    }
 }
 
 impl Runtime {
     /// The live state of every upstream, sorted by name.
     pub fn upstream_views(&self) -> Vec<UpstreamView> {
-        let now = super::clock::now_ms();
-        let mut out: Vec<UpstreamView> = self
-            .upstreams
-            .values()
-            .map(|u| {
-                let phase = u.breaker.phase(now);
-                let (requests, retries) = u.breaker.in_flight();
-                let endpoints = u
-                    .spec
-                    .endpoints
-                    .iter()
-                    .zip(u.in_flight_counts())
-                    .enumerate()
-                    .map(|(i, (e, n))| EndpointView {
-                        address: e.address.clone(),
-                        weight: e.weight,
-                        in_flight: n,
-                        health: match &u.health {
-                            None => "unchecked",
-                            Some(h) if h.is_healthy(i) => "healthy",
-                            Some(_) => "unhealthy",
-                        },
-                        ejected_for_ms: u.outlier.as_ref().map_or(0, |o| o.ejected_for_ms(i, now)),
-                    })
-                    .collect();
-                UpstreamView {
-                    name: u.spec.name.clone(),
-                    circuit: phase.map_or("none", |p| p.name()),
-                    circuit_retry_after_ms: match phase {
-                        Some(super::breaker::Phase::Open { until_ms }) => until_ms.saturating_sub(now),
-                        _ => 0,
-                    },
-                    requests_in_flight: requests,
-                    retries_in_flight: retries,
-                    endpoints,
-                }
-            })
-            .collect();
+        let now = clock::now_ms();
+        let mut out: Vec<UpstreamView> = self.upstreams.values().map(|u| UpstreamView::of(u, now)).collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
     }
@@ -271,12 +397,13 @@ impl Runtime {
 /// Holds the current runtime. Readers never wait: `current()` is one atomic load.
 #[derive(Debug)]
 pub struct Engine {
-    current: ArcSwap<Runtime>,
-    pub certs: Arc<ArcSwap<CertStore>>,
+    /// Shared with the TLS listener's certificate resolver, which reads the certificates of
+    /// whatever runtime is current.
+    current: Arc<ArcSwap<Runtime>>,
     roots: Arc<rustls::RootCertStore>,
     tls: bool,
     /// Members of the Raft cluster (1 for a single node), kept current by `cluster`.
-    pub nodes: Arc<std::sync::atomic::AtomicUsize>,
+    pub nodes: Arc<AtomicUsize>,
     loaded: std::sync::atomic::AtomicBool,
     swap_lock: tokio::sync::Mutex<()>,
 }
@@ -286,11 +413,12 @@ impl Engine {
     /// `tls`: the node terminates TLS, so certificates must be loaded.
     pub fn new(roots: Arc<rustls::RootCertStore>, tls: bool) -> anyhow::Result<Self> {
         let snapshot = Arc::new(ConfigSnapshot::default());
-        let nodes = Arc::new(std::sync::atomic::AtomicUsize::new(1));
-        let (rt, certs) = Runtime::build(snapshot, ConfigOrigin::default(), None, &roots, tls, &nodes)?;
+        let hash = snapshot.content_hash();
+        let nodes = Arc::new(AtomicUsize::new(1));
+        let env = BuildEnv { previous: None, roots: &roots, tls, nodes: &nodes };
+        let rt = Runtime::build(snapshot, hash, ConfigOrigin::default(), &env)?;
         Ok(Self {
-            current: ArcSwap::from_pointee(rt),
-            certs: Arc::new(ArcSwap::from_pointee(certs)),
+            current: Arc::new(ArcSwap::from_pointee(rt)),
             roots,
             tls,
             nodes,
@@ -303,14 +431,20 @@ impl Engine {
         self.current.load_full()
     }
 
+    /// The certificate for a TLS handshake's SNI name, from the current config.
+    pub fn cert_lookup(&self) -> impl Fn(&str) -> Option<Arc<rustls::sign::CertifiedKey>> + Send + Sync + 'static {
+        let current = self.current.clone();
+        move |name| current.load().certs.get(name)
+    }
+
     /// Sets the gauges that describe live policy state (breaker phase, ejected endpoints);
     /// called before each metrics scrape, as that state changes with time alone.
     pub fn refresh_gauges(&self) {
         for u in self.current().upstream_views() {
             let state = match u.circuit {
-                "open" => 1.0,
-                "half-open" => 2.0,
-                _ => 0.0,
+                Circuit::Open => 1.0,
+                Circuit::HalfOpen => 2.0,
+                Circuit::None | Circuit::Closed => 0.0,
             };
             metrics::gauge!("raftgate_circuit_state", "upstream" => u.name.clone()).set(state);
             for e in &u.endpoints {
@@ -325,25 +459,31 @@ impl Engine {
         self.loaded.load(std::sync::atomic::Ordering::Acquire)
     }
 
-    /// Compiles `snapshot` off the request path and swaps it in. On failure the current
-    /// config stays. Swaps are serialised so two producers cannot interleave.
-    pub async fn apply(&self, snapshot: Arc<ConfigSnapshot>, origin: ConfigOrigin) -> anyhow::Result<ContentHash> {
+    /// Compiles `snapshot` (whose content hash is `hash`) off the request path and swaps it
+    /// in, routes and certificates together. On failure the current config stays. Swaps are
+    /// serialised so two producers cannot interleave.
+    pub async fn apply(
+        &self,
+        snapshot: Arc<ConfigSnapshot>,
+        hash: ContentHash,
+        origin: ConfigOrigin,
+    ) -> anyhow::Result<ContentHash> {
         let _guard = self.swap_lock.lock().await;
         let previous = self.current();
         let roots = self.roots.clone();
         let tls = self.tls;
         let nodes = self.nodes.clone();
-        let (rt, certs) =
-            tokio::task::spawn_blocking(move || Runtime::build(snapshot, origin, Some(&previous), &roots, tls, &nodes))
-                .await
-                .map_err(|e| anyhow::anyhow!("config compile panicked: {e}"))??;
+        let rt = tokio::task::spawn_blocking(move || {
+            let env = BuildEnv { previous: Some(&previous), roots: &roots, tls, nodes: &nodes };
+            Runtime::build(snapshot, hash, origin, &env)
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("config compile panicked: {e}"))??;
         for up in rt.upstreams.values() {
-            up.start();
+            prober::start(up);
         }
-        let hash = rt.hash;
         let routes = rt.router.rule_count();
         let commit = rt.origin.commit.clone().unwrap_or_default();
-        self.certs.store(Arc::new(certs));
         let old = self.current.swap(Arc::new(rt));
         if self.is_loaded() {
             // An info metric: only the current config's series is 1.

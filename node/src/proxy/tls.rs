@@ -1,13 +1,13 @@
 //! TLS termination: the certificates of the current config, chosen by SNI.
 //!
 //! The rustls `ServerConfig` is built once; its certificate resolver reads the certificate
-//! set of whatever config is current, so a new config brings new certificates without a
-//! restart and without touching open connections.
+//! set of whatever config is current (the certificates are part of the `Runtime`, swapped
+//! with its routes), so a new config brings new certificates without a restart and without
+//! touching open connections.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
@@ -91,26 +91,31 @@ fn load_one(spec: &CertificateSpec) -> anyhow::Result<CertifiedKey> {
     Ok(ck)
 }
 
-/// Resolves SNI against the current config's certificates.
-#[derive(Debug)]
-pub struct SniResolver {
-    pub store: Arc<ArcSwap<CertStore>>,
-}
+/// Resolves SNI with `lookup`, which reads the current config's certificates.
+struct SniResolver<F>(F);
 
-impl ResolvesServerCert for SniResolver {
-    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let name = hello.server_name()?;
-        self.store.load().get(name)
+impl<F> std::fmt::Debug for SniResolver<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SniResolver")
     }
 }
 
-/// The server TLS config: TLS 1.2 and 1.3, ALPN h2 and http/1.1, certificates by SNI.
-pub fn server_config(store: Arc<ArcSwap<CertStore>>) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+impl<F: Fn(&str) -> Option<Arc<CertifiedKey>> + Send + Sync> ResolvesServerCert for SniResolver<F> {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        (self.0)(hello.server_name()?)
+    }
+}
+
+/// The server TLS config: TLS 1.2 and 1.3, ALPN h2 and http/1.1, certificates by SNI from
+/// `lookup` (`Engine::cert_lookup`).
+pub fn server_config(
+    lookup: impl Fn(&str) -> Option<Arc<CertifiedKey>> + Send + Sync + 'static,
+) -> anyhow::Result<Arc<rustls::ServerConfig>> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
-        .with_cert_resolver(Arc::new(SniResolver { store }));
+        .with_cert_resolver(Arc::new(SniResolver(lookup)));
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
 }

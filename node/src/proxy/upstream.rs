@@ -18,6 +18,7 @@ use schemas::snapshot::{UpstreamProtocol, UpstreamSpec};
 use super::balancer::{Balancer, PickContext};
 use super::body::ReqBody;
 use super::breaker::CircuitBreaker;
+use super::clock;
 use super::connlimit::Limited;
 use super::health::Health;
 use super::outlier::Outlier;
@@ -126,12 +127,10 @@ impl Upstream {
         })
     }
 
-    /// Starts the upstream's background work (active health checks) once; it stops by
-    /// itself when the upstream is dropped. Needs a Tokio runtime.
-    pub fn start(self: &Arc<Self>) {
-        if self.health.is_some() && !self.started.swap(true, Ordering::Relaxed) {
-            tokio::spawn(super::health::run(Arc::downgrade(self)));
-        }
+    /// True the first time it is called: the upstream's background work (`prober`) is
+    /// started once, whichever config reuses it.
+    pub fn mark_started(&self) -> bool {
+        !self.started.swap(true, Ordering::Relaxed)
     }
 
     /// Whether endpoint `i` may get traffic: healthy and not ejected.
@@ -178,7 +177,7 @@ impl Upstream {
     pub fn endpoint_result(&self, i: usize, failed: bool) {
         if let Some(o) = &self.outlier {
             if failed {
-                o.failure(i, super::clock::now_ms());
+                o.failure(i, clock::now_ms());
             } else {
                 o.success(i);
             }

@@ -2,9 +2,9 @@
 //! learners, promoted), removal, leader loss, restarts from the data directory, catch-up by
 //! snapshot past a log purge, and the ordering guarantee checked on every node's history.
 //!
-//! Every node watches the same config directory (a stand-in for the Git repository): only
-//! the leader proposes what it finds there, so a change reaches the others only through
-//! the Raft log.
+//! Every node watches the same config directory (`--config-dir` in cluster mode, a cluster
+//! without Git): only the leader proposes what it finds there, so a change reaches the
+//! others only through the Raft log.
 
 use std::time::{Duration, Instant};
 

@@ -20,13 +20,9 @@ async fn metrics(gw: &Gateway) -> String {
     get(&format!("http://{}/metrics", gw.admin), &[]).await.2
 }
 
-/// Polls `check` every 50 ms until it holds, for at most `secs` seconds.
-async fn eventually(what: &str, secs: u64, mut check: impl FnMut() -> bool) {
-    let until = Instant::now() + Duration::from_secs(secs);
-    while !check() {
-        assert!(Instant::now() < until, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+/// Waits until `check` holds, for at most `secs` seconds.
+async fn eventually(what: &str, secs: u64, check: impl FnMut() -> bool) {
+    testkit::wait_until(what, Duration::from_secs(secs), check).await
 }
 
 fn endpoint(name: &str, u: &Upstream, extra: &str) -> String {
@@ -652,4 +648,50 @@ async fn rate_limit_buckets_survive_a_swap_that_does_not_touch_the_route() {
     gw.write("r.yaml", &limited.replace("burst: 1", "burst: 2"));
     tokio::task::block_in_place(|| g.wait_for_new_config(&old));
     assert_eq!(get(&gw.url("/"), &[]).await.0, StatusCode::OK);
+}
+
+/// The response filter decorates every answer, whoever made it: an upstream's, the
+/// gateway's own error, a fallback and a refusal of a rate-limited rule all carry the
+/// `RateLimit-*` headers and the request id; and answers the gateway gave itself are
+/// counted under their route (or under no route) like upstream answers.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_answer_of_a_limited_rule_is_decorated_and_counted() {
+    let up = Upstream::start("u", Behaviour::Echo).await;
+    let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let limit = "rateLimit: { requests: 100, period: 1m, burst: 100 }";
+    let cfg = upstreams(&[("u", &up)])
+        + &format!("---\nkind: Upstream\nname: dead\nendpoints: [{{ address: \"{dead}\" }}]\n")
+        + &format!("---\nkind: Route\nname: ok\nrules:\n  - matches: [{{ path: {{ value: /ok }} }}]\n    backendRefs: [{{ upstream: u }}]\n    {limit}\n")
+        + &format!("---\nkind: Route\nname: down\nrules:\n  - matches: [{{ path: {{ value: /down }} }}]\n    backendRefs: [{{ upstream: dead }}]\n    {limit}\n")
+        + &format!("---\nkind: Route\nname: fb\nrules:\n  - matches: [{{ path: {{ value: /fb }} }}]\n    backendRefs: [{{ upstream: dead }}]\n    fallback: {{ status: 200, body: later }}\n    {limit}\n")
+        + "---\nkind: Route\nname: tight\nrules:\n  - matches: [{ path: { value: /tight } }]\n    backendRefs: [{ upstream: u }]\n    rateLimit: { requests: 1, period: 1m, burst: 1 }\n";
+    let gw = Gateway::start(&[("c.yaml", &cfg)], &[]);
+    let c = client();
+    let ask = |path: &'static str| {
+        let (c, url) = (c.clone(), gw.url(path));
+        async move { send(&c, "GET", &url, &[("x-request-id", "req-7")], Bytes::new()).await }
+    };
+    for (path, status, remaining) in
+        [("/ok", 200, "99"), ("/down", 503, "99"), ("/fb", 200, "99"), ("/tight", 200, "0"), ("/tight", 429, "0")]
+    {
+        let (s, h, body) = ask(path).await;
+        assert_eq!(s.as_u16(), status, "{path}: {body}");
+        assert_eq!(h["ratelimit-remaining"], remaining, "{path}: {h:?}");
+        assert!(h.contains_key("ratelimit-limit") && h.contains_key("ratelimit-reset"), "{path}: {h:?}");
+        assert_eq!(h["x-request-id"], "req-7", "{path}");
+    }
+    let (s, h, _) = ask("/nowhere").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert!(!h.contains_key("ratelimit-limit") && h["x-request-id"] == "req-7");
+
+    let m = metrics(&gw).await;
+    for series in [
+        r#"raftgate_requests_total{route="ok",upstream="u",class="2xx"} 1"#,
+        r#"raftgate_requests_total{route="down",upstream="dead",class="5xx"} 1"#,
+        r#"raftgate_requests_total{route="fb",upstream="dead",class="2xx"} 1"#,
+        r#"raftgate_requests_total{route="tight",upstream="",class="4xx"} 1"#,
+        r#"raftgate_requests_total{route="",upstream="",class="4xx"} 1"#,
+    ] {
+        assert!(m.lines().any(|l| l == series), "missing {series}:\n{m}");
+    }
 }

@@ -24,7 +24,7 @@ fn config(commit: &str, route: &str) -> ApplyConfig {
         message: format!("route {route}"),
         committed_at: 1_700_000_000,
         hash: snapshot.content_hash(),
-        snapshot,
+        snapshot: snapshot.into(),
         covers: vec![],
     }
 }
@@ -136,7 +136,7 @@ async fn config_entries_round_trip_through_the_log() {
     }
     let compiled = schemas::compile_tree(&files).unwrap();
     let mut cfg = config("c1", "a");
-    cfg.snapshot = compiled.snapshot.clone();
+    cfg.snapshot = compiled.snapshot.clone().into();
     cfg.hash = compiled.hash;
     let e = apply_entry(1, cfg.clone());
     openraft::storage::RaftLogStorageExt::blocking_append(&mut log, vec![e]).await.unwrap();

@@ -54,7 +54,7 @@ fn config(commit: &str, route: &str) -> ApplyConfig {
         message: commit.into(),
         committed_at: 0,
         hash: c.hash,
-        snapshot: c.snapshot,
+        snapshot: c.snapshot.into(),
         covers: vec![],
     }
 }

@@ -1,6 +1,6 @@
-//! Per-rule rate limiting: a token bucket per key (client IP, a header's value or an API
-//! key), kept as one "theoretical arrival time" per key (GCRA), so a check is one
-//! compare-and-swap on an atomic and no timer runs in the background.
+//! The buckets of one rule's rate limit: a token bucket per key (client IP, a header's
+//! value or an API key), kept as one "theoretical arrival time" per key (GCRA), so a check
+//! is one compare-and-swap on an atomic and no timer runs in the background.
 //!
 //! A `cluster` limit is shared by the fleet: each node allows `requests / nodes` per period
 //! (and `burst / nodes`, at least 1), where `nodes` is the number of members in the Raft
@@ -118,18 +118,6 @@ impl RateLimiter {
             }
         }
     }
-}
-
-/// `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset` (the IETF draft's
-/// header fields), on every answer of a limited rule.
-pub fn set_headers(h: &mut http::HeaderMap, d: &Decision) {
-    use http::HeaderValue;
-    static LIMIT: http::HeaderName = http::HeaderName::from_static("ratelimit-limit");
-    static REMAINING: http::HeaderName = http::HeaderName::from_static("ratelimit-remaining");
-    static RESET: http::HeaderName = http::HeaderName::from_static("ratelimit-reset");
-    h.insert(LIMIT.clone(), HeaderValue::from(d.limit));
-    h.insert(REMAINING.clone(), HeaderValue::from(d.remaining));
-    h.insert(RESET.clone(), HeaderValue::from(d.reset_secs));
 }
 
 fn secs_ceil(ns: u64) -> u64 {

@@ -1,0 +1,171 @@
+//! What one request carries through the phases: the facts the client sent (`Downstream`,
+//! fixed once the request arrives) and what the phases decided (`RequestCtx`, filled in as
+//! they run and read at the end by the response filter and the log).
+//!
+//! Each field of `RequestCtx` is written by one phase, named on the field, so a reader can
+//! tell where a value comes from without following the request through every file.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::{HeaderName, HeaderValue};
+use http::{Method, Request, Response, Uri, Version};
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+
+use super::body::RespBody;
+use super::error::ProxyError;
+use super::ratelimit::bucket::Decision;
+use super::runtime::RuleRuntime;
+use super::upstream::Upstream;
+
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Node-level settings of the data plane.
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: u64,
+    /// Write one JSON access-log line per request.
+    pub access_log: bool,
+}
+
+/// Facts about the client connection a request arrived on.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub https: bool,
+    /// The listener's port, for redirects that keep it.
+    pub local_port: u16,
+}
+
+/// What the client sent, kept aside so every phase and the log can read it after the
+/// request itself has been taken apart (cloning a `Uri` or a header value only bumps
+/// reference counts).
+#[derive(Debug)]
+pub struct Downstream {
+    pub conn: ConnInfo,
+    pub start: Instant,
+    /// From `x-request-id` when the client sent a usable one, else generated; the request
+    /// carries it upstream and every response carries it back.
+    pub request_id: HeaderValue,
+    pub method: Method,
+    pub uri: Uri,
+    /// The client's protocol, which frames the response whatever the upstream spoke.
+    pub version: Version,
+    pub host_header: Option<HeaderValue>,
+}
+
+impl Downstream {
+    /// Reads the request's facts and gives it a request id when it has none.
+    pub fn new<B>(req: &mut Request<B>, conn: ConnInfo) -> Self {
+        let start = Instant::now();
+        let request_id = match req.headers().get(&X_REQUEST_ID) {
+            Some(v) if !v.is_empty() && v.len() <= 200 => v.clone(),
+            _ => {
+                let v = new_request_id();
+                req.headers_mut().insert(X_REQUEST_ID.clone(), v.clone());
+                v
+            }
+        };
+        Self {
+            conn,
+            start,
+            request_id,
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            version: req.version(),
+            host_header: req.headers().get(http::header::HOST).cloned(),
+        }
+    }
+}
+
+/// What the phases decided about one request.
+#[derive(Debug, Default)]
+pub struct RequestCtx {
+    /// `route`: the rule serving the request.
+    pub rule: Option<Arc<RuleRuntime>>,
+    /// `ratelimit::admit`: the rate-limit verdict, when the rule is limited; its
+    /// `RateLimit-*` headers go on every answer.
+    pub rate: Option<Decision>,
+    /// `prepare`: the index of the chosen backend in the rule.
+    pub backend: Option<usize>,
+    /// `prepare`: the upstream the request is for (a fallback upstream replaces it).
+    pub upstream: Option<Arc<Upstream>>,
+    /// `prepare`: the client's side of a protocol upgrade (WebSocket), taken before the
+    /// request is consumed and joined to the upstream's on a 101.
+    pub client_upgrade: Option<OnUpgrade>,
+    /// `send`: upstream attempts made (0 when none was sent).
+    pub attempts: u32,
+    /// `send` and `fallback`: the endpoint (of `upstream`) whose answer is returned.
+    pub endpoint: Option<usize>,
+    /// `fallback`: why the rule's fallback answered, when it did.
+    pub fallback: Option<&'static str>,
+    /// The code of the error the gateway answered with, when it did.
+    pub error: Option<&'static str>,
+}
+
+/// How a phase ends a request early: with an answer of its own (a redirect, a static
+/// fallback) or with an error, which `ProxyError::into_response` turns into one.
+#[derive(Debug)]
+pub enum Stop {
+    /// Boxed: answers of this kind are rare, and `Stop` travels in every phase's `Result`.
+    Answer(Box<Response<RespBody>>),
+    Error(ProxyError),
+}
+
+impl From<ProxyError> for Stop {
+    fn from(e: ProxyError) -> Self {
+        Stop::Error(e)
+    }
+}
+
+/// The response the phases produced, before the response filter.
+#[derive(Debug)]
+pub enum Answer {
+    /// From an upstream: its headers describe the upstream connection and are filtered.
+    Upstream(Response<Incoming>),
+    /// Made by the gateway: an error, a redirect, a static fallback.
+    Gateway(Response<RespBody>),
+}
+
+/// 128 random bits as 32 hex digits.
+fn new_request_id() -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 32];
+    let bits = fastrand::u128(..);
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = HEX[((bits >> (i * 4)) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&out).expect("hex is a valid header value")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn down(id: Option<&str>) -> (Request<()>, Downstream) {
+        let mut req = Request::builder().uri("/");
+        if let Some(id) = id {
+            req = req.header("x-request-id", id);
+        }
+        let mut req = req.body(()).unwrap();
+        let conn = ConnInfo { peer: "127.0.0.1:1000".parse().unwrap(), https: false, local_port: 80 };
+        let d = Downstream::new(&mut req, conn);
+        (req, d)
+    }
+
+    #[test]
+    fn a_request_keeps_its_id_or_gets_one() {
+        let (req, d) = down(Some("req-1"));
+        assert_eq!((d.request_id.to_str().unwrap(), &req.headers()[&X_REQUEST_ID]), ("req-1", &d.request_id));
+        for bad in [Some(""), Some(&*"x".repeat(201)), None] {
+            let (req, d) = down(bad);
+            let id = d.request_id.to_str().unwrap();
+            assert!(id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()), "{bad:?} gets a generated id");
+            assert_eq!(req.headers()[&X_REQUEST_ID], d.request_id, "which goes upstream with the request");
+        }
+        assert_ne!(down(None).1.request_id, down(None).1.request_id);
+    }
+}

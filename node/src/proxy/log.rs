@@ -1,0 +1,45 @@
+//! Phase `log`, last for every request: the request's metrics and its access-log line.
+//!
+//! Every counter and histogram handle was registered when the config was compiled, so this
+//! only increments atomics; the access log formats its line only when it is on.
+
+use http::StatusCode;
+
+use super::context::{Downstream, RequestCtx};
+use super::runtime::Runtime;
+
+pub fn record(rt: &Runtime, down: &Downstream, ctx: &RequestCtx, status: StatusCode, access_log: bool) {
+    let elapsed = down.start.elapsed();
+    let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
+    match (&ctx.rule, ctx.backend) {
+        (Some(rule), Some(b)) => {
+            rule.latency.record(elapsed.as_secs_f64());
+            rule.backends[b].requests[class].increment(1);
+        }
+        (Some(rule), None) => {
+            rule.latency.record(elapsed.as_secs_f64());
+            rule.answered_here[class].increment(1);
+        }
+        (None, _) => rt.unrouted[class].increment(1),
+    }
+    if !access_log {
+        return;
+    }
+    let upstream = ctx.upstream.as_ref();
+    tracing::info!(
+        target: "access",
+        request_id = down.request_id.to_str().unwrap_or(""),
+        client = %down.conn.peer.ip(),
+        method = %down.method,
+        uri = %down.uri,
+        version = ?down.version,
+        status = status.as_u16(),
+        route = ctx.rule.as_ref().map_or("", |r| &*r.route),
+        upstream = upstream.map_or("", |u| u.spec.name.as_str()),
+        endpoint = upstream.zip(ctx.endpoint).map_or("", |(u, e)| u.spec.endpoints[e].address.as_str()),
+        attempts = ctx.attempts,
+        fallback = ctx.fallback.is_some(),
+        error = ctx.error.unwrap_or(""),
+        duration_ms = elapsed.as_secs_f64() * 1000.0,
+    );
+}

@@ -1,0 +1,129 @@
+//! Phase `prepare`: the request as the upstream will see it. The backend is chosen by
+//! weight; hop-by-hop headers go, the proxy headers and the rule's request filters apply;
+//! the target is rewritten; and a small body is read in full when a retry or an upstream
+//! fallback may have to send it again (a large or unsized one streams, and gets one attempt).
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Request, Version};
+use hyper::body::Incoming;
+
+use super::body::ReqBody;
+use super::context::{Downstream, RequestCtx};
+use super::error::ProxyError;
+use super::filters;
+use super::outgoing::{AttemptLimits, Outbound, Outgoing};
+use super::retry;
+use super::route::Routed;
+use super::runtime::Fallback;
+
+/// Requests whose body is at most this large (or has none) are read in full first when a
+/// retry or an upstream fallback may need to send them again.
+const REPLAY_BUFFER: u64 = 64 * 1024;
+
+/// Builds the outgoing request; records the backend and upstream in `ctx`.
+pub async fn prepare(
+    route: &Routed<'_>,
+    down: &Downstream,
+    mut req: Request<Incoming>,
+    body_limit: u64,
+    ctx: &mut RequestCtx,
+) -> Result<Outgoing, ProxyError> {
+    let rule = route.rule;
+    let backend = rule.pick_backend().ok_or_else(|| ProxyError::UpstreamUnavailable {
+        upstream: String::new(),
+        reason: "every backend of the rule has weight 0".into(),
+    })?;
+    ctx.backend = Some(backend);
+    ctx.upstream = Some(rule.backends[backend].upstream.clone());
+
+    // WebSocket and other upgrades: keep the handshake headers and take the client side of
+    // the upgrade before the request is consumed.
+    let upgrading = req.version() == Version::HTTP_11 && req.headers().contains_key(header::UPGRADE);
+    if upgrading {
+        ctx.client_upgrade = Some(hyper::upgrade::on(&mut req));
+    }
+    let (mut parts, body) = req.into_parts();
+    let target = headers_and_target(route, down, &mut parts.headers, parts.version, upgrading)?;
+
+    let may_retry =
+        !upgrading && rule.retry.as_ref().is_some_and(|r| r.allow_non_idempotent || retry::idempotent(&parts.method));
+    let replay = may_retry || matches!(rule.fallback, Some(Fallback::Upstream(_)));
+    let deadline = rule.request_timeout.map(|d| down.start + d.to_std());
+    let per_try =
+        match (rule.backend_timeout, rule.retry.as_ref().filter(|_| may_retry).and_then(|r| r.per_try_timeout)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    let limits = AttemptLimits {
+        deadline,
+        per_try,
+        request_timeout: rule.request_timeout,
+        client_ip: down.conn.peer.ip(),
+        body_limit,
+    };
+    let body = if replay && fits_replay_buffer(&body) {
+        Outbound::Buffered(read_in_full(body, &limits, &rule.backends[backend].upstream.spec.name).await?)
+    } else {
+        Outbound::Streaming(Some(ReqBody::limited(body, body_limit)))
+    };
+    Ok(Outgoing {
+        backend,
+        method: parts.method,
+        headers: parts.headers,
+        path_and_query: target,
+        body,
+        limits,
+        may_retry,
+    })
+}
+
+/// Removes hop-by-hop headers, adds the proxy headers, applies the rule's request filters
+/// and sets the upstream's Host; returns the target path and query.
+fn headers_and_target(
+    route: &Routed<'_>,
+    down: &Downstream,
+    headers: &mut HeaderMap,
+    version: Version,
+    upgrading: bool,
+) -> Result<http::uri::PathAndQuery, ProxyError> {
+    let filters = &route.rule.filters;
+    filters::strip_hop_by_hop(headers, upgrading);
+    filters::add_proxy_headers(headers, down.conn.peer.ip(), down.conn.https, &route.host, version);
+    let new_path = filters.request(headers, &route.path, route.path_kind, route.matched_path);
+    if let Some(h) = &filters.rewrite_host {
+        headers.insert(header::HOST, h.clone());
+    } else if !headers.contains_key(header::HOST) {
+        // HTTP/2 clients send `:authority`; HTTP/1.1 upstreams need a Host header.
+        if let Some(a) = down.uri.authority() {
+            if let Ok(v) = HeaderValue::from_str(a.as_str()) {
+                headers.insert(header::HOST, v);
+            }
+        }
+    }
+    let target_path = new_path.as_deref().unwrap_or(&route.path);
+    let pq = match route.query {
+        Some(q) => format!("{target_path}?{q}"),
+        None => target_path.to_string(),
+    };
+    http::uri::PathAndQuery::from_maybe_shared(Bytes::from(pq))
+        .map_err(|_| ProxyError::BadRequest("the request target cannot be forwarded"))
+}
+
+fn fits_replay_buffer(body: &Incoming) -> bool {
+    hyper::body::Body::is_end_stream(body)
+        || hyper::body::Body::size_hint(body).upper().is_some_and(|n| n <= REPLAY_BUFFER)
+}
+
+/// Reads a small body in full, within what is left of the request's time.
+async fn read_in_full(body: Incoming, limits: &AttemptLimits, upstream: &str) -> Result<Bytes, ProxyError> {
+    let read = http_body_util::BodyExt::collect(http_body_util::Limited::new(body, REPLAY_BUFFER as usize));
+    let read = match limits.deadline {
+        Some(d) => tokio::time::timeout_at(d.into(), read).await.map_err(|_| ProxyError::Timeout {
+            upstream: upstream.to_string(),
+            after_ms: limits.request_timeout.map_or(0, |t| t.as_millis()),
+        })?,
+        None => read.await,
+    };
+    Ok(read.map_err(|_| ProxyError::BadRequest("the request body could not be read"))?.to_bytes())
+}

@@ -1,0 +1,35 @@
+//! Phase `response_filter`: the one place that decorates every response before it leaves,
+//! whoever made it (an upstream, a fallback, a redirect, an error).
+//!
+//! Upstream answers are framed for the client's protocol, lose their hop-by-hop headers and
+//! get the rule's response header modifiers; every answer carries the request id and, on a
+//! rate-limited rule, the `RateLimit-*` headers.
+
+use http::{Response, StatusCode};
+
+use super::body::RespBody;
+use super::context::{Answer, Downstream, RequestCtx, X_REQUEST_ID};
+use super::filters;
+use super::ratelimit;
+
+pub fn filter(down: &Downstream, ctx: &RequestCtx, answer: Answer) -> Response<RespBody> {
+    let mut resp = match answer {
+        Answer::Upstream(resp) => {
+            let (mut parts, body) = resp.into_parts();
+            // The client's protocol, not the upstream's, frames the response.
+            parts.version = down.version;
+            filters::strip_hop_by_hop(&mut parts.headers, parts.status == StatusCode::SWITCHING_PROTOCOLS);
+            if let Some(rule) = &ctx.rule {
+                rule.filters.response(&mut parts.headers);
+            }
+            Response::from_parts(parts, http_body_util::Either::Left(body))
+        }
+        Answer::Gateway(resp) => resp,
+    };
+    let h = resp.headers_mut();
+    if let Some(d) = &ctx.rate {
+        ratelimit::set_headers(h, d);
+    }
+    h.entry(&X_REQUEST_ID).or_insert_with(|| down.request_id.clone());
+    resp
+}
