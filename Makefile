@@ -40,17 +40,20 @@ test: deps
 	     END { printf "\ntests: %d passed, %d failed, %d skipped\n", p - skips, f, s + skips }' $$log; \
 	rm -f $$log $$RAFTGATE_SKIP_LOG; exit $$rc
 
-## Read-only checks: never rewrites a file.
+## Read-only checks: never rewrites a file. Besides rustfmt and clippy: no import cycle
+## between the files of a crate, and the request path made of short functions.
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	python3 scripts/check-module-cycles.py
+	python3 scripts/check-fn-length.py 80 node/src/proxy
 
 fmt:
 	$(CARGO) fmt --all
 
 ## Regenerate the committed JSON Schema from the Rust types.
 schema:
-	$(CARGO) run -q -p cli -- config schema > schemas/raftgate.schema.json
+	$(CARGO) run -q --bin raftgate -- config schema > schemas/raftgate.schema.json
 
 # Tools of the proxy benchmark (only `make bench` needs them).
 BENCH_DEPS := nginx-light haproxy wrk nghttp2-client curl python3 iproute2 util-linux
@@ -65,11 +68,11 @@ bench: deps
 	-@$(SUDO) systemctl stop nginx haproxy 2>/dev/null || true
 	bench/run-all.sh
 
-## The multi-region testbed: three-regions (7 nodes) behind the WAN emulator, all five
+## The multi-region testbed: three-regions (7 nodes) behind the WAN emulator, all six
 ## scenarios, a Markdown and JSON report in testbed/results/. Needs root and /dev/net/tun
 ## (without them the nodes run on loopback and the partition scenario is skipped).
 testbed: deps
-	$(CARGO) build --release -q -p node -p cli -p testbed
+	$(CARGO) build --release -q --workspace
 	$${CARGO_TARGET_DIR:-target}/release/testbed run all --topology testbed/topologies/three-regions.yaml
 
 clean:

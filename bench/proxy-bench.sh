@@ -29,7 +29,7 @@
 #   RUNDIR [/tmp/proxybench]  RESULTS [<script dir>/results]
 #
 # Backend binary (single-threaded hyper, 100-byte body): `testbed backend`, built by make bench.
-#   (cargo build --release -p testbed -p node)
+#   (cargo build --release --workspace)
 # Needs: nginx haproxy wrk nghttp2-client(h2load) curl python3 (apt). Servers run as root
 # from the configs in conf/, runtime files under RUNDIR; "stop" kills only the pids "start" recorded.
 set -euo pipefail
@@ -89,7 +89,7 @@ spawn() { # name cpulist cmd...   -> $RUN/name.pid, output in $RUN/name.out
 start_servers() {
     mkdir -p "$RUN"/{nginx-backend,nginx,haproxy}/tmp
     case $BACKEND in
-    hyper) [[ -x $HYPER_BIN ]] || die "build the testbed first (cargo build --release -p testbed) or BACKEND=nginx"
+    hyper) [[ -x $HYPER_BIN ]] || die "build the testbed first (cargo build --release --workspace) or BACKEND=nginx"
         spawn backend "$BACKEND_CPU" "$HYPER_BIN" backend 127.0.0.1:9000 ;;
     nginx) spawn backend "$BACKEND_CPU" nginx -p "$RUN/nginx-backend/" -e "$RUN/nginx-backend/error.log" \
         -c "$CONF/backend-nginx.conf" ;;
@@ -97,7 +97,7 @@ start_servers() {
     esac
     spawn nginx "$PROXY_CPU" nginx -p "$RUN/nginx/" -e "$RUN/nginx/error.log" -c "$CONF/nginx.conf"
     RUNDIR=$RUN/haproxy spawn haproxy "$PROXY_CPU" haproxy -db -f "$CONF/haproxy.cfg"
-    [[ -x $RAFTGATED ]] || die "build raftgated first (cargo build --release -p node)"
+    [[ -x $RAFTGATED ]] || die "build raftgated first (cargo build --release --workspace)"
     # One worker thread, as nginx and HAProxy get; no access log, as nginx.conf has none.
     spawn raftgate "$PROXY_CPU" env ${RG_ENV:-X=1} "$RAFTGATED" --workers 1 --access-log off --log-format text \
         --http-addr 127.0.0.1:8084 --admin-addr 127.0.0.1:9984 --config-dir "$CONF/raftgate"

@@ -10,9 +10,9 @@ mkdir -p "$RESULTS"
 stamp=$(date +%Y%m%d-%H%M%S)
 raw=$(mktemp -d)
 
-cargo build --release -p node -p testbed
+cargo build --release --workspace
 "$HERE/proxy-bench.sh" all 2>&1 | tee "$raw/proxy.log"
-cargo bench -p node --bench routing -- --noplot 2>&1 | tee "$raw/criterion.log"
+cargo bench --workspace --bench routing -- --noplot 2>&1 | tee "$raw/criterion.log"
 "$HERE/rss.sh" | tee "$raw/rss.txt"
 
 python3 "$HERE/report.py" --stamp "$stamp" --results "$RESULTS" --criterion "$raw/criterion.log" --rss "$raw/rss.txt" \

@@ -6,5 +6,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
 
-cargo build --release -q -p node -p testbed -p cli
+cargo build --release -q --workspace
 exec "$TARGET_DIR/release/testbed" up testbed/topologies/local.yaml --loopback --foreground
