@@ -18,7 +18,7 @@ pub fn record(rt: &Runtime, down: &Downstream, ctx: &RequestCtx, status: StatusC
         }
         (Some(rule), None) => {
             rule.latency.record(elapsed.as_secs_f64());
-            rule.answered_here[class].increment(1);
+            rule.answered_here()[class].increment(1);
         }
         (None, _) => rt.unrouted[class].increment(1),
     }

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicUsize;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
@@ -85,8 +85,9 @@ pub struct RuleRuntime {
     pub rate_limit: Option<Arc<RateLimiter>>,
     pub latency: Histogram,
     /// `raftgate_requests_total` for answers the gateway gave before a backend was chosen
-    /// (redirects, refusals), by status class.
-    pub answered_here: [Counter; 5],
+    /// (redirects, refusals), by status class; registered by the first such answer, since
+    /// most rules never give one and a config may have tens of thousands of rules.
+    answered_here: OnceLock<[Counter; 5]>,
     /// `raftgate_fallbacks_total` for this route, when the rule has a fallback.
     pub fallbacks: Option<Counter>,
 }
@@ -121,15 +122,21 @@ impl RuleRuntime {
         Some(self.backends.len() - 1)
     }
 
+    /// The counters of answers given before a backend was chosen.
+    pub fn answered_here(&self) -> &[Counter; 5] {
+        self.answered_here.get_or_init(|| status_counters(&self.route, ""))
+    }
+
     /// Compiles rule `ri` of `route` against this config's upstreams and rate limiters.
     fn compile(
         route: &RouteSpec,
         ri: usize,
+        shared: &mut RouteShared,
         upstreams: &HashMap<String, Arc<Upstream>>,
         limiters: &HashMap<(Arc<str>, usize), Arc<RateLimiter>>,
     ) -> Self {
         let rule = &route.rules[ri];
-        let name: Arc<str> = Arc::from(route.name.as_str());
+        let name = shared.name.clone();
         let backends: Vec<Backend> = rule
             .backends
             .iter()
@@ -139,7 +146,7 @@ impl RuleRuntime {
                 Some(Backend {
                     upstream,
                     weight: b.weight,
-                    requests: status_counters(&route.name, &b.upstream),
+                    requests: shared.requests(&b.upstream),
                     retries: rule.retry.as_ref().map(|_| {
                         metrics::counter!("raftgate_retries_total", "route" => route.name.clone(), "upstream" => b.upstream.clone())
                     }),
@@ -159,15 +166,43 @@ impl RuleRuntime {
                 FallbackSpec::Upstream(name) => upstreams.get(name).cloned().map(Fallback::Upstream),
                 s => Some(Fallback::Static(StaticAnswer::compile(s))),
             }),
-            rate_limit: limiters.get(&(name.clone(), ri)).cloned(),
-            latency: metrics::histogram!("raftgate_request_duration_seconds", "route" => route.name.clone()),
-            answered_here: status_counters(&route.name, ""),
+            rate_limit: rule.rate_limit.as_ref().and_then(|_| limiters.get(&(name.clone(), ri)).cloned()),
+            latency: shared.latency.clone(),
+            answered_here: OnceLock::new(),
             fallbacks: rule
                 .fallback
                 .as_ref()
                 .map(|_| metrics::counter!("raftgate_fallbacks_total", "route" => route.name.clone())),
             route: name,
         }
+    }
+}
+
+/// What the rules of one route share: its name and its metric handles, registered once
+/// per route instead of once per rule (registering is most of what compiling a rule costs).
+struct RouteShared {
+    name: Arc<str>,
+    latency: Histogram,
+    /// `raftgate_requests_total` by upstream.
+    requests: HashMap<String, [Counter; 5]>,
+}
+
+impl RouteShared {
+    fn new(route: &RouteSpec) -> Self {
+        RouteShared {
+            name: Arc::from(route.name.as_str()),
+            latency: metrics::histogram!("raftgate_request_duration_seconds", "route" => route.name.clone()),
+            requests: HashMap::new(),
+        }
+    }
+
+    fn requests(&mut self, upstream: &str) -> [Counter; 5] {
+        if let Some(c) = self.requests.get(upstream) {
+            return c.clone();
+        }
+        let c = status_counters(&self.name, upstream);
+        self.requests.insert(upstream.to_string(), c.clone());
+        c
     }
 }
 
@@ -222,8 +257,13 @@ impl Runtime {
     ) -> anyhow::Result<Self> {
         let upstreams = build_upstreams(&snapshot, env)?;
         let limiters = build_limiters(&snapshot, env);
-        let router =
-            RouteTable::build(&snapshot.routes, |route, ri| RuleRuntime::compile(route, ri, &upstreams, &limiters));
+        // The table compiles the rules of one route one after the other.
+        let mut shared: Option<RouteShared> = None;
+        let router = RouteTable::build(&snapshot.routes, |route, ri| {
+            let same = shared.as_ref().is_some_and(|s| *s.name == *route.name);
+            let s = if same { shared.as_mut() } else { Some(shared.insert(RouteShared::new(route))) };
+            RuleRuntime::compile(route, ri, s.expect("set above"), &upstreams, &limiters)
+        });
         let certs = if env.tls { CertStore::load(&snapshot.certificates) } else { CertStore::default() };
         Ok(Runtime {
             snapshot,
@@ -495,5 +535,46 @@ impl Engine {
         metrics::gauge!("raftgate_config_info", "hash" => hash.to_string(), "commit" => commit).set(1.0);
         tracing::info!(hash = %hash.short(), rules = routes, "config applied");
         Ok(hash)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A config with a certificate for `host` (files in `dir`) and one route named `route`.
+    fn config(dir: &std::path::Path, host: &str, route: &str) -> Arc<ConfigSnapshot> {
+        let ck = rcgen::generate_simple_self_signed(vec![host.to_string()]).unwrap();
+        let (crt, key) = (dir.join(format!("{host}.crt")), dir.join(format!("{host}.key")));
+        std::fs::write(&crt, ck.cert.pem()).unwrap();
+        std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+        let yaml = format!(
+            "kind: Upstream\nname: u\nendpoints: [{{ address: 127.0.0.1:9 }}]\n---\nkind: Route\nname: {route}\nrules:\n  - backendRefs: [{{ upstream: u }}]\n---\nkind: Certificate\nname: c\nhostnames: [{host}]\ncertificate: {{ file: {} }}\nprivateKey: {{ file: {} }}\n",
+            crt.display(),
+            key.display()
+        );
+        let files = [schemas::SourceFile { path: "c.yaml".into(), contents: yaml.into_bytes() }];
+        Arc::new(schemas::compile_tree(&files).unwrap().snapshot)
+    }
+
+    /// Certificates live in the runtime and are published with its routes: a resolver made
+    /// before a swap answers from the new config after it, and from the old one before.
+    #[tokio::test]
+    async fn certificates_and_routes_are_published_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::new(Arc::new(rustls::RootCertStore::empty()), true).unwrap();
+        let lookup = engine.cert_lookup();
+        assert!(lookup("a.example").is_none());
+        for (host, route, gone) in [("a.example", "ra", None), ("b.example", "rb", Some("a.example"))] {
+            let snapshot = config(dir.path(), host, route);
+            let hash = snapshot.content_hash();
+            engine.apply(snapshot, hash, ConfigOrigin::default()).await.unwrap();
+            let rt = engine.current();
+            assert_eq!(rt.snapshot.routes[0].name, route);
+            assert!(rt.certs.get(host).is_some() && lookup(host).is_some(), "{host} is served with {route}");
+            if let Some(old) = gone {
+                assert!(lookup(old).is_none(), "{old} left with its config");
+            }
+        }
     }
 }
