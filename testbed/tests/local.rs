@@ -33,12 +33,26 @@ fn processes_naming(dir: &Path) -> Vec<String> {
     found
 }
 
+/// Brings the testbed down if the test fails before it does, so a failure leaves no
+/// `raftgated` running.
+struct TearDown<'a>(&'a Path);
+
+impl Drop for TearDown<'_> {
+    fn drop(&mut self) {
+        if self.0.exists() {
+            let _ = testbed(self.0, &["down"]);
+        }
+    }
+}
+
 #[test]
 fn a_local_testbed_goes_up_changes_scales_and_comes_down_clean() {
     let work = tempfile::tempdir().unwrap();
     let state: PathBuf = work.path().join("state");
+    let _tear_down = TearDown(&state);
     // A topology of its own: an upstream on a free port, node ports shifted clear of
-    // `make run`.
+    // `make run` and kept below the kernel's ephemeral range (32768 and up), where a port
+    // may already be the local end of some connection (or the upstream's free port).
     let config = work.path().join("config");
     std::fs::create_dir(&config).unwrap();
     let port = free_port();
@@ -49,7 +63,7 @@ fn a_local_testbed_goes_up_changes_scales_and_comes_down_clean() {
     .unwrap();
     let topo = work.path().join("t.yaml");
     std::fs::write(&topo, "name: t\nconfig: config\nregions:\n  - { name: r, nodes: 3 }\n").unwrap();
-    let offset = 20_000 + (std::process::id() % 500) as u16 * 10;
+    let offset = 10_000 + (std::process::id() % 1_000) as u16 * 10;
     let text = ok(testbed(&state, &["up", topo.to_str().unwrap(), "--loopback", "--port-offset", &offset.to_string()]));
     assert!(text.contains("testbed `t` is up: 3 nodes"), "{text}");
     let admin = format!("127.0.0.1:{}", 9900 + offset);
