@@ -30,24 +30,19 @@ pub async fn apply(
             Ok(_) => "upstream-error",
             Err(a) => a.error().code(),
         };
+        ctx.fallback = Some(why);
+        if let Some(c) = &rule.fallbacks {
+            c.increment(1);
+        }
         match fallback {
-            Fallback::Static(spec) => {
-                ctx.fallback = Some(why);
-                count(rule);
-                // The upstream's answer, if any, is dropped unread.
-                return Err(Stop::Answer(Box::new(static_response(spec, why))));
-            }
+            // The upstream's answer, if any, is dropped unread.
+            Fallback::Static(spec) => return Err(Stop::Answer(Box::new(static_response(spec, why)))),
             Fallback::Upstream(other) if out.replayable() => {
-                ctx.fallback = Some(why);
-                count(rule);
                 ctx.upstream = Some(other.clone());
                 result = attempt::once(other, out, false, &[], true).await;
             }
             // The body was streamed to the first upstream and cannot be sent again.
-            Fallback::Upstream(_) => {
-                ctx.fallback = Some(why);
-                count(rule);
-            }
+            Fallback::Upstream(_) => {}
         }
     }
     match result {
@@ -56,12 +51,6 @@ pub async fn apply(
             Ok(Answer::Upstream(resp))
         }
         Err(a) => Err(Stop::Error(a.into_error())),
-    }
-}
-
-fn count(rule: &RuleRuntime) {
-    if let Some(c) = &rule.fallbacks {
-        c.increment(1);
     }
 }
 

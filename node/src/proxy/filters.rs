@@ -82,6 +82,14 @@ pub fn add_proxy_headers(headers: &mut HeaderMap, client: IpAddr, https: bool, h
     }
 }
 
+/// Header names and values from a config, parsed. `schemas` validated every one; one that
+/// still does not parse is left out.
+pub fn header_pairs(list: &[(String, String)]) -> Vec<(HeaderName, HeaderValue)> {
+    list.iter()
+        .filter_map(|(n, v)| Some((HeaderName::from_bytes(n.as_bytes()).ok()?, HeaderValue::from_str(v).ok()?)))
+        .collect()
+}
+
 /// A header modifier with its names and values parsed once, when the config is compiled.
 #[derive(Debug, Default)]
 pub struct HeaderOps {
@@ -91,16 +99,10 @@ pub struct HeaderOps {
 }
 
 impl HeaderOps {
-    /// `schemas` validated every name and value; one that still does not parse is left out.
     fn compile(m: &HeaderModifierSpec) -> Self {
-        let pairs = |list: &[(String, String)]| {
-            list.iter()
-                .filter_map(|(n, v)| Some((HeaderName::from_bytes(n.as_bytes()).ok()?, HeaderValue::from_str(v).ok()?)))
-                .collect()
-        };
         Self {
-            set: pairs(&m.set),
-            add: pairs(&m.add),
+            set: header_pairs(&m.set),
+            add: header_pairs(&m.add),
             remove: m.remove.iter().filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok()).collect(),
         }
     }

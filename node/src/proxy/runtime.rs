@@ -19,7 +19,7 @@ use schemas::{ConfigSnapshot, ContentHash, Duration};
 
 use super::breaker::Phase;
 use super::clock;
-use super::filters::RuleFilters;
+use super::filters::{header_pairs, RuleFilters};
 use super::prober;
 use super::ratelimit::bucket::RateLimiter;
 use super::router::RouteTable;
@@ -164,7 +164,9 @@ impl RuleRuntime {
             retry: rule.retry.clone().filter(|r| r.attempts > 1),
             fallback: rule.fallback.as_ref().and_then(|f| match f {
                 FallbackSpec::Upstream(name) => upstreams.get(name).cloned().map(Fallback::Upstream),
-                s => Some(Fallback::Static(StaticAnswer::compile(s))),
+                FallbackSpec::Static { status, headers, body } => {
+                    Some(Fallback::Static(StaticAnswer::compile(*status, headers, body)))
+                }
             }),
             rate_limit: rule.rate_limit.as_ref().and_then(|_| limiters.get(&(name.clone(), ri)).cloned()),
             latency: shared.latency.clone(),
@@ -207,19 +209,12 @@ impl RouteShared {
 }
 
 impl StaticAnswer {
-    fn compile(spec: &FallbackSpec) -> Self {
-        let mut answer =
-            StaticAnswer { status: StatusCode::SERVICE_UNAVAILABLE, headers: Vec::new(), body: Bytes::new() };
-        if let FallbackSpec::Static { status, headers, body } = spec {
-            answer.status = StatusCode::from_u16(*status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-            // `schemas` validated every name and value.
-            answer.headers = headers
-                .iter()
-                .filter_map(|(n, v)| Some((HeaderName::from_bytes(n.as_bytes()).ok()?, HeaderValue::from_str(v).ok()?)))
-                .collect();
-            answer.body = Bytes::from(body.clone());
+    fn compile(status: u16, headers: &[(String, String)], body: &str) -> Self {
+        StaticAnswer {
+            status: StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+            headers: header_pairs(headers),
+            body: Bytes::copy_from_slice(body.as_bytes()),
         }
-        answer
     }
 }
 
