@@ -1,0 +1,138 @@
+//! Who a certificate says its holder is.
+//!
+//! A node's identity is the DNS name `node-<id>.<cluster>` in its certificate's subject
+//! alternative names. DNS names were chosen over SPIFFE-style URIs because the standard
+//! hostname check of every TLS client then does the client's half of the job: a node
+//! dialing node 3 asks for the server name `node-3.<cluster>`, and webpki refuses any
+//! certificate that does not carry it. The server's half (which node is calling?) reads the
+//! same name out of the client certificate, after the chain was verified against the
+//! cluster's CA.
+//!
+//! A certificate from the cluster CA without a node name belongs to an operator (`raftgate
+//! certs client`): it authenticates admin calls, never Raft.
+
+use x509_parser::extensions::GeneralName;
+use x509_parser::prelude::FromDer;
+
+/// The DNS name that makes a certificate node `id`'s in `cluster`.
+pub fn node_name(cluster: &str, id: u64) -> String {
+    format!("node-{id}.{cluster}")
+}
+
+/// Checks that a cluster name can be the tail of a DNS name (labels of letters, digits and
+/// `-`), since node identities are built from it.
+pub fn check_cluster_name(cluster: &str) -> Result<(), String> {
+    let ok_label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if cluster.len() > 200 || !cluster.split('.').all(ok_label) {
+        return Err(format!(
+            "cluster name `{cluster}` cannot be part of a certificate name: use letters, digits, `-` and `.` \
+             (node certificates are issued for node-<id>.<cluster>)"
+        ));
+    }
+    Ok(())
+}
+
+/// What one certificate says about its holder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertInfo {
+    /// Node ids of `cluster` named in the subject alternative names (normally one).
+    pub node_ids: Vec<u64>,
+    /// Every DNS name and IP address in the subject alternative names.
+    pub names: Vec<String>,
+    /// The subject's common name, if any (operators' certificates are told apart by it).
+    pub common_name: Option<String>,
+    /// Seconds since the epoch after which the certificate is no longer valid.
+    pub not_after: i64,
+}
+
+impl CertInfo {
+    /// The one node id the certificate names, if it names exactly one.
+    pub fn node_id(&self) -> Option<u64> {
+        match self.node_ids.as_slice() {
+            [id] => Some(*id),
+            _ => None,
+        }
+    }
+}
+
+/// Parses a DER certificate. `None` when it is not X.509 (rustls has already verified it by
+/// then, so that does not happen for a peer).
+pub fn inspect(der: &[u8], cluster: &str) -> Option<CertInfo> {
+    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der).ok()?;
+    let mut names = Vec::new();
+    let mut node_ids = Vec::new();
+    let suffix = format!(".{cluster}");
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            match name {
+                GeneralName::DNSName(dns) => {
+                    names.push(dns.to_string());
+                    let id = dns
+                        .strip_suffix(suffix.as_str())
+                        .and_then(|head| head.strip_prefix("node-"))
+                        .and_then(|n| n.parse::<u64>().ok());
+                    if let Some(id) = id.filter(|id| node_name(cluster, *id) == *dns) {
+                        node_ids.push(id);
+                    }
+                }
+                GeneralName::IPAddress(ip) => {
+                    let shown = match ip.len() {
+                        4 => <[u8; 4]>::try_from(*ip).map(|o| std::net::IpAddr::from(o).to_string()).ok(),
+                        16 => <[u8; 16]>::try_from(*ip).map(|o| std::net::IpAddr::from(o).to_string()).ok(),
+                        _ => None,
+                    };
+                    names.extend(shown);
+                }
+                _ => {}
+            }
+        }
+    }
+    let common_name = cert.subject().iter_common_name().next().and_then(|cn| cn.as_str().ok()).map(str::to_string);
+    Some(CertInfo { node_ids, names, common_name, not_after: cert.validity().not_after.timestamp() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_names_must_fit_in_a_dns_name() {
+        assert!(check_cluster_name("raftgate").is_ok());
+        assert!(check_cluster_name("prod-eu.example").is_ok());
+        assert!(check_cluster_name("prod eu").is_err());
+        assert!(check_cluster_name("-x").is_err());
+        assert!(check_cluster_name("a..b").is_err());
+        assert!(check_cluster_name("").is_err());
+    }
+
+    #[test]
+    fn node_ids_are_read_from_exact_names_only() {
+        let ca = crate::gen::Ca::new("prod", 30).unwrap();
+        let node = ca.node(7, &["gw7.example".into()], &["10.0.0.7".parse().unwrap()], 30).unwrap();
+        let der = rustls_pki_types::CertificateDer::from(pem_to_der(&node.cert_pem));
+        let info = inspect(&der, "prod").unwrap();
+        assert_eq!(info.node_id(), Some(7));
+        assert!(info.names.contains(&"gw7.example".to_string()));
+        assert!(info.names.contains(&"10.0.0.7".to_string()));
+        // The same certificate names no node of another cluster.
+        assert_eq!(inspect(&der, "staging").unwrap().node_id(), None);
+        // Look-alikes do not count.
+        let client = ca.client("node-7.prod", 30);
+        assert!(client.is_err(), "an operator certificate may not take a node's name");
+        let client = ca.client("alice", 30).unwrap();
+        let info = inspect(&pem_to_der(&client.cert_pem), "prod").unwrap();
+        assert_eq!(info.node_id(), None);
+        assert_eq!(info.common_name.as_deref(), Some("alice"));
+    }
+
+    fn pem_to_der(pem: &str) -> Vec<u8> {
+        use rustls_pki_types::pem::PemObject;
+        rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).unwrap().to_vec()
+    }
+}
