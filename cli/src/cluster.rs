@@ -55,6 +55,10 @@ pub struct NodeRow {
     pub refused: Option<String>,
     /// What the node's resilience policies are doing.
     pub resilience: Option<ResilienceView>,
+    /// How its Raft and admin listeners are protected: mtls, plaintext (loopback) or
+    /// insecure-plaintext.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transport: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -149,6 +153,7 @@ pub fn status_view(s: &ClusterStatus, now: u64) -> StatusView {
                     unhealthy_endpoints: r.unhealthy_endpoints,
                     rate_limited: r.rate_limited,
                 }),
+                transport: st.map(|s| s.transport.clone()).filter(|t| !t.is_empty()),
             }
         })
         .collect();
@@ -222,6 +227,19 @@ pub fn render_status(v: &StatusView) -> String {
         if let Some(line) = n.resilience.as_ref().and_then(ResilienceView::summary) {
             out += &format!("\n{}", wrap(&format!("node {}: {line}", n.id), 2));
         }
+    }
+    let insecure: Vec<String> = v
+        .nodes
+        .iter()
+        .filter(|n| n.transport.as_deref() == Some("insecure-plaintext"))
+        .map(|n| n.id.to_string())
+        .collect();
+    if !insecure.is_empty() {
+        let line = format!(
+            "warning: node(s) {} run with --insecure-plaintext: their Raft and admin traffic is neither encrypted nor authenticated",
+            insecure.join(", ")
+        );
+        out += &format!("\n{}", wrap(&line, 2));
     }
     if let Some(r) = &v.refused {
         out += &format!("\nrefused commit {} at step {}:", short(&r.commit), r.step);

@@ -13,9 +13,11 @@ use std::time::Duration;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
+mod certs;
 mod client;
 mod cluster;
 mod configs;
+mod context;
 mod output;
 mod rollout;
 #[cfg(test)]
@@ -28,9 +30,27 @@ use output::Format;
 #[derive(Debug, Parser)]
 #[command(name = "raftgate", version, about = "Operate raftgate gateway clusters and their config repositories")]
 struct Cli {
-    /// The admin API of any node (its --admin-addr).
-    #[arg(long, global = true, env = "RAFTGATE_ADMIN", default_value = "127.0.0.1:9900", value_name = "HOST:PORT")]
-    admin: String,
+    /// The admin API of any node (its --admin-addr) [default: the context's, else
+    /// 127.0.0.1:9900].
+    #[arg(long, global = true, env = "RAFTGATE_ADMIN", value_name = "HOST:PORT")]
+    admin: Option<String>,
+    /// Connection settings from the context file (~/.config/raftgate/config.yaml, or
+    /// $RAFTGATE_CONFIG) [default: its current-context].
+    #[arg(long, global = true, env = "RAFTGATE_CONTEXT", value_name = "NAME")]
+    context: Option<String>,
+    /// The cluster CA (PEM): talk TLS to the admin API and trust nodes it signed.
+    #[arg(long, global = true, env = "RAFTGATE_CA", value_name = "FILE")]
+    ca: Option<PathBuf>,
+    /// A client certificate from the cluster CA (`raftgate certs client`), with --key.
+    #[arg(long, global = true, env = "RAFTGATE_CERT", value_name = "FILE")]
+    cert: Option<PathBuf>,
+    /// The client certificate's private key.
+    #[arg(long, global = true, env = "RAFTGATE_KEY", value_name = "FILE")]
+    key: Option<PathBuf>,
+    /// The name the node's certificate must carry, when not the host in --admin (e.g.
+    /// node-1.<cluster> when dialing through a tunnel).
+    #[arg(long, global = true, env = "RAFTGATE_TLS_SERVER_NAME", value_name = "NAME")]
+    tls_server_name: Option<String>,
     /// A file holding the cluster's admin token.
     #[arg(long, global = true, value_name = "FILE", env = "RAFTGATE_TOKEN_FILE")]
     token_file: Option<PathBuf>,
@@ -73,6 +93,9 @@ enum Command {
         #[arg(long)]
         node: Option<u64>,
     },
+    /// Create a cluster CA and node and operator certificates.
+    #[command(subcommand)]
+    Certs(certs::CertsCommand),
     /// Print a shell completion script: `raftgate completions bash > /etc/bash_completion.d/raftgate`.
     Completions { shell: clap_complete::Shell },
 }
@@ -147,6 +170,15 @@ fn main() -> ExitCode {
             clap_complete::generate(*shell, &mut Cli::command(), "raftgate", &mut std::io::stdout());
             return ExitCode::SUCCESS;
         }
+        Command::Certs(cmd) => {
+            return match certs::run(cmd) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("raftgate: {}", e.message());
+                    e.exit()
+                }
+            }
+        }
         _ => {}
     }
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
@@ -160,7 +192,18 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), CliError> {
-    let target = Target::new(cli.admin.clone(), cli.token_file.clone(), cli.token.clone(), cli.timeout)?;
+    let ctx = context::load(context::default_path().as_deref(), cli.context.as_deref())?;
+    let flags = client::Settings {
+        admin: cli.admin.clone(),
+        token_file: cli.token_file.clone(),
+        token: cli.token.clone(),
+        ca: cli.ca.clone(),
+        cert: cli.cert.clone(),
+        key: cli.key.clone(),
+        tls_server_name: cli.tls_server_name.clone(),
+    };
+    let settings = context::fill(flags, ctx);
+    let target = Target::new(settings, cli.timeout)?;
     let on = |node: Option<u64>| {
         let target = target.clone();
         async move {
@@ -189,7 +232,9 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Routes { node } => configs::routes(&on(node).await?, format).await,
         Command::Upstreams { node } => configs::upstreams(&on(node).await?, format).await,
-        Command::Config(ConfigCommand::Validate(_) | ConfigCommand::Schema) | Command::Completions { .. } => {
+        Command::Config(ConfigCommand::Validate(_) | ConfigCommand::Schema)
+        | Command::Completions { .. }
+        | Command::Certs(_) => {
             unreachable!("handled before connecting")
         }
     }

@@ -151,6 +151,38 @@ pub struct Args {
     /// up by snapshot rather than entry by entry.
     #[arg(long, value_name = "N", default_value_t = raft::config::DEFAULT_SNAPSHOT_EVERY, value_parser = clap::value_parser!(u64).range(2..))]
     pub raft_snapshot_every: u64,
+    /// The cluster CA bundle (PEM). With --tls-cert and --tls-key, the Raft listener runs
+    /// mTLS (peers must present a certificate from this CA naming the node id they claim)
+    /// and the admin listener runs TLS (client certificates from this CA authenticate, as
+    /// the admin token does). Create them with `raftgate certs`.
+    #[arg(long, value_name = "FILE", requires_all = ["tls_cert", "tls_key"])]
+    pub tls_ca: Option<PathBuf>,
+    /// This node's certificate (PEM), naming `node-<id>.<cluster-name>`.
+    #[arg(long, value_name = "FILE", requires = "tls_ca")]
+    pub tls_cert: Option<PathBuf>,
+    /// This node's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_ca")]
+    pub tls_key: Option<PathBuf>,
+    /// How often the TLS files are checked for changes; new connections use new material
+    /// at once (SIGHUP reloads immediately).
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub tls_reload_interval: Duration,
+    /// Run a cluster without TLS on addresses other than loopback, or without any admin
+    /// authentication. Anyone who reaches the Raft port can then rewrite the config of
+    /// every node: for throwaway labs only. Logged at start and shown by `raftgate status`.
+    #[arg(long, conflicts_with = "tls_ca")]
+    pub insecure_plaintext: bool,
+    /// A listener for Git webhooks alone (POST /webhook, TLS), so the admin listener can
+    /// stay private. Its certificate: --webhook-tls-cert/--webhook-tls-key, else the
+    /// config's Certificates chosen by SNI. Without it webhooks arrive on the admin listener.
+    #[arg(long, value_name = "ADDR")]
+    pub webhook_addr: Option<SocketAddr>,
+    /// The webhook listener's certificate (PEM).
+    #[arg(long, value_name = "FILE", requires_all = ["webhook_addr", "webhook_tls_key"])]
+    pub webhook_tls_cert: Option<PathBuf>,
+    /// The webhook listener's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "webhook_tls_cert")]
+    pub webhook_tls_key: Option<PathBuf>,
     /// Log format: `json` (one object per line) or `text`.
     #[arg(long, value_name = "FORMAT", default_value = "json")]
     pub log_format: LogFormat,
@@ -219,10 +251,19 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::channel::<anyhow::Error>(1);
     let mut tasks = tokio::task::JoinSet::new();
 
+    let tls = load_tls(&args)?;
+    let transport = transport(&args, tls.is_some())?;
     let auth = match &args.admin_token_file {
-        Some(path) => crate::admin::auth::Auth::from_file(path, args.admin_read_open)?,
+        Some(path) => {
+            trust::material::warn_if_exposed(path, "the admin token file");
+            crate::admin::auth::Auth::from_file(path, args.admin_read_open)?
+        }
         None => crate::admin::auth::Auth::open(),
     };
+    let auth = if tls.is_some() { auth.with_certificates(args.admin_read_open) } else { auth };
+    if let Some(t) = &tls {
+        tasks.spawn(t.clone().watch(args.tls_reload_interval, stop_rx.clone()));
+    }
     // Bound first: members advertise the admin address they really listen on.
     let admin_listener = bind(args.admin_addr, "admin").await?;
     let admin_addr = match &args.advertise_admin_addr {
@@ -253,6 +294,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             admin_token: auth.token(),
             lan: args.raft_profile == RaftProfile::Lan,
             snapshot_every: args.raft_snapshot_every,
+            tls: tls.clone(),
         };
         if args.advertise_raft_addr.is_none() && args.raft_addr.ip().is_unspecified() {
             anyhow::bail!(
@@ -263,7 +305,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let c = crate::cluster::start(&settings, engine.clone(), &mut tasks, fatal_tx.clone(), stop_rx.clone()).await?;
         if let Some(url) = &args.git_url {
             let git = git_settings(&args, url, dir)?;
-            tracing::info!(url = %url, branch = %args.git_branch, path = ?args.git_path, "syncing config from Git (when leader)");
+            tracing::info!(url = %crate::gitops::repo::redact_url(url), branch = %args.git_branch, path = ?args.git_path, "syncing config from Git (when leader)");
             git_sync = Some(crate::gitops::spawn(git, c.clone(), &mut tasks, stop_rx.clone()));
         }
         cluster = Some(c);
@@ -304,28 +346,32 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         started_at: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
         http_addr: Some(http_addr.to_string()),
         https_addr,
+        transport: transport.name(),
     });
     let grpc = crate::admin::grpc::AdminService {
         cluster: cluster.clone(),
         engine: engine.clone(),
         node: node.clone(),
         token: auth.token(),
+        tls: tls.clone(),
         sync: git_sync.clone(),
     };
-    tasks.spawn(admin::serve(
-        admin_listener,
-        Admin {
-            grpc_server: admin::grpc_server(grpc.clone()),
-            grpc,
-            engine: engine.clone(),
-            metrics: metrics_handle,
-            node: node.clone(),
-            webhook: webhook_secret(&args)?
-                .map(|secret| crate::admin::Webhook { secret, branch: args.git_branch.clone() }),
-            auth,
-        },
-        stop_rx.clone(),
-    ));
+    let admin = Arc::new(Admin {
+        grpc_server: admin::grpc_server(grpc.clone()),
+        grpc,
+        engine: engine.clone(),
+        metrics: metrics_handle,
+        node: node.clone(),
+        webhook: webhook_secret(&args)?.map(|secret| crate::admin::Webhook { secret, branch: args.git_branch.clone() }),
+        webhook_elsewhere: args.webhook_addr.is_some(),
+        auth,
+    });
+    if let Some(addr) = args.webhook_addr {
+        let acceptor = webhook_tls(&args, &engine)?;
+        let l = bind(addr, "webhook").await?;
+        tasks.spawn(admin::serve_webhooks(l, admin.clone(), acceptor, stop_rx.clone()));
+    }
+    tasks.spawn(admin::serve(admin_listener, admin, tls.clone(), stop_rx.clone()));
     if let Some(dir) = args.config_dir.clone() {
         let (sink, hash) = match cluster.clone() {
             // A cluster without Git: the leader proposes the directory's tree through Raft.
@@ -351,6 +397,94 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// The node's TLS material, checked now so a wrong file stops the start with its reason.
+fn load_tls(args: &Args) -> anyhow::Result<Option<Arc<trust::Tls>>> {
+    let (Some(ca), Some(cert), Some(key)) = (&args.tls_ca, &args.tls_cert, &args.tls_key) else { return Ok(None) };
+    trust::check_cluster_name(&args.cluster_name).map_err(|e| anyhow::anyhow!("--cluster-name: {e}"))?;
+    let files = trust::TlsFiles { ca: ca.clone(), cert: cert.clone(), key: key.clone() };
+    let tls = trust::Tls::load(files, &args.cluster_name, args.node_id)?;
+    let info = tls.info();
+    tracing::info!(names = ?info.names, not_after = info.not_after, "TLS on the Raft and admin listeners");
+    Ok(Some(tls))
+}
+
+/// How the Raft and admin listeners are protected, refusing the unsafe setups: a cluster
+/// reachable beyond loopback without TLS, and a cluster whose admin API nobody guards.
+fn transport(args: &Args, tls: bool) -> anyhow::Result<crate::admin::status::Transport> {
+    use crate::admin::status::Transport;
+    if tls {
+        return Ok(Transport::Mtls);
+    }
+    let cluster = args.node_id.is_some();
+    let exposed: Vec<String> = [
+        ("--admin-addr", Some(args.admin_addr.ip().is_loopback()), args.advertise_admin_addr.as_deref()),
+        ("--raft-addr", cluster.then(|| args.raft_addr.ip().is_loopback()), args.advertise_raft_addr.as_deref()),
+    ]
+    .into_iter()
+    .filter(|(_, loopback, advertised)| *loopback == Some(false) || advertised.is_some_and(|a| !advertised_loopback(a)))
+    .map(|(flag, _, _)| flag.to_string())
+    .collect();
+    if args.insecure_plaintext {
+        tracing::warn!(
+            exposed = ?exposed,
+            "--insecure-plaintext: Raft and admin traffic is neither encrypted nor authenticated; anyone who \
+             reaches these ports can rewrite every node's config"
+        );
+        return Ok(Transport::InsecurePlaintext);
+    }
+    if cluster && !exposed.is_empty() {
+        anyhow::bail!(
+            "{} listen beyond loopback without TLS: anyone on that network could take over the cluster. Pass \
+             --tls-ca, --tls-cert and --tls-key (create them with `raftgate certs ca` and `raftgate certs node`), \
+             or --insecure-plaintext for a throwaway lab",
+            exposed.join(" and ")
+        );
+    }
+    if cluster && args.admin_token_file.is_none() {
+        anyhow::bail!(
+            "cluster mode needs admin authentication, or anyone who reaches {} can change the membership: pass \
+             --tls-ca/--tls-cert/--tls-key (client certificates authenticate), or --admin-token-file, or \
+             --insecure-plaintext to run an open cluster on purpose",
+            args.admin_addr
+        );
+    }
+    if !exposed.is_empty() && args.admin_token_file.is_some() {
+        tracing::warn!(
+            "the admin listener runs plaintext beyond loopback: the admin token crosses the network in the clear; \
+             use --tls-ca/--tls-cert/--tls-key"
+        );
+    }
+    Ok(Transport::Plaintext)
+}
+
+/// Whether an advertised `host:port` is a loopback address (a name is not).
+fn advertised_loopback(addr: &str) -> bool {
+    trust::net::split_addr(addr)
+        .ok()
+        .and_then(|(_, host)| host.parse::<std::net::IpAddr>().ok())
+        .is_some_and(|ip| ip.is_loopback())
+        || addr.starts_with("localhost:")
+}
+
+/// The webhook listener's TLS: its own files, else the config's Certificates by SNI.
+fn webhook_tls(args: &Args, engine: &Arc<Engine>) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+    let config = match (&args.webhook_tls_cert, &args.webhook_tls_key) {
+        (Some(cert), Some(key)) => {
+            let chain = trust::material::load_certs(cert, "the webhook certificate")?;
+            let key = trust::material::load_key(key)?;
+            let mut c = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()?
+                .with_no_client_auth()
+                .with_single_cert(chain, key)
+                .context("the webhook certificate and key do not match")?;
+            c.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+            Arc::new(c)
+        }
+        _ => crate::proxy::tls::server_config(engine.cert_lookup())?,
+    };
+    Ok(tokio_rustls::TlsAcceptor::from(config))
 }
 
 /// The Git source from the flags; credentials and signers are read now, so a bad file

@@ -1,11 +1,23 @@
 //! The Raft transport: a tonic gRPC service (`schemas/proto/raft.proto`) on its own
 //! listener, and a client with one lazily connected channel per peer, reused by every RPC.
+//!
+//! With TLS (the default outside loopback) both ends prove who they are: the client checks
+//! that the server's certificate names the node it dials (`node-<id>.<cluster>`), and the
+//! server checks that every message's sender — the candidate of a Vote, the leader of an
+//! AppendEntries or InstallSnapshot — is the node named in the caller's certificate. A node
+//! therefore cannot vote, append or send snapshots as another node.
+//!
+//! Every message is bounded: the gRPC message size, the snapshot a peer may stream (its
+//! chunks in order, its total under `MAX_SNAPSHOT_BYTES`), concurrent streams per
+//! connection and the time one request may take.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Unreachable,
+};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
@@ -13,7 +25,8 @@ use openraft::raft::{
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
+use trust::net::BadAddress;
 
 use crate::types::{NodeId, NodeInfo, Raft, TypeConfig};
 
@@ -28,35 +41,76 @@ use pb::{RaftReply, RaftRequest};
 /// Largest RPC message either side accepts: snapshots carry whole compiled configs.
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
 
+/// Largest log entry that can be proposed: one entry must fit in one AppendEntries message,
+/// with room for the message's own fields. Larger configs are refused before they are
+/// proposed (`entry_fits`).
+pub const MAX_ENTRY_BYTES: usize = MAX_MESSAGE_BYTES - (1 << 20);
+
+/// Largest snapshot a peer may stream: the state machine holds one config entry, its
+/// history (small records) and the membership.
+pub const MAX_SNAPSHOT_BYTES: u64 = (MAX_ENTRY_BYTES as u64) + (4 << 20);
+
+/// Why an entry cannot be proposed.
+#[derive(Debug, thiserror::Error)]
+pub enum EntryError {
+    #[error(
+        "the entry is {bytes} bytes encoded; Raft entries are limited to {MAX_ENTRY_BYTES} bytes (make the config \
+         smaller: fewer or shorter routes, or split the gateway into several clusters)"
+    )]
+    TooLarge { bytes: usize },
+    #[error("cannot encode the entry: {0}")]
+    Encode(#[from] postcard::Error),
+}
+
+/// Checks that `value` (a `Request`, or the config inside one) can travel as one Raft entry.
+pub fn entry_fits<T: Serialize + ?Sized>(value: &T) -> Result<usize, EntryError> {
+    // The entry's own fields (log id, the request's tag) are a few bytes beyond the value.
+    let bytes = postcard::experimental::serialized_size(value)? + 64;
+    if bytes > MAX_ENTRY_BYTES {
+        return Err(EntryError::TooLarge { bytes });
+    }
+    Ok(bytes)
+}
+
 // ---------------------------------------------------------------------------------------
 // Client
 
 /// Creates per-peer clients. Channels are cached by peer address, so openraft's frequent
 /// `new_client` calls (per replication stream, per election) never dial.
+///
+/// With TLS, a channel is also bound to the node id it dials (the server must prove it is
+/// that node), so the cache key is the id and the address.
 #[derive(Debug, Clone)]
 pub struct Network {
     cluster: String,
-    channels: Arc<Mutex<HashMap<String, Channel>>>,
+    tls: Option<Arc<trust::Tls>>,
+    channels: Arc<Mutex<HashMap<(NodeId, String), Channel>>>,
 }
 
 impl Network {
-    pub fn new(cluster: impl Into<String>) -> Self {
-        Self { cluster: cluster.into(), channels: Arc::default() }
+    /// A transport for `cluster`; plaintext when `tls` is `None` (loopback or
+    /// `--insecure-plaintext`).
+    pub fn new(cluster: impl Into<String>, tls: Option<Arc<trust::Tls>>) -> Self {
+        Self { cluster: cluster.into(), tls, channels: Arc::default() }
     }
 
-    fn channel(&self, addr: &str) -> Result<Channel, BadAddress> {
+    fn channel(&self, target: NodeId, addr: &str) -> Result<Channel, BadAddress> {
         let mut map = self.channels.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(c) = map.get(addr) {
+        let key = (target, addr.to_string());
+        if let Some(c) = map.get(&key) {
             return Ok(c.clone());
         }
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|error| BadAddress { addr: addr.to_string(), error })?
-            .connect_timeout(Duration::from_secs(3))
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_while_idle(true);
-        let channel = endpoint.connect_lazy();
-        map.insert(addr.to_string(), channel.clone());
+        let tls = self
+            .tls
+            .as_ref()
+            .map(|t| (trust::ClientTls::Node(t.clone()), Some(trust::node_name(&self.cluster, target))));
+        let channel = trust::channel(addr, tls, |e| {
+            e.connect_timeout(Duration::from_secs(3))
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_secs(10))
+                .keep_alive_while_idle(true)
+        })?;
+        map.insert(key, channel.clone());
         Ok(channel)
     }
 }
@@ -65,7 +119,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Peer;
 
     async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> Peer {
-        let client = self.channel(&node.raft_addr).map(|c| {
+        let client = self.channel(target, &node.raft_addr).map(|c| {
             RaftServiceClient::new(c)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES)
@@ -84,14 +138,6 @@ pub struct Peer {
     client: Result<RaftServiceClient<Channel>, BadAddress>,
 }
 
-/// A peer's Raft address that is not a URI authority.
-#[derive(Debug, thiserror::Error)]
-#[error("bad raft address `{addr}`: {error}")]
-struct BadAddress {
-    addr: String,
-    error: tonic::transport::Error,
-}
-
 /// A failed RPC, as openraft records it: the status code and message, not tonic's metadata.
 #[derive(Debug, thiserror::Error)]
 #[error("{}: {}", .0.code(), .0.message())]
@@ -106,11 +152,27 @@ impl Peer {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
+        let payload = postcard::to_allocvec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        self.send(kind, payload, option, None).await
+    }
+
+    /// Sends an encoded message. `entries` (AppendEntries only): when the peer finds the
+    /// message too large, openraft is told to send half as many entries.
+    async fn send<Resp, E>(
+        &mut self,
+        kind: Kind,
+        payload: Vec<u8>,
+        option: &RPCOption,
+        entries: Option<u64>,
+    ) -> Result<Resp, Rpc<E>>
+    where
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
         let client = match &mut self.client {
             Ok(c) => c,
             Err(e) => return Err(RPCError::Unreachable(Unreachable::new(e))),
         };
-        let payload = postcard::to_allocvec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let mut request = tonic::Request::new(RaftRequest { cluster: self.cluster.clone(), payload });
         request.set_timeout(option.hard_ttl());
         let reply = match kind {
@@ -123,9 +185,13 @@ impl Peer {
             Err(status) => {
                 let code = status.code();
                 let e = WireError(status);
-                return Err(match code {
+                return Err(match (code, entries) {
                     // Unreachable makes openraft back off instead of retrying hot.
-                    tonic::Code::Unavailable => RPCError::Unreachable(Unreachable::new(&e)),
+                    (tonic::Code::Unavailable, _) => RPCError::Unreachable(Unreachable::new(&e)),
+                    // The peer's decoder refused the size: shrink the batch.
+                    (tonic::Code::OutOfRange, Some(n)) if n > 1 => {
+                        RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(n / 2))
+                    }
                     _ => RPCError::Network(NetworkError::new(&e)),
                 });
             }
@@ -152,7 +218,15 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, Rpc<openraft::error::Infallible>> {
-        self.call(Kind::Append, &rpc, &option).await
+        // A batch too large for one message is sent as smaller batches: openraft shrinks
+        // it when told `PayloadTooLarge` (a network error would only be retried as is).
+        let entries = rpc.entries.len() as u64;
+        let shrink = || RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint((entries / 2).max(1)));
+        let payload = postcard::to_allocvec(&rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        if payload.len() > MAX_MESSAGE_BYTES - 4096 && entries > 1 {
+            return Err(shrink());
+        }
+        self.send(Kind::Append, payload, &option, Some(entries)).await
     }
 
     async fn install_snapshot(
@@ -175,35 +249,142 @@ impl RaftNetwork<TypeConfig> for Peer {
 // ---------------------------------------------------------------------------------------
 // Server
 
-/// The server side: decodes, hands the message to the local Raft, encodes the answer.
+/// The server side: checks who sent a message, decodes it, hands it to the local Raft and
+/// encodes the answer.
 #[derive(Clone)]
 pub struct RaftServer {
     raft: Raft,
     cluster: String,
+    /// Callers must present a node certificate (the listener runs TLS).
+    secure: bool,
+    /// Snapshots being received, by sending node: where the next chunk must start.
+    receiving: Arc<Mutex<HashMap<NodeId, Receiving>>>,
 }
+
+/// The progress of one snapshot stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Receiving {
+    snapshot_id: String,
+    /// Where the next chunk starts (the bytes received so far).
+    next: u64,
+    /// Where the last accepted chunk started: openraft re-sends a chunk whose answer it
+    /// did not get.
+    last: u64,
+}
+
+/// Snapshot streams tracked at once; more means someone is playing (each sender is one
+/// node id, and with TLS only members have ids).
+const MAX_RECEIVING: usize = 64;
 
 impl std::fmt::Debug for RaftServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RaftServer").field("cluster", &self.cluster).finish_non_exhaustive()
+        f.debug_struct("RaftServer")
+            .field("cluster", &self.cluster)
+            .field("secure", &self.secure)
+            .finish_non_exhaustive()
     }
 }
 
-/// The tonic service for a node's `--raft-addr` listener.
-pub fn service(raft: Raft, cluster: impl Into<String>) -> RaftServiceServer<RaftServer> {
-    RaftServiceServer::new(RaftServer { raft, cluster: cluster.into() })
+/// The tonic service for a node's `--raft-addr` listener. `secure`: the listener runs mTLS
+/// (`trust::incoming` with a required client certificate) and every message must come from
+/// the node its certificate names.
+pub fn service(raft: Raft, cluster: impl Into<String>, secure: bool) -> RaftServiceServer<RaftServer> {
+    RaftServiceServer::new(RaftServer { raft, cluster: cluster.into(), secure, receiving: Arc::default() })
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
 }
 
+fn refused(reason: &'static str, message: String) -> tonic::Status {
+    metrics::counter!("raftgate_raft_rpc_refused_total", "reason" => reason).increment(1);
+    tracing::warn!(reason, "{message}");
+    tonic::Status::permission_denied(message)
+}
+
 impl RaftServer {
-    fn decode<T: DeserializeOwned>(&self, req: RaftRequest) -> Result<T, tonic::Status> {
+    /// The node id the caller's certificate proves, when the listener runs TLS.
+    fn caller<T>(&self, req: &tonic::Request<T>) -> Result<Option<NodeId>, tonic::Status> {
+        if !self.secure {
+            return Ok(None);
+        }
+        match req.extensions().get::<trust::Peer>() {
+            Some(trust::Peer { identity: trust::Identity::Node(id), .. }) => Ok(Some(*id)),
+            Some(peer) => Err(refused(
+                "identity",
+                format!(
+                    "raft from {} refused: {} has no node certificate of cluster `{}`",
+                    peer.addr, peer.identity, self.cluster
+                ),
+            )),
+            None => Err(refused("identity", "raft refused: the connection carries no peer identity".into())),
+        }
+    }
+
+    /// Decodes a message and checks that `sender` (the node it says sent it) is the caller.
+    fn decode<T: DeserializeOwned>(
+        &self,
+        req: tonic::Request<RaftRequest>,
+        what: &str,
+        sender: impl FnOnce(&T) -> NodeId,
+    ) -> Result<T, tonic::Status> {
+        let caller = self.caller(&req)?;
+        let req = req.into_inner();
         if req.cluster != self.cluster {
             return Err(tonic::Status::permission_denied(format!(
                 "this node belongs to cluster `{}`, not `{}`",
                 self.cluster, req.cluster
             )));
         }
-        postcard::from_bytes(&req.payload).map_err(|e| tonic::Status::invalid_argument(format!("bad payload: {e}")))
+        let rpc: T = postcard::from_bytes(&req.payload)
+            .map_err(|e| tonic::Status::invalid_argument(format!("bad payload: {e}")))?;
+        let claimed = sender(&rpc);
+        match caller {
+            Some(id) if id != claimed => Err(refused(
+                "impersonation",
+                format!("{what} refused: it claims to come from node {claimed}, but the caller's certificate is node {id}'s"),
+            )),
+            _ => Ok(rpc),
+        }
+    }
+
+    /// Admits a snapshot chunk only in order (a new stream starts at 0; a chunk may be sent
+    /// again) and only while the total stays under `MAX_SNAPSHOT_BYTES`: openraft's receiver
+    /// would otherwise grow its buffer to whatever offset a peer names.
+    fn admit_chunk(&self, from: NodeId, rpc: &InstallSnapshotRequest<TypeConfig>) -> Result<(), tonic::Status> {
+        let end = rpc.offset.saturating_add(rpc.data.len() as u64);
+        let mut streams = self.receiving.lock().unwrap_or_else(|e| e.into_inner());
+        if end > MAX_SNAPSHOT_BYTES {
+            streams.remove(&from);
+            return Err(refused(
+                "snapshot-size",
+                format!("snapshot from node {from} refused: it reaches {end} bytes; snapshots are limited to {MAX_SNAPSHOT_BYTES}"),
+            ));
+        }
+        let id = &rpc.meta.snapshot_id;
+        let accepted = match streams.get(&from) {
+            _ if rpc.offset == 0 => Receiving { snapshot_id: id.clone(), next: end, last: 0 },
+            Some(r) if r.snapshot_id == *id && (rpc.offset == r.next || rpc.offset == r.last) => {
+                Receiving { snapshot_id: id.clone(), next: end, last: rpc.offset }
+            }
+            other => {
+                let expected = other.filter(|r| r.snapshot_id == *id).map_or(0, |r| r.next);
+                return Err(refused(
+                    "snapshot-order",
+                    format!(
+                        "snapshot chunk from node {from} refused: offset {} of snapshot `{id}` is out of order (expected {expected})",
+                        rpc.offset
+                    ),
+                ));
+            }
+        };
+        if rpc.done {
+            streams.remove(&from);
+        } else {
+            if streams.len() >= MAX_RECEIVING && !streams.contains_key(&from) {
+                streams.clear();
+            }
+            streams.insert(from, accepted);
+        }
+        Ok(())
     }
 }
 
@@ -218,7 +399,7 @@ fn reply<T: Serialize, E: Serialize>(r: Result<T, E>) -> Result<tonic::Response<
 #[tonic::async_trait]
 impl RaftService for RaftServer {
     async fn vote(&self, req: tonic::Request<RaftRequest>) -> Result<tonic::Response<RaftReply>, tonic::Status> {
-        let rpc: VoteRequest<NodeId> = self.decode(req.into_inner())?;
+        let rpc: VoteRequest<NodeId> = self.decode(req, "vote", |r: &VoteRequest<NodeId>| r.vote.leader_id.node_id)?;
         reply(self.raft.vote(rpc).await)
     }
 
@@ -226,7 +407,8 @@ impl RaftService for RaftServer {
         &self,
         req: tonic::Request<RaftRequest>,
     ) -> Result<tonic::Response<RaftReply>, tonic::Status> {
-        let rpc: AppendEntriesRequest<TypeConfig> = self.decode(req.into_inner())?;
+        let rpc: AppendEntriesRequest<TypeConfig> =
+            self.decode(req, "append-entries", |r: &AppendEntriesRequest<TypeConfig>| r.vote.leader_id.node_id)?;
         reply(self.raft.append_entries(rpc).await)
     }
 
@@ -234,7 +416,9 @@ impl RaftService for RaftServer {
         &self,
         req: tonic::Request<RaftRequest>,
     ) -> Result<tonic::Response<RaftReply>, tonic::Status> {
-        let rpc: InstallSnapshotRequest<TypeConfig> = self.decode(req.into_inner())?;
+        let rpc: InstallSnapshotRequest<TypeConfig> =
+            self.decode(req, "install-snapshot", |r: &InstallSnapshotRequest<TypeConfig>| r.vote.leader_id.node_id)?;
+        self.admit_chunk(rpc.vote.leader_id.node_id, &rpc)?;
         reply(self.raft.install_snapshot(rpc).await)
     }
 }

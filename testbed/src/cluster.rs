@@ -5,6 +5,10 @@
 //! Two modes: `loopback` (plain processes on 127.0.0.1, one port set per node, no latency;
 //! no root needed) and `netns` (each node in its own network namespace behind the WAN
 //! emulator; see `net`).
+//!
+//! A testbed runs mTLS unless `up --plaintext` says otherwise: Raft between the nodes,
+//! and every admin call (the testbed's own and the `raftgate` CLI's) with the operator
+//! certificate from `certs`.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -12,6 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
+use crate::certs;
 use crate::http;
 use crate::net::{self, Mode, Net};
 use crate::process::{alive, bin, spawn_detached};
@@ -53,6 +58,10 @@ pub(crate) struct State {
     /// (or a test beside `make run`) do not collide.
     #[serde(default)]
     pub(crate) port_offset: u16,
+    /// mTLS between the nodes and on their admin listeners (certificates in `certs/`).
+    /// Off in testbeds started with `--plaintext`, and in state files older than TLS.
+    #[serde(default)]
+    pub(crate) tls: bool,
 }
 
 pub(crate) fn default_state_dir() -> PathBuf {
@@ -88,6 +97,39 @@ impl State {
 
     pub(crate) fn net(&self) -> Net {
         Net::new(self.mode)
+    }
+
+    /// The certificate directory, when the testbed runs TLS.
+    pub(crate) fn tls_dir(&self) -> Option<PathBuf> {
+        self.tls.then(|| certs::dir(&self.dir))
+    }
+
+    /// The URL of `path` on the admin listener at `admin` (https when the testbed runs TLS).
+    pub(crate) fn admin_url(&self, admin: &str, path: &str) -> String {
+        format!("{}://{admin}{path}", if self.tls { "https" } else { "http" })
+    }
+
+    /// The kubectl-style context file `up` writes, so `raftgate` finds node 1 and the
+    /// certificates with only `RAFTGATE_CONFIG` set.
+    pub(crate) fn context_file(&self) -> PathBuf {
+        self.dir.join("raftgate-config.yaml")
+    }
+
+    /// Writes the context file: node 1's admin address and, with TLS, the CA and the
+    /// operator certificate, relative to the file (the state directory can move).
+    pub(crate) fn write_context(&self) -> anyhow::Result<()> {
+        let admin = self.nodes.first().map(|n| n.admin.as_str()).context("no node to point the context at")?;
+        let mut text = format!(
+            "# Written by `testbed up`: export RAFTGATE_CONFIG={}\ncurrent-context: testbed\ncontexts:\n  - name: testbed\n    admin: {admin}\n",
+            self.context_file().display()
+        );
+        if self.tls {
+            text += "    ca: certs/ca.pem\n    cert: certs/testbed.pem\n    key: certs/testbed-key.pem\n";
+        }
+        let tmp = self.dir.join("raftgate-config.yaml.tmp");
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(tmp, self.context_file())?;
+        Ok(())
     }
 
     pub(crate) fn node(&self, name: &str) -> anyhow::Result<&NodeState> {
@@ -162,6 +204,20 @@ impl State {
             .args(["--git-url", &self.git_url, "--git-poll-interval", "2s", "--git-webhook-secret-file"])
             .arg(&secret)
             .args(["--access-log", "off", "--workers", "1"]);
+        if self.tls {
+            let dir = certs::dir(&self.dir);
+            let (cert, key) = certs::ensure_node(&dir, node.id, &node.ip)?;
+            cmd.args(["--cluster-name", certs::CLUSTER, "--tls-ca"])
+                .arg(certs::ca(&dir))
+                .arg("--tls-cert")
+                .arg(cert)
+                .arg("--tls-key")
+                .arg(key);
+        } else {
+            // Netns addresses are not loopback, and there is no admin token: an open
+            // cluster, on purpose.
+            cmd.arg("--insecure-plaintext");
+        }
         if bootstrap {
             cmd.arg("--bootstrap");
         }
@@ -191,15 +247,23 @@ impl State {
     /// Waits until the node's admin API answers /readyz (it serves a config).
     pub(crate) fn wait_ready(&self, node: &NodeState, limit: Duration) -> anyhow::Result<Duration> {
         let started = Instant::now();
+        let (net, tls, url) = (self.net(), self.tls_dir(), self.admin_url(&node.admin, "/readyz"));
         loop {
-            if http::get_status(&self.net(), &format!("http://{}/readyz", node.admin)) == Some(200) {
-                return Ok(started.elapsed());
-            }
+            let last = match http::get_status(&net, tls.as_deref(), &url) {
+                Ok(200) => return Ok(started.elapsed()),
+                Ok(status) => format!("{url}: {status}"),
+                Err(e) => format!("{e:#}"),
+            };
             if node.pid.is_some_and(|p| !alive(p)) {
                 bail!("{} exited; its log: {}", node.name, node.log.display());
             }
             if started.elapsed() > limit {
-                bail!("{} not ready after {}s; its log: {}", node.name, limit.as_secs(), node.log.display());
+                bail!(
+                    "{} not ready after {}s (last: {last}); its log: {}",
+                    node.name,
+                    limit.as_secs(),
+                    node.log.display()
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -207,9 +271,33 @@ impl State {
 
     /// Runs `raftgate <args>` against the cluster (inside the control namespace in netns mode).
     pub(crate) fn raftgate(&self, args: &[&str]) -> anyhow::Result<std::process::Output> {
-        let admin = self.live_admin()?;
+        self.raftgate_at(&self.live_admin()?, args)
+    }
+
+    /// Runs `raftgate <args>` against the node with admin address `admin`, with the
+    /// operator certificate when the testbed runs TLS. The testbed's own context file
+    /// stands in for the user's, and their connection variables are dropped, so nothing of
+    /// theirs changes what is called (or is sent to a testbed node).
+    pub(crate) fn raftgate_at(&self, admin: &str, args: &[&str]) -> anyhow::Result<std::process::Output> {
         let mut cmd = self.net().command(None, &bin("raftgate"));
-        cmd.args(["--admin", &admin]).args(args);
+        cmd.env("RAFTGATE_CONFIG", self.context_file());
+        for var in [
+            "RAFTGATE_CONTEXT",
+            "RAFTGATE_CA",
+            "RAFTGATE_CERT",
+            "RAFTGATE_KEY",
+            "RAFTGATE_TLS_SERVER_NAME",
+            "RAFTGATE_TOKEN",
+            "RAFTGATE_TOKEN_FILE",
+        ] {
+            cmd.env_remove(var);
+        }
+        cmd.args(["--admin", admin]);
+        if let Some(dir) = self.tls_dir() {
+            let (cert, key) = certs::client(&dir);
+            cmd.arg("--ca").arg(certs::ca(&dir)).arg("--cert").arg(cert).arg("--key").arg(key);
+        }
+        cmd.args(args);
         cmd.output().context("running raftgate")
     }
 }

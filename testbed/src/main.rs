@@ -6,15 +6,17 @@
 //!
 //! - `main`: the command line; may use any file.
 //! - `scenario`: the measured scenarios; uses `ops`, `cluster`, `net`, `process`.
-//! - `ops`: the commands (up, down, scale, ...); uses `cluster`, `net`, `http`, `process`,
-//!   `repo`, `topology`, `upstreams`.
-//! - `cluster`: the testbed's state (`State`, `NodeState`) and its nodes; uses `net`, `http`,
-//!   `process`, `repo`, `topology`.
-//! - `http`: small HTTP calls, from the control namespace if need be; uses `net`, `process`.
+//! - `ops`: the commands (up, down, scale, ...); uses `certs`, `cluster`, `net`, `http`,
+//!   `process`, `repo`, `topology`, `upstreams`.
+//! - `cluster`: the testbed's state (`State`, `NodeState`) and its nodes; uses `certs`, `net`,
+//!   `http`, `process`, `repo`, `topology`.
+//! - `http`: small HTTP calls, from the control namespace if need be; uses `certs`, `net`,
+//!   `process`.
 //! - `net`: loopback or netns (`Mode`, `Net`), namespaces and emulator rules; uses
 //!   `process`, `topology`, `wanem`.
 //! - `load`: the load generator; uses `repo`.
-//! - `process`, `repo`, `topology`, `upstreams`, `wanem`: leaves, using no other file.
+//! - `certs`, `process`, `repo`, `topology`, `upstreams`, `wanem`: leaves, using no other
+//!   file.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -24,6 +26,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+mod certs;
 mod cluster;
 mod http;
 mod load;
@@ -60,6 +63,10 @@ enum Command {
         /// Loopback mode: add this to every node port (default ports: 8080+, 9800+, 9900+).
         #[arg(long, default_value_t = 0)]
         port_offset: u16,
+        /// No TLS: Raft and the admin API in the clear, open to anyone who reaches them
+        /// (raftgated's --insecure-plaintext). By default the testbed makes a CA and runs mTLS.
+        #[arg(long)]
+        plaintext: bool,
     },
     /// The testbed's processes, then `raftgate status`.
     Status,
@@ -113,6 +120,9 @@ enum Command {
         /// Leave the testbed up afterwards.
         #[arg(long)]
         keep: bool,
+        /// Bring the testbed up without TLS (when none is up), to compare with mTLS runs.
+        #[arg(long)]
+        plaintext: bool,
     },
     /// Cut two regions (or nodes) off from each other (netns mode).
     Partition { a: String, b: String },
@@ -155,6 +165,9 @@ enum Command {
     Http {
         method: String,
         url: String,
+        /// The testbed's certificate directory, for https:// URLs.
+        #[arg(long, value_name = "DIR")]
+        tls_dir: Option<PathBuf>,
         #[arg(long = "header")]
         headers: Vec<String>,
         #[arg(long, default_value = "")]
@@ -180,8 +193,9 @@ fn main() -> ExitCode {
 
 fn run(command: Command, dir: &std::path::Path) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Up { topology, loopback, foreground, port_offset } => {
-            let state = ops::up(&topology, dir, ops::UpOptions { loopback, quiet: false, port_offset })?;
+        Command::Up { topology, loopback, foreground, port_offset, plaintext } => {
+            let opts = ops::UpOptions { loopback, quiet: false, port_offset, tls: !plaintext };
+            let state = ops::up(&topology, dir, opts)?;
             if foreground {
                 next_steps(&state);
                 let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -216,8 +230,9 @@ fn run(command: Command, dir: &std::path::Path) -> anyhow::Result<ExitCode> {
             println!("{node} serves its config {:.1}s after the restart", took.as_secs_f64());
         }
         Command::Merge { webhook, invalid } => println!("{}", ops::merge(dir, webhook, invalid)?),
-        Command::Run { scenario, topology, iterations, report_dir, keep } => {
-            let ok = scenario::run_all(dir, &scenario, &topology, iterations, &report_dir, keep)?;
+        Command::Run { scenario, topology, iterations, report_dir, keep, plaintext } => {
+            let opts = scenario::RunOptions { iterations, keep, tls: !plaintext };
+            let ok = scenario::run_all(dir, &scenario, &topology, &report_dir, opts)?;
             return Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) });
         }
         Command::Load { duration, rate, json_out, host, path } => {
@@ -309,15 +324,13 @@ fn run(command: Command, dir: &std::path::Path) -> anyhow::Result<ExitCode> {
         }
         Command::Upstreams { config } => upstreams::serve_config(&config)?,
         Command::Backend { addr } => upstreams::bench_backend(addr)?,
-        Command::Http { method, url, headers, body } => {
+        Command::Http { method, url, tls_dir, headers, body } => {
             let headers: Vec<(String, String)> = headers
                 .iter()
                 .filter_map(|h| h.split_once(':').map(|(k, v)| (k.trim().to_string(), v.trim().to_string())))
                 .collect();
-            match http::local(&method, &url, &headers, body.as_bytes()) {
-                Some((status, text)) => println!("{status}\n{text}"),
-                None => return Ok(ExitCode::from(1)),
-            }
+            let (status, text) = http::local(tls_dir.as_deref(), &method, &url, &headers, body.as_bytes())?;
+            println!("{status}\n{text}");
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -338,13 +351,24 @@ fn next_steps(state: &cluster::State) {
     let repo = state.repo().dir;
     let raftgate = process::bin("raftgate");
     let testbed = process::bin("testbed");
+    // The admin listener's plain-HTTP side (/status, /metrics, /readyz), as curl reaches it.
+    let admin_curl = match state.tls_dir() {
+        Some(certs) => format!(
+            "curl -s --cacert {d}/ca.pem --cert {d}/testbed.pem --key {d}/testbed-key.pem https://{admin}/status",
+            d = certs.display(),
+            admin = n1.admin
+        ),
+        None => format!("curl -s http://{}/status", n1.admin),
+    };
     println!(
         "
 Try it (in another terminal):
 
+  export RAFTGATE_CONFIG={context}
   {raftgate} status
   curl -s -H 'Host: api.example.com' http://{http}/v1/users      # any node: :8080-:8082
   curl -si -H 'Host: testbed.local' http://{http}/probe | grep x-testbed-change
+  {admin_curl}
 
 Change the config as a merged pull request would, and watch it roll out:
 
@@ -356,6 +380,7 @@ Or let the testbed merge a change and send the webhook: {testbed} merge --webhoo
 Crash a node and bring it back: {testbed} kill local-2 ; {testbed} start local-2
 Ctrl-C stops everything.",
         http = n1.http,
+        context = state.context_file().display(),
         repo = repo.display(),
         raftgate = raftgate.display(),
         testbed = testbed.display(),

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
+use crate::certs;
 use crate::cluster::{NodeState, State, WEBHOOK_SECRET};
 use crate::net::{self, Mode};
 use crate::process::{self, alive};
@@ -23,10 +24,13 @@ pub(crate) struct UpOptions {
     pub(crate) quiet: bool,
     /// Loopback mode: shift every node port by this much.
     pub(crate) port_offset: u16,
+    /// mTLS between the nodes and on their admin listeners (`--plaintext` turns it off).
+    pub(crate) tls: bool,
 }
 
-/// Brings a topology up: the Git repository, demo upstreams, and every node (the first
-/// bootstraps, the rest join). Idempotent: a testbed already up is taken down first.
+/// Brings a topology up: the certificates (with TLS), the Git repository, demo upstreams,
+/// and every node (the first bootstraps, the rest join). Idempotent: a testbed already up
+/// is taken down first.
 pub(crate) fn up(topology: &Path, dir: &Path, opts: UpOptions) -> anyhow::Result<State> {
     let topo = Topology::load(topology)?;
     if State::path(dir).exists() || dir.join("nodes").exists() {
@@ -43,6 +47,11 @@ pub(crate) fn up(topology: &Path, dir: &Path, opts: UpOptions) -> anyhow::Result
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let dir = dir.canonicalize()?;
     write_secret(&dir.join("webhook-secret"))?;
+    // The CA and the operator certificate now; each node's certificate when it launches
+    // (`scale` adds nodes later).
+    if opts.tls {
+        certs::create(&certs::dir(&dir))?;
+    }
 
     let compiled = upstreams::compile(&topo.config)?;
     let first_upstream =
@@ -60,6 +69,7 @@ pub(crate) fn up(topology: &Path, dir: &Path, opts: UpOptions) -> anyhow::Result
         // Beyond a LAN's round trips, the WAN timings (see raft::config) keep elections calm.
         port_offset: opts.port_offset,
         raft_profile: if max_rtt.unwrap_or_default() > Duration::from_millis(10) { "wan" } else { "lan" }.into(),
+        tls: opts.tls,
     };
     if mode == Mode::Netns {
         let control = net::setup(&state.dir, &state.topology)?;
@@ -82,6 +92,7 @@ pub(crate) fn up(topology: &Path, dir: &Path, opts: UpOptions) -> anyhow::Result
         state.nodes.push(node);
         state.save()?;
         if first_admin.is_none() {
+            state.write_context()?;
             state.wait_ready(&state.nodes[0], READY_TIMEOUT)?;
             first_admin = Some(admin);
         }
@@ -132,8 +143,9 @@ fn print_summary(state: &State) {
         Mode::Loopback => "loopback (no latency)".to_string(),
         Mode::Netns => "network namespaces behind the WAN emulator".to_string(),
     };
+    let transport = if state.tls { "mTLS" } else { "plaintext" };
     println!(
-        "\ntestbed `{}` is up: {} nodes, {mode}, state in {}\n",
+        "\ntestbed `{}` is up: {} nodes, {mode}, {transport}, state in {}\n",
         state.topology.name,
         state.nodes.len(),
         state.dir.display()
@@ -141,6 +153,22 @@ fn print_summary(state: &State) {
     println!("{:<12} {:<4} {:<22} {:<22}", "NODE", "ID", "HTTP", "ADMIN");
     for n in &state.nodes {
         println!("{:<12} {:<4} {:<22} {:<22}", n.name, n.id, n.http, n.admin);
+    }
+    // The context names node 1's admin address and, with TLS, the CA and the operator
+    // certificate, so the CLI needs nothing else.
+    match state.tls_dir() {
+        Some(certs) => {
+            println!("\nThe CLI, over mTLS with the operator certificate (certificates in {}):\n", certs.display())
+        }
+        None => println!("\nThe CLI:\n"),
+    }
+    println!("  export RAFTGATE_CONFIG={}", state.context_file().display());
+    let raftgate = process::bin("raftgate");
+    if state.mode == Mode::Netns {
+        // Node addresses exist only in the control namespace.
+        println!("  ip netns exec rgt-ctl {} status", raftgate.display());
+    } else {
+        println!("  {} status", raftgate.display());
     }
 }
 
@@ -323,10 +351,11 @@ pub(crate) fn notify(state: &State) -> anyhow::Result<()> {
     let sig = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
     let admin = state.live_admin()?;
     let headers = [("x-github-event".to_string(), "push".to_string()), ("x-hub-signature-256".to_string(), sig)];
-    match http::request(&state.net(), "POST", &format!("http://{admin}/webhook"), &headers, body) {
-        Some((202, _)) => Ok(()),
-        Some((s, text)) => bail!("webhook to {admin}: {s} {text}"),
-        None => bail!("webhook to {admin}: no answer"),
+    let url = state.admin_url(&admin, "/webhook");
+    match http::request(&state.net(), state.tls_dir().as_deref(), "POST", &url, &headers, body) {
+        Ok((202, _)) => Ok(()),
+        Ok((s, text)) => bail!("webhook to {admin}: {s} {text}"),
+        Err(e) => bail!("webhook to {admin}: {e:#}"),
     }
 }
 

@@ -35,15 +35,26 @@ struct Outcome {
     allowed_failures: Vec<String>,
 }
 
+/// How `testbed run` runs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RunOptions {
+    /// Merges per mode in merge-latency.
+    pub(crate) iterations: usize,
+    /// Leave a testbed this run brought up running afterwards.
+    pub(crate) keep: bool,
+    /// Bring the testbed up with mTLS (a testbed already up keeps its own setting).
+    pub(crate) tls: bool,
+}
+
 /// Runs `which` (one scenario or `all`), bringing `topology` up first when nothing is up.
 pub(crate) fn run_all(
     dir: &Path,
     which: &str,
     topology: &Path,
-    iterations: usize,
     report_dir: &Path,
-    keep: bool,
+    opts: RunOptions,
 ) -> anyhow::Result<bool> {
+    let RunOptions { iterations, keep, tls } = opts;
     let names: Vec<&str> = if which == "all" {
         SCENARIOS.to_vec()
     } else if SCENARIOS.contains(&which) {
@@ -53,7 +64,7 @@ pub(crate) fn run_all(
     };
     let started_here = State::load(dir).is_err();
     if started_here {
-        ops::up(topology, dir, ops::UpOptions { loopback: false, quiet: true, port_offset: 0 })?;
+        ops::up(topology, dir, ops::UpOptions { loopback: false, quiet: true, port_offset: 0, tls })?;
     }
     let mut outcomes = Vec::new();
     for name in names {
@@ -143,9 +154,7 @@ fn status(state: &State) -> Option<Value> {
 
 /// The commit a node serves, asked of the node itself.
 fn node_commit(state: &State, admin: &str) -> Option<String> {
-    let mut cmd = state.net().command(None, &bin("raftgate"));
-    cmd.args(["--admin", admin, "--timeout", "2s", "-o", "json", "config", "history"]);
-    let out = cmd.output().ok()?;
+    let out = state.raftgate_at(admin, &["--timeout", "2s", "-o", "json", "config", "history"]).ok()?;
     let v: Value = serde_json::from_slice(&out.stdout).ok()?;
     v[0]["commit"].as_str().map(str::to_string)
 }
@@ -483,9 +492,7 @@ rules:
 
 /// The live state of upstream `name` on the node with admin address `admin`.
 fn upstream_state(state: &State, admin: &str, name: &str) -> Option<Value> {
-    let mut cmd = state.net().command(None, &bin("raftgate"));
-    cmd.args(["--admin", admin, "--timeout", "2s", "-o", "json", "upstreams"]);
-    let out = cmd.output().ok()?;
+    let out = state.raftgate_at(admin, &["--timeout", "2s", "-o", "json", "upstreams"]).ok()?;
     let rows: Value = serde_json::from_slice(&out.stdout).ok()?;
     let mine: Vec<Value> = rows.as_array()?.iter().filter(|r| r["upstream"] == name).cloned().collect();
     (!mine.is_empty()).then_some(Value::Array(mine))
@@ -625,12 +632,16 @@ fn report(state: &State, outcomes: &[Outcome], iterations: usize) -> (String, Va
         Mode::Netns => "network namespaces, WAN emulator",
         Mode::Loopback => "loopback, no latency",
     };
+    // Raft and every admin call (the status polls behind each figure) run over it.
+    let transport = if state.tls { "mTLS" } else { "plaintext" };
     let when = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
     let mut md = format!(
-        "# testbed report: `{}` ({} nodes, {mode})\n\n{when}; raft profile `{}`; {iterations} merges per mode.\n\n",
+        "# testbed report: `{}` ({} nodes, {mode}, {transport})\n\n{when}; raft profile `{}`; {iterations} merges per mode.\n\nTLS: {} (Raft between the nodes and the admin API{}).\n\n",
         state.topology.name,
         state.nodes.len(),
-        state.raft_profile
+        state.raft_profile,
+        if state.tls { "on" } else { "off" },
+        if state.tls { ", with client certificates" } else { " in the clear" },
     );
     md += "| scenario | verdict | summary |\n|---|---|---|\n";
     for o in outcomes {
@@ -671,6 +682,8 @@ fn report(state: &State, outcomes: &[Outcome], iterations: usize) -> (String, Va
         "nodes": state.nodes.len(),
         "mode": mode,
         "raft_profile": state.raft_profile,
+        "tls": state.tls,
+        "transport": transport,
         "at": when,
         "iterations": iterations,
         "scenarios": outcomes,

@@ -10,9 +10,17 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-/// `raftgate` inside the control namespace (node addresses exist only there).
-fn raftgate(args: &[&str]) -> Output {
-    Command::new("ip").args(["netns", "exec", "rgt-ctl"]).arg(testkit::binary("raftgate")).args(args).output().unwrap()
+/// `raftgate` inside the control namespace (node addresses exist only there), with the
+/// context file `up` wrote (TLS with the operator certificate).
+fn raftgate(state: &Path, args: &[&str]) -> Output {
+    Command::new("ip")
+        .args(["netns", "exec", "rgt-ctl"])
+        .arg(testkit::binary("raftgate"))
+        .env("RAFTGATE_CONFIG", state.join("raftgate-config.yaml"))
+        .env_remove("RAFTGATE_CONTEXT")
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 fn skip_reason() -> Option<&'static str> {
@@ -45,8 +53,8 @@ fn skip(why: &str) {
     }
 }
 
-fn serving(admin: &str) -> Option<String> {
-    let out = raftgate(&["--admin", admin, "--timeout", "2s", "-o", "json", "config", "history"]);
+fn serving(state: &Path, admin: &str) -> Option<String> {
+    let out = raftgate(state, &["--admin", admin, "--timeout", "2s", "-o", "json", "config", "history"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
     v[0]["commit"].as_str().map(str::to_string)
 }
@@ -70,7 +78,7 @@ fn regions_with_latency_partitions_and_a_clean_teardown() {
     )
     .unwrap();
     let text = ok(testbed(&state, &["up", topo.to_str().unwrap()]));
-    assert!(text.contains("network namespaces behind the WAN emulator"), "{text}");
+    assert!(text.contains("network namespaces behind the WAN emulator, mTLS"), "{text}");
 
     // Round trips as configured (with slack for a busy machine), and changed at runtime.
     let rtt = |a: &str, b: &str| ok(testbed(&state, &["rtt", a, b])).trim().parse::<f64>().unwrap();
@@ -83,18 +91,18 @@ fn regions_with_latency_partitions_and_a_clean_teardown() {
     assert!((120.0..160.0).contains(&farther), "a-2 -> b-1 after the change: {farther} ms");
 
     // Region b cut off: it keeps serving (no failed requests); the majority applies a merge.
-    let before = serving("10.77.2.3:9900").expect("b-1 serves");
+    let before = serving(&state, "10.77.2.3:9900").expect("b-1 serves");
     ok(testbed(&state, &["partition", "a", "b"]));
     let sha = ok(testbed(&state, &["merge", "--webhook"])).trim().to_string();
-    ok(raftgate(&["--admin", "10.77.1.1:9900", "rollout", "wait", &sha, "--quorum", "--timeout", "30s"]));
+    ok(raftgate(&state, &["--admin", "10.77.1.1:9900", "rollout", "wait", &sha, "--quorum", "--timeout", "30s"]));
     let load = ok(testbed(&state, &["load", "--duration", "2s", "--rate", "10"]));
     assert!(load.contains(", 0 failed"), "{load}");
-    assert_eq!(serving("10.77.2.3:9900").as_deref(), Some(before.as_str()), "the minority keeps its config");
+    assert_eq!(serving(&state, "10.77.2.3:9900").as_deref(), Some(before.as_str()), "the minority keeps its config");
 
     // Healed: the minority converges.
     ok(testbed(&state, &["heal"]));
     let started = Instant::now();
-    while serving("10.77.2.3:9900").as_deref() != Some(sha.as_str()) {
+    while serving(&state, "10.77.2.3:9900").as_deref() != Some(sha.as_str()) {
         assert!(started.elapsed() < Duration::from_secs(60), "b-1 never caught up after the heal");
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -155,6 +163,8 @@ fn every_scenario_passes_on_a_small_topology() {
         .find(|e| e.path().extension().is_some_and(|x| x == "json"))
         .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(json.path()).unwrap()).unwrap();
+    assert_eq!(v["tls"], true, "the report says TLS was on: {v}");
+    assert!(text.contains("TLS: on"), "{text}");
     assert!(v["scenarios"][0]["figures"]["webhook"]["all"]["p50_ms"].as_f64().unwrap() > 0.0, "{v}");
     assert!(v["scenarios"][1]["figures"]["failover_ms"].as_f64().unwrap() > 0.0, "{v}");
     // Region b's upstreams failed: its node degraded to the fallback, region a's did not.

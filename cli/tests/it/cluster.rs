@@ -42,6 +42,8 @@ fn start(id: u64, repo: &Path, extra: &[&str]) -> Node {
         .arg(data.path())
         .args(["--http-addr", "127.0.0.1:0", "--admin-addr", &admin, "--raft-addr", &raft])
         .args(["--region", &format!("eu-{id}"), "--raft-profile", "lan", "--git-poll-interval", "300ms"])
+        // An open loopback cluster, on purpose, unless the test brings certificates.
+        .args(if extra.contains(&"--tls-ca") { &[][..] } else { &["--insecure-plaintext"][..] })
         .arg("--git-url")
         .arg(repo)
         .args(extra)
@@ -106,6 +108,12 @@ fn rg(admin: &str, args: &[&str]) -> Output {
         .args(args)
         .env_remove("RAFTGATE_TOKEN")
         .env_remove("RAFTGATE_ADMIN")
+        .env_remove("RAFTGATE_CONTEXT")
+        .env_remove("RAFTGATE_CA")
+        .env_remove("RAFTGATE_CERT")
+        .env_remove("RAFTGATE_KEY")
+        // Never the user's own contexts.
+        .env("RAFTGATE_CONFIG", "/nonexistent/raftgate/config.yaml")
         .output()
         .unwrap()
 }
@@ -326,4 +334,90 @@ fn completions_are_generated_for_each_shell() {
         let text = stdout(&out);
         assert!(text.contains("rollout") && text.contains("members"), "{shell}: {text}");
     }
+}
+
+/// A TLS cluster: `raftgate status` with a client certificate, with the token, refused
+/// without either; a kubectl-style context file; an untrusted CA.
+#[test]
+fn status_over_tls_with_a_certificate_or_a_token_and_refused_without() {
+    let repo = tempfile::tempdir().unwrap();
+    git(repo.path(), &["init", "-q", "-b", "main"]);
+    commit(repo.path(), &config(&[("users", "/users")]), "users route");
+    let certs = tempfile::tempdir().unwrap();
+    let dir = certs.path();
+    let ca = trust::gen::Ca::new("clitest", 30).unwrap();
+    ca.save(dir).unwrap();
+    ca.node(1, &[], &["127.0.0.1".parse().unwrap()], 30).unwrap().save(dir, "node-1").unwrap();
+    ca.client("alice", 30).unwrap().save(dir, "alice").unwrap();
+    let other = tempfile::tempdir().unwrap();
+    trust::gen::Ca::new("clitest", 30).unwrap().save(other.path()).unwrap();
+    let token = dir.join("token");
+    std::fs::write(&token, "cli-test-token-0123456789\n").unwrap();
+    let p = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    let (ca_pem, node_pem, node_key, alice, alice_key) =
+        (p("ca.pem"), p("node-1.pem"), p("node-1-key.pem"), p("alice.pem"), p("alice-key.pem"));
+    let n1 = start(
+        1,
+        repo.path(),
+        &[
+            "--bootstrap",
+            "--cluster-name",
+            "clitest",
+            "--tls-ca",
+            &ca_pem,
+            "--tls-cert",
+            &node_pem,
+            "--tls-key",
+            &node_key,
+            "--admin-token-file",
+            token.to_str().unwrap(),
+        ],
+    );
+
+    // A client certificate from the cluster CA.
+    let with_cert = ["--ca", &ca_pem, "--cert", &alice, "--key", &alice_key, "status"];
+    eventually("status over TLS with a client certificate", || {
+        (rg(&n1.admin, &with_cert).status.code() == Some(0)).then_some(())
+    });
+    let v = ok_json(&rg(&n1.admin, &with_cert));
+    assert_eq!(v["nodes"][0]["transport"], "mtls", "{v:#}");
+
+    // The token, over TLS.
+    ok_json(&rg(&n1.admin, &["--ca", &ca_pem, "--token-file", token.to_str().unwrap(), "status"]));
+
+    // Neither: refused, exit 4, one line that says what to pass.
+    let o = rg(&n1.admin, &["--ca", &ca_pem, "status"]);
+    assert_eq!(o.status.code(), Some(4), "stderr: {}", stderr(&o));
+    assert_eq!(stderr(&o).trim().lines().count(), 1, "{}", stderr(&o));
+    assert!(stderr(&o).contains("client certificate"), "{}", stderr(&o));
+
+    // Plaintext to a TLS node: nothing answers the way gRPC expects; exit 3 with the hint.
+    let o = rg(&n1.admin, &["--timeout", "3s", "status"]);
+    assert!(matches!(o.status.code(), Some(3) | Some(5)), "{:?} {}", o.status, stderr(&o));
+    assert!(stderr(&o).contains("--ca"), "{}", stderr(&o));
+
+    // A CA that did not sign the node: the handshake fails, and the message says why.
+    let wrong_ca = other.path().join("ca.pem");
+    let o = rg(&n1.admin, &["--ca", wrong_ca.to_str().unwrap(), "--cert", &alice, "--key", &alice_key, "status"]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(stderr(&o).to_lowercase().contains("certificate"), "{}", stderr(&o));
+
+    // A kubectl-style context file.
+    let ctx = dir.join("config.yaml");
+    std::fs::write(
+        &ctx,
+        format!(
+            "current-context: it\ncontexts:\n  - name: it\n    admin: {}\n    ca: ca.pem\n    cert: alice.pem\n    key: alice-key.pem\n",
+            n1.admin
+        ),
+    )
+    .unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_raftgate"))
+        .args(["-o", "json", "status"])
+        .env_remove("RAFTGATE_ADMIN")
+        .env_remove("RAFTGATE_TOKEN")
+        .env("RAFTGATE_CONFIG", &ctx)
+        .output()
+        .unwrap();
+    ok_json(&o);
 }

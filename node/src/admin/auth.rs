@@ -1,6 +1,9 @@
-//! Admin authentication: one bearer token (`--admin-token-file`) for every mutating call
-//! and, unless `--admin-read-open`, for reads. Liveness and readiness probes stay open so
-//! orchestrators need no secret.
+//! Admin authentication. A caller is authenticated by a client certificate from the cluster
+//! CA (the admin listener runs TLS) or by the bearer token (`--admin-token-file`); either
+//! is needed for every mutating call and, unless `--admin-read-open`, for reads. Liveness
+//! and readiness probes stay open so orchestrators need no secret. Without TLS and without
+//! a token the API is open: the node refuses to start that way in cluster mode unless
+//! `--insecure-plaintext` says so.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -16,12 +19,20 @@ pub struct Auth {
     /// The token itself, for calls this node makes to other members.
     token: Option<Arc<str>>,
     read_open: bool,
+    /// Client certificates are checked (the listener runs TLS): without a token, they are
+    /// the only way in.
+    certificates: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum AuthError {
     #[error("this admin API needs a token: send `authorization: Bearer <token>` (raftgate --token-file)")]
     Missing,
+    #[error(
+        "this admin API needs a client certificate from the cluster CA (raftgate --cert/--key; create one with \
+         `raftgate certs client`) or the admin token"
+    )]
+    NoCertificate,
     #[error("the admin token is wrong")]
     Wrong,
 }
@@ -32,8 +43,26 @@ impl Auth {
         Self::default()
     }
 
+    /// Also accept (and, without a token, require) client certificates: the admin listener
+    /// runs TLS with the cluster CA.
+    pub fn with_certificates(mut self, read_open: bool) -> Self {
+        self.certificates = true;
+        self.read_open |= read_open;
+        self
+    }
+
+    /// Whether anything is checked at all.
+    pub fn is_open(&self) -> bool {
+        self.digest.is_none() && !self.certificates
+    }
+
     pub fn with_token(token: &str, read_open: bool) -> Self {
-        Self { digest: Some(Sha256::digest(token.as_bytes()).into()), token: Some(token.into()), read_open }
+        Self {
+            digest: Some(Sha256::digest(token.as_bytes()).into()),
+            token: Some(token.into()),
+            read_open,
+            certificates: false,
+        }
     }
 
     /// Reads the token from a file (surrounding whitespace ignored). An empty file is an error:
@@ -58,12 +87,15 @@ impl Auth {
         self.token.clone()
     }
 
-    /// Checks a call's `authorization` header.
-    pub fn check(&self, headers: &HeaderMap, mutating: bool) -> Result<(), AuthError> {
-        let Some(want) = &self.digest else { return Ok(()) };
+    /// Checks a call: the caller's certificate, else its `authorization` header.
+    pub fn check(&self, headers: &HeaderMap, mutating: bool, caller: &trust::Identity) -> Result<(), AuthError> {
+        if self.is_open() || (self.certificates && caller.is_authenticated()) {
+            return Ok(());
+        }
         if !mutating && self.read_open {
             return Ok(());
         }
+        let Some(want) = &self.digest else { return Err(AuthError::NoCertificate) };
         let given = headers
             .get(http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -90,16 +122,37 @@ mod tests {
         h
     }
 
+    const ANON: trust::Identity = trust::Identity::Anonymous;
+
     #[test]
     fn tokens_are_checked_for_writes_and_reads_unless_reads_are_open() {
         let auth = Auth::with_token("s3cret-s3cret-s3cret", false);
-        assert_eq!(auth.check(&headers(None), false), Err(AuthError::Missing));
-        assert_eq!(auth.check(&headers(Some("Bearer nope")), true), Err(AuthError::Wrong));
-        assert_eq!(auth.check(&headers(Some("Basic s3cret-s3cret-s3cret")), true), Err(AuthError::Missing));
-        assert_eq!(auth.check(&headers(Some("Bearer s3cret-s3cret-s3cret")), true), Ok(()));
+        assert_eq!(auth.check(&headers(None), false, &ANON), Err(AuthError::Missing));
+        assert_eq!(auth.check(&headers(Some("Bearer nope")), true, &ANON), Err(AuthError::Wrong));
+        assert_eq!(auth.check(&headers(Some("Basic s3cret-s3cret-s3cret")), true, &ANON), Err(AuthError::Missing));
+        assert_eq!(auth.check(&headers(Some("Bearer s3cret-s3cret-s3cret")), true, &ANON), Ok(()));
         let open_reads = Auth::with_token("s3cret-s3cret-s3cret", true);
-        assert_eq!(open_reads.check(&headers(None), false), Ok(()));
-        assert_eq!(open_reads.check(&headers(None), true), Err(AuthError::Missing));
-        assert_eq!(Auth::open().check(&headers(None), true), Ok(()));
+        assert_eq!(open_reads.check(&headers(None), false, &ANON), Ok(()));
+        assert_eq!(open_reads.check(&headers(None), true, &ANON), Err(AuthError::Missing));
+        assert_eq!(Auth::open().check(&headers(None), true, &ANON), Ok(()));
+    }
+
+    #[test]
+    fn client_certificates_authenticate_when_the_listener_checks_them() {
+        let operator = trust::Identity::Operator("alice".into());
+        let certs_only = Auth::open().with_certificates(false);
+        assert_eq!(certs_only.check(&headers(None), true, &operator), Ok(()));
+        assert_eq!(certs_only.check(&headers(None), true, &trust::Identity::Node(2)), Ok(()));
+        assert_eq!(certs_only.check(&headers(None), false, &ANON), Err(AuthError::NoCertificate));
+        assert_eq!(
+            certs_only.check(&headers(Some("Bearer whatever-whatever")), true, &ANON),
+            Err(AuthError::NoCertificate)
+        );
+        let both = Auth::with_token("s3cret-s3cret-s3cret", false).with_certificates(false);
+        assert_eq!(both.check(&headers(Some("Bearer s3cret-s3cret-s3cret")), true, &ANON), Ok(()));
+        assert_eq!(both.check(&headers(None), true, &operator), Ok(()));
+        // Without TLS a certificate identity cannot arise; if it did, it would not count.
+        let token_only = Auth::with_token("s3cret-s3cret-s3cret", false);
+        assert_eq!(token_only.check(&headers(None), true, &operator), Err(AuthError::Missing));
     }
 }

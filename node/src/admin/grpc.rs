@@ -22,11 +22,6 @@ use crate::cluster::membership::MembershipError;
 use crate::cluster::Cluster;
 use crate::proxy::runtime::Engine;
 
-/// A client for another member's admin API.
-fn connect(addr: &str) -> Result<AdminClient<Channel>, Status> {
-    admin_client::connect(addr, Duration::from_secs(3)).map_err(|e| Status::invalid_argument(e.to_string()))
-}
-
 /// Marks a call forwarded by another node, so it is never forwarded twice.
 const FORWARDED: &str = "raftgate-forwarded";
 /// How long the leader waits for each member's status.
@@ -37,8 +32,11 @@ pub struct AdminService {
     pub cluster: Option<Cluster>,
     pub engine: Arc<Engine>,
     pub node: Arc<NodeInfo>,
-    /// The admin token, for calls this node makes to other members.
+    /// The admin token, for calls this node makes to other members without TLS.
     pub token: Option<Arc<str>>,
+    /// The node's TLS material: with it, calls to other members authenticate with this
+    /// node's certificate, and tokens never leave the node.
+    pub tls: Option<Arc<trust::Tls>>,
     /// This node's Git sync loop, when it was started with --git-url.
     pub sync: Option<crate::gitops::GitSync>,
 }
@@ -67,8 +65,8 @@ impl AdminService {
         let m = cluster.raft.metrics().borrow().clone();
         let leader = m.current_leader.map(|l| (l, m.membership_config.membership().get_node(&l).cloned()));
         match leader {
-            Some((_, Some(node))) if !req.metadata().contains_key(FORWARDED) => {
-                Ok(Target::Leader(connect(&node.admin_addr)?))
+            Some((id, Some(node))) if !req.metadata().contains_key(FORWARDED) => {
+                Ok(Target::Leader(self.connect(&node.admin_addr, Some(id))?))
             }
             Some((id, node)) => Err(Status::unavailable(format!(
                 "node {} is not the leader; the leader is node {id}{}",
@@ -80,6 +78,30 @@ impl AdminService {
                 cluster.id
             ))),
         }
+    }
+
+    fn connect(&self, addr: &str, id: Option<u64>) -> Result<AdminClient<Channel>, Status> {
+        crate::cluster::dial::connect_member(self.tls.as_ref(), addr, id)
+    }
+
+    /// The token to send to other members: none with TLS (the certificate speaks for us).
+    fn outbound_token(&self) -> Option<Arc<str>> {
+        if self.tls.is_some() {
+            None
+        } else {
+            self.token.clone()
+        }
+    }
+
+    /// The same call, marked as forwarded. With TLS the caller's token is dropped: the
+    /// leader authenticates this node by its certificate, and the token never travels.
+    fn forwarded<T>(&self, req: Request<T>) -> Request<T> {
+        let (mut meta, ext, msg) = req.into_parts();
+        meta.insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+        if self.tls.is_some() {
+            meta.remove("authorization");
+        }
+        Request::from_parts(meta, ext, msg)
     }
 
     /// Starts a sync on the leader (a webhook arrived). Returns the leader's id.
@@ -116,6 +138,7 @@ impl AdminService {
             started_at: self.node.started_at,
             serving_hash: if self.engine.is_loaded() { rt.hash.to_string() } else { String::new() },
             http_addr: self.node.http_addr.clone().unwrap_or_default(),
+            transport: self.node.transport.to_string(),
             resilience: Some(ResilienceView::of(&rt).into()),
             ..NodeStatus::default()
         };
@@ -170,10 +193,11 @@ impl AdminService {
                 continue;
             }
             let addr = member.admin_addr.clone();
-            let token = self.token.clone();
+            let token = self.outbound_token();
+            let client = self.connect(&addr, Some(member.id));
             fetches.spawn(async move {
                 let call = async {
-                    let mut c = connect(&addr)?;
+                    let mut c = client?;
                     c.get_node_status(admin_client::request(NodeStatusRequest {}, token.as_deref(), None)).await
                 };
                 let r = match tokio::time::timeout(MEMBER_STATUS_TIMEOUT, call).await {
@@ -256,13 +280,6 @@ fn status(e: MembershipError) -> Status {
     }
 }
 
-/// The same call, marked as forwarded, with the caller's metadata (its token) kept.
-fn forwarded<T>(req: Request<T>) -> Request<T> {
-    let (mut meta, ext, msg) = req.into_parts();
-    meta.insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
-    Request::from_parts(meta, ext, msg)
-}
-
 #[tonic::async_trait]
 impl AdminApi for AdminService {
     async fn get_node_status(&self, _req: Request<NodeStatusRequest>) -> Result<Response<NodeStatus>, Status> {
@@ -272,7 +289,7 @@ impl AdminApi for AdminService {
     async fn get_cluster_status(&self, req: Request<ClusterStatusRequest>) -> Result<Response<ClusterStatus>, Status> {
         match self.target(&req)? {
             Target::Here(c) => Ok(Response::new(self.cluster_status(c).await)),
-            Target::Leader(mut l) => l.get_cluster_status(forwarded(req)).await,
+            Target::Leader(mut l) => l.get_cluster_status(self.forwarded(req)).await,
         }
     }
 
@@ -281,8 +298,9 @@ impl AdminApi for AdminService {
     }
 
     async fn add_member(&self, req: Request<AddMemberRequest>) -> Result<Response<Members>, Status> {
+        check_joins_as_itself(&req)?;
         match self.target(&req)? {
-            Target::Leader(mut l) => l.add_member(forwarded(req)).await,
+            Target::Leader(mut l) => l.add_member(self.forwarded(req)).await,
             Target::Here(c) => {
                 let r = req.into_inner();
                 let m = r.member.ok_or_else(|| Status::invalid_argument("member is missing"))?;
@@ -295,7 +313,7 @@ impl AdminApi for AdminService {
 
     async fn promote_member(&self, req: Request<PromoteMemberRequest>) -> Result<Response<Members>, Status> {
         match self.target(&req)? {
-            Target::Leader(mut l) => l.promote_member(forwarded(req)).await,
+            Target::Leader(mut l) => l.promote_member(self.forwarded(req)).await,
             Target::Here(c) => {
                 c.promote(req.get_ref().id).await.map_err(status)?;
                 Ok(Response::new(self.members(c)))
@@ -305,7 +323,7 @@ impl AdminApi for AdminService {
 
     async fn remove_member(&self, req: Request<RemoveMemberRequest>) -> Result<Response<Members>, Status> {
         match self.target(&req)? {
-            Target::Leader(mut l) => l.remove_member(forwarded(req)).await,
+            Target::Leader(mut l) => l.remove_member(self.forwarded(req)).await,
             Target::Here(c) => {
                 c.remove(req.get_ref().id).await.map_err(status)?;
                 Ok(Response::new(self.members(c)))
@@ -315,7 +333,7 @@ impl AdminApi for AdminService {
 
     async fn config_sync(&self, req: Request<ConfigSyncRequest>) -> Result<Response<ConfigSyncReply>, Status> {
         match self.target(&req)? {
-            Target::Leader(mut l) => l.config_sync(forwarded(req)).await,
+            Target::Leader(mut l) => l.config_sync(self.forwarded(req)).await,
             Target::Here(c) => Ok(Response::new(self.config_sync_here(c, req.get_ref().wait).await?)),
         }
     }
@@ -405,6 +423,23 @@ impl AdminService {
             sync.state()
         };
         Ok(ConfigSyncReply { state: Some(sync_state(&state)), leader_id: cluster.id })
+    }
+}
+
+/// A node authenticated by its certificate may add only itself (`--join`); operators
+/// (token or operator certificate) add any node. A forwarded call was checked where it
+/// arrived first.
+fn check_joins_as_itself(req: &Request<AddMemberRequest>) -> Result<(), Status> {
+    let caller = req.extensions().get::<trust::Peer>().map(|p| &p.identity);
+    let asked = req.get_ref().member.as_ref().map(|m| m.id);
+    match (caller, asked) {
+        (Some(trust::Identity::Node(me)), Some(id)) if *me != id && !req.metadata().contains_key(FORWARDED) => {
+            metrics::counter!("raftgate_admin_unauthenticated_total").increment(1);
+            Err(Status::permission_denied(format!(
+                "node {me} cannot add node {id}: a node's certificate lets it join only as itself"
+            )))
+        }
+        _ => Ok(()),
     }
 }
 

@@ -37,6 +37,8 @@ pub struct Admin {
     pub grpc_server: AdminServer<grpc::AdminService>,
     /// POST /webhook, when a secret is configured.
     pub webhook: Option<Webhook>,
+    /// Webhooks arrive on their own listener (`--webhook-addr`), not on this one.
+    pub webhook_elsewhere: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -118,19 +120,28 @@ impl Admin {
         }
     }
 
-    async fn handle(&self, req: Request<hyper::body::Incoming>) -> Response<AdminBody> {
+    async fn handle(&self, mut req: Request<hyper::body::Incoming>, peer: &trust::Peer) -> Response<AdminBody> {
         let grpc =
             req.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
         if grpc {
-            if let Err(e) = self.auth.check(req.headers(), grpc::is_mutating(req.uri().path())) {
+            if let Err(e) = self.auth.check(req.headers(), grpc::is_mutating(req.uri().path()), &peer.identity) {
+                metrics::counter!("raftgate_admin_unauthenticated_total").increment(1);
                 return tonic::Status::unauthenticated(e.to_string()).into_http();
             }
+            // The handlers see who called (a node may only join as itself).
+            req.extensions_mut().insert(peer.clone());
             return match self.grpc_server.clone().call(req).await {
                 Ok(r) => r,
                 Err(never) => match never {},
             };
         }
         if req.uri().path() == "/webhook" && req.method() == Method::POST {
+            if self.webhook_elsewhere {
+                return json(
+                    StatusCode::NOT_FOUND,
+                    serde_json::json!({"error": "webhooks are served on this node's --webhook-addr, not on the admin listener"}),
+                );
+            }
             return self.webhook(req).await;
         }
         if req.method() != Method::GET && req.method() != Method::HEAD {
@@ -138,7 +149,7 @@ impl Admin {
         }
         match req.uri().path() {
             "/healthz" => text(StatusCode::OK, "ok\n".into(), "text/plain"),
-            "/metrics" | "/status" if let Err(e) = self.auth.check(req.headers(), false) => {
+            "/metrics" | "/status" if let Err(e) = self.auth.check(req.headers(), false, &peer.identity) => {
                 let mut r = text(StatusCode::UNAUTHORIZED, format!("{e}\n"), "text/plain");
                 r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
                 r
@@ -191,9 +202,7 @@ const MAX_ADMIN_CONNECTIONS: usize = 256;
 /// Largest admin request head (HTTP/1.1 buffer, HTTP/2 header list).
 const MAX_ADMIN_HEADER_BYTES: usize = 64 * 1024;
 
-pub async fn serve(listener: TcpListener, admin: Admin, mut shutdown: watch::Receiver<bool>) {
-    let admin = Arc::new(admin);
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_ADMIN_CONNECTIONS));
+fn builder() -> hyper_util::server::conn::auto::Builder<TokioExecutor> {
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -201,26 +210,83 @@ pub async fn serve(listener: TcpListener, admin: Admin, mut shutdown: watch::Rec
         .header_read_timeout(std::time::Duration::from_secs(10))
         .max_buf_size(MAX_ADMIN_HEADER_BYTES);
     builder.http2().max_header_list_size(MAX_ADMIN_HEADER_BYTES as u32).max_concurrent_streams(64);
-    let builder = Arc::new(builder);
+    builder
+}
+
+/// Serves the admin API. With `tls`, the listener runs TLS with the node's certificate and
+/// verifies client certificates when offered (operators and other nodes authenticate with
+/// them; the token works too).
+pub async fn serve(
+    listener: TcpListener,
+    admin: Arc<Admin>,
+    tls: Option<Arc<trust::Tls>>,
+    shutdown: watch::Receiver<bool>,
+) {
+    use tokio_stream::StreamExt;
+    let builder = Arc::new(builder());
+    let opts = trust::ListenOptions {
+        name: "admin",
+        tls: tls.map(|t| (t, trust::ClientAuth::Optional)),
+        max_connections: MAX_ADMIN_CONNECTIONS,
+        handshake_timeout: std::time::Duration::from_secs(10),
+    };
+    let mut incoming = trust::incoming(listener, opts, shutdown);
+    while let Some(Ok(conn)) = incoming.next().await {
+        let admin = admin.clone();
+        let builder = builder.clone();
+        let peer = conn.peer().clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let admin = admin.clone();
+                let peer = peer.clone();
+                async move { Ok::<_, Infallible>(admin.handle(req, &peer).await) }
+            });
+            let _ = builder.serve_connection(TokioIo::new(conn), svc).await;
+        });
+    }
+}
+
+/// Serves `POST /webhook` alone on its own listener (`--webhook-addr`), which may face the
+/// internet while the admin listener stays private. Always TLS.
+pub async fn serve_webhooks(
+    listener: TcpListener,
+    admin: Arc<Admin>,
+    tls: tokio_rustls::TlsAcceptor,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let builder = Arc::new(builder());
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_ADMIN_CONNECTIONS));
     loop {
         let (stream, _) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(s) => s,
-                Err(_) => continue,
+                Err(_) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
             },
             _ = shutdown.changed() => return,
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            metrics::counter!("raftgate_admin_connections_refused_total").increment(1);
+            metrics::counter!("raftgate_connections_refused_total", "listener" => "webhook").increment(1);
             continue;
         };
-        let admin = admin.clone();
-        let builder = builder.clone();
+        let (admin, builder, tls) = (admin.clone(), builder.clone(), tls.clone());
         tokio::spawn(async move {
             let _slot = slot;
-            let svc = service_fn(move |req| {
+            let Ok(Ok(stream)) = tokio::time::timeout(std::time::Duration::from_secs(10), tls.accept(stream)).await
+            else {
+                return;
+            };
+            let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
                 let admin = admin.clone();
-                async move { Ok::<_, Infallible>(admin.handle(req).await) }
+                async move {
+                    Ok::<_, Infallible>(if req.uri().path() == "/webhook" && req.method() == Method::POST {
+                        admin.webhook(req).await
+                    } else {
+                        text(StatusCode::NOT_FOUND, "only POST /webhook is served here\n".into(), "text/plain")
+                    })
+                }
             });
             let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
         });

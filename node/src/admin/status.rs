@@ -16,6 +16,29 @@ pub struct NodeInfo {
     pub started_at: u64,
     pub http_addr: Option<String>,
     pub https_addr: Option<String>,
+    /// How the Raft and admin listeners are protected (`Transport::name`).
+    pub transport: &'static str,
+}
+
+/// How a node's Raft and admin listeners are protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// mTLS with the cluster CA.
+    Mtls,
+    /// Plaintext on loopback addresses (a single machine).
+    Plaintext,
+    /// Plaintext where it is not safe, because the operator said so.
+    InsecurePlaintext,
+}
+
+impl Transport {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Transport::Mtls => "mtls",
+            Transport::Plaintext => "plaintext",
+            Transport::InsecurePlaintext => "insecure-plaintext",
+        }
+    }
 }
 
 /// This node's place in the Raft cluster.

@@ -23,6 +23,7 @@ pub async fn join(
     addr: String,
     metrics: watch::Receiver<RaftMetrics<NodeId, NodeInfo>>,
     token: Option<Arc<str>>,
+    tls: Option<Arc<trust::Tls>>,
     fatal: tokio::sync::mpsc::Sender<anyhow::Error>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -30,11 +31,14 @@ pub async fn join(
     let mut backoff = Duration::from_millis(500);
     loop {
         tracing::info!(via = %addr, node = me.id, learner, "asking to join the cluster");
-        let request =
-            admin_client::request(AddMemberRequest { member: Some(me.clone()), learner }, token.as_deref(), None);
-        let outcome = match admin_client::connect(&addr, Duration::from_secs(3)) {
+        // With TLS the node joins as itself, by its certificate; the token stays home.
+        let token = if tls.is_some() { None } else { token.as_deref() };
+        let request = admin_client::request(AddMemberRequest { member: Some(me.clone()), learner }, token, None);
+        // The member's certificate must be valid for the address dialed (issue node
+        // certificates with the addresses others reach them by: `raftgate certs node --ip`).
+        let outcome = match super::dial::connect_member(tls.as_ref(), &addr, None) {
             Ok(mut c) => c.add_member(request).await.map(|_| ()),
-            Err(e) => Err(tonic::Status::invalid_argument(e.to_string())),
+            Err(status) => Err(status),
         };
         match outcome {
             Ok(()) => {
@@ -42,7 +46,7 @@ pub async fn join(
                 return;
             }
             Err(status) if retryable(status.code()) => {
-                tracing::warn!(via = %addr, error = %status.message(), retry_in_ms = backoff.as_millis() as u64, "join not done yet; retrying");
+                tracing::warn!(via = %addr, error = %describe(&status), retry_in_ms = backoff.as_millis() as u64, "join not done yet; retrying");
             }
             Err(status) => {
                 let _ = fatal
@@ -71,6 +75,19 @@ pub async fn join(
             return;
         }
     }
+}
+
+/// A status with its causes: a failed TLS handshake says why only in its source chain
+/// ("invalid peer certificate: UnknownIssuer").
+fn describe(status: &tonic::Status) -> String {
+    let mut text = status.message().to_string();
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
 }
 
 /// Failures that go away by themselves: no leader yet, the member unreachable or slow.

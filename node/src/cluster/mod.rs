@@ -17,6 +17,7 @@ use tokio::sync::watch;
 
 use crate::proxy::runtime::{ConfigOrigin, Engine};
 
+pub mod dial;
 pub mod join;
 pub mod membership;
 
@@ -42,7 +43,19 @@ pub struct ClusterSettings {
     pub lan: bool,
     /// Log entries between snapshots (`--raft-snapshot-every`).
     pub snapshot_every: u64,
+    /// The node's TLS material: Raft runs mTLS with it. `None`: plaintext (loopback, or
+    /// `--insecure-plaintext`).
+    pub tls: Option<Arc<trust::Tls>>,
 }
+
+/// Raft connections open at once (peers keep one or two each; the rest is slack for
+/// restarts and the odd probe).
+const MAX_RAFT_CONNECTIONS: usize = 128;
+/// Streams in flight per Raft connection: replication, snapshots, votes.
+const MAX_RAFT_STREAMS: u32 = 32;
+/// Longest a single Raft request may take on the server (a 1 MiB snapshot chunk over a
+/// slow WAN link included).
+const RAFT_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 #[derive(Clone)]
 pub struct Cluster {
@@ -74,7 +87,8 @@ pub async fn start(
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<Cluster> {
     let dir = s.data_dir.join("raft");
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    create_private_dir(&s.data_dir)?;
+    create_private_dir(&dir)?;
     let (log, sm) =
         raft::open(&dir).map_err(|e| anyhow::anyhow!("cannot open the Raft store in {}: {e}", dir.display()))?;
 
@@ -91,14 +105,27 @@ pub async fn start(
     tracing::info!(listener = "raft", addr = %raft_addr, "listening");
     let profile = if s.lan { raft::config::lan() } else { raft::config::wan() };
     let config = Arc::new(raft::config::with_snapshot_every(profile, s.snapshot_every));
-    let raft = Raft::new(s.node_id, config, raft::network::Network::new(&s.cluster_name), log, sm.clone())
-        .await
-        .context("starting Raft")?;
-    let svc = raft::network::service(raft.clone(), &s.cluster_name);
+    let network = raft::network::Network::new(&s.cluster_name, s.tls.clone());
+    let raft = Raft::new(s.node_id, config, network, log, sm.clone()).await.context("starting Raft")?;
+    let svc = raft::network::service(raft.clone(), &s.cluster_name, s.tls.is_some());
     let mut stop = shutdown.clone();
+    let incoming = trust::incoming(
+        listener,
+        trust::ListenOptions {
+            name: "raft",
+            tls: s.tls.clone().map(|t| (t, trust::ClientAuth::Required)),
+            max_connections: MAX_RAFT_CONNECTIONS,
+            handshake_timeout: std::time::Duration::from_secs(5),
+        },
+        shutdown.clone(),
+    );
     tasks.spawn(async move {
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         let served = tonic::transport::Server::builder()
+            .timeout(RAFT_REQUEST_TIMEOUT)
+            .concurrency_limit_per_connection(MAX_RAFT_STREAMS as usize)
+            .max_concurrent_streams(MAX_RAFT_STREAMS)
+            .http2_keepalive_interval(Some(std::time::Duration::from_secs(20)))
+            .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
             .add_service(svc)
             .serve_with_incoming_shutdown(incoming, async move {
                 let _ = stop.changed().await;
@@ -133,12 +160,30 @@ pub async fn start(
                 voter: !s.learner,
             };
             let metrics = cluster.raft.metrics();
-            tasks.spawn(join::join(member, addr.clone(), metrics, s.admin_token.clone(), fatal, shutdown));
+            let (token, tls) = (s.admin_token.clone(), s.tls.clone());
+            tasks.spawn(join::join(member, addr.clone(), metrics, token, tls, fatal, shutdown));
         }
         Some(_) => tracing::info!("this node already belongs to a cluster; --join is not needed"),
         None => {}
     }
     Ok(cluster)
+}
+
+/// Creates a directory only this user can enter (it holds the Raft log, the Git mirror and,
+/// with credentials in its URL, the mirror's config), and tightens an existing one.
+fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    let mode = std::fs::metadata(dir).with_context(|| format!("cannot read {}", dir.display()))?.permissions().mode();
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot make {} private (chmod 700)", dir.display()))?;
+    }
+    Ok(())
 }
 
 /// Applies every config the state machine publishes, in order, starting with the current one.
@@ -214,6 +259,9 @@ pub enum ProposeError {
     /// Anything else openraft refuses (for application entries, nothing it documents today).
     #[error("{0}")]
     Raft(ClientWriteError<NodeId, NodeInfo>),
+    /// The entry cannot travel through Raft (too large); nothing was proposed.
+    #[error("not proposed: {0}")]
+    Entry(#[from] raft::network::EntryError),
 }
 
 impl From<RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>> for ProposeError {
@@ -249,6 +297,7 @@ impl Cluster {
     /// Proposes an entry and waits until it is committed and applied here. Returns what
     /// applying it did.
     pub async fn propose(&self, request: Request) -> Result<Response, ProposeError> {
+        raft::network::entry_fits(&request)?;
         Ok(self.raft.client_write(request).await?.data)
     }
 

@@ -245,6 +245,7 @@ async fn act(
     proposed: &metrics::Counter,
 ) -> Result<SyncOutcome, SyncError> {
     let refusal = cluster.sm.subscribe_refusal().borrow().clone();
+    let verdict = refuse_oversized(verdict);
     match verdict {
         Verdict::UpToDate => Ok(SyncOutcome::UpToDate),
         Verdict::Unchanged { commit } => {
@@ -272,6 +273,21 @@ async fn act(
             proposed.increment(1);
             Ok(SyncOutcome::Proposed)
         }
+    }
+}
+
+/// A config too large for one Raft entry is refused like an invalid one (recorded through
+/// Raft, shown by every node's status) instead of failing at every sync.
+fn refuse_oversized(verdict: Verdict) -> Verdict {
+    let Verdict::Propose(entry) = verdict else { return verdict };
+    match raft::network::entry_fits(&*entry) {
+        Ok(_) => Verdict::Propose(entry),
+        Err(e) => Verdict::Refused(raft::Refusal::new(
+            entry.commit.clone(),
+            raft::RefusalStep::Validate,
+            vec![format!("the compiled config cannot be replicated: {e}")],
+            now(),
+        )),
     }
 }
 

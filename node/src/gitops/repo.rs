@@ -73,13 +73,13 @@ pub enum MirrorError {
     CreateDir { dir: PathBuf, error: std::io::Error },
     #[error("cannot create a mirror in {}: {}", dir.display(), error.message())]
     Init { dir: PathBuf, error: git2::Error },
-    #[error("bad --git-url `{url}`: {}", error.message())]
+    #[error("bad --git-url `{}`: {}", redact_url(url), error.message())]
     BadUrl { url: String, error: git2::Error },
     #[error("the mirror's remote `origin`: {}", .0.message())]
     Remote(git2::Error),
-    #[error("fetching {branch} from {url}: {}", error.message())]
+    #[error("fetching {branch} from {}: {}", redact_url(url), error.message())]
     Fetch { branch: String, url: String, error: git2::Error },
-    #[error("branch `{branch}` does not exist in {url}")]
+    #[error("branch `{branch}` does not exist in {}", redact_url(url))]
     NoBranch { branch: String, url: String },
 }
 
@@ -90,7 +90,7 @@ pub struct Mirror {
 
 impl std::fmt::Debug for Mirror {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Mirror").field("path", &self.repo.path()).field("url", &self.source.url).finish()
+        f.debug_struct("Mirror").field("path", &self.repo.path()).field("url", &redact_url(&self.source.url)).finish()
     }
 }
 
@@ -285,4 +285,37 @@ fn message(c: &Commit<'_>) -> String {
 
 fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// A Git URL fit to log or show: a password or token in it (`https://user:token@host/…`)
+/// is replaced by `***`. libgit2's own messages can quote the URL too, so every message
+/// that names it goes through here.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            let shown = if userinfo.contains(':') { format!("{user}:***") } else { user.to_string() };
+            format!("{scheme}://{shown}@{host}{path}")
+        }
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod redact_tests {
+    use super::redact_url;
+
+    #[test]
+    fn credentials_in_urls_are_hidden() {
+        assert_eq!(
+            redact_url("https://bot:ghp_secret@github.com/org/cfg.git"),
+            "https://bot:***@github.com/org/cfg.git"
+        );
+        assert_eq!(redact_url("https://github.com/org/cfg.git"), "https://github.com/org/cfg.git");
+        assert_eq!(redact_url("ssh://git@host:22/cfg"), "ssh://git@host:22/cfg");
+        assert_eq!(redact_url("/srv/git/cfg"), "/srv/git/cfg");
+        assert_eq!(redact_url("https://u:p@ss@host/x"), "https://u:***@host/x");
+    }
 }

@@ -54,6 +54,15 @@ impl Gateway {
         if let Some(dir) = config_dir {
             cmd.arg("--config-dir").arg(dir);
         }
+        // A loopback cluster without TLS or a token is an open cluster: say so, as an
+        // operator would have to (the TLS tests bring their own certificates).
+        let open_cluster = extra.contains(&"--data-dir")
+            && !extra.contains(&"--tls-ca")
+            && !extra.contains(&"--admin-token-file")
+            && !extra.contains(&"--insecure-plaintext");
+        if open_cluster {
+            cmd.arg("--insecure-plaintext");
+        }
         cmd.args(extra).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("raftgated starts");
         let stdout = child.stdout.take().unwrap();

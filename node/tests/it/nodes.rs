@@ -27,6 +27,20 @@ pub struct TestCluster {
     pub extra: Vec<String>,
     /// `Some(url)`: nodes sync from Git instead of watching `config`.
     pub git: Option<String>,
+    /// `Some(dir)`: nodes run mTLS with `dir/node-<id>.pem` (cluster `itest`), and the
+    /// test talks to them as operator `it` (`dir/it.pem`).
+    pub tls: Option<std::path::PathBuf>,
+}
+
+/// The cluster name of TLS test clusters.
+pub const TLS_CLUSTER: &str = "itest";
+
+/// A client config trusting the CA in `dir` and presenting `dir/<name>.pem`.
+pub fn operator_tls(dir: &std::path::Path, name: &str) -> std::sync::Arc<rustls::ClientConfig> {
+    let roots = trust::material::load_roots(&dir.join("ca.pem")).unwrap();
+    let chain = trust::material::load_certs(&dir.join(format!("{name}.pem")), "cert").unwrap();
+    let key = trust::material::load_key(&dir.join(format!("{name}-key.pem"))).unwrap();
+    trust::material::client_config(roots, Some((chain, key))).unwrap()
 }
 
 /// Polls `check` until it returns `Some`, or fails with `what` after `limit`.
@@ -72,7 +86,17 @@ impl TestCluster {
             nodes: BTreeMap::new(),
             extra: extra.iter().map(ToString::to_string).collect(),
             git,
+            tls: None,
         }
+    }
+
+    /// Node 1 bootstraps an mTLS cluster serving `/r0`, with certificates from the CA in
+    /// `certs` (`node-<id>.pem` for each node that starts; `it.pem` for the test).
+    pub async fn bootstrap_tls(certs: &std::path::Path, extra: &[&str]) -> TestCluster {
+        let mut c = Self::new(extra, None).await;
+        c.tls = Some(certs.to_path_buf());
+        c.set_routes(&["r0"]);
+        c.start().await
     }
 
     async fn start(mut self) -> TestCluster {
@@ -120,6 +144,25 @@ impl TestCluster {
         if let Some(url) = &self.git {
             args.extend(["--git-url", url.as_str(), "--git-poll-interval", "300ms"]);
         }
+        let tls_args: Vec<String> = match &self.tls {
+            Some(dir) => {
+                let f = |name: String| dir.join(name).to_str().unwrap().to_string();
+                vec![
+                    "--cluster-name".into(),
+                    TLS_CLUSTER.into(),
+                    "--tls-ca".into(),
+                    f("ca.pem".into()),
+                    "--tls-cert".into(),
+                    f(format!("node-{id}.pem")),
+                    "--tls-key".into(),
+                    f(format!("node-{id}-key.pem")),
+                    "--tls-reload-interval".into(),
+                    "200ms".into(),
+                ]
+            }
+            None => Vec::new(),
+        };
+        args.extend(tls_args.iter().map(String::as_str));
         args.extend(self.extra.iter().map(String::as_str));
         args.extend(extra);
         let dir = if self.git.is_some() { None } else { Some(self.config.path()) };
@@ -149,7 +192,15 @@ impl TestCluster {
     }
 
     pub async fn admin(&self, id: u64) -> AdminClient<Channel> {
-        AdminClient::connect(format!("http://127.0.0.1:{}", self.nodes[&id].admin)).await.expect("admin API reachable")
+        let addr = format!("127.0.0.1:{}", self.nodes[&id].admin);
+        match &self.tls {
+            None => AdminClient::connect(format!("http://{addr}")).await.expect("admin API reachable"),
+            Some(dir) => {
+                let tls = operator_tls(dir, "it");
+                let channel = trust::channel(&addr, Some((trust::ClientTls::Fixed(tls), None)), |e| e).unwrap();
+                schemas::admin_client::client(channel)
+            }
+        }
     }
 
     pub async fn status(&self, id: u64) -> NodeStatus {

@@ -22,9 +22,9 @@ async fn start(id: u64) -> Node {
     let (log, sm) = raft::open(dir.path()).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let raft = Raft::new(id, Arc::new(raft::config::lan()), Network::new("test"), log, sm.clone()).await.unwrap();
+    let raft = Raft::new(id, Arc::new(raft::config::lan()), Network::new("test", None), log, sm.clone()).await.unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let svc = service(raft.clone(), "test");
+    let svc = service(raft.clone(), "test", false);
     tokio::spawn(async move {
         tonic::transport::Server::builder()
             .add_service(svc)
