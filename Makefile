@@ -68,7 +68,7 @@ bench: deps
 	-@$(SUDO) systemctl stop nginx haproxy 2>/dev/null || true
 	bench/run-all.sh
 
-## The multi-region testbed: three-regions (7 nodes) behind the WAN emulator, all six
+## The multi-region testbed: three-regions (7 nodes) behind the WAN emulator, all seven
 ## scenarios, a Markdown and JSON report in testbed/results/. Needs root and /dev/net/tun
 ## (without them the nodes run on loopback and the partition scenario is skipped).
 testbed: deps

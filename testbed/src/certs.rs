@@ -67,6 +67,23 @@ pub(crate) fn ensure_node(certs: &Path, id: u64, ip: &str) -> anyhow::Result<(Pa
     Ok((cert, key))
 }
 
+/// Issues node `id` a new certificate (a rotation): written key first, then certificate,
+/// each by rename, as an operator's tooling would. Returns the new certificate's expiry
+/// (Unix seconds), which the node exports once it uses it.
+pub(crate) fn reissue_node(certs: &Path, id: u64, ip: &str) -> anyhow::Result<i64> {
+    let ip: IpAddr = ip.parse().with_context(|| format!("node {id}'s address `{ip}` is not an IP"))?;
+    let ca = Ca::load(certs)?;
+    // One more day than the first issue, so the new certificate is told apart by expiry.
+    let issued = ca.node(id, &["localhost".to_string()], &[ip], DAYS + 1)?;
+    issued.save(certs, &format!("node-{id}"))?;
+    let der = {
+        use rustls::pki_types::pem::PemObject;
+        rustls::pki_types::CertificateDer::from_pem_slice(issued.cert_pem.as_bytes())?
+    };
+    let info = trust::identity::inspect(&der, CLUSTER).context("the new certificate does not parse")?;
+    Ok(info.not_after)
+}
+
 /// An HTTP/1.1 client config trusting the testbed CA and presenting the operator
 /// certificate, for the testbed's own calls to the admin listeners.
 pub(crate) fn client_config(certs: &Path) -> anyhow::Result<Arc<rustls::ClientConfig>> {

@@ -154,7 +154,15 @@ fn every_scenario_passes_on_a_small_topology() {
         ],
     );
     let text = ok(out);
-    for scenario in ["merge-latency", "leader-failover", "partition", "scale", "invalid-commit", "upstream-failure"] {
+    for scenario in [
+        "merge-latency",
+        "leader-failover",
+        "partition",
+        "scale",
+        "invalid-commit",
+        "cert-rotation",
+        "upstream-failure",
+    ] {
         assert!(text.contains(&format!("| {scenario} | PASS |")), "{scenario} did not pass:\n{text}");
     }
     let json = std::fs::read_dir(&reports)
@@ -167,8 +175,13 @@ fn every_scenario_passes_on_a_small_topology() {
     assert!(text.contains("TLS: on"), "{text}");
     assert!(v["scenarios"][0]["figures"]["webhook"]["all"]["p50_ms"].as_f64().unwrap() > 0.0, "{v}");
     assert!(v["scenarios"][1]["figures"]["failover_ms"].as_f64().unwrap() > 0.0, "{v}");
+    // Every node moved to a reissued certificate under load, the leader kept its term.
+    let r = &v["scenarios"][5];
+    assert_eq!(r["scenario"], "cert-rotation", "{r}");
+    assert_eq!(r["figures"]["nodes"], 3, "{r}");
+    assert_eq!(r["figures"]["term_before"], r["figures"]["term_after"], "{r}");
     // Region b's upstreams failed: its node degraded to the fallback, region a's did not.
-    let f = &v["scenarios"][5]["figures"];
+    let f = &v["scenarios"][6]["figures"];
     assert_eq!(f["region"], "b", "{f}");
     assert!(f["breaker_open_ms"]["b-1"].as_f64().unwrap() > 0.0, "{f}");
     assert!(f["requests"]["b-1"]["fallback"].as_u64().unwrap() > 0, "{f}");
