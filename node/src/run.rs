@@ -41,7 +41,7 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     pub admin_token_file: Option<PathBuf>,
     /// With --admin-token-file: let reads (status, history, /metrics) through without it.
-    #[arg(long, requires = "admin_token_file")]
+    #[arg(long)]
     pub admin_read_open: bool,
     /// Serve the config in this directory and reload it when it changes.
     #[arg(long, value_name = "DIR", conflicts_with = "git_url")]
@@ -253,6 +253,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     let tls = load_tls(&args)?;
     let transport = transport(&args, tls.is_some())?;
+    if args.admin_read_open && args.admin_token_file.is_none() && tls.is_none() {
+        anyhow::bail!(
+            "--admin-read-open opens reads of an API that checks nothing: it needs --admin-token-file or --tls-ca"
+        );
+    }
     let auth = match &args.admin_token_file {
         Some(path) => {
             trust::material::warn_if_exposed(path, "the admin token file");
@@ -354,6 +359,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         node: node.clone(),
         token: auth.token(),
         tls: tls.clone(),
+        members: Default::default(),
         sync: git_sync.clone(),
     };
     let admin = Arc::new(Admin {
@@ -491,12 +497,13 @@ fn webhook_tls(args: &Args, engine: &Arc<Engine>) -> anyhow::Result<tokio_rustls
 /// stops the start with a clear error rather than the first sync.
 fn git_settings(args: &Args, url: &str, data_dir: &std::path::Path) -> anyhow::Result<crate::gitops::Settings> {
     let password = match (&args.git_password_file, &args.git_password_env) {
-        (Some(f), _) => Some(
+        (Some(f), _) => Some({
+            trust::material::warn_if_exposed(f, "the Git password file");
             std::fs::read_to_string(f)
                 .with_context(|| format!("cannot read --git-password-file {}", f.display()))?
                 .trim()
-                .to_string(),
-        ),
+                .to_string()
+        }),
         (None, Some(var)) => Some(
             std::env::var(var).with_context(|| format!("--git-password-env: ${var} is not set"))?.trim().to_string(),
         ),
@@ -528,7 +535,10 @@ fn git_settings(args: &Args, url: &str, data_dir: &std::path::Path) -> anyhow::R
 fn webhook_secret(args: &Args) -> anyhow::Result<Option<crate::gitops::webhook::Secret>> {
     use crate::gitops::webhook::Secret;
     let secret = match (&args.git_webhook_secret_file, &args.git_webhook_secret_env) {
-        (Some(f), _) => Some(Secret::from_file(f)),
+        (Some(f), _) => {
+            trust::material::warn_if_exposed(f, "the webhook secret file");
+            Some(Secret::from_file(f))
+        }
         (None, Some(var)) => Some(Secret::from_env(var)),
         (None, None) => None,
     };

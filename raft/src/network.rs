@@ -422,3 +422,18 @@ impl RaftService for RaftServer {
         reply(self.raft.install_snapshot(rpc).await)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_too_large_for_one_message_are_refused_before_proposal() {
+        assert!(entry_fits(&vec![0u8; 1 << 20]).is_ok());
+        let err = entry_fits(&vec![0u8; MAX_ENTRY_BYTES]).unwrap_err();
+        assert!(matches!(err, EntryError::TooLarge { bytes } if bytes > MAX_ENTRY_BYTES), "{err}");
+        assert!(err.to_string().contains("make the config smaller"), "{err}");
+        // The cap leaves room for the message around the entry.
+        const { assert!(MAX_ENTRY_BYTES < MAX_MESSAGE_BYTES && (MAX_ENTRY_BYTES as u64) < MAX_SNAPSHOT_BYTES) };
+    }
+}

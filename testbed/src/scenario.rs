@@ -107,7 +107,28 @@ pub(crate) fn run_all(
     Ok(outcomes.iter().all(|o| o.passed))
 }
 
+/// Why a scenario cannot mean anything on this testbed, if it cannot.
+fn skip_reason(state: &State, name: &str) -> Option<&'static str> {
+    match name {
+        "cert-rotation" if !state.tls => Some("skipped: this testbed runs plaintext"),
+        "upstream-failure" if state.mode != Mode::Netns => {
+            Some("skipped: on loopback all nodes share one set of upstreams, so no region can lose its own")
+        }
+        _ => None,
+    }
+}
+
 fn run_one(dir: &Path, name: &str, iterations: usize) -> anyhow::Result<Outcome> {
+    if let Some(why) = skip_reason(&State::load(dir)?, name) {
+        return Ok(Outcome {
+            scenario: name.to_string(),
+            passed: true,
+            summary: why.to_string(),
+            figures: json!({ "skipped": true }),
+            load: Value::Null,
+            allowed_failures: Vec::new(),
+        });
+    }
     let load = Load::start(&State::load(dir)?)?;
     let result = match name {
         "merge-latency" => merge_latency(dir, iterations.max(1)),
@@ -542,14 +563,6 @@ fn wait_upstreams(
 /// breakers close through half-open and traffic flows again.
 fn upstream_failure(dir: &Path) -> Result4 {
     let state = State::load(dir)?;
-    if state.mode != Mode::Netns {
-        return Ok((
-            true,
-            "skipped: on loopback all nodes share one set of upstreams, so no region can lose its own".into(),
-            Value::Null,
-            Vec::new(),
-        ));
-    }
     let region = state.topology.regions.last().map(|r| r.name.clone()).context("no region")?;
     let hit: Vec<String> = ops::running(&state).iter().filter(|n| n.region == region).map(|n| n.name.clone()).collect();
     let rest: Vec<String> =
@@ -652,9 +665,6 @@ fn cert_not_after(state: &State, admin: &str) -> Option<i64> {
 /// leader and term stay, and every node moves to its new certificate without a restart.
 fn cert_rotation(dir: &Path) -> Result4 {
     let state = State::load(dir)?;
-    if !state.tls {
-        return Ok((true, "skipped: this testbed runs plaintext".into(), json!({ "skipped": true }), Vec::new()));
-    }
     let before = status(&state).context("no cluster status before the rotation")?;
     let (leader, term) = (before["leader"].as_u64(), before["term"].as_u64());
     let certs_dir = crate::certs::dir(&state.dir);

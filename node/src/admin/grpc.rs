@@ -37,9 +37,14 @@ pub struct AdminService {
     /// The node's TLS material: with it, calls to other members authenticate with this
     /// node's certificate, and tokens never leave the node.
     pub tls: Option<Arc<trust::Tls>>,
+    /// Admin clients of other members, by address and id (see `connect`).
+    pub members: MemberClients,
     /// This node's Git sync loop, when it was started with --git-url.
     pub sync: Option<crate::gitops::GitSync>,
 }
+
+/// Cached admin clients of other members.
+pub type MemberClients = Arc<std::sync::Mutex<std::collections::HashMap<(String, Option<u64>), AdminClient<Channel>>>>;
 
 /// How long `ConfigSync { wait: true }` waits for the sync it started.
 const SYNC_WAIT: Duration = Duration::from_secs(60);
@@ -80,8 +85,23 @@ impl AdminService {
         }
     }
 
+    /// A client for a member's admin API, its channel kept for the next call: with TLS a new
+    /// channel costs a handshake across the WAN, and the leader asks every member for its
+    /// status on each `raftgate status`.
     fn connect(&self, addr: &str, id: Option<u64>) -> Result<AdminClient<Channel>, Status> {
-        crate::cluster::dial::connect_member(self.tls.as_ref(), addr, id)
+        let key = (addr.to_string(), id);
+        let mut members = self.members.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = members.get(&key) {
+            return Ok(c.clone());
+        }
+        let client = crate::cluster::dial::connect_member(self.tls.as_ref(), addr, id)?;
+        // Bounded by the addresses members ever had; a flood of made-up ones cannot come
+        // from outside (only membership addresses are dialed).
+        if members.len() >= 256 {
+            members.clear();
+        }
+        members.insert(key, client.clone());
+        Ok(client)
     }
 
     /// The token to send to other members: none with TLS (the certificate speaks for us).

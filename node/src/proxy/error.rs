@@ -67,13 +67,25 @@ impl ProxyError {
         }
     }
 
+    /// What the client is told: the code's meaning, never the internal cause (a connect
+    /// error, an upstream address, a TLS failure). The full error is logged with the
+    /// request id, which the body carries for the operator to find it.
+    pub fn public_message(&self) -> String {
+        match self {
+            ProxyError::NoRoute { .. } => "no route matches this host and path".into(),
+            ProxyError::UpstreamUnavailable { upstream, .. } => format!("upstream `{upstream}` is unavailable"),
+            ProxyError::BadGateway { upstream, .. } => format!("upstream `{upstream}` failed"),
+            other => other.to_string(),
+        }
+    }
+
     /// The response: status, and a short JSON body saying why, with the request id; a
     /// `Retry-After` when waiting helps. The response filter adds the headers every answer
     /// carries.
     pub fn into_response(self, request_id: &HeaderValue) -> Response<RespBody> {
         let body = serde_json::json!({
             "error": self.code(),
-            "message": self.to_string(),
+            "message": self.public_message(),
             "requestId": request_id.to_str().unwrap_or(""),
         });
         let mut resp = Response::new(full(Bytes::from(body.to_string() + "\n")));
@@ -87,5 +99,31 @@ impl ProxyError {
             _ => {}
         }
         resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clients_get_the_code_and_request_id_not_the_internal_cause() {
+        let e = ProxyError::BadGateway {
+            upstream: "users".into(),
+            reason: "error trying to connect: tcp connect error: Connection refused (10.0.3.7:8443)".into(),
+        };
+        let resp = e.into_response(&HeaderValue::from_static("req-1"));
+        assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
+        let body = futures_body(resp);
+        assert!(body.contains("\"error\":\"bad_gateway\""), "{body}");
+        assert!(body.contains("\"requestId\":\"req-1\""), "{body}");
+        assert!(!body.contains("10.0.3.7") && !body.contains("refused"), "{body}");
+    }
+
+    fn futures_body(resp: Response<RespBody>) -> String {
+        use http_body_util::BodyExt;
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let bytes = rt.block_on(resp.into_body().collect()).unwrap().to_bytes();
+        String::from_utf8_lossy(&bytes).into_owned()
     }
 }

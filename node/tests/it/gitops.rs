@@ -277,6 +277,101 @@ async fn webhooks_start_a_sync_at_once_and_bad_signatures_change_nothing() {
     assert_eq!(get(&c.gw(leader).url("/r3"), &[]).await.0, StatusCode::OK);
 }
 
+/// `--webhook-addr`: webhooks on their own TLS listener (which serves nothing else), while
+/// the admin listener answers /webhook with where to send it.
+#[tokio::test(flavor = "multi_thread")]
+async fn webhooks_on_their_own_tls_listener() {
+    let secret = "a-webhook-secret-of-some-length";
+    let files = tempfile::tempdir().unwrap();
+    let sf = files.path().join("hook");
+    std::fs::write(&sf, secret).unwrap();
+    let ck = rcgen::generate_simple_self_signed(vec!["hooks.example.com".to_string()]).unwrap();
+    let (crt, key) = (files.path().join("hook.crt"), files.path().join("hook.key"));
+    std::fs::write(&crt, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    let port = testkit::free_port();
+    let hook_addr = format!("127.0.0.1:{port}");
+    let up = Upstream::start("up", Behaviour::Echo).await;
+    let repo = Repo::init(&up, None);
+    let p = |f: &Path| f.to_str().unwrap().to_string();
+    let c = TestCluster::from_git(
+        &repo.url(),
+        up,
+        &[
+            "--git-poll-interval",
+            "1h",
+            "--git-webhook-secret-file",
+            &p(&sf),
+            "--webhook-addr",
+            &hook_addr,
+            "--webhook-tls-cert",
+            &p(&crt),
+            "--webhook-tls-key",
+            &p(&key),
+        ],
+    )
+    .await;
+    repo.write_routes(&c.up, &["r0", "r1"]);
+    repo.commit("add r1", None);
+    let body = br#"{"ref":"refs/heads/main","after":"0"}"#;
+    let signed = [("x-github-event", "push".to_string()), ("x-hub-signature-256", github_signature(secret, body))];
+
+    // The admin listener no longer takes webhooks, and says where they go.
+    let admin_hook = format!("http://{}/webhook", c.gw(1).admin);
+    let h: Vec<(&str, &str)> = signed.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (s, _, text) = send(&client(), "POST", &admin_hook, &h, bytes::Bytes::from_static(body)).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{text}");
+    assert!(text.contains("--webhook-addr"), "{text}");
+
+    // Plaintext to the webhook listener gets no HTTP answer.
+    let plain =
+        raw(hook_addr.parse().unwrap(), b"GET /webhook HTTP/1.1\r\nhost: x\r\n\r\n", Duration::from_secs(2)).await;
+    assert!(!plain.starts_with("HTTP/1.1"), "{plain}");
+
+    // Over TLS: anything but POST /webhook is 404; a signed push starts the sync.
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ck.cert.der().clone()).unwrap();
+    let (s, _) = https_request(&hook_addr, &roots, "GET", "/status", &[], b"").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, text) = https_request(&hook_addr, &roots, "POST", "/webhook", &signed, body).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{text}");
+    c.wait_serving(&[1], "/r1").await;
+}
+
+/// One HTTP/1.1 request over TLS to `addr` (server name hooks.example.com).
+async fn https_request(
+    addr: &str,
+    roots: &rustls::RootCertStore,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    body: &[u8],
+) -> (StatusCode, String) {
+    use http_body_util::BodyExt;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots.clone())
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("hooks.example.com").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg)).connect(name, tcp).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await.unwrap();
+    tokio::spawn(conn);
+    let mut b = http::Request::builder().method(method).uri(path).header("host", "hooks.example.com");
+    for (k, v) in headers {
+        b = b.header(*k, v.as_str());
+    }
+    let resp = send
+        .send_request(b.body(http_body_util::Full::new(bytes::Bytes::copy_from_slice(body))).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status();
+    let text = String::from_utf8_lossy(&resp.into_body().collect().await.unwrap().to_bytes()).into_owned();
+    (status, text)
+}
+
 /// `git daemon` serving one bare repository over git:// on loopback.
 struct Daemon {
     child: Child,

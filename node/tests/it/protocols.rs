@@ -265,5 +265,10 @@ rules:
     assert_eq!(body, "over tls");
     let (status, _, body) = get(&gw.url("/wrong"), &[]).await;
     assert!(status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::BAD_GATEWAY, "{status}: {body}");
-    assert!(body.contains("certificate"), "the reason names the certificate problem: {body}");
+    // The client gets the code and the request id, never the internal cause; the node's
+    // log has the cause under that request id.
+    assert!(!body.contains("certificate"), "the internal cause leaked to the client: {body}");
+    let id = json(&body)["requestId"].as_str().unwrap().to_string();
+    let logged = gw.logs().into_iter().any(|l| l.contains(&id) && l.contains("certificate"));
+    assert!(logged, "the log names the certificate problem under {id}: {:#?}", gw.logs());
 }
