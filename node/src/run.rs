@@ -431,6 +431,8 @@ fn transport(args: &Args, tls: bool) -> anyhow::Result<crate::admin::status::Tra
     .into_iter()
     .filter(|(_, loopback, advertised)| *loopback == Some(false) || advertised.is_some_and(|a| !advertised_loopback(a)))
     .map(|(flag, _, _)| flag.to_string())
+    // Joining sends the token to the member named by --join.
+    .chain(args.join.as_deref().filter(|a| !advertised_loopback(a)).map(|_| "--join".to_string()))
     .collect();
     if args.insecure_plaintext {
         tracing::warn!(
@@ -457,9 +459,10 @@ fn transport(args: &Args, tls: bool) -> anyhow::Result<crate::admin::status::Tra
         );
     }
     if !exposed.is_empty() && args.admin_token_file.is_some() {
-        tracing::warn!(
-            "the admin listener runs plaintext beyond loopback: the admin token crosses the network in the clear; \
-             use --tls-ca/--tls-cert/--tls-key"
+        anyhow::bail!(
+            "{} beyond loopback without TLS: the admin token would cross the network in the clear. Pass \
+             --tls-ca, --tls-cert and --tls-key, or --insecure-plaintext",
+            exposed.join(" and ")
         );
     }
     Ok(Transport::Plaintext)

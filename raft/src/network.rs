@@ -25,6 +25,7 @@ use openraft::raft::{
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use trust::net::BadAddress;
 
@@ -46,9 +47,10 @@ pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
 /// proposed (`entry_fits`).
 pub const MAX_ENTRY_BYTES: usize = MAX_MESSAGE_BYTES - (1 << 20);
 
-/// Largest snapshot a peer may stream: the state machine holds one config entry, its
-/// history (small records) and the membership.
-pub const MAX_SNAPSHOT_BYTES: u64 = (MAX_ENTRY_BYTES as u64) + (4 << 20);
+/// Largest snapshot a peer may stream: the state machine holds one config entry, the latest
+/// refusal (another entry at most), its history (100 records of clipped text) and the
+/// membership.
+pub const MAX_SNAPSHOT_BYTES: u64 = 2 * (MAX_ENTRY_BYTES as u64) + (8 << 20);
 
 /// Why an entry cannot be proposed.
 #[derive(Debug, thiserror::Error)]
@@ -288,10 +290,39 @@ impl std::fmt::Debug for RaftServer {
 /// The tonic service for a node's `--raft-addr` listener. `secure`: the listener runs mTLS
 /// (`trust::incoming` with a required client certificate) and every message must come from
 /// the node its certificate names.
-pub fn service(raft: Raft, cluster: impl Into<String>, secure: bool) -> RaftServiceServer<RaftServer> {
-    RaftServiceServer::new(RaftServer { raft, cluster: cluster.into(), secure, receiving: Arc::default() })
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+pub fn service(
+    raft: Raft,
+    cluster: impl Into<String>,
+    secure: bool,
+) -> InterceptedService<RaftServiceServer<RaftServer>, NodesOnly> {
+    let server =
+        RaftServiceServer::new(RaftServer { raft, cluster: cluster.into(), secure, receiving: Arc::default() })
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    InterceptedService::new(server, NodesOnly { secure })
+}
+
+/// Refuses a caller without a node certificate before its message is read: a certificate
+/// from the CA that names no node (an operator's) must not make a node decode 64 MiB.
+#[derive(Debug, Clone, Copy)]
+pub struct NodesOnly {
+    secure: bool,
+}
+
+impl tonic::service::Interceptor for NodesOnly {
+    fn call(&mut self, req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if !self.secure {
+            return Ok(req);
+        }
+        match req.extensions().get::<trust::Peer>() {
+            Some(trust::Peer { identity: trust::Identity::Node(_), .. }) => Ok(req),
+            Some(peer) => Err(refused(
+                "identity",
+                format!("raft from {} refused: {} has no node certificate", peer.addr, peer.identity),
+            )),
+            None => Err(refused("identity", "raft refused: the connection carries no peer identity".into())),
+        }
+    }
 }
 
 fn refused(reason: &'static str, message: String) -> tonic::Status {

@@ -229,6 +229,21 @@ pub struct HistoryEntry {
     pub applied_at: u64,
 }
 
+/// Longest author or message kept in the history: 100 entries of a few KiB keep the state
+/// machine, and so every snapshot, within `network::MAX_SNAPSHOT_BYTES` whatever commits say.
+const MAX_HISTORY_TEXT: usize = 4096;
+
+fn clip(text: &str) -> String {
+    if text.len() <= MAX_HISTORY_TEXT {
+        return text.to_string();
+    }
+    let mut end = MAX_HISTORY_TEXT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
 /// The config a node serves: the latest applied `ApplyConfig`, where it sits in the log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppliedConfig {
@@ -268,8 +283,8 @@ impl StateMachineData {
         self.history.push_back(HistoryEntry {
             commit: cfg.commit.clone(),
             hash: cfg.hash,
-            author: cfg.author.clone(),
-            message: cfg.message.clone(),
+            author: clip(&cfg.author),
+            message: clip(&cfg.message),
             log_index: index,
             applied_at,
         });

@@ -113,6 +113,14 @@ impl Ca {
         write(&cert, &self.cert_pem, false)
     }
 
+    /// The same CA issuing for another cluster (one CA may serve several clusters; their
+    /// node names differ, so a node of one is no one in the other).
+    pub fn with_cluster(mut self, cluster: &str) -> Result<Ca, GenError> {
+        check_cluster_name(cluster).map_err(GenError::Usage)?;
+        self.cluster = cluster.to_string();
+        Ok(self)
+    }
+
     fn issuer(&self) -> Result<Issuer<'static, &KeyPair>, GenError> {
         Issuer::from_ca_cert_pem(&self.cert_pem, &self.key).map_err(rc("reading the CA certificate"))
     }
@@ -120,6 +128,14 @@ impl Ca {
     /// A certificate for node `id`: its identity name plus the DNS names and addresses
     /// clients dial it by. Good for both ends of a TLS connection (server and client auth).
     pub fn node(&self, id: u64, dns: &[String], ips: &[IpAddr], days: u32) -> Result<Issued, GenError> {
+        let domain = format!(".{}", self.cluster);
+        if let Some(bad) = dns.iter().find(|d| d.contains('*') || d.ends_with(&domain) || d.as_str() == self.cluster) {
+            return Err(GenError::Usage(format!(
+                "--dns {bad}: wildcards and names inside the cluster's domain ({}) would let this certificate pass \
+                 for other nodes",
+                self.cluster
+            )));
+        }
         let mut names = vec![node_name(&self.cluster, id)];
         names.extend(dns.iter().cloned());
         let mut params = CertificateParams::new(names).map_err(rc("node certificate names"))?;
@@ -135,6 +151,13 @@ impl Ca {
     /// A client certificate for an operator (or a tool) called `name`: it authenticates
     /// admin calls and can never act as a node.
     pub fn client(&self, name: &str, days: u32) -> Result<Issued, GenError> {
+        let reserved = name == "ca" || name.starts_with("ca-") || name.starts_with('.');
+        let path_like = name.contains('/') || name.contains('\\') || name.contains("..");
+        if path_like || reserved {
+            return Err(GenError::Usage(format!(
+                "`{name}` cannot name an operator: use letters, digits and `-` (not `ca`, which names the CA's files)"
+            )));
+        }
         if name.is_empty() || name.starts_with("node-") {
             return Err(GenError::Usage(format!(
                 "`{name}` cannot name an operator: names starting with node- are node identities"

@@ -67,6 +67,7 @@ pub fn inspect(der: &[u8], cluster: &str) -> Option<CertInfo> {
     let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der).ok()?;
     let mut names = Vec::new();
     let mut node_ids = Vec::new();
+    let mut ambiguous = false;
     let suffix = format!(".{cluster}");
     if let Ok(Some(san)) = cert.subject_alternative_name() {
         for name in &san.value.general_names {
@@ -77,8 +78,13 @@ pub fn inspect(der: &[u8], cluster: &str) -> Option<CertInfo> {
                         .strip_suffix(suffix.as_str())
                         .and_then(|head| head.strip_prefix("node-"))
                         .and_then(|n| n.parse::<u64>().ok());
-                    if let Some(id) = id.filter(|id| node_name(cluster, *id) == *dns) {
-                        node_ids.push(id);
+                    match id.filter(|id| node_name(cluster, *id) == *dns) {
+                        Some(id) => node_ids.push(id),
+                        // A wildcard, or another name inside the cluster's domain, would let
+                        // a TLS client's hostname check accept this certificate for other
+                        // nodes: such a certificate is no node's.
+                        None if dns.contains('*') || dns.ends_with(suffix.as_str()) => ambiguous = true,
+                        None => {}
                     }
                 }
                 GeneralName::IPAddress(ip) => {
@@ -92,6 +98,9 @@ pub fn inspect(der: &[u8], cluster: &str) -> Option<CertInfo> {
                 _ => {}
             }
         }
+    }
+    if ambiguous {
+        node_ids.clear();
     }
     let common_name = cert.subject().iter_common_name().next().and_then(|cn| cn.as_str().ok()).map(str::to_string);
     Some(CertInfo { node_ids, names, common_name, not_after: cert.validity().not_after.timestamp() })
@@ -125,6 +134,10 @@ mod tests {
         // Look-alikes do not count.
         let client = ca.client("node-7.prod", 30);
         assert!(client.is_err(), "an operator certificate may not take a node's name");
+        assert!(ca.client("ca", 30).is_err(), "would overwrite the CA's files");
+        assert!(ca.client("../x", 30).is_err());
+        assert!(ca.node(3, &["node-4.prod".into()], &[], 30).is_err(), "another node's name");
+        assert!(ca.node(3, &["*.prod".into()], &[], 30).is_err(), "a wildcard over the cluster");
         let client = ca.client("alice", 30).unwrap();
         let info = inspect(&pem_to_der(&client.cert_pem), "prod").unwrap();
         assert_eq!(info.node_id(), None);

@@ -159,6 +159,9 @@ pub fn incoming(
 ) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<Conn>> {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     let slots = Arc::new(Semaphore::new(opts.max_connections));
+    // Handshakes in progress are bounded apart from connections: a client without a
+    // certificate, stalling its handshake, must not hold the slots peers need.
+    let handshakes = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
     tokio::spawn(async move {
         loop {
             let (stream, addr) = tokio::select! {
@@ -174,31 +177,33 @@ pub fn incoming(
                 _ = shutdown.changed() => return,
                 _ = tx.closed() => return,
             };
-            let Ok(slot) = slots.clone().try_acquire_owned() else {
+            let Ok(pending) = handshakes.clone().try_acquire_owned() else {
                 metrics::counter!("raftgate_connections_refused_total", "listener" => opts.name).increment(1);
                 continue;
             };
             let _ = stream.set_nodelay(true);
-            let tx = tx.clone();
-            let opts = opts.clone();
+            let (tx, opts, slots) = (tx.clone(), opts.clone(), slots.clone());
             tokio::spawn(async move {
-                if let Some(conn) = handshake(stream, addr, slot, &opts).await {
-                    let _ = tx.send(Ok(conn)).await;
-                }
+                let io = handshake(stream, addr, &opts).await;
+                drop(pending);
+                let Some((io, peer)) = io else { return };
+                let Ok(slot) = slots.try_acquire_owned() else {
+                    metrics::counter!("raftgate_connections_refused_total", "listener" => opts.name).increment(1);
+                    return;
+                };
+                let _ = tx.send(Ok(Conn { io, peer, _slot: slot })).await;
             });
         }
     });
     tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
-async fn handshake(
-    stream: TcpStream,
-    addr: SocketAddr,
-    slot: OwnedSemaphorePermit,
-    opts: &ListenOptions,
-) -> Option<Conn> {
+/// TLS handshakes in progress at once, per listener.
+const MAX_PENDING_HANDSHAKES: usize = 64;
+
+async fn handshake(stream: TcpStream, addr: SocketAddr, opts: &ListenOptions) -> Option<(Io, Peer)> {
     let Some((tls, auth)) = &opts.tls else {
-        return Some(Conn { io: Io::Plain(stream), peer: Peer { addr, identity: Identity::Anonymous }, _slot: slot });
+        return Some((Io::Plain(stream), Peer { addr, identity: Identity::Anonymous }));
     };
     let acceptor = tokio_rustls::TlsAcceptor::from(tls.server(*auth));
     let failed = |reason: &'static str| {
@@ -220,15 +225,24 @@ async fn handshake(
     };
     let identity = match stream.get_ref().1.peer_certificates().and_then(|c| c.first()) {
         None => Identity::Anonymous,
-        Some(der) => match crate::identity::inspect(der, tls.cluster()) {
-            Some(info) => match info.node_id() {
-                Some(id) => Identity::Node(id),
-                None => Identity::Operator(info.common_name.unwrap_or_else(|| "unnamed".into())),
-            },
+        Some(der) => classify(der, tls.cluster()),
+    };
+    Some((Io::Tls(Box::new(stream)), Peer { addr, identity }))
+}
+
+/// Who a verified client certificate makes its holder: a node when it names exactly one
+/// node of this cluster; an operator only when it names nothing at all (as `raftgate certs
+/// client` issues them); anything else from the same CA (several node names, a node of
+/// another cluster, a server certificate) is no one.
+fn classify(der: &[u8], cluster: &str) -> Identity {
+    match crate::identity::inspect(der, cluster) {
+        Some(info) => match info.node_id() {
+            Some(id) => Identity::Node(id),
+            None if info.names.is_empty() => Identity::Operator(info.common_name.unwrap_or_else(|| "unnamed".into())),
             None => Identity::Anonymous,
         },
-    };
-    Some(Conn { io: Io::Tls(Box::new(stream)), peer: Peer { addr, identity }, _slot: slot })
+        None => Identity::Anonymous,
+    }
 }
 
 // ---------------------------------------------------------------------------------------

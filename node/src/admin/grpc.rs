@@ -318,7 +318,8 @@ impl AdminApi for AdminService {
     }
 
     async fn add_member(&self, req: Request<AddMemberRequest>) -> Result<Response<Members>, Status> {
-        check_joins_as_itself(&req)?;
+        let joins_as = req.get_ref().member.as_ref().map(|m| m.id);
+        check_node_caller(&req, self.cluster.as_ref(), joins_as)?;
         match self.target(&req)? {
             Target::Leader(mut l) => l.add_member(self.forwarded(req)).await,
             Target::Here(c) => {
@@ -332,6 +333,7 @@ impl AdminApi for AdminService {
     }
 
     async fn promote_member(&self, req: Request<PromoteMemberRequest>) -> Result<Response<Members>, Status> {
+        check_node_caller(&req, self.cluster.as_ref(), None)?;
         match self.target(&req)? {
             Target::Leader(mut l) => l.promote_member(self.forwarded(req)).await,
             Target::Here(c) => {
@@ -342,6 +344,7 @@ impl AdminApi for AdminService {
     }
 
     async fn remove_member(&self, req: Request<RemoveMemberRequest>) -> Result<Response<Members>, Status> {
+        check_node_caller(&req, self.cluster.as_ref(), None)?;
         match self.target(&req)? {
             Target::Leader(mut l) => l.remove_member(self.forwarded(req)).await,
             Target::Here(c) => {
@@ -352,6 +355,7 @@ impl AdminApi for AdminService {
     }
 
     async fn config_sync(&self, req: Request<ConfigSyncRequest>) -> Result<Response<ConfigSyncReply>, Status> {
+        check_node_caller(&req, self.cluster.as_ref(), None)?;
         match self.target(&req)? {
             Target::Leader(mut l) => l.config_sync(self.forwarded(req)).await,
             Target::Here(c) => Ok(Response::new(self.config_sync_here(c, req.get_ref().wait).await?)),
@@ -446,21 +450,28 @@ impl AdminService {
     }
 }
 
-/// A node authenticated by its certificate may add only itself (`--join`); operators
-/// (token or operator certificate) add any node. A forwarded call was checked where it
-/// arrived first.
-fn check_joins_as_itself(req: &Request<AddMemberRequest>) -> Result<(), Status> {
-    let caller = req.extensions().get::<trust::Peer>().map(|p| &p.identity);
-    let asked = req.get_ref().member.as_ref().map(|m| m.id);
-    match (caller, asked) {
-        (Some(trust::Identity::Node(me)), Some(id)) if *me != id && !req.metadata().contains_key(FORWARDED) => {
-            metrics::counter!("raftgate_admin_unauthenticated_total").increment(1);
-            Err(Status::permission_denied(format!(
-                "node {me} cannot add node {id}: a node's certificate lets it join only as itself"
-            )))
-        }
-        _ => Ok(()),
+/// What a node's certificate allows on mutating calls. A current member forwards calls it
+/// authenticated itself (a member can already vote and append, so this grants nothing
+/// more); any other node, a removed one included, may only ask to join as itself
+/// (`--join`). Operators (token or operator certificate) may do anything. The forwarded
+/// marker is metadata any caller can set, so it counts only from a member.
+fn check_node_caller<T>(req: &Request<T>, cluster: Option<&Cluster>, joins_as: Option<u64>) -> Result<(), Status> {
+    let Some(trust::Identity::Node(me)) = req.extensions().get::<trust::Peer>().map(|p| &p.identity) else {
+        return Ok(());
+    };
+    let member =
+        cluster.is_some_and(|c| c.raft.metrics().borrow().membership_config.membership().get_node(me).is_some());
+    if member && req.metadata().contains_key(FORWARDED) {
+        return Ok(());
     }
+    if joins_as == Some(*me) {
+        return Ok(());
+    }
+    metrics::counter!("raftgate_admin_unauthenticated_total").increment(1);
+    Err(Status::permission_denied(match joins_as {
+        Some(id) => format!("node {me} cannot add node {id}: a node's certificate lets it join only as itself"),
+        None => format!("node {me}'s certificate cannot change the cluster: use an operator certificate or the token"),
+    }))
 }
 
 /// Which admin methods change the cluster (these always need the token).

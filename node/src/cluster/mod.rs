@@ -126,6 +126,9 @@ pub async fn start(
             .max_concurrent_streams(MAX_RAFT_STREAMS)
             .http2_keepalive_interval(Some(std::time::Duration::from_secs(20)))
             .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
+            // Connections are recycled hourly, so one opened under a certificate or CA that
+            // has since been rotated out does not live on.
+            .max_connection_age(std::time::Duration::from_secs(3600))
             .add_service(svc)
             .serve_with_incoming_shutdown(incoming, async move {
                 let _ = stop.changed().await;

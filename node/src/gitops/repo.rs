@@ -294,11 +294,14 @@ pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
     let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
+        // ssh's user is a login name (`git`), never the secret; anywhere else a lone user
+        // part is often the token itself (`https://ghp_…@github.com`).
+        Some((userinfo, host)) if scheme.contains("ssh") => {
             let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
             let shown = if userinfo.contains(':') { format!("{user}:***") } else { user.to_string() };
             format!("{scheme}://{shown}@{host}{path}")
         }
+        Some((_, host)) => format!("{scheme}://***@{host}{path}"),
         None => url.to_string(),
     }
 }
@@ -309,13 +312,12 @@ mod redact_tests {
 
     #[test]
     fn credentials_in_urls_are_hidden() {
-        assert_eq!(
-            redact_url("https://bot:ghp_secret@github.com/org/cfg.git"),
-            "https://bot:***@github.com/org/cfg.git"
-        );
+        assert_eq!(redact_url("https://bot:ghp_secret@github.com/org/cfg.git"), "https://***@github.com/org/cfg.git");
+        assert_eq!(redact_url("https://ghp_secret@github.com/org/cfg.git"), "https://***@github.com/org/cfg.git");
         assert_eq!(redact_url("https://github.com/org/cfg.git"), "https://github.com/org/cfg.git");
         assert_eq!(redact_url("ssh://git@host:22/cfg"), "ssh://git@host:22/cfg");
         assert_eq!(redact_url("/srv/git/cfg"), "/srv/git/cfg");
-        assert_eq!(redact_url("https://u:p@ss@host/x"), "https://u:***@host/x");
+        assert_eq!(redact_url("https://u:p@ss@host/x"), "https://***@host/x");
+        assert_eq!(redact_url("ssh://git:pw@host/x"), "ssh://git:***@host/x");
     }
 }

@@ -62,7 +62,11 @@ fn snapshot_request(leader: u64, term: u64, offset: u64, data: Vec<u8>) -> RaftR
 async fn only_the_cluster_s_own_nodes_can_join_vote_or_append() {
     let certs = tempfile::tempdir().unwrap();
     let dir = certs.path();
-    issue(dir, &[1, 2, 3]);
+    let ca = issue(dir, &[1, 2, 3, 5]);
+    // A certificate from the cluster CA for another cluster's node: no one here.
+    let elsewhere = trust::gen::Ca::load(dir).unwrap().with_cluster("elsewhere").unwrap();
+    elsewhere.node(1, &[], &["127.0.0.1".parse().unwrap()], 30).unwrap().save(dir, "elsewhere-1").unwrap();
+    drop(ca);
     // A stranger: a valid-looking certificate for node 4 from another CA.
     let evil = tempfile::tempdir().unwrap();
     issue(evil.path(), &[4]);
@@ -146,6 +150,33 @@ async fn only_the_cluster_s_own_nodes_can_join_vote_or_append() {
     let huge = raft::network::MAX_SNAPSHOT_BYTES - 8;
     let err = member.install_snapshot(snapshot_request(other, before.term, huge, vec![0; 64])).await.unwrap_err();
     assert!(err.message().contains("snapshots are limited"), "{}", err.message());
+
+    // Node 5 has a certificate from the cluster CA but is no member: it may ask to join as
+    // itself, nothing else, even claiming to forward for someone.
+    let admin_as = |name: &str| {
+        let tls = operator_tls(dir, name);
+        let addr = format!("127.0.0.1:{}", c.nodes[&leader].admin);
+        schemas::admin_client::client(trust::channel(&addr, Some((trust::ClientTls::Fixed(tls), None)), |e| e).unwrap())
+    };
+    let mut req = tonic::Request::new(RemoveMemberRequest { id: other });
+    req.metadata_mut().insert("raftgate-forwarded", "1".parse().unwrap());
+    let err = admin_as("node-5").remove_member(req).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
+    let member = Member {
+        id: 6,
+        raft_addr: "127.0.0.1:1".into(),
+        admin_addr: "127.0.0.1:2".into(),
+        region: "x".into(),
+        voter: true,
+    };
+    let mut req = tonic::Request::new(AddMemberRequest { member: Some(member), learner: false });
+    req.metadata_mut().insert("raftgate-forwarded", "1".parse().unwrap());
+    let err = admin_as("node-5").add_member(req).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
+    // A certificate naming a node of another cluster is nobody: not even reads.
+    let err = admin_as("elsewhere-1").get_cluster_status(ClusterStatusRequest {}).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err:?}");
+    assert_eq!(c.members(1).await.members.len(), 3);
 
     // Nothing moved: same leader, same term, every node up and serving the same config.
     let after = c.status(leader).await;
