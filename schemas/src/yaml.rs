@@ -41,8 +41,6 @@ pub(crate) enum NodeKind {
     Seq(Vec<Node>),
     /// Keys in document order. Only scalar keys can be looked up by path.
     Map(Vec<(Node, Node)>),
-    /// An alias (`*name`). Not expanded: positions inside it belong to the anchor.
-    Alias,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -240,9 +238,25 @@ impl Builder<'_, '_> {
             }));
         }
         let pos = Pos::from_marker(&m);
+        // Anchors and aliases are refused, not expanded: no raftgate resource needs them, and
+        // a small file of nested aliases expands to gigabytes in any decoder that follows
+        // them. The whole file is refused, so nothing downstream ever sees one.
+        let anchored = match &ev {
+            Event::Scalar(_, _, anchor, _) | Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
+                *anchor != 0
+            }
+            Event::Alias(_) => true,
+            _ => false,
+        };
+        if anchored {
+            return Err(Stop::Fatal(YamlError {
+                pos,
+                message: "YAML anchors and aliases (`&name`, `*name`, `<<: *name`) are not accepted".into(),
+                help: Some("write the values out where they are used; no raftgate resource needs them".into()),
+            }));
+        }
         match ev {
             Event::Scalar(s, ..) => Ok(Node { pos, kind: NodeKind::Scalar(s) }),
-            Event::Alias(_) => Ok(Node { pos, kind: NodeKind::Alias }),
             Event::SequenceStart(..) => {
                 let mut items = Vec::new();
                 loop {
@@ -329,6 +343,24 @@ mod tests {
         assert!(f.fatal.is_none());
         assert!(f.documents[0].as_ref().unwrap_err().message.contains("nested"));
         assert!(f.documents[1].is_ok());
+    }
+
+    #[test]
+    fn anchors_and_aliases_refuse_the_file_where_they_appear() {
+        // The classic expansion bomb: nine levels of ten aliases each.
+        let mut bomb = String::from("a: &a [\"x\",\"x\",\"x\",\"x\",\"x\",\"x\",\"x\",\"x\",\"x\",\"x\"]\n");
+        for (i, c) in "bcdefghi".chars().enumerate() {
+            let prev = (b'a' + i as u8) as char;
+            bomb += &format!("{c}: &{c} [{}]\n", vec![format!("*{prev}"); 10].join(","));
+        }
+        let f = parse(&bomb, Limits::default());
+        let e = f.fatal.expect("refused");
+        // The anchored value (yaml-rust2 marks it after its `&a`).
+        assert_eq!(e.pos, Pos { line: 1, column: 7 });
+        assert!(e.message.contains("anchors and aliases"), "{}", e.message);
+        for text in ["x: &v 1\ny: 2\n", "base: {a: 1}\nother:\n  <<: *base\n", "---\nkind: Route\n---\nk: *nope\n"] {
+            assert!(parse(text, Limits::default()).fatal.is_some(), "{text}");
+        }
     }
 
     #[test]
