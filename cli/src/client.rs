@@ -84,17 +84,12 @@ fn tls_config(s: &Settings) -> Result<Option<Arc<rustls::ClientConfig>>, CliErro
         }
         return Ok(None);
     };
-    let usage = |e: trust::TlsError| CliError::Usage(e.to_string());
-    let roots = trust::material::load_roots(ca).map_err(usage)?;
     let identity = match (&s.cert, &s.key) {
-        (Some(cert), Some(key)) => Some((
-            trust::material::load_certs(cert, "the client certificate").map_err(usage)?,
-            trust::material::load_key(key).map_err(usage)?,
-        )),
+        (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
         (None, None) => None,
         _ => return Err(CliError::Usage("--cert and --key go together".into())),
     };
-    trust::material::client_config(roots, identity).map(Some).map_err(usage)
+    trust::material::client_config_from_files(ca, identity).map(Some).map_err(|e| CliError::Usage(e.to_string()))
 }
 
 impl Target {

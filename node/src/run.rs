@@ -373,9 +373,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         auth,
     });
     if let Some(addr) = args.webhook_addr {
-        let acceptor = webhook_tls(&args, &engine)?;
+        let config = webhook_tls(&args, &engine)?;
         let l = bind(addr, "webhook").await?;
-        tasks.spawn(admin::serve_webhooks(l, admin.clone(), acceptor, stop_rx.clone()));
+        tasks.spawn(admin::serve_webhooks(l, admin.clone(), config, stop_rx.clone()));
     }
     tasks.spawn(admin::serve(admin_listener, admin, tls.clone(), stop_rx.clone()));
     if let Some(dir) = args.config_dir.clone() {
@@ -478,7 +478,7 @@ fn advertised_loopback(addr: &str) -> bool {
 }
 
 /// The webhook listener's TLS: its own files, else the config's Certificates by SNI.
-fn webhook_tls(args: &Args, engine: &Arc<Engine>) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+fn webhook_tls(args: &Args, engine: &Arc<Engine>) -> anyhow::Result<Arc<rustls::ServerConfig>> {
     let config = match (&args.webhook_tls_cert, &args.webhook_tls_key) {
         (Some(cert), Some(key)) => {
             let chain = trust::material::load_certs(cert, "the webhook certificate")?;
@@ -493,7 +493,7 @@ fn webhook_tls(args: &Args, engine: &Arc<Engine>) -> anyhow::Result<tokio_rustls
         }
         _ => crate::proxy::tls::server_config(engine.cert_lookup())?,
     };
-    Ok(tokio_rustls::TlsAcceptor::from(config))
+    Ok(config)
 }
 
 /// The Git source from the flags; credentials and signers are read now, so a bad file

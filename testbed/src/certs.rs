@@ -76,21 +76,15 @@ pub(crate) fn reissue_node(certs: &Path, id: u64, ip: &str) -> anyhow::Result<i6
     // One more day than the first issue, so the new certificate is told apart by expiry.
     let issued = ca.node(id, &["localhost".to_string()], &[ip], DAYS + 1)?;
     issued.save(certs, &format!("node-{id}"))?;
-    let der = {
-        use rustls::pki_types::pem::PemObject;
-        rustls::pki_types::CertificateDer::from_pem_slice(issued.cert_pem.as_bytes())?
-    };
-    let info = trust::identity::inspect(&der, CLUSTER).context("the new certificate does not parse")?;
+    let info = issued.info(CLUSTER).context("the new certificate does not parse")?;
     Ok(info.not_after)
 }
 
 /// An HTTP/1.1 client config trusting the testbed CA and presenting the operator
 /// certificate, for the testbed's own calls to the admin listeners.
 pub(crate) fn client_config(certs: &Path) -> anyhow::Result<Arc<rustls::ClientConfig>> {
-    use trust::material::{load_certs, load_key, load_roots};
     let (cert, key) = client(certs);
-    let identity = (load_certs(&cert, "the testbed client certificate")?, load_key(&key)?);
-    let config = trust::material::client_config(load_roots(&ca(certs))?, Some(identity))?;
+    let config = trust::material::client_config_from_files(&ca(certs), Some((&cert, &key)))?;
     // The shared config offers h2 only (gRPC); these calls are plain HTTP/1.1 requests.
     let mut config = (*config).clone();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];

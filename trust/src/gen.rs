@@ -194,6 +194,11 @@ pub fn file_names(stem: &str) -> (String, String) {
 }
 
 impl Issued {
+    /// What the issued certificate says, as peers of `cluster` will read it.
+    pub fn info(&self, cluster: &str) -> Option<crate::identity::CertInfo> {
+        crate::identity::inspect(&pem_to_der(&self.cert_pem)?, cluster)
+    }
+
     /// Writes the certificate and key (mode 0600) as `<stem>.pem` and `<stem>-key.pem`;
     /// both are replaced atomically (a running node re-reads them on change).
     pub fn save(&self, dir: &Path, stem: &str) -> Result<(PathBuf, PathBuf), GenError> {

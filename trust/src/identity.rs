@@ -124,13 +124,12 @@ mod tests {
     fn node_ids_are_read_from_exact_names_only() {
         let ca = crate::gen::Ca::new("prod", 30).unwrap();
         let node = ca.node(7, &["gw7.example".into()], &["10.0.0.7".parse().unwrap()], 30).unwrap();
-        let der = rustls_pki_types::CertificateDer::from(pem_to_der(&node.cert_pem));
-        let info = inspect(&der, "prod").unwrap();
+        let info = node.info("prod").unwrap();
         assert_eq!(info.node_id(), Some(7));
         assert!(info.names.contains(&"gw7.example".to_string()));
         assert!(info.names.contains(&"10.0.0.7".to_string()));
         // The same certificate names no node of another cluster.
-        assert_eq!(inspect(&der, "staging").unwrap().node_id(), None);
+        assert_eq!(node.info("staging").unwrap().node_id(), None);
         // Look-alikes do not count.
         let client = ca.client("node-7.prod", 30);
         assert!(client.is_err(), "an operator certificate may not take a node's name");
@@ -139,13 +138,8 @@ mod tests {
         assert!(ca.node(3, &["node-4.prod".into()], &[], 30).is_err(), "another node's name");
         assert!(ca.node(3, &["*.prod".into()], &[], 30).is_err(), "a wildcard over the cluster");
         let client = ca.client("alice", 30).unwrap();
-        let info = inspect(&pem_to_der(&client.cert_pem), "prod").unwrap();
+        let info = client.info("prod").unwrap();
         assert_eq!(info.node_id(), None);
         assert_eq!(info.common_name.as_deref(), Some("alice"));
-    }
-
-    fn pem_to_der(pem: &str) -> Vec<u8> {
-        use rustls_pki_types::pem::PemObject;
-        rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).unwrap().to_vec()
     }
 }

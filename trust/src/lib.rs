@@ -13,4 +13,4 @@ pub mod net;
 
 pub use identity::{check_cluster_name, node_name, CertInfo};
 pub use material::{ClientAuth, Tls, TlsError, TlsFiles};
-pub use net::{channel, incoming, ClientTls, Conn, Identity, ListenOptions, Peer};
+pub use net::{channel, incoming, ClientTls, Conn, Identity, ListenOptions, ListenTls, Peer};

@@ -159,6 +159,16 @@ pub fn client_config(
     Ok(Arc::new(config))
 }
 
+/// A client config from files: the CA bundle to trust, and the certificate and key to
+/// present when given (the CLI, the testbed, tests).
+pub fn client_config_from_files(ca: &Path, identity: Option<(&Path, &Path)>) -> Result<Arc<ClientConfig>, TlsError> {
+    let identity = match identity {
+        Some((cert, key)) => Some((load_certs(cert, "the client certificate")?, load_key(key)?)),
+        None => None,
+    };
+    client_config(load_roots(ca)?, identity)
+}
+
 /// The configs made from one reading of the files.
 #[derive(Debug)]
 struct Loaded {
@@ -326,11 +336,11 @@ impl Tls {
                     _ = shutdown.changed() => return,
                 };
                 let now = stamp(&self.files);
-                if !forced && failed_stamp == Some(now) {
+                let unchanged = now == self.current.load().stamp || failed_stamp == Some(now);
+                if !forced && unchanged {
                     continue;
                 }
-                let result = if forced { self.reload() } else { self.reload_if_changed() };
-                match result {
+                match self.reload() {
                     Ok(false) => {}
                     Ok(true) => {
                         failed_stamp = None;

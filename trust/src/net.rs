@@ -65,12 +65,23 @@ impl std::fmt::Display for Identity {
 pub struct ListenOptions {
     /// For metrics and logs (`raft`, `admin`).
     pub name: &'static str,
-    /// TLS with this material and client-certificate policy; plaintext when `None`.
-    pub tls: Option<(Arc<Tls>, ClientAuth)>,
+    /// TLS, or plaintext when `None`.
+    pub tls: Option<ListenTls>,
     /// Connections open at once; more are closed at accept.
     pub max_connections: usize,
     /// Time a client has to finish its TLS handshake.
     pub handshake_timeout: Duration,
+}
+
+/// The TLS a listener runs.
+#[derive(Debug, Clone)]
+pub enum ListenTls {
+    /// The cluster's reloadable material and client-certificate policy: peers are known
+    /// by their certificates.
+    Cluster(Arc<Tls>, ClientAuth),
+    /// A fixed server config without client certificates (a public listener): every peer
+    /// is anonymous.
+    Fixed(Arc<rustls::ServerConfig>),
 }
 
 /// One accepted connection, handshake done.
@@ -202,10 +213,11 @@ pub fn incoming(
 const MAX_PENDING_HANDSHAKES: usize = 64;
 
 async fn handshake(stream: TcpStream, addr: SocketAddr, opts: &ListenOptions) -> Option<(Io, Peer)> {
-    let Some((tls, auth)) = &opts.tls else {
-        return Some((Io::Plain(stream), Peer { addr, identity: Identity::Anonymous }));
+    let acceptor = match &opts.tls {
+        None => return Some((Io::Plain(stream), Peer { addr, identity: Identity::Anonymous })),
+        Some(ListenTls::Cluster(tls, auth)) => tokio_rustls::TlsAcceptor::from(tls.server(*auth)),
+        Some(ListenTls::Fixed(config)) => tokio_rustls::TlsAcceptor::from(config.clone()),
     };
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls.server(*auth));
     let failed = |reason: &'static str| {
         metrics::counter!("raftgate_tls_handshake_failures_total", "listener" => opts.name, "reason" => reason)
             .increment(1);
@@ -223,9 +235,9 @@ async fn handshake(stream: TcpStream, addr: SocketAddr, opts: &ListenOptions) ->
             return None;
         }
     };
-    let identity = match stream.get_ref().1.peer_certificates().and_then(|c| c.first()) {
-        None => Identity::Anonymous,
-        Some(der) => classify(der, tls.cluster()),
+    let identity = match (&opts.tls, stream.get_ref().1.peer_certificates().and_then(|c| c.first())) {
+        (Some(ListenTls::Cluster(tls, _)), Some(der)) => classify(der, tls.cluster()),
+        _ => Identity::Anonymous,
     };
     Some((Io::Tls(Box::new(stream)), Peer { addr, identity }))
 }

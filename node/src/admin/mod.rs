@@ -222,11 +222,42 @@ pub async fn serve(
     tls: Option<Arc<trust::Tls>>,
     shutdown: watch::Receiver<bool>,
 ) {
+    let tls = tls.map(|t| trust::ListenTls::Cluster(t, trust::ClientAuth::Optional));
+    serve_as(Role::Admin, listener, admin, tls, shutdown).await;
+}
+
+/// Serves `POST /webhook` alone on its own listener (`--webhook-addr`), which may face the
+/// internet while the admin listener stays private. Always TLS.
+pub async fn serve_webhooks(
+    listener: TcpListener,
+    admin: Arc<Admin>,
+    tls: Arc<rustls::ServerConfig>,
+    shutdown: watch::Receiver<bool>,
+) {
+    serve_as(Role::Webhooks, listener, admin, Some(trust::ListenTls::Fixed(tls)), shutdown).await;
+}
+
+/// What a listener of the admin kind answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// Everything: gRPC, probes, metrics, status (and webhooks unless they have their own).
+    Admin,
+    /// `POST /webhook` only.
+    Webhooks,
+}
+
+async fn serve_as(
+    role: Role,
+    listener: TcpListener,
+    admin: Arc<Admin>,
+    tls: Option<trust::ListenTls>,
+    shutdown: watch::Receiver<bool>,
+) {
     use tokio_stream::StreamExt;
     let builder = Arc::new(builder());
     let opts = trust::ListenOptions {
-        name: "admin",
-        tls: tls.map(|t| (t, trust::ClientAuth::Optional)),
+        name: if role == Role::Admin { "admin" } else { "webhook" },
+        tls,
         max_connections: MAX_ADMIN_CONNECTIONS,
         handshake_timeout: std::time::Duration::from_secs(10),
     };
@@ -236,59 +267,22 @@ pub async fn serve(
         let builder = builder.clone();
         let peer = conn.peer().clone();
         tokio::spawn(async move {
-            let svc = service_fn(move |req| {
-                let admin = admin.clone();
-                let peer = peer.clone();
-                async move { Ok::<_, Infallible>(admin.handle(req, &peer).await) }
-            });
-            let _ = builder.serve_connection(TokioIo::new(conn), svc).await;
-        });
-    }
-}
-
-/// Serves `POST /webhook` alone on its own listener (`--webhook-addr`), which may face the
-/// internet while the admin listener stays private. Always TLS.
-pub async fn serve_webhooks(
-    listener: TcpListener,
-    admin: Arc<Admin>,
-    tls: tokio_rustls::TlsAcceptor,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let builder = Arc::new(builder());
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_ADMIN_CONNECTIONS));
-    loop {
-        let (stream, _) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(s) => s,
-                Err(_) => {
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.changed() => return,
-        };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            metrics::counter!("raftgate_connections_refused_total", "listener" => "webhook").increment(1);
-            continue;
-        };
-        let (admin, builder, tls) = (admin.clone(), builder.clone(), tls.clone());
-        tokio::spawn(async move {
-            let _slot = slot;
-            let Ok(Ok(stream)) = tokio::time::timeout(std::time::Duration::from_secs(10), tls.accept(stream)).await
-            else {
-                return;
-            };
             let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
                 let admin = admin.clone();
+                let peer = peer.clone();
                 async move {
-                    Ok::<_, Infallible>(if req.uri().path() == "/webhook" && req.method() == Method::POST {
-                        admin.webhook(req).await
-                    } else {
-                        text(StatusCode::NOT_FOUND, "only POST /webhook is served here\n".into(), "text/plain")
+                    Ok::<_, Infallible>(match role {
+                        Role::Admin => admin.handle(req, &peer).await,
+                        Role::Webhooks if req.uri().path() == "/webhook" && req.method() == Method::POST => {
+                            admin.webhook(req).await
+                        }
+                        Role::Webhooks => {
+                            text(StatusCode::NOT_FOUND, "only POST /webhook is served here\n".into(), "text/plain")
+                        }
                     })
                 }
             });
-            let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+            let _ = builder.serve_connection(TokioIo::new(conn), svc).await;
         });
     }
 }

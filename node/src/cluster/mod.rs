@@ -113,7 +113,7 @@ pub async fn start(
         listener,
         trust::ListenOptions {
             name: "raft",
-            tls: s.tls.clone().map(|t| (t, trust::ClientAuth::Required)),
+            tls: s.tls.clone().map(|t| trust::ListenTls::Cluster(t, trust::ClientAuth::Required)),
             max_connections: MAX_RAFT_CONNECTIONS,
             handshake_timeout: std::time::Duration::from_secs(5),
         },

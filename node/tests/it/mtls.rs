@@ -58,24 +58,29 @@ fn snapshot_request(leader: u64, term: u64, offset: u64, data: Vec<u8>) -> RaftR
     RaftRequest { cluster: TLS_CLUSTER.into(), payload: postcard::to_allocvec(&rpc).unwrap() }
 }
 
+/// Node 1 bootstraps an mTLS cluster from the certificates in `dir`; nodes 2 and 3 join.
+async fn three_tls_nodes(dir: &Path) -> TestCluster {
+    let mut c = TestCluster::bootstrap_tls(dir, &[]).await;
+    c.join(2, 1, false);
+    c.join(3, 1, false);
+    c.wait_members(1, &[1, 2, 3], &[]).await;
+    c.wait_serving(&[1, 2, 3], "/r0").await;
+    c
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn only_the_cluster_s_own_nodes_can_join_vote_or_append() {
     let certs = tempfile::tempdir().unwrap();
     let dir = certs.path();
     let ca = issue(dir, &[1, 2, 3, 5]);
     // A certificate from the cluster CA for another cluster's node: no one here.
-    let elsewhere = trust::gen::Ca::load(dir).unwrap().with_cluster("elsewhere").unwrap();
+    let elsewhere = ca.with_cluster("elsewhere").unwrap();
     elsewhere.node(1, &[], &["127.0.0.1".parse().unwrap()], 30).unwrap().save(dir, "elsewhere-1").unwrap();
-    drop(ca);
     // A stranger: a valid-looking certificate for node 4 from another CA.
     let evil = tempfile::tempdir().unwrap();
     issue(evil.path(), &[4]);
 
-    let mut c = TestCluster::bootstrap_tls(dir, &[]).await;
-    c.join(2, 1, false);
-    c.join(3, 1, false);
-    c.wait_members(1, &[1, 2, 3], &[]).await;
-    c.wait_serving(&[1, 2, 3], "/r0").await;
+    let c = three_tls_nodes(dir).await;
     let leader = c.leader().await;
     let before = c.status(leader).await;
     let follower = [1, 2, 3].into_iter().find(|id| *id != leader).unwrap();
@@ -198,11 +203,7 @@ async fn certificates_rotate_under_load_without_a_failed_request_or_a_new_leader
     let certs = tempfile::tempdir().unwrap();
     let dir = certs.path();
     let ca = issue(dir, &[1, 2, 3]);
-    let mut c = TestCluster::bootstrap_tls(dir, &[]).await;
-    c.join(2, 1, false);
-    c.join(3, 1, false);
-    c.wait_members(1, &[1, 2, 3], &[]).await;
-    c.wait_serving(&[1, 2, 3], "/r0").await;
+    let mut c = three_tls_nodes(dir).await;
     let leader = c.leader().await;
     let term = c.status(leader).await.term;
 
@@ -276,12 +277,8 @@ async fn certificates_rotate_under_load_without_a_failed_request_or_a_new_leader
 
 /// The DER of the certificate a node's admin listener presents to a new connection.
 async fn served_leaf(dir: &Path, admin: &str) -> Vec<u8> {
-    let mut roots = rustls::RootCertStore::empty();
-    // Trust any certificate in the directory's bundle as it is now.
-    for cert in trust::material::load_certs(&dir.join("ca.pem"), "ca").unwrap() {
-        roots.add(cert).unwrap();
-    }
-    let config = trust::material::client_config(Arc::new(roots), None).unwrap();
+    // Trust the directory's bundle as it is now.
+    let config = trust::material::client_config_from_files(&dir.join("ca.pem"), None).unwrap();
     let tcp = tokio::net::TcpStream::connect(admin).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
     match tokio_rustls::TlsConnector::from(config).connect(name, tcp).await {

@@ -37,10 +37,8 @@ pub const TLS_CLUSTER: &str = "itest";
 
 /// A client config trusting the CA in `dir` and presenting `dir/<name>.pem`.
 pub fn operator_tls(dir: &std::path::Path, name: &str) -> std::sync::Arc<rustls::ClientConfig> {
-    let roots = trust::material::load_roots(&dir.join("ca.pem")).unwrap();
-    let chain = trust::material::load_certs(&dir.join(format!("{name}.pem")), "cert").unwrap();
-    let key = trust::material::load_key(&dir.join(format!("{name}-key.pem"))).unwrap();
-    trust::material::client_config(roots, Some((chain, key))).unwrap()
+    let (cert, key) = (dir.join(format!("{name}.pem")), dir.join(format!("{name}-key.pem")));
+    trust::material::client_config_from_files(&dir.join("ca.pem"), Some((&cert, &key))).unwrap()
 }
 
 /// Polls `check` until it returns `Some`, or fails with `what` after `limit`.
