@@ -108,6 +108,7 @@ pub async fn status(target: &Target, format: Format) -> Result<(), CliError> {
 
 pub fn status_view(s: &ClusterStatus, now: u64) -> StatusView {
     let mut refused = None;
+    let mut not_served = Vec::new();
     let nodes: Vec<NodeRow> = s
         .nodes
         .iter()
@@ -121,13 +122,23 @@ pub fn status_view(s: &ClusterStatus, now: u64) -> StatusView {
                     errors: r.errors.clone(),
                 });
             }
+            if let Some(s) = st.filter(|s| !s.last_apply_error.is_empty()) {
+                not_served.push(format!("node {} cannot serve its config: {}", m.id, s.last_apply_error));
+            }
+            for w in st.map(|s| s.config_warnings.as_slice()).unwrap_or_default() {
+                not_served.push(format!("node {}: {w}", m.id));
+            }
             let error = if !n.reachable {
                 Some(n.error.clone())
             } else {
                 st.and_then(|s| {
-                    [s.last_apply_error.clone(), s.sync.as_ref().map(|y| y.error.clone()).unwrap_or_default()]
-                        .into_iter()
-                        .find(|e| !e.is_empty())
+                    [
+                        s.last_apply_error.clone(),
+                        s.sync.as_ref().map(|y| y.error.clone()).unwrap_or_default(),
+                        s.config_warnings.first().cloned().unwrap_or_default(),
+                    ]
+                    .into_iter()
+                    .find(|e| !e.is_empty())
                 })
             };
             NodeRow {
@@ -173,6 +184,7 @@ pub fn status_view(s: &ClusterStatus, now: u64) -> StatusView {
     for n in nodes.iter().filter(|n| n.reachable && n.commit.is_none()) {
         problems.push(format!("node {} serves no config", n.id));
     }
+    problems.extend(not_served);
     StatusView {
         leader: s.leader_id,
         term: s.term,

@@ -21,6 +21,7 @@ pub(crate) mod diag;
 pub mod duration;
 pub(crate) mod load;
 pub(crate) mod model;
+pub mod patterns;
 pub mod snapshot;
 #[cfg(feature = "source")]
 pub mod source;

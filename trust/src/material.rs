@@ -72,19 +72,65 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 /// Reads a PEM file: a regular file (symlinks are followed, as Kubernetes mounts secrets
 /// through them) of at most `MAX_PEM_BYTES`.
 pub fn read_pem(path: &Path, what: &'static str) -> Result<Vec<u8>, TlsError> {
+    read_bounded(path, MAX_PEM_BYTES, Symlinks::Follow).map_err(|reason| TlsError::Read {
+        what,
+        path: path.to_path_buf(),
+        reason,
+    })
+}
+
+/// Whether `read_bounded` follows a symlink in the last component of the path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Symlinks {
+    /// Files the operator names on the command line.
+    Follow,
+    /// Files a config commit names: whoever can merge into the config repository must not
+    /// be able to point a node at `/dev/zero` or a FIFO through a link.
+    Refuse,
+}
+
+/// Reads a regular file of at most `limit` bytes, or says why not. A device, FIFO, socket
+/// or directory is refused before it is opened (reading `/dev/zero` never ends, opening a
+/// FIFO waits for a writer); the file is then opened non-blocking and checked again
+/// through its descriptor, so swapping it for something else in between gains nothing;
+/// and the read itself stops at the bound, whatever the file grew to meanwhile.
+pub fn read_bounded(path: &Path, limit: u64, symlinks: Symlinks) -> Result<Vec<u8>, String> {
     use std::io::Read;
-    let err = |reason: String| TlsError::Read { what, path: path.to_path_buf(), reason };
-    let meta = std::fs::metadata(path).map_err(|e| err(e.to_string()))?;
-    if !meta.is_file() {
-        return Err(err("not a regular file".into()));
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let meta = match symlinks {
+        Symlinks::Follow => std::fs::metadata(path),
+        Symlinks::Refuse => std::fs::symlink_metadata(path),
     }
-    if meta.len() > MAX_PEM_BYTES {
-        return Err(err(format!("{} bytes; PEM files are limited to {MAX_PEM_BYTES}", meta.len())));
+    .map_err(|e| e.to_string())?;
+    let kind = |m: &std::fs::Metadata| -> Result<(), String> {
+        let t = m.file_type();
+        if t.is_symlink() {
+            return Err("it is a symbolic link, which config files may not be; name the file itself".into());
+        }
+        if !t.is_file() {
+            return Err("not a regular file (a directory, device, FIFO or socket)".into());
+        }
+        if m.len() > limit {
+            return Err(format!("{} bytes; the limit is {limit}", m.len()));
+        }
+        Ok(())
+    };
+    kind(&meta)?;
+    let mut flags = libc::O_NONBLOCK | libc::O_CLOEXEC;
+    if symlinks == Symlinks::Refuse {
+        flags |= libc::O_NOFOLLOW;
     }
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(MAX_PEM_BYTES + 1).read_to_end(&mut bytes))
-        .map_err(|e| err(e.to_string()))?;
+    let file = std::fs::OpenOptions::new().read(true).custom_flags(flags).open(path).map_err(|e| e.to_string())?;
+    let opened = file.metadata().map_err(|e| e.to_string())?;
+    kind(&opened)?;
+    if (opened.dev(), opened.ino()) != (meta.dev(), meta.ino()) {
+        return Err("the file changed while it was being opened; try again".into());
+    }
+    let mut bytes = Vec::with_capacity(opened.len() as usize);
+    file.take(limit + 1).read_to_end(&mut bytes).map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > limit {
+        return Err(format!("more than {limit} bytes"));
+    }
     Ok(bytes)
 }
 

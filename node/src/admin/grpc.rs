@@ -160,6 +160,7 @@ impl AdminService {
             http_addr: self.node.http_addr.clone().unwrap_or_default(),
             transport: self.node.transport.to_string(),
             resilience: Some(ResilienceView::of(&rt).into()),
+            config_warnings: rt.certs.errors.clone(),
             ..NodeStatus::default()
         };
         let Some(cluster) = &self.cluster else { return status };

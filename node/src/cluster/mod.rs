@@ -20,6 +20,7 @@ use crate::proxy::runtime::{ConfigOrigin, Engine};
 pub mod dial;
 pub mod join;
 pub mod membership;
+pub mod served;
 
 /// Cluster settings of a node.
 #[derive(Debug, Clone)]
@@ -95,7 +96,8 @@ pub async fn start(
     // Serve the last applied config before anything else.
     let last_apply_error = Arc::default();
     let engine_nodes = engine.nodes.clone();
-    tasks.spawn(follow(sm.clone(), engine, Arc::clone(&last_apply_error), shutdown.clone()));
+    let data_dir = s.data_dir.clone();
+    tasks.spawn(follow(sm.clone(), engine, data_dir, Arc::clone(&last_apply_error), shutdown.clone()));
     tasks.spawn(export_refusal(sm.clone(), shutdown.clone()));
 
     let listener = tokio::net::TcpListener::bind(s.raft_addr)
@@ -193,6 +195,7 @@ fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
 async fn follow(
     sm: StateMachineStore,
     engine: Arc<Engine>,
+    data_dir: std::path::PathBuf,
     last_error: Arc<std::sync::Mutex<Option<String>>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -200,22 +203,66 @@ async fn follow(
     loop {
         let current = rx.borrow_and_update().clone();
         if let Some(applied) = current {
-            let origin = ConfigOrigin {
-                commit: Some(applied.entry.commit.clone()),
-                source: format!("raft log index {}", applied.log_index),
-            };
+            let commit = applied.entry.commit.clone();
+            let origin =
+                ConfigOrigin { commit: Some(commit.clone()), source: format!("raft log index {}", applied.log_index) };
             // The hash was checked against the snapshot when the entry was applied.
             let result = engine.apply(Arc::clone(&applied.entry.snapshot), applied.entry.hash, origin).await;
-            let error = result.err().map(|e| format!("{}: {e}", applied.entry.commit));
-            if let Some(e) = &error {
-                tracing::error!(error = %e, "cannot serve the applied config; still serving the previous one");
-            }
+            let error = match result {
+                Ok(_) => {
+                    let served = served::Served {
+                        commit,
+                        log_index: applied.log_index,
+                        snapshot: Arc::clone(&applied.entry.snapshot),
+                    };
+                    remember(&data_dir, served).await;
+                    None
+                }
+                Err(e) => {
+                    let e = format!("{commit}: {e}");
+                    tracing::error!(error = %e, "cannot serve the applied config; still serving the previous one");
+                    if !engine.is_loaded() {
+                        serve_last_served(&engine, &data_dir).await;
+                    }
+                    Some(e)
+                }
+            };
             *last_error.lock().unwrap_or_else(|e| e.into_inner()) = error;
         }
         tokio::select! {
             changed = rx.changed() => if changed.is_err() { return },
             _ = shutdown.changed() => return,
         }
+    }
+}
+
+/// Saves the config now served, so that a restart can fall back to it.
+async fn remember(data_dir: &std::path::Path, served: served::Served) {
+    let dir = data_dir.to_path_buf();
+    let saved = tokio::task::spawn_blocking(move || served::save(&dir, &served)).await;
+    if let Ok(Err(e)) | Err(e) = saved.map_err(std::io::Error::other) {
+        tracing::warn!(error = %e, "cannot record the served config; a restart falls back to nothing if the current one fails");
+    }
+}
+
+/// A node that just started and cannot serve the current config serves the last one it
+/// served before the restart, as it did before it stopped.
+async fn serve_last_served(engine: &Engine, data_dir: &std::path::Path) {
+    match served::load(data_dir) {
+        Ok(Some((served, hash))) => {
+            let origin = ConfigOrigin {
+                commit: Some(served.commit.clone()),
+                source: format!("last served config (raft log index {})", served.log_index),
+            };
+            match engine.apply(served.snapshot, hash, origin).await {
+                Ok(_) => {
+                    tracing::warn!(commit = %served.commit, "serving the config this node served before it restarted")
+                }
+                Err(e) => tracing::error!(error = %e, "cannot serve the previously served config either"),
+            }
+        }
+        Ok(None) => {}
+        Err(e) => tracing::error!(error = %e, "cannot fall back to the previously served config"),
     }
 }
 

@@ -60,6 +60,10 @@ impl ValueMatch {
 struct HostBucket<R> {
     exact: HashMap<String, Vec<Candidate<R>>>,
     prefix: HashMap<String, Vec<Candidate<R>>>,
+    /// The distinct lengths of the prefixes other than `/`, longest first: a lookup hashes
+    /// the request path only at those lengths, so its cost is linear in the path's length
+    /// whatever the client sends.
+    prefix_lens: Vec<usize>,
     regex_set: Option<RegexSet>,
     /// Candidates per pattern, in the order of `regex_set`.
     regex: Vec<Vec<Candidate<R>>>,
@@ -72,6 +76,7 @@ impl<R> Default for HostBucket<R> {
         Self {
             exact: HashMap::new(),
             prefix: HashMap::new(),
+            prefix_lens: Vec::new(),
             regex_set: None,
             regex: Vec::new(),
             regex_order: Vec::new(),
@@ -112,8 +117,10 @@ pub struct RequestView<'a> {
 
 impl<R> RouteTable<R> {
     /// Builds the table. `compile_rule(route, rule_index)` turns one rule into `R`; rules of
-    /// one route are compiled once and shared by all their matches and host names.
-    pub fn build(routes: &[RouteSpec], mut compile_rule: impl FnMut(&RouteSpec, usize) -> R) -> Self {
+    /// one route are compiled once and shared by all their matches and host names. Fails
+    /// when a regular expression does not build here, which `schemas` rules out for the
+    /// configs it compiled: a config is served whole or not at all.
+    pub fn build(routes: &[RouteSpec], mut compile_rule: impl FnMut(&RouteSpec, usize) -> R) -> Result<Self, String> {
         let mut table = RouteTable {
             exact_hosts: HashMap::new(),
             wildcard_hosts: HashMap::new(),
@@ -134,7 +141,8 @@ impl<R> RouteTable<R> {
                         route.hostnames.iter().map(|h| Some(h.as_str())).collect()
                     };
                     for host in hosts {
-                        let cand = candidate(&compiled, m, &route_name, ri, mi);
+                        let cand = candidate(&compiled, m, &route_name, ri, mi)
+                            .map_err(|e| format!("route `{}`: {e}", route.name))?;
                         match m.path.kind {
                             PathMatchType::RegularExpression => {
                                 pending.entry(host.map(str::to_string)).or_default().push((m.path.value.clone(), cand));
@@ -159,10 +167,15 @@ impl<R> RouteTable<R> {
                     None => by_pattern.push((p, vec![c])),
                 }
             }
-            let anchored: Vec<String> = by_pattern.iter().map(|(p, _)| format!("^(?:{p})$")).collect();
-            // Validated by `schemas`; a failure here would be a bug, so routes stay usable
-            // without the regex rules rather than taking the whole config down.
-            bucket.regex_set = RegexSet::new(&anchored).ok();
+            let patterns: Vec<&str> = by_pattern.iter().map(|(p, _)| p.as_str()).collect();
+            let set = schemas::patterns::path_regex_set(&patterns).map_err(|e| {
+                format!(
+                    "the path patterns of {} do not build together: {}",
+                    host.as_deref().unwrap_or("routes without host names"),
+                    schemas::patterns::reason(&e)
+                )
+            })?;
+            bucket.regex_set = Some(set);
             let mut order: Vec<usize> = (0..by_pattern.len()).collect();
             order.sort_by(|a, b| by_pattern[*b].0.len().cmp(&by_pattern[*a].0.len()).then(a.cmp(b)));
             bucket.regex_order = order;
@@ -172,8 +185,12 @@ impl<R> RouteTable<R> {
             for list in b.exact.values_mut().chain(b.prefix.values_mut()).chain(b.regex.iter_mut()) {
                 list.sort_by(|x, y| x.rank.cmp(&y.rank));
             }
+            let mut lens: Vec<usize> = b.prefix.keys().filter(|k| *k != "/").map(String::len).collect();
+            lens.sort_unstable_by(|a, b| b.cmp(a));
+            lens.dedup();
+            b.prefix_lens = lens;
         });
-        table
+        Ok(table)
     }
 
     fn bucket(&mut self, host: Option<&str>) -> &mut HostBucket<R> {
@@ -242,20 +259,20 @@ impl<R> HostBucket<R> {
             }
         }
         if !self.prefix.is_empty() {
-            // Whole-segment prefixes: for `/a/b/c` try `/a/b/c`, `/a/b`, `/a`, `/`.
+            // Whole-segment prefixes: for `/a/b/c`, `/a/b/c`, `/a/b`, `/a` and `/`, each
+            // tried only when some prefix of that length exists.
             let trimmed = req.path.trim_end_matches('/');
-            let mut end = trimmed.len();
-            loop {
-                let key = if end == 0 { "/" } else { &req.path[..end] };
-                if let Some(list) = self.prefix.get(key) {
-                    if let Some(m) = first_match(list, req, q) {
-                        return Some(m);
-                    }
+            for &len in &self.prefix_lens {
+                let at_boundary = len == trimmed.len() || (len < trimmed.len() && trimmed.as_bytes()[len] == b'/');
+                if !at_boundary {
+                    continue;
                 }
-                if end == 0 {
-                    break;
+                if let Some(m) = self.prefix.get(&trimmed[..len]).and_then(|list| first_match(list, req, q)) {
+                    return Some(m);
                 }
-                end = req.path[..end].rfind('/').unwrap_or(0);
+            }
+            if let Some(m) = self.prefix.get("/").and_then(|list| first_match(list, req, q)) {
+                return Some(m);
             }
         }
         None
@@ -300,25 +317,26 @@ fn parse_query(q: Option<&str>) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
-fn candidate<R>(rule: &Arc<R>, m: &MatchSpec, route: &Arc<str>, ri: usize, mi: usize) -> Candidate<R> {
-    let matchers = |list: &[ValueMatchSpec]| -> Vec<ValueMatcher> {
+fn candidate<R>(rule: &Arc<R>, m: &MatchSpec, route: &Arc<str>, ri: usize, mi: usize) -> Result<Candidate<R>, String> {
+    let matchers = |list: &[ValueMatchSpec]| -> Result<Vec<ValueMatcher>, String> {
         list.iter()
-            .map(|v| ValueMatcher {
-                name: v.name.clone(),
-                value: match v.kind {
+            .map(|v| {
+                let value = match v.kind {
                     StringMatchType::Exact => ValueMatch::Exact(v.value.clone()),
                     StringMatchType::RegularExpression => ValueMatch::Regex(
-                        Regex::new(&format!("^(?:{})$", v.value)).unwrap_or_else(|_| Regex::new("$^").expect("valid")),
+                        schemas::patterns::value_regex(&v.value)
+                            .map_err(|e| format!("`{}`: {}", v.value, schemas::patterns::reason(&e)))?,
                     ),
-                },
+                };
+                Ok(ValueMatcher { name: v.name.clone(), value })
             })
             .collect()
     };
-    Candidate {
+    Ok(Candidate {
         rule: rule.clone(),
         method: m.method.as_deref().and_then(|s| Method::from_bytes(s.as_bytes()).ok()),
-        headers: matchers(&m.headers),
-        query: matchers(&m.query_params),
+        headers: matchers(&m.headers)?,
+        query: matchers(&m.query_params)?,
         path: Arc::from(m.path.value.as_str()),
         kind: m.path.kind,
         rank: (
@@ -329,7 +347,7 @@ fn candidate<R>(rule: &Arc<R>, m: &MatchSpec, route: &Arc<str>, ri: usize, mi: u
             ri,
             mi,
         ),
-    }
+    })
 }
 
 #[cfg(test)]
@@ -343,7 +361,7 @@ mod tests {
         }];
         tree.push(schemas::SourceFile { path: "r.yaml".into(), contents: yaml.as_bytes().to_vec() });
         let c = schemas::compile_tree(&tree).unwrap_or_else(|d| panic!("{d:#?}"));
-        RouteTable::build(&c.snapshot.routes, |r, i| format!("{}#{}", r.name, i))
+        RouteTable::build(&c.snapshot.routes, |r, i| format!("{}#{}", r.name, i)).unwrap()
     }
 
     fn check(

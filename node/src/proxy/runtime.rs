@@ -27,6 +27,10 @@ use super::tls::CertStore;
 use super::upstream::Upstream;
 
 /// Where a config came from, for status and metrics.
+/// How long building one config on a node may take (certificates read and parsed,
+/// regular expressions compiled, pools set up) before it is abandoned.
+pub const APPLY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct ConfigOrigin {
     /// Git commit, when the config came from Git.
@@ -258,7 +262,8 @@ impl Runtime {
             let same = shared.as_ref().is_some_and(|s| *s.name == *route.name);
             let s = if same { shared.as_mut() } else { Some(shared.insert(RouteShared::new(route))) };
             RuleRuntime::compile(route, ri, s.expect("set above"), &upstreams, &limiters)
-        });
+        })
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
         let certs = if env.tls { CertStore::load(&snapshot.certificates) } else { CertStore::default() };
         Ok(Runtime {
             snapshot,
@@ -508,12 +513,17 @@ impl Engine {
         let roots = self.roots.clone();
         let tls = self.tls;
         let nodes = self.nodes.clone();
-        let rt = tokio::task::spawn_blocking(move || {
+        let build = tokio::task::spawn_blocking(move || {
             let env = BuildEnv { previous: Some(&previous), roots: &roots, tls, nodes: &nodes };
             Runtime::build(snapshot, hash, origin, &env)
-        })
-        .await
-        .map_err(|e| anyhow::anyhow!("config compile panicked: {e}"))??;
+        });
+        // A build that does not finish in time is abandoned (its thread finishes on its
+        // own and its result is dropped): the node keeps serving the current config and the
+        // next config is not held up behind it.
+        let rt = tokio::time::timeout(APPLY_TIMEOUT, build)
+            .await
+            .map_err(|_| anyhow::anyhow!("building the config took longer than {} s", APPLY_TIMEOUT.as_secs()))?
+            .map_err(|e| anyhow::anyhow!("config compile panicked: {e}"))??;
         for up in rt.upstreams.values() {
             prober::start(up);
         }

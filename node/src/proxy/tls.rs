@@ -66,11 +66,20 @@ impl CertStore {
 
 fn read_pem(src: &PemSourceSpec) -> anyhow::Result<Vec<u8>> {
     match src {
-        PemSourceSpec::File(path) => std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {path}: {e}")),
+        PemSourceSpec::File(path) => config_file(path),
         PemSourceSpec::Env(var) => std::env::var(var)
             .map(String::into_bytes)
             .map_err(|_| anyhow::anyhow!("environment variable {var} is not set")),
     }
+}
+
+/// A file a config names (a certificate, a key, a CA bundle): a regular file of at most
+/// `trust::material::MAX_PEM_BYTES`, never reached through a symlink. The commit chose
+/// the path, so this is the one guard between a config repository and this node's files.
+pub fn config_file(path: &str) -> anyhow::Result<Vec<u8>> {
+    use trust::material::{read_bounded, Symlinks, MAX_PEM_BYTES};
+    read_bounded(std::path::Path::new(path), MAX_PEM_BYTES, Symlinks::Refuse)
+        .map_err(|why| anyhow::anyhow!("cannot read {path}: {why}"))
 }
 
 fn load_one(spec: &CertificateSpec) -> anyhow::Result<CertifiedKey> {

@@ -217,12 +217,14 @@ fn client_tls(roots: &Arc<rustls::RootCertStore>, insecure: bool) -> anyhow::Res
 
 pub fn load_roots(path: &str) -> anyhow::Result<rustls::RootCertStore> {
     use rustls_pki_types::pem::PemObject;
+    let pem = super::tls::config_file(path)?;
     let mut store = rustls::RootCertStore::empty();
-    for cert in rustls_pki_types::CertificateDer::pem_file_iter(path)
-        .map_err(|e| anyhow::anyhow!("cannot read CA file {path}: {e}"))?
-    {
+    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(&pem) {
         let cert = cert.map_err(|e| anyhow::anyhow!("bad PEM in CA file {path}: {e}"))?;
         store.add(cert).map_err(|e| anyhow::anyhow!("bad certificate in {path}: {e}"))?;
+    }
+    if store.is_empty() {
+        anyhow::bail!("CA file {path} holds no certificate");
     }
     Ok(store)
 }

@@ -127,6 +127,13 @@ impl Gateway {
         serde_json::from_str(&blocking_get(self.admin, "/status")).unwrap()
     }
 
+    /// The process's peak resident memory so far, in KiB (`VmHWM`).
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmHWM:")).expect("VmHWM in /proc/<pid>/status");
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
     /// Whether the process has exited, and how.
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.child.try_wait().ok().flatten()

@@ -6,6 +6,7 @@ mod cluster;
 mod features;
 mod gitops;
 mod harness;
+mod hostile;
 mod mtls;
 mod multinode;
 mod nodes;

@@ -105,7 +105,11 @@ impl TestCluster {
 
     /// Writes the config the leader will propose: one route per name.
     pub fn set_routes(&self, names: &[&str]) {
-        let text = routes_config(&self.up, names);
+        self.write_config(&routes_config(&self.up, names));
+    }
+
+    /// Replaces the config the leader will propose with `text`.
+    pub fn write_config(&self, text: &str) {
         let tmp = self.config.path().join(".c.yaml.tmp");
         std::fs::write(&tmp, text).unwrap();
         std::fs::rename(tmp, self.config.path().join("c.yaml")).unwrap();

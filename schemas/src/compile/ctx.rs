@@ -9,7 +9,7 @@ use crate::duration::Duration;
 use crate::load::Loaded;
 use crate::yaml::{at, Seg};
 
-use super::limits::{MAX_HOSTNAMES, MAX_REGEX_BYTES};
+use super::limits::MAX_HOSTNAMES;
 use super::names::{valid_hostname, valid_name};
 
 /// Checks one resource. `failed` records whether any problem was found, in which case the
@@ -92,15 +92,10 @@ impl<T> Ctx<'_, T> {
     }
 
     pub(super) fn regex(&mut self, path: &[Seg<'_>], pattern: &str) {
-        if let Err(e) = regex::RegexBuilder::new(&format!("^(?:{pattern})$")).size_limit(MAX_REGEX_BYTES).build() {
-            let why = e.to_string();
-            let why = why.lines().rev().find(|l| l.trim_start().starts_with("error:")).unwrap_or(&why);
+        if let Err(e) = crate::patterns::value_regex(pattern) {
             self.err(
                 path,
-                format!(
-                    "invalid regular expression `{pattern}`: {}",
-                    one_line(why.trim().trim_start_matches("error:"))
-                ),
+                format!("invalid regular expression `{pattern}`: {}", one_line(&crate::patterns::reason(&e))),
                 Some("the syntax is that of the Rust regex crate (RE2-like, no look-around or back-references)".into()),
             );
         }

@@ -10,6 +10,5 @@ pub(super) const MAX_BACKENDS: usize = 64;
 pub(super) const MAX_ENDPOINTS: usize = 1_000;
 pub(super) const MAX_ENDPOINT_WEIGHT: u32 = 1_000;
 pub(super) const MAX_BACKEND_WEIGHT: u32 = 1_000_000;
-pub(super) const MAX_REGEX_BYTES: usize = 1 << 20;
 pub(super) const MAX_BODY_LIMIT: u64 = 1 << 40;
 pub(super) const MAX_FALLBACK_BODY: usize = 64 * 1024;

@@ -125,6 +125,58 @@ pub(super) fn check_identical_matches(res: &Resources, diags: &mut Vec<Diagnosti
     }
 }
 
+/// The router matches the path patterns of one host name in one `RegexSet`; each pattern
+/// fits alone, but together they may not. Checked here so that such a config is refused,
+/// not applied with some of its routes missing.
+pub(super) fn check_regex_sets(res: &Resources, diags: &mut Vec<Diagnostic>) {
+    // Host name (empty: routes without host names) → distinct patterns, and where the
+    // first one is written.
+    let mut sets: HashMap<String, (Vec<&str>, usize, Vec<Seg<'_>>)> = HashMap::new();
+    for (idx, r) in res.routes.iter().enumerate() {
+        let mut hosts: Vec<String> = r.value.hostnames.iter().map(|h| h.to_ascii_lowercase()).collect();
+        if hosts.is_empty() {
+            hosts.push(String::new());
+        }
+        for (ri, rule) in r.value.rules.iter().enumerate() {
+            for (mi, m) in rule.matches.iter().enumerate() {
+                let Some(p) = m.path.as_ref().filter(|p| p.kind == Some(PathMatchType::RegularExpression)) else {
+                    continue;
+                };
+                for host in &hosts {
+                    let (list, _, _) = sets.entry(host.clone()).or_insert_with(|| {
+                        (Vec::new(), idx, at!["rules", ri, "matches", mi, "path", "value"].to_vec())
+                    });
+                    if !list.contains(&p.value.as_str()) {
+                        list.push(&p.value);
+                    }
+                }
+            }
+        }
+    }
+    let mut hosts: Vec<_> = sets.into_iter().collect();
+    hosts.sort_by(|a, b| a.0.cmp(&b.0));
+    for (host, (patterns, idx, path)) in hosts {
+        // Patterns that do not compile alone were reported where they are written.
+        let valid: Vec<&str> = patterns.into_iter().filter(|p| crate::patterns::value_regex(p).is_ok()).collect();
+        if let Err(e) = crate::patterns::path_regex_set(&valid) {
+            let on = if host.is_empty() { "routes without host names".to_string() } else { format!("host `{host}`") };
+            diags.push(res.routes[idx].diag(
+                &path,
+                format!(
+                    "the {} RegularExpression paths of {on} cannot be matched together: {}",
+                    valid.len(),
+                    crate::patterns::reason(&e)
+                ),
+                Some(format!(
+                    "the patterns of one host name are compiled together, up to {} MiB; use fewer or simpler \
+                     patterns (PathPrefix and Exact paths cost nothing here)",
+                    crate::patterns::MAX_REGEX_SET_BYTES >> 20
+                )),
+            ));
+        }
+    }
+}
+
 pub(super) fn default_match() -> MatchSpec {
     MatchSpec {
         path: PathMatchSpec { kind: PathMatchType::PathPrefix, value: "/".into() },

@@ -23,7 +23,7 @@ use crate::snapshot::ConfigSnapshot;
 
 use certificate::check_certificate_overlap;
 use ctx::Ctx;
-use matches::check_identical_matches;
+use matches::{check_identical_matches, check_regex_sets};
 use names::check_unique_names;
 
 pub(crate) fn compile(res: &Resources, diags: &mut Vec<Diagnostic>) -> ConfigSnapshot {
@@ -57,6 +57,7 @@ pub(crate) fn compile(res: &Resources, diags: &mut Vec<Diagnostic>) -> ConfigSna
         }
     }
     check_identical_matches(res, diags);
+    check_regex_sets(res, diags);
     check_certificate_overlap(res, diags);
 
     snapshot.upstreams.sort_by(|a, b| a.name.cmp(&b.name));

@@ -337,3 +337,34 @@ fn collect(root: &std::path::Path, dir: &std::path::Path, out: &mut Vec<schemas:
         }
     }
 }
+
+#[test]
+fn the_path_patterns_of_one_host_must_build_together() {
+    // Each pattern fits the per-pattern bound; forty of them for one host name exceed what
+    // the router's combined set may compile to, so the config is refused (a node used to
+    // build the set, fail, and serve the host without any of its regex routes).
+    let route = |name: &str, host: &str, n: usize| {
+        let mut yaml = format!("---\nkind: Route\nname: {name}\nhostnames: [{host}]\nrules:\n  - matches:\n");
+        for i in 0..n {
+            yaml += &format!("      - path: {{ type: RegularExpression, value: '/{i}/\\w{{10}}' }}\n");
+        }
+        yaml + "    backendRefs: [{ upstream: users }]\n"
+    };
+    let alone = schemas::patterns::value_regex(r"/0/\w{10}");
+    assert!(alone.is_ok(), "one pattern fits alone: {alone:?}");
+    let ok = files(&[
+        ("base.yaml", BASE),
+        ("route.yaml", &(route("a", "a.example.com", 4) + &route("b", "b.example.com", 4))),
+    ]);
+    schemas::compile_tree(&ok).unwrap_or_else(|d| panic!("{d:#?}"));
+
+    let too_many = route("a", "a.example.com", 40) + &route("b", "b.example.com", 4);
+    let errs = schemas::compile_tree(&files(&[("base.yaml", BASE), ("route.yaml", &too_many)])).unwrap_err();
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    let e = &errs[0];
+    assert_eq!((e.file.as_str(), e.line), ("route.yaml", 7), "{e:#?}");
+    assert!(
+        e.message.contains("the 40 RegularExpression paths of host `a.example.com` cannot be matched together"),
+        "{e:#?}"
+    );
+}

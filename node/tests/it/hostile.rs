@@ -1,0 +1,117 @@
+//! Hostile commits: configs written to hurt the nodes that apply them. Each one is refused
+//! by validation or contained on the node, with every node of a three-node cluster still
+//! serving, its memory bounded, and no crash loop on restart.
+
+use std::time::Duration;
+
+use http::StatusCode;
+
+use crate::harness::*;
+use crate::nodes::*;
+
+/// Peak memory no node may pass while applying these configs (a node serving a small
+/// config peaks far below; one reading `/dev/zero` into memory would not stop).
+const PEAK_RSS_KIB: u64 = 256 * 1024;
+
+fn certificate(name: &str, host: &str, cert: &std::path::Path, key: &std::path::Path) -> String {
+    format!(
+        "---\nkind: Certificate\nname: {name}\nhostnames: [{host}]\ncertificate: {{ file: {} }}\nprivateKey: {{ file: {} }}\n",
+        cert.display(),
+        key.display()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn file_references_to_devices_fifos_links_and_huge_files_are_contained() {
+    let mut c = TestCluster::bootstrap(&["--https-addr", "127.0.0.1:0"]).await;
+    c.join(2, 1, false);
+    c.join(3, 1, false);
+    c.wait_serving(&[1, 2, 3], "/r0").await;
+
+    // The files a hostile commit points at; they exist on every node (one machine).
+    let files = tempfile::tempdir().unwrap();
+    let f = |n: &str| files.path().join(n);
+    let ck = rcgen::generate_simple_self_signed(vec!["good.example.com".to_string()]).unwrap();
+    std::fs::write(f("good.crt"), ck.cert.pem()).unwrap();
+    std::fs::write(f("good.key"), ck.signing_key.serialize_pem()).unwrap();
+    let made = std::process::Command::new("mkfifo").arg(f("fifo")).status().unwrap();
+    assert!(made.success(), "mkfifo");
+    std::os::unix::fs::symlink(f("good.crt"), f("link.crt")).unwrap();
+    std::fs::write(f("huge.crt"), vec![b'A'; 3 << 20]).unwrap();
+    let dev_zero = std::path::Path::new("/dev/zero");
+
+    // 1. Certificates: each bad one is left out and reported; the config, with its good
+    // certificate and its new route, is served everywhere. (Before the bounded reads, the
+    // FIFO wedged every node's apply and `/dev/zero` grew it until it was killed.)
+    let base = routes_config(&c.up, &["r0", "r1"]);
+    let certs = certificate("zero", "zero.example.com", dev_zero, &f("good.key"))
+        + &certificate("fifo", "fifo.example.com", &f("good.crt"), &f("fifo"))
+        + &certificate("link", "link.example.com", &f("link.crt"), &f("good.key"))
+        + &certificate("huge", "huge.example.com", &f("huge.crt"), &f("good.key"))
+        + &certificate("good", "good.example.com", &f("good.crt"), &f("good.key"));
+    c.write_config(&(base.clone() + &certs));
+    c.wait_serving(&[1, 2, 3], "/r1").await;
+    for id in [1, 2, 3] {
+        let s = c.status(id).await;
+        let w = s.config_warnings.join("\n");
+        assert_eq!(s.config_warnings.len(), 4, "node {id}: {w}");
+        for (name, why) in [
+            ("zero", "not a regular file"),
+            ("fifo", "not a regular file"),
+            ("link", "symbolic link"),
+            ("huge", "the limit is 1048576"),
+        ] {
+            assert!(
+                s.config_warnings.iter().any(|x| x.contains(&format!("certificate `{name}`")) && x.contains(why)),
+                "node {id}: no `{why}` for {name}: {w}"
+            );
+        }
+        assert!(s.last_apply_error.is_empty(), "node {id}: {}", s.last_apply_error);
+    }
+
+    // 2. An upstream whose CA bundle is a FIFO: the whole config cannot be built on a
+    // node, so every node keeps the previous one and says why.
+    let bad_ca = base.replace(
+        "endpoints:",
+        &format!("tls: {{ caFile: {} }}\nendpoints:", f("fifo").display()),
+    ) + "---\nkind: Route\nname: r2\nrules:\n  - matches: [{ path: { value: /r2 } }]\n    backendRefs: [{ upstream: up }]\n";
+    assert!(bad_ca.contains("caFile"), "{bad_ca}");
+    c.write_config(&bad_ca);
+    for id in [1, 2, 3] {
+        let err = eventually(Duration::from_secs(20), &format!("node {id} reports the failed apply"), || async {
+            Some(c.status(id).await.last_apply_error).filter(|e| !e.is_empty())
+        })
+        .await;
+        assert!(err.contains("not a regular file"), "node {id}: {err}");
+        assert_eq!(
+            get(&c.gw(id).url("/r1"), &[]).await.0,
+            StatusCode::OK,
+            "node {id} still serves the last good config"
+        );
+        assert_eq!(get(&c.gw(id).url("/r2"), &[]).await.0, StatusCode::NOT_FOUND, "node {id}");
+    }
+
+    // 3. A restart does not turn the failure into an outage or a crash loop: the node
+    // serves what it served before.
+    c.kill(3);
+    c.launch(3, &[]);
+    c.wait_serving(&[3], "/r1").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let s = c.status(3).await;
+    assert!(s.last_apply_error.contains("not a regular file"), "{}", s.last_apply_error);
+    assert_eq!(get(&c.gw(3).url("/r1"), &[]).await.0, StatusCode::OK);
+
+    for id in [1, 2, 3] {
+        let peak = c.gw(id).peak_rss_kib();
+        println!("node {id}: peak RSS {} MiB", peak / 1024);
+        assert!(peak < PEAK_RSS_KIB, "node {id} peaked at {peak} KiB");
+    }
+
+    // 4. The next good commit is served everywhere and clears the reports.
+    c.set_routes(&["r0", "r2"]);
+    c.wait_serving(&[1, 2, 3], "/r2").await;
+    for id in [1, 2, 3] {
+        let s = c.status(id).await;
+        assert!(s.last_apply_error.is_empty() && s.config_warnings.is_empty(), "node {id}: {s:?}");
+    }
+}
