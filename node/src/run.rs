@@ -64,6 +64,11 @@ pub struct Args {
     /// Time a client has to send a request head; also closes idle keep-alive connections.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub header_timeout: Duration,
+    /// What a path with `%2F`, `%5C` or `\` gets: `reject` (400), `unescape` (each becomes
+    /// `/`, then routed and forwarded), `redirect` (308 to that path) or `keep` (forwarded
+    /// unchanged; the escapes stay inside their segment).
+    #[arg(long, value_name = "ACTION", default_value = "reject")]
+    pub escaped_slashes: crate::proxy::path::EscapedSlashes,
     /// Write a JSON access-log line per request.
     #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse_switch, action = clap::ArgAction::Set)]
     pub access_log: bool,
@@ -333,7 +338,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     };
     let proxy = Arc::new(Proxy {
         engine: engine.clone(),
-        settings: ProxySettings { max_body_bytes: args.max_body_bytes, access_log: args.access_log },
+        settings: ProxySettings {
+            max_body_bytes: args.max_body_bytes,
+            access_log: args.access_log,
+            escaped_slashes: args.escaped_slashes,
+        },
     });
 
     let http = bind(args.http_addr, "http").await?;

@@ -29,6 +29,8 @@ pub struct ProxySettings {
     pub max_body_bytes: u64,
     /// Write one JSON access-log line per request.
     pub access_log: bool,
+    /// What `%2F`, `%5C` and `\` in a path lead to.
+    pub escaped_slashes: super::path::EscapedSlashes,
 }
 
 /// Facts about the client connection a request arrived on.

@@ -16,6 +16,8 @@ pub enum ProxyError {
     MissingHost,
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    #[error("the request path is longer than {limit} bytes")]
+    UriTooLong { limit: usize },
     #[error("request body is larger than the limit of {limit} bytes")]
     BodyTooLarge { limit: u64 },
     #[error("upstream `{upstream}` is unavailable: {reason}")]
@@ -39,6 +41,7 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
             ProxyError::MissingHost | ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::UpstreamUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::BadGateway { .. } => StatusCode::BAD_GATEWAY,
@@ -56,6 +59,7 @@ impl ProxyError {
             ProxyError::NoRoute { .. } => "no_route",
             ProxyError::MissingHost => "missing_host",
             ProxyError::BadRequest(_) => "bad_request",
+            ProxyError::UriTooLong { .. } => "uri_too_long",
             ProxyError::BodyTooLarge { .. } => "body_too_large",
             ProxyError::UpstreamUnavailable { .. } => "upstream_unavailable",
             ProxyError::BadGateway { .. } => "bad_gateway",

@@ -1,6 +1,6 @@
 //! Request and response transformations: hop-by-hop headers, the standard proxy headers,
 //! the rule's header modifiers and URL rewrites (compiled once per config into
-//! `RuleFilters`), and path normalisation.
+//! `RuleFilters`).
 
 use std::borrow::Cow;
 use std::net::IpAddr;
@@ -49,7 +49,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-/// `X-Forwarded-For` (appended), `X-Forwarded-Proto`, `X-Forwarded-Host` and `Via`.
+/// `X-Forwarded-For` (appended), `X-Forwarded-Proto` and `X-Forwarded-Host` (replaced),
+/// and `Via` (appended).
 pub fn add_proxy_headers(headers: &mut HeaderMap, client: IpAddr, https: bool, host: &str, version: http::Version) {
     static XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
     static XFP: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -63,11 +64,12 @@ pub fn add_proxy_headers(headers: &mut HeaderMap, client: IpAddr, https: bool, h
         headers.insert(XFF.clone(), v);
     }
     headers.insert(XFP.clone(), HeaderValue::from_static(if https { "https" } else { "http" }));
-    if !headers.contains_key(&XFH) {
-        if let Ok(v) = HeaderValue::from_str(host) {
-            headers.insert(XFH.clone(), v);
-        }
-    }
+    // The host that was routed, whatever the client claimed: an upstream building URLs
+    // from a client-sent X-Forwarded-Host would let any client pick them.
+    match HeaderValue::from_str(host) {
+        Ok(v) => headers.insert(XFH.clone(), v),
+        Err(_) => headers.remove(&XFH),
+    };
     let via = match version {
         http::Version::HTTP_2 => "2 raftgate",
         http::Version::HTTP_10 => "1.0 raftgate",
@@ -201,48 +203,6 @@ pub fn modify_path(m: &PathModifierSpec, path: &str, kind: PathMatchType, matche
     }
 }
 
-/// Resolves `.` and `..` segments (RFC 3986 §5.2.4) so that routing sees the path the
-/// upstream will see. Percent-encoded dots in a dot segment are refused: they are a classic
-/// way to slip past prefix-based routing.
-pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, &'static str> {
-    if !path.starts_with('/') {
-        return Err("the request path must start with `/`");
-    }
-    let suspicious = path.split('/').any(|seg| {
-        seg == "." || seg == ".." || {
-            let lower = seg.to_ascii_lowercase();
-            lower.contains("%2e") && lower.replace("%2e", ".").chars().all(|c| c == '.')
-        }
-    });
-    if !suspicious {
-        return Ok(Cow::Borrowed(path));
-    }
-    let mut out: Vec<&str> = Vec::new();
-    let segs: Vec<&str> = path[1..].split('/').collect();
-    let last = segs.len() - 1;
-    for (i, seg) in segs.iter().enumerate() {
-        let lower = seg.to_ascii_lowercase();
-        if lower.contains("%2e") && lower.replace("%2e", ".").chars().all(|c| c == '.') {
-            return Err("encoded dot segments are not allowed in the path");
-        }
-        match *seg {
-            "." => {
-                if i == last {
-                    out.push("");
-                }
-            }
-            ".." => {
-                out.pop();
-                if i == last {
-                    out.push("");
-                }
-            }
-            s => out.push(s),
-        }
-    }
-    Ok(Cow::Owned(format!("/{}", out.join("/"))))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,16 +218,6 @@ mod tests {
         assert_eq!(modify_path(&root, "/v0/orders/5", k, "/v0/orders"), "/5");
         assert_eq!(modify_path(&root, "/v0/orders", k, "/v0/orders"), "/");
         assert_eq!(modify_path(&m, "/x", k, "/"), "/v1/x");
-    }
-
-    #[test]
-    fn dot_segments() {
-        assert_eq!(normalize_path("/a/b").unwrap(), "/a/b");
-        assert_eq!(normalize_path("/a/../b").unwrap(), "/b");
-        assert_eq!(normalize_path("/a/./b/..").unwrap(), "/a/");
-        assert_eq!(normalize_path("/../../etc").unwrap(), "/etc");
-        assert!(normalize_path("/a/%2e%2E/admin").is_err());
-        assert!(normalize_path("a").is_err());
     }
 
     #[test]

@@ -35,6 +35,7 @@ pub mod health;
 pub(crate) mod log;
 pub(crate) mod outgoing;
 pub mod outlier;
+pub mod path;
 pub(crate) mod prepare;
 pub(crate) mod prober;
 pub mod ratelimit;
@@ -98,7 +99,7 @@ impl Proxy {
         req: Request<Incoming>,
     ) -> Result<Answer, Stop> {
         // route: the rule, or 404.
-        let route = route::route(rt, down, &req, ctx)?;
+        let route = route::route(rt, down, &req, self.settings.escaped_slashes, ctx)?;
         let rule = route.rule;
         // admit: a redirect answers at once; then what can be refused from the head alone.
         // (Authentication and authorization go here, after the redirect.)

@@ -4,14 +4,15 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use http::header::HeaderValue;
-use http::{Request, Uri};
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 use schemas::snapshot::PathMatchType;
 
-use super::context::{Downstream, RequestCtx};
+use super::body::full;
+use super::context::{Downstream, RequestCtx, Stop};
 use super::error::ProxyError;
-use super::filters;
+use super::path::{self, Clean, EscapedSlashes, PathError};
 use super::router::RequestView;
 use super::runtime::{RuleRuntime, Runtime};
 
@@ -29,16 +30,26 @@ pub struct Routed<'a> {
     pub matched_path: &'a str,
 }
 
-/// Finds the rule for `req`; records it in `ctx.rule`.
+/// Host names longer than DNS allows are refused before any lookup.
+const MAX_HOST_BYTES: usize = 253;
+
+/// Finds the rule for `req`; records it in `ctx.rule`. A path with escaped slashes may be
+/// answered with a redirect to its canonical form (`EscapedSlashes::Redirect`).
 pub fn route<'a>(
     rt: &'a Runtime,
     down: &'a Downstream,
     req: &Request<Incoming>,
+    escaped: EscapedSlashes,
     ctx: &mut RequestCtx,
-) -> Result<Routed<'a>, ProxyError> {
+) -> Result<Routed<'a>, Stop> {
     let (host, _port) = request_host(&down.uri, down.host_header.as_ref())?;
-    let path = filters::normalize_path(down.uri.path()).map_err(ProxyError::BadRequest)?;
     let query = down.uri.query();
+    let path = match path::clean(down.uri.path(), escaped) {
+        Ok(Clean::Path(p)) => p,
+        Ok(Clean::Redirect(to)) => return Err(Stop::Answer(Box::new(redirect(&to, query)?))),
+        Err(PathError::TooLong) => return Err(ProxyError::UriTooLong { limit: path::MAX_PATH_BYTES }.into()),
+        Err(PathError::Bad(why)) => return Err(ProxyError::BadRequest(why).into()),
+    };
     let view = RequestView { host: &host, path: &path, query, method: req.method(), headers: req.headers() };
     let matched = rt
         .router
@@ -55,19 +66,45 @@ pub fn route<'a>(
     })
 }
 
-/// The request's host, lower-case and without port, and the port if one was given.
+/// A 308 to the same request with its path made canonical.
+fn redirect(path: &str, query: Option<&str>) -> Result<Response<super::body::RespBody>, ProxyError> {
+    let location = match query {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_string(),
+    };
+    let location = HeaderValue::from_str(&location)
+        .map_err(|_| ProxyError::BadRequest("the request target cannot be redirected"))?;
+    let mut resp = Response::new(full(bytes::Bytes::new()));
+    *resp.status_mut() = StatusCode::PERMANENT_REDIRECT;
+    resp.headers_mut().insert(header::LOCATION, location);
+    Ok(resp)
+}
+
+/// The request's host, lower-case and without port, and the port if one was given. The
+/// request target's authority (absolute form, HTTP/2's `:authority`) wins; a Host header
+/// naming another host is refused, so the host that was routed is the one the upstream
+/// is told.
 fn request_host<'a>(
     uri: &'a Uri,
     host_header: Option<&'a HeaderValue>,
 ) -> Result<(Cow<'a, str>, Option<u16>), ProxyError> {
-    let raw = match uri.authority() {
-        Some(a) => a.as_str(),
-        None => {
-            let v = host_header.ok_or(ProxyError::MissingHost)?;
-            v.to_str().map_err(|_| ProxyError::BadRequest("invalid Host header"))?
-        }
+    let header = match host_header {
+        Some(v) => Some(split_host(v.to_str().map_err(|_| ProxyError::BadRequest("invalid Host header"))?)?),
+        None => None,
     };
-    // `host[:port]` or `[v6]:port`; the port must be digits.
+    let Some(authority) = uri.authority() else { return header.ok_or(ProxyError::MissingHost) };
+    let (host, port) = split_host(authority.as_str())?;
+    if let Some((h, p)) = &header {
+        let ports_differ = matches!((p, port), (Some(a), Some(b)) if *a != b);
+        if *h != host || ports_differ {
+            return Err(ProxyError::BadRequest("the Host header and the request target name different hosts"));
+        }
+    }
+    Ok((host, port))
+}
+
+/// `host[:port]` or `[v6]:port`, checked, lower-cased, without a trailing dot.
+fn split_host(raw: &str) -> Result<(Cow<'_, str>, Option<u16>), ProxyError> {
     let (host, port) = match raw.rfind(':') {
         Some(i) if !raw[i..].contains(']') => {
             let port =
@@ -79,6 +116,9 @@ fn request_host<'a>(
     let host = host.trim_end_matches('.');
     if host.is_empty() || host.bytes().any(|b| b.is_ascii_whitespace() || b == b'/' || b == b'@') {
         return Err(ProxyError::BadRequest("invalid Host header"));
+    }
+    if host.len() > MAX_HOST_BYTES {
+        return Err(ProxyError::BadRequest("the host name is longer than 253 bytes"));
     }
     Ok(if host.bytes().any(|b| b.is_ascii_uppercase()) {
         (Cow::Owned(host.to_ascii_lowercase()), port)
@@ -108,8 +148,13 @@ mod tests {
         check("/a", Some("example.com."), Ok(("example.com", None)));
         check("/a", Some("[::1]:443"), Ok(("[::1]", Some(443))));
         check("/a", Some("[::1]"), Ok(("[::1]", None)));
-        // HTTP/2's :authority (an absolute URI) wins over a Host header.
-        check("http://a.example.com/x", Some("b.example.com"), Ok(("a.example.com", None)));
+        // The request target's authority and a Host header must name one host.
+        check("http://a.example.com/x", Some("A.example.com"), Ok(("a.example.com", None)));
+        check("http://a.example.com:8080/x", Some("a.example.com"), Ok(("a.example.com", Some(8080))));
+        check("http://a.example.com/x", None, Ok(("a.example.com", None)));
+        check("http://a.example.com/x", Some("b.example.com"), Err("bad_request"));
+        check("http://a.example.com:8080/x", Some("a.example.com:9090"), Err("bad_request"));
+        check("/a", Some(&format!("{}.com", "a".repeat(250))), Err("bad_request"));
         check("/a", None, Err("missing_host"));
         check("/a", Some("host:port"), Err("bad_request"));
         check("/a", Some("user@host"), Err("bad_request"));

@@ -49,6 +49,25 @@ async fn bad_requests_are_refused() {
         ("no host", b"GET / HTTP/1.1\r\n\r\n".to_vec(), "HTTP/1.1 400"),
         ("encoded dot segments", b"GET /a/%2e%2e/admin HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(), "HTTP/1.1 400"),
         (
+            "path over 8 KiB",
+            format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "p".repeat(9000)).into_bytes(),
+            "HTTP/1.1 414",
+        ),
+        (
+            "host name over 253 bytes",
+            format!("GET / HTTP/1.1\r\nHost: {}.com\r\n\r\n", "h".repeat(260)).into_bytes(),
+            "HTTP/1.1 400",
+        ),
+        ("escaped slash", b"GET /public%2F..%2Fadmin HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(), "HTTP/1.1 400"),
+        ("escaped backslash", b"GET /public%5c..%5cadmin HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(), "HTTP/1.1 400"),
+        ("raw backslash", b"GET /public\\..\\admin HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(), "HTTP/1.1 400"),
+        ("tomcat parent segment", b"GET /public/..;/admin HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(), "HTTP/1.1 400"),
+        (
+            "absolute form naming another host than Host",
+            b"GET http://b.example.com/ HTTP/1.1\r\nHost: a.example.com\r\n\r\n".to_vec(),
+            "HTTP/1.1 400",
+        ),
+        (
             "declared body too large",
             b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5000\r\n\r\n".to_vec(),
             "HTTP/1.1 413",
@@ -159,4 +178,42 @@ async fn the_admin_listener_bounds_request_heads() {
     let started = Instant::now();
     let resp = raw(gw.admin, b"GET /healthz HTTP/1.1\r\nHost: admin\r\n", Duration::from_secs(15)).await;
     assert!(started.elapsed() < Duration::from_secs(14), "held for {:?}: {resp}", started.elapsed());
+}
+
+/// The upstream is told the host that was routed: an absolute-form target's authority
+/// reaches it as Host, and a client's own X-Forwarded-Host is replaced.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_upstream_sees_the_routed_host() {
+    let (_up, gw) = gateway().await;
+    let req = b"GET http://api.example.com/x HTTP/1.1\r\nHost: API.example.com\r\nX-Forwarded-Host: evil.example\r\nConnection: close\r\n\r\n";
+    let resp = raw(gw.http, req, Duration::from_secs(3)).await;
+    assert!(status_line(&resp).starts_with("HTTP/1.1 200"), "{resp}");
+    let body = json(&resp[resp.find("\r\n\r\n").unwrap() + 4..]);
+    assert_eq!(body["headers"]["x-forwarded-host"], "api.example.com", "{body}");
+    assert!(body["headers"]["host"].as_str().unwrap().eq_ignore_ascii_case("api.example.com"), "{body}");
+}
+
+/// `--escaped-slashes`: the other actions than the default refusal.
+#[tokio::test(flavor = "multi_thread")]
+async fn escaped_slashes_can_be_unescaped_or_redirected() {
+    let up = Upstream::start("up", Behaviour::Echo).await;
+    let cfg = upstreams(&[("up", &up)])
+        + "---\nkind: Route\nname: r\nrules:\n  - matches: [{ path: { value: /admin } }]\n    backendRefs: [{ upstream: up }]\n";
+    let t = Duration::from_secs(3);
+    let req = b"GET /public%2F..%2Fadmin?q=1 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+
+    let gw = Gateway::start(&[("c.yaml", &cfg)], &["--escaped-slashes", "unescape"]);
+    let resp = raw(gw.http, req, t).await;
+    assert!(status_line(&resp).starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(resp.contains("\"path\":\"/admin?q=1\""), "the upstream gets the unescaped path: {resp}");
+
+    let gw = Gateway::start(&[("c.yaml", &cfg)], &["--escaped-slashes", "redirect"]);
+    let resp = raw(gw.http, req, t).await;
+    assert!(status_line(&resp).starts_with("HTTP/1.1 308"), "{resp}");
+    assert!(resp.to_ascii_lowercase().contains("location: /admin?q=1\r\n"), "{resp}");
+    assert_eq!(up.requests.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+    let gw = Gateway::start(&[("c.yaml", &cfg)], &["--escaped-slashes", "keep"]);
+    let resp = raw(gw.http, req, t).await;
+    assert!(status_line(&resp).starts_with("HTTP/1.1 404"), "`/public%2F..%2Fadmin` is one segment under /: {resp}");
 }

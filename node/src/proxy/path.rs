@@ -1,0 +1,178 @@
+//! The request path as routing and the upstream see it: bounded in length, dot segments
+//! resolved, and escaped slashes and backslashes handled by the node's chosen action.
+//!
+//! The danger is a path that the gateway and the upstream read differently: `%2F` is one
+//! segment to the router and a separator to many backends, `\` is a separator to IIS and
+//! to Node's URL parser, `..;` is a parent segment to Tomcat. A prefix rule (or, later, an
+//! authorization policy) on `/public` must not let `/public%2F..%2Fadmin` through.
+
+use std::borrow::Cow;
+
+/// Longer paths are answered with 414: routing stays linear in the path's length, and no
+/// real API path comes near it.
+pub const MAX_PATH_BYTES: usize = 8 * 1024;
+
+/// What to do with `%2F`, `%5C` and `\` in a path (`--escaped-slashes`). The choices are
+/// Envoy's `path_with_escaped_slashes_action`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum EscapedSlashes {
+    /// Answer 400 (the default): no upstream ever sees such a path.
+    #[default]
+    Reject,
+    /// Turn each into `/`, resolve dot segments, and route and forward the result.
+    Unescape,
+    /// As `unescape`, but answer with a 308 redirect to the result, so the client
+    /// (and its caches) learn the canonical path.
+    Redirect,
+    /// Leave the path as sent: escaped slashes are part of their segment, as RFC 3986 says.
+    /// For upstreams that need them (object keys with slashes); it is then the upstream's
+    /// job not to decode them into separators.
+    Keep,
+}
+
+/// Why a path is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathError {
+    TooLong,
+    Bad(&'static str),
+}
+
+/// A usable path, or where to redirect the client.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Clean<'a> {
+    Path(Cow<'a, str>),
+    Redirect(String),
+}
+
+fn has_escaped_slash(path: &str) -> bool {
+    path.contains('\\')
+        || path.as_bytes().windows(3).any(|w| w[0] == b'%' && matches!(&w[1..], b"2f" | b"2F" | b"5c" | b"5C"))
+}
+
+/// The path routing sees and the upstream receives.
+pub fn clean(path: &str, escaped: EscapedSlashes) -> Result<Clean<'_>, PathError> {
+    if path.len() > MAX_PATH_BYTES {
+        return Err(PathError::TooLong);
+    }
+    if !path.starts_with('/') {
+        return Err(PathError::Bad("the request path must start with `/`"));
+    }
+    let mut unescaped = false;
+    let path: Cow<'_, str> = if has_escaped_slash(path) {
+        match escaped {
+            EscapedSlashes::Reject => {
+                return Err(PathError::Bad("escaped slashes and backslashes are not allowed in the path"));
+            }
+            EscapedSlashes::Keep => Cow::Borrowed(path),
+            EscapedSlashes::Unescape | EscapedSlashes::Redirect => {
+                unescaped = true;
+                let mut out = path.replace('\\', "/");
+                for from in ["%2f", "%2F", "%5c", "%5C"] {
+                    out = out.replace(from, "/");
+                }
+                Cow::Owned(out)
+            }
+        }
+    } else {
+        Cow::Borrowed(path)
+    };
+    let resolved = resolve_dots(path)?;
+    if unescaped && escaped == EscapedSlashes::Redirect {
+        return Ok(Clean::Redirect(resolved.into_owned()));
+    }
+    Ok(Clean::Path(resolved))
+}
+
+/// What a segment is once `;parameters` and `%2e` are read as Tomcat and others read them:
+/// a dot segment in disguise is refused, a plain one resolved.
+fn dot_kind(seg: &str) -> Result<Option<bool>, PathError> {
+    match seg {
+        "." => return Ok(Some(false)),
+        ".." => return Ok(Some(true)),
+        _ => {}
+    }
+    let name = seg.split(';').next().unwrap_or("");
+    let lower = name.to_ascii_lowercase();
+    let decoded = lower.replace("%2e", ".");
+    if !decoded.is_empty() && decoded.chars().all(|c| c == '.') && decoded.len() <= 2 {
+        return Err(PathError::Bad("disguised dot segments (`%2e`, `..;`) are not allowed in the path"));
+    }
+    Ok(None)
+}
+
+/// Resolves `.` and `..` segments (RFC 3986 §5.2.4) so that routing sees the path the
+/// upstream will see.
+fn resolve_dots(path: Cow<'_, str>) -> Result<Cow<'_, str>, PathError> {
+    let mut any = false;
+    for seg in path.split('/') {
+        any |= dot_kind(seg)?.is_some();
+    }
+    if !any {
+        return Ok(path);
+    }
+    let mut out: Vec<&str> = Vec::new();
+    let segs: Vec<&str> = path[1..].split('/').collect();
+    let last = segs.len() - 1;
+    for (i, seg) in segs.iter().enumerate() {
+        match dot_kind(seg)? {
+            Some(parent) => {
+                if parent {
+                    out.pop();
+                }
+                if i == last {
+                    out.push("");
+                }
+            }
+            None => out.push(seg),
+        }
+    }
+    Ok(Cow::Owned(format!("/{}", out.join("/"))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use EscapedSlashes::*;
+
+    fn path(p: &str, e: EscapedSlashes) -> Result<String, PathError> {
+        match clean(p, e)? {
+            Clean::Path(p) => Ok(p.into_owned()),
+            Clean::Redirect(to) => Ok(format!("redirect {to}")),
+        }
+    }
+
+    #[test]
+    fn dot_segments_are_resolved_and_disguised_ones_refused() {
+        assert_eq!(path("/a/b", Reject).unwrap(), "/a/b");
+        assert_eq!(path("/a/../b", Reject).unwrap(), "/b");
+        assert_eq!(path("/a/./b/..", Reject).unwrap(), "/a/");
+        assert_eq!(path("/../../etc", Reject).unwrap(), "/etc");
+        assert_eq!(path("/a/...", Reject).unwrap(), "/a/...", "three dots are a name");
+        assert_eq!(path("/a;v=1/b", Reject).unwrap(), "/a;v=1/b", "parameters on names are kept");
+        for bad in ["/a/%2e%2E/admin", "/a/%2e/b", "/a/..;/admin", "/a/.;x/b", "/a/.%2e;/b"] {
+            assert!(matches!(clean(bad, Keep), Err(PathError::Bad(_))), "{bad}");
+        }
+        assert!(matches!(clean("a", Reject), Err(PathError::Bad(_))));
+    }
+
+    #[test]
+    fn escaped_slashes_follow_the_action() {
+        for p in ["/public%2F..%2Fadmin", "/a%2fb", "/a%5Cb", "/a\\b"] {
+            assert!(matches!(clean(p, Reject), Err(PathError::Bad(_))), "{p}");
+        }
+        assert_eq!(path("/public%2F..%2Fadmin", Unescape).unwrap(), "/admin");
+        assert_eq!(path("/a%5cb\\c", Unescape).unwrap(), "/a/b/c");
+        assert_eq!(path("/public%2F..%2Fadmin", Redirect).unwrap(), "redirect /admin");
+        assert_eq!(path("/a/b", Redirect).unwrap(), "/a/b", "nothing to redirect");
+        assert_eq!(path("/files/a%2Fb", Keep).unwrap(), "/files/a%2Fb");
+        assert_eq!(path("/a%2Fb/../c", Keep).unwrap(), "/c", "kept escapes are part of their segment");
+    }
+
+    #[test]
+    fn long_paths_are_refused() {
+        let long = format!("/{}", "a".repeat(MAX_PATH_BYTES));
+        assert_eq!(clean(&long, Reject), Err(PathError::TooLong));
+        let fits = format!("/{}", "a".repeat(MAX_PATH_BYTES - 1));
+        assert!(clean(&fits, Reject).is_ok());
+    }
+}
