@@ -12,6 +12,7 @@ pub(crate) mod admin;
 pub(crate) mod cluster;
 pub(crate) mod coarse_timer;
 pub(crate) mod config_dir;
+pub(crate) mod conn;
 pub(crate) mod gitops;
 pub mod proxy;
 pub mod run;

@@ -69,6 +69,27 @@ pub struct Args {
     /// unchanged; the escapes stay inside their segment).
     #[arg(long, value_name = "ACTION", default_value = "reject")]
     pub escaped_slashes: crate::proxy::path::EscapedSlashes,
+    /// Most connections open at once from one client IP, per listener (0: no cap).
+    #[arg(long, value_name = "N", default_value_t = 1_000)]
+    pub max_connections_per_ip: usize,
+    /// A client connection with no request in flight for this long is closed (HTTP/2
+    /// with a GOAWAY).
+    #[arg(long, value_name = "DURATION", default_value = "300s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// A response write the client does not read for this long ends its connection.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub write_timeout: Duration,
+    /// A request body the client sends nothing of for this long is abandoned (408).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub body_timeout: Duration,
+    /// The protocols clients may upgrade to (comma-separated `Upgrade` tokens); other
+    /// upgrade requests are proxied as plain requests.
+    #[arg(long, value_name = "PROTOCOLS", default_value = "websocket", value_delimiter = ',')]
+    pub upgrades: Vec<String>,
+    /// A WebSocket (or other upgraded) tunnel with no traffic either way for this long is
+    /// closed.
+    #[arg(long, value_name = "DURATION", default_value = "600s", value_parser = parse_duration)]
+    pub tunnel_idle_timeout: Duration,
     /// Write a JSON access-log line per request.
     #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse_switch, action = clap::ArgAction::Set)]
     pub access_log: bool,
@@ -334,6 +355,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         max_connections: args.max_connections,
         max_header_bytes: args.max_header_bytes,
         header_timeout: args.header_timeout,
+        max_connections_per_ip: args.max_connections_per_ip,
+        idle_timeout: args.idle_timeout,
+        write_timeout: args.write_timeout,
         ..ServerSettings::default()
     };
     let proxy = Arc::new(Proxy {
@@ -342,6 +366,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             max_body_bytes: args.max_body_bytes,
             access_log: args.access_log,
             escaped_slashes: args.escaped_slashes,
+            upgrades: args.upgrades.iter().map(|p| p.trim().to_ascii_lowercase()).collect(),
+            tunnel_idle_timeout: args.tunnel_idle_timeout,
+            body_timeout: args.body_timeout,
         },
     });
 

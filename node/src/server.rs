@@ -1,5 +1,6 @@
-//! Listeners: accept loops for the proxy (plain and TLS) with connection limits, slow-client
-//! timeouts and graceful shutdown.
+//! Listeners: accept loops for the proxy (plain and TLS) with connection limits (in all
+//! and per client IP), slow-client timeouts (request heads, unread responses, idle
+//! connections) and graceful shutdown.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use crate::coarse_timer::CoarseTimer;
+use crate::conn::{Activity, PerIp, WriteDeadline};
 use crate::proxy::{ConnInfo, Proxy};
 
 /// Limits and timeouts of client connections.
@@ -30,6 +32,13 @@ pub struct ServerSettings {
     pub tls_handshake_timeout: Duration,
     /// How long shutdown waits for requests in flight.
     pub drain_timeout: Duration,
+    /// Most connections open at once from one client IP (0: no cap).
+    pub max_connections_per_ip: usize,
+    /// A connection with no request in flight for this long is closed (HTTP/2 with a
+    /// GOAWAY; HTTP/1.1 keep-alive is also bounded by `header_timeout`).
+    pub idle_timeout: Duration,
+    /// A write to the client that makes no progress for this long ends the connection.
+    pub write_timeout: Duration,
 }
 
 impl Default for ServerSettings {
@@ -41,6 +50,9 @@ impl Default for ServerSettings {
             header_timeout: Duration::from_secs(30),
             tls_handshake_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(30),
+            max_connections_per_ip: 1_000,
+            idle_timeout: Duration::from_secs(300),
+            write_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -75,8 +87,11 @@ pub async fn serve(
 ) {
     let builder = Arc::new(builder(&settings));
     let limit = Arc::new(Semaphore::new(settings.max_connections));
+    let per_ip = PerIp::new(settings.max_connections_per_ip);
     let local_port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
-    let open = metrics::gauge!("raftgate_open_connections", "listener" => if tls.is_some() { "https" } else { "http" });
+    let name = if tls.is_some() { "https" } else { "http" };
+    let open = metrics::gauge!("raftgate_open_connections", "listener" => name);
+    let refused = metrics::counter!("raftgate_connections_refused_total", "listener" => name, "reason" => "per_ip");
     loop {
         let permit = tokio::select! {
             p = limit.clone().acquire_owned() => p.expect("semaphore is never closed"),
@@ -94,21 +109,33 @@ pub async fn serve(
             },
             _ = shutdown.changed() => break,
         };
+        let Some(ip_slot) = per_ip.admit(peer.ip()) else {
+            // Closed at once: one address cannot take every connection slot.
+            refused.increment(1);
+            tracing::debug!(%peer, "refused: too many connections from this address");
+            continue;
+        };
         let _ = stream.set_nodelay(true);
-        let conn = ConnInfo { peer, https: tls.is_some(), local_port };
+        let stream = WriteDeadline::new(stream, settings.write_timeout);
+        // The connection's slots go with every tunnel it hands off, so an upgraded
+        // connection counts against the caps until the tunnel ends.
+        let slot: crate::proxy::ConnSlot = Arc::new((permit, ip_slot));
+        let conn = ConnInfo { peer, https: tls.is_some(), local_port, slot: Some(slot) };
         let proxy = proxy.clone();
         let builder = builder.clone();
         let tls = tls.clone();
         let mut stop = shutdown.clone();
         let open = open.clone();
         let handshake_timeout = settings.tls_handshake_timeout;
+        let idle = settings.idle_timeout;
         tokio::spawn(async move {
-            let _permit = permit;
             open.increment(1.0);
             match tls {
-                None => drive(&builder, TokioIo::new(stream), proxy, conn, &mut stop).await,
+                None => drive(&builder, TokioIo::new(stream), proxy, conn, idle, &mut stop).await,
                 Some(acceptor) => match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                    Ok(Ok(tls_stream)) => drive(&builder, TokioIo::new(tls_stream), proxy, conn, &mut stop).await,
+                    Ok(Ok(tls_stream)) => {
+                        drive(&builder, TokioIo::new(tls_stream), proxy, conn, idle, &mut stop).await;
+                    }
                     Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                     Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                 },
@@ -121,19 +148,30 @@ pub async fn serve(
     let _ = tokio::time::timeout(settings.drain_timeout, limit.acquire_many(all)).await;
 }
 
-/// Serves one connection; on shutdown, lets its requests in flight finish.
+/// Serves one connection; closes it once idle; on shutdown, lets its requests in flight
+/// finish.
 async fn drive<I>(
     builder: &auto::Builder<TokioExecutor>,
     io: I,
     proxy: Arc<Proxy>,
     info: ConnInfo,
+    idle: Duration,
     stop: &mut watch::Receiver<bool>,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
+    let activity = Activity::new();
+    let seen = activity.clone();
     let svc = service_fn(move |req| {
         let proxy = proxy.clone();
-        async move { Ok::<_, Infallible>(proxy.handle(req, info).await) }
+        let info = info.clone();
+        let seen = seen.clone();
+        async move {
+            seen.start();
+            let resp = proxy.handle(req, info).await;
+            seen.end();
+            Ok::<_, Infallible>(resp)
+        }
     });
     let conn = builder.serve_connection_with_upgrades(io, svc);
     tokio::pin!(conn);
@@ -144,6 +182,10 @@ async fn drive<I>(
             }
         }
         _ = stop.changed() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+        _ = activity.idle_for(idle) => {
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;
         }

@@ -137,8 +137,12 @@ fn call_failed(
     limits: &AttemptLimits,
 ) -> Attempt {
     let upstream = up.spec.name.clone();
-    if body::is_too_large(e) {
-        return Attempt::Fatal(ProxyError::BodyTooLarge { limit: limits.body_limit });
+    match body::client_fault(e) {
+        Some(body::BodyError::TooLarge(_)) => {
+            return Attempt::Fatal(ProxyError::BodyTooLarge { limit: limits.body_limit });
+        }
+        Some(body::BodyError::Idle(after)) => return Attempt::Fatal(ProxyError::BodyTimeout { after: *after }),
+        _ => {}
     }
     if let Some(l) = ConnLimit::find(e) {
         metrics::counter!("raftgate_upstream_overflow_total", "upstream" => upstream.clone(), "limit" => l.name())

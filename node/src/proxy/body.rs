@@ -1,8 +1,10 @@
 //! Body types. Request and response bodies are streamed frame by frame, never buffered
 //! whole; the request body is counted against the size limit as it flows.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{Either, Full};
@@ -16,35 +18,54 @@ pub fn full(b: impl Into<Bytes>) -> RespBody {
 }
 
 /// The request body sent upstream: the client's body, cut off with an error once more than
-/// `limit` bytes have passed (the upstream then sees an aborted request, never a truncated
-/// one that looks complete).
+/// `limit` bytes have passed or once the client has sent nothing for `idle` (the upstream
+/// then sees an aborted request, never a truncated one that looks complete).
 #[derive(Debug)]
 pub struct ReqBody {
     inner: Option<Inner>,
     seen: u64,
     limit: u64,
+    idle: Option<Duration>,
+    /// Armed while the client keeps the body waiting; reset, not reallocated, on progress.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    armed: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {
     #[error("request body is larger than the limit of {0} bytes")]
     TooLarge(u64),
+    #[error("the client sent no body data for {} s", .0.as_secs())]
+    Idle(Duration),
     #[error(transparent)]
     Client(#[from] hyper::Error),
 }
 
 impl ReqBody {
-    pub fn limited(body: Incoming, limit: u64) -> Self {
-        Self { inner: Some(Inner::Streaming(body)), seen: 0, limit }
+    pub fn limited(body: Incoming, limit: u64, idle: Duration) -> Self {
+        Self { inner: Some(Inner::Streaming(body)), seen: 0, limit, idle: Some(idle), timer: None, armed: false }
     }
 
     /// A body read in full beforehand, so the request can be sent again.
     pub fn buffered(bytes: Bytes) -> Self {
-        Self { inner: (!bytes.is_empty()).then_some(Inner::Buffered(bytes)), seen: 0, limit: u64::MAX }
+        let inner = (!bytes.is_empty()).then_some(Inner::Buffered(bytes));
+        Self { inner, seen: 0, limit: u64::MAX, idle: None, timer: None, armed: false }
     }
 
     pub fn empty() -> Self {
-        Self { inner: None, seen: 0, limit: 0 }
+        Self { inner: None, seen: 0, limit: 0, idle: None, timer: None, armed: false }
+    }
+
+    /// Called while the client keeps the body waiting: true once it has waited `idle`.
+    fn stalled(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(idle) = self.idle else { return false };
+        let deadline = tokio::time::Instant::now() + idle;
+        let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if !self.armed {
+            timer.as_mut().reset(deadline);
+            self.armed = true;
+        }
+        timer.as_mut().poll(cx).is_ready()
     }
 }
 
@@ -68,7 +89,11 @@ impl Body for ReqBody {
             }
             Some(Inner::Streaming(inner)) => inner,
         };
-        match Pin::new(inner).poll_frame(cx) {
+        let polled = Pin::new(inner).poll_frame(cx);
+        if polled.is_ready() {
+            this.armed = false;
+        }
+        match polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     this.seen += data.len() as u64;
@@ -81,6 +106,11 @@ impl Body for ReqBody {
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
             Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending if this.stalled(cx) => {
+                let idle = this.idle.unwrap_or_default();
+                this.inner = None;
+                Poll::Ready(Some(Err(BodyError::Idle(idle))))
+            }
             Poll::Pending => Poll::Pending,
         }
     }
@@ -102,14 +132,15 @@ impl Body for ReqBody {
     }
 }
 
-/// Did an upstream call fail because the client's body went over the limit?
-pub fn is_too_large(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+/// The client's fault behind a failed upstream call, if it was one: its body went over the
+/// limit, or stalled.
+pub fn client_fault<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a BodyError> {
+    let mut cur: Option<&'a (dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
-        if matches!(err.downcast_ref::<BodyError>(), Some(BodyError::TooLarge(_))) {
-            return true;
+        match err.downcast_ref::<BodyError>() {
+            Some(b @ (BodyError::TooLarge(_) | BodyError::Idle(_))) => return Some(b),
+            _ => cur = err.source(),
         }
-        cur = err.source();
     }
-    false
+    None
 }

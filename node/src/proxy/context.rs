@@ -31,15 +31,35 @@ pub struct ProxySettings {
     pub access_log: bool,
     /// What `%2F`, `%5C` and `\` in a path lead to.
     pub escaped_slashes: super::path::EscapedSlashes,
+    /// The protocols a client may upgrade to (`Upgrade:` tokens, lower case); an
+    /// `Upgrade` naming anything else is dropped and the request proxied as a plain one.
+    pub upgrades: Vec<String>,
+    /// A tunnel (an upgraded connection) that carries no byte either way for this long is
+    /// closed.
+    pub tunnel_idle_timeout: std::time::Duration,
+    /// A request body that sends nothing for this long is abandoned.
+    pub body_timeout: std::time::Duration,
 }
 
+/// What holds a client connection's place under the listener's caps (all connections,
+/// connections per IP); a tunnel keeps a clone, so an upgraded connection counts until it
+/// ends. Opaque to the proxy.
+pub type ConnSlot = Arc<dyn std::any::Any + Send + Sync>;
+
 /// Facts about the client connection a request arrived on.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 pub struct ConnInfo {
     pub peer: SocketAddr,
     pub https: bool,
     /// The listener's port, for redirects that keep it.
     pub local_port: u16,
+    pub slot: Option<ConnSlot>,
+}
+
+impl std::fmt::Debug for ConnInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnInfo").field("peer", &self.peer).field("https", &self.https).finish_non_exhaustive()
+    }
 }
 
 /// What the client sent, kept aside so every phase and the log can read it after the
@@ -153,7 +173,7 @@ mod tests {
             req = req.header("x-request-id", id);
         }
         let mut req = req.body(()).unwrap();
-        let conn = ConnInfo { peer: "127.0.0.1:1000".parse().unwrap(), https: false, local_port: 80 };
+        let conn = ConnInfo { peer: "127.0.0.1:1000".parse().unwrap(), https: false, local_port: 80, slot: None };
         let d = Downstream::new(&mut req, conn);
         (req, d)
     }

@@ -20,6 +20,8 @@ pub enum ProxyError {
     UriTooLong { limit: usize },
     #[error("request body is larger than the limit of {limit} bytes")]
     BodyTooLarge { limit: u64 },
+    #[error("the client sent no body data for {} s", .after.as_secs())]
+    BodyTimeout { after: std::time::Duration },
     #[error("upstream `{upstream}` is unavailable: {reason}")]
     UpstreamUnavailable { upstream: String, reason: String },
     #[error("upstream `{upstream}` failed: {reason}")]
@@ -43,6 +45,7 @@ impl ProxyError {
             ProxyError::MissingHost | ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ProxyError::UpstreamUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::BadGateway { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -61,6 +64,7 @@ impl ProxyError {
             ProxyError::BadRequest(_) => "bad_request",
             ProxyError::UriTooLong { .. } => "uri_too_long",
             ProxyError::BodyTooLarge { .. } => "body_too_large",
+            ProxyError::BodyTimeout { .. } => "body_timeout",
             ProxyError::UpstreamUnavailable { .. } => "upstream_unavailable",
             ProxyError::BadGateway { .. } => "bad_gateway",
             ProxyError::Timeout { .. } => "upstream_timeout",

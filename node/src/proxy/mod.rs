@@ -56,7 +56,7 @@ use hyper::body::Incoming;
 
 pub use body::{full, RespBody};
 use context::{Answer, Downstream, RequestCtx, Stop};
-pub use context::{ConnInfo, ProxySettings, X_REQUEST_ID};
+pub use context::{ConnInfo, ConnSlot, ProxySettings, X_REQUEST_ID};
 use runtime::{Engine, Runtime};
 
 #[derive(Debug)]
@@ -108,13 +108,13 @@ impl Proxy {
         bodylimit::admit(req.headers(), body_limit)?;
         ratelimit::admit(&route, &req, &down.conn, ctx)?;
         // prepare: the request as the upstream will see it.
-        let mut out = prepare::prepare(&route, down, req, body_limit, ctx).await?;
+        let mut out = prepare::prepare(&route, down, req, body_limit, &self.settings, ctx).await?;
         // send: attempts and retries against the chosen backend.
         let result = retry::run(rule, &mut out, ctx).await;
         // fallback: when the upstream could not answer.
         let mut answer = fallback::apply(rule, &mut out, result, ctx).await?;
         if let Answer::Upstream(resp) = &mut answer {
-            upgrade::splice(ctx.client_upgrade.take(), resp);
+            upgrade::splice(ctx.client_upgrade.take(), resp, down.conn.slot.clone(), self.settings.tunnel_idle_timeout);
         }
         Ok(answer)
     }

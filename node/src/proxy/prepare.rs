@@ -9,7 +9,7 @@ use http::{Request, Version};
 use hyper::body::Incoming;
 
 use super::body::ReqBody;
-use super::context::{Downstream, RequestCtx};
+use super::context::{Downstream, ProxySettings, RequestCtx};
 use super::error::ProxyError;
 use super::filters;
 use super::outgoing::{AttemptLimits, Outbound, Outgoing};
@@ -27,6 +27,7 @@ pub async fn prepare(
     down: &Downstream,
     mut req: Request<Incoming>,
     body_limit: u64,
+    settings: &ProxySettings,
     ctx: &mut RequestCtx,
 ) -> Result<Outgoing, ProxyError> {
     let rule = route.rule;
@@ -39,7 +40,7 @@ pub async fn prepare(
 
     // WebSocket and other upgrades: keep the handshake headers and take the client side of
     // the upgrade before the request is consumed.
-    let upgrading = req.version() == Version::HTTP_11 && req.headers().contains_key(header::UPGRADE);
+    let upgrading = req.version() == Version::HTTP_11 && allowed_upgrade(req.headers(), &settings.upgrades);
     if upgrading {
         ctx.client_upgrade = Some(hyper::upgrade::on(&mut req));
     }
@@ -63,9 +64,10 @@ pub async fn prepare(
         body_limit,
     };
     let body = if replay && fits_replay_buffer(&body) {
-        Outbound::Buffered(read_in_full(body, &limits, &rule.backends[backend].upstream.spec.name).await?)
+        let upstream = &rule.backends[backend].upstream.spec.name;
+        Outbound::Buffered(read_in_full(body, &limits, settings.body_timeout, upstream).await?)
     } else {
-        Outbound::Streaming(Some(ReqBody::limited(body, body_limit)))
+        Outbound::Streaming(Some(ReqBody::limited(body, body_limit, settings.body_timeout)))
     };
     Ok(Outgoing {
         backend,
@@ -115,9 +117,16 @@ fn fits_replay_buffer(body: &Incoming) -> bool {
         || hyper::body::Body::size_hint(body).upper().is_some_and(|n| n <= REPLAY_BUFFER)
 }
 
-/// Reads a small body in full, within what is left of the request's time.
-async fn read_in_full(body: Incoming, limits: &AttemptLimits, upstream: &str) -> Result<Bytes, ProxyError> {
-    let read = http_body_util::BodyExt::collect(http_body_util::Limited::new(body, REPLAY_BUFFER as usize));
+/// Reads a small body in full, within what is left of the request's time, and with the
+/// client sending something at least every `idle`.
+async fn read_in_full(
+    body: Incoming,
+    limits: &AttemptLimits,
+    idle: std::time::Duration,
+    upstream: &str,
+) -> Result<Bytes, ProxyError> {
+    let body = ReqBody::limited(body, REPLAY_BUFFER, idle);
+    let read = http_body_util::BodyExt::collect(body);
     let read = match limits.deadline {
         Some(d) => tokio::time::timeout_at(d.into(), read).await.map_err(|_| ProxyError::Timeout {
             upstream: upstream.to_string(),
@@ -125,5 +134,19 @@ async fn read_in_full(body: Incoming, limits: &AttemptLimits, upstream: &str) ->
         })?,
         None => read.await,
     };
-    Ok(read.map_err(|_| ProxyError::BadRequest("the request body could not be read"))?.to_bytes())
+    match read {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(super::body::BodyError::Idle(after)) => Err(ProxyError::BodyTimeout { after }),
+        Err(_) => Err(ProxyError::BadRequest("the request body could not be read")),
+    }
+}
+
+/// Whether the request asks for an upgrade this node allows: every protocol its `Upgrade`
+/// names must be in `allowed` (`websocket` by default). Anything else (`h2c`, made-up
+/// protocols that would turn the connection into an opaque tunnel to the upstream) is
+/// proxied as a plain request, its `Upgrade` header dropped with the other hop-by-hop ones.
+fn allowed_upgrade(headers: &HeaderMap, allowed: &[String]) -> bool {
+    let Some(v) = headers.get(header::UPGRADE).and_then(|v| v.to_str().ok()) else { return false };
+    let mut protocols = v.split(',').map(|p| p.trim().split('/').next().unwrap_or("").trim()).peekable();
+    protocols.peek().is_some() && protocols.all(|p| allowed.iter().any(|a| a.eq_ignore_ascii_case(p)))
 }

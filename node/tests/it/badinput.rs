@@ -217,3 +217,141 @@ async fn escaped_slashes_can_be_unescaped_or_redirected() {
     let resp = raw(gw.http, req, t).await;
     assert!(status_line(&resp).starts_with("HTTP/1.1 404"), "`/public%2F..%2Fadmin` is one segment under /: {resp}");
 }
+
+/// `raftgate_open_connections` of the plain-HTTP listener.
+async fn open_connections(gw: &Gateway) -> f64 {
+    let text = get(&format!("http://{}/metrics", gw.admin), &[]).await.2;
+    text.lines()
+        .find_map(|l| l.strip_prefix("raftgate_open_connections{listener=\"http\"} "))
+        .map_or(0.0, |v| v.trim().parse().unwrap())
+}
+
+async fn wait_open_connections(gw: &Gateway, want: f64, within: Duration) {
+    testkit::eventually_async(&format!("{want} open connections"), within, || async {
+        (open_connections(gw).await == want).then_some(())
+    })
+    .await;
+}
+
+fn echo_config(up: &Upstream) -> String {
+    upstreams(&[("up", up)]) + "---\nkind: Route\nname: r\nrules:\n  - backendRefs: [{ upstream: up }]\n"
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_address_cannot_take_every_connection() {
+    use tokio::io::AsyncReadExt;
+    let up = Upstream::start("up", Behaviour::Echo).await;
+    let gw = Gateway::start(&[("c.yaml", &echo_config(&up))], &["--max-connections-per-ip", "2"]);
+    let _a = tokio::net::TcpStream::connect(gw.http).await.unwrap();
+    let _b = tokio::net::TcpStream::connect(gw.http).await.unwrap();
+    wait_open_connections(&gw, 2.0, Duration::from_secs(5)).await;
+    let mut c = tokio::net::TcpStream::connect(gw.http).await.unwrap();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(3), c.read(&mut buf)).await.expect("closed at once");
+    assert!(matches!(n, Ok(0) | Err(_)), "a third connection from one address is closed: {n:?}");
+    drop(_a);
+    wait_open_connections(&gw, 1.0, Duration::from_secs(5)).await;
+    let (s, _, _) = get(&gw.url("/"), &[]).await;
+    assert_eq!(s, http::StatusCode::OK, "a slot came back");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_body_is_abandoned() {
+    use tokio::io::AsyncWriteExt;
+    let up = Upstream::start("up", Behaviour::Echo).await;
+    let gw = Gateway::start(&[("c.yaml", &echo_config(&up))], &["--body-timeout", "1s"]);
+    let started = Instant::now();
+    let mut s = tokio::net::TcpStream::connect(gw.http).await.unwrap();
+    s.write_all(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nonly ten b").await.unwrap();
+    let resp = read_some(&mut s, Duration::from_secs(10)).await;
+    assert!(started.elapsed() < Duration::from_secs(5), "held {:?}", started.elapsed());
+    assert!(status_line(&resp).starts_with("HTTP/1.1 408"), "{resp}");
+    assert!(resp.contains("body_timeout"), "{resp}");
+}
+
+async fn read_some(s: &mut tokio::net::TcpStream, within: Duration) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 4096];
+    match tokio::time::timeout(within, s.read(&mut buf)).await {
+        Ok(Ok(n)) => String::from_utf8_lossy(&buf[..n]).into_owned(),
+        other => panic!("no answer: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_does_not_read_is_cut_off() {
+    use tokio::io::AsyncWriteExt;
+    let up = Upstream::start("up", Behaviour::Echo).await;
+    let gw = Gateway::start(&[("c.yaml", &echo_config(&up))], &["--write-timeout", "1s"]);
+    // A tiny receive window and thousands of pipelined requests: the responses cannot all
+    // be written, and the client never reads.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut s = socket.connect(gw.http).await.unwrap();
+    // Each answer echoes the request's 4 KiB header: 16 MiB of answers in all.
+    let one = format!("GET /pipelined HTTP/1.1\r\nHost: a\r\nx-pad: {}\r\n\r\n", "p".repeat(4096));
+    let burst = one.repeat(4000).into_bytes();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.write_all(&burst)).await;
+    wait_open_connections(&gw, 0.0, Duration::from_secs(10)).await;
+    drop(s);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_http2_connections_are_closed() {
+    use http_body_util::{BodyExt, Full};
+    let up = Upstream::start("up", Behaviour::Echo).await;
+    let gw = Gateway::start(&[("c.yaml", &echo_config(&up))], &["--idle-timeout", "1s"]);
+    let tcp = tokio::net::TcpStream::connect(gw.http).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    let closed = tokio::spawn(conn);
+    let req = http::Request::get("http://a/").body(Full::new(bytes::Bytes::new())).unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), http::StatusCode::OK);
+    resp.into_body().collect().await.unwrap();
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(5), closed)
+        .await
+        .expect("the idle connection is closed")
+        .unwrap()
+        .unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(900), "closed after {:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_allowed_upgrades_become_tunnels_and_tunnels_hold_their_slot() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = Upstream::start("up", Behaviour::Echo).await;
+    let gw =
+        Gateway::start(&[("c.yaml", &echo_config(&up))], &["--max-connections", "1", "--tunnel-idle-timeout", "2s"]);
+    // An upgrade to anything but WebSocket is proxied as a plain request.
+    let resp = raw(
+        gw.http,
+        b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, close\r\nUpgrade: h2c\r\n\r\n",
+        Duration::from_secs(3),
+    )
+    .await;
+    assert!(status_line(&resp).starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(!resp.to_ascii_lowercase().contains("\"upgrade\""), "the upstream saw no Upgrade: {resp}");
+
+    // A WebSocket tunnel holds the one connection slot while it lives...
+    let mut ws = tokio::net::TcpStream::connect(gw.http).await.unwrap();
+    ws.write_all(b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n").await.unwrap();
+    assert!(read_some(&mut ws, Duration::from_secs(3)).await.starts_with("HTTP/1.1 101"));
+    let opened = Instant::now();
+    let mut other = tokio::net::TcpStream::connect(gw.http).await.unwrap();
+    other.write_all(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut buf = [0u8; 64];
+    assert!(
+        tokio::time::timeout(Duration::from_millis(1000), other.read(&mut buf)).await.is_err(),
+        "no other connection is served while the tunnel holds the slot"
+    );
+    // ...until it has been quiet for the idle timeout: then it is closed and the slot freed.
+    let n = tokio::time::timeout(Duration::from_secs(5), ws.read(&mut buf)).await.unwrap().unwrap();
+    assert_eq!(n, 0, "the idle tunnel is closed");
+    assert!(opened.elapsed() >= Duration::from_millis(1800), "closed after {:?}", opened.elapsed());
+    let resp = read_some(&mut other, Duration::from_secs(3)).await;
+    assert!(status_line(&resp).starts_with("HTTP/1.1 200"), "{resp}");
+}
