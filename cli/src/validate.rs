@@ -24,6 +24,14 @@ pub struct Args {
     /// Output format: `text` (file:line:col lines), `json`, or `github` (workflow annotations).
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
+    /// Accept what nodes started with --allow-internal-endpoints accept: endpoints on
+    /// link-local (cloud metadata) addresses.
+    #[arg(long)]
+    allow_internal_endpoints: bool,
+    /// Accept what nodes started with --allow-insecure-upstream-tls accept:
+    /// `insecureSkipVerify: true`.
+    #[arg(long)]
+    allow_insecure_upstream_tls: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -65,7 +73,12 @@ pub fn run(args: &Args) -> ExitCode {
         }
         return ExitCode::from(1);
     }
-    match schemas::compile_tree(&files) {
+    let policy = schemas::Policy {
+        allow_internal_endpoints: args.allow_internal_endpoints,
+        allow_insecure_tls: args.allow_insecure_upstream_tls,
+        reserved: Vec::new(),
+    };
+    match schemas::compile_tree_for(&files, &limits, &policy) {
         Ok(compiled) => {
             match args.format {
                 Format::Json => println!(

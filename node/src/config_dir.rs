@@ -53,12 +53,20 @@ pub fn dir_entry(compiled: schemas::Compiled) -> raft::ApplyConfig {
 }
 
 /// Reads and compiles the directory once.
-pub fn load(dir: &Path) -> Result<schemas::Compiled, LoadError> {
+pub fn load(dir: &Path, policy: &schemas::Policy) -> Result<schemas::Compiled, LoadError> {
     let files = read_dir(dir, &TreeLimits::default())?;
     if files.is_empty() {
         return Err(LoadError::Empty { dir: dir.to_path_buf() });
     }
-    schemas::compile_tree(&files).map_err(LoadError::Invalid)
+    schemas::compile_tree_for(&files, &TreeLimits::default(), policy).map_err(LoadError::Invalid)
+}
+
+/// The directory to watch, how often, and under what policy.
+#[derive(Debug, Clone)]
+pub struct Watch {
+    pub dir: PathBuf,
+    pub interval: Duration,
+    pub policy: schemas::Policy,
 }
 
 /// Where a new valid tree goes.
@@ -73,8 +81,7 @@ pub enum Sink {
 
 /// Polls `dir` every `interval` and hands each new valid config to `sink`.
 pub async fn watch_dir(
-    dir: PathBuf,
-    interval: Duration,
+    Watch { dir, interval, policy }: Watch,
     sink: Sink,
     mut current: ContentHash,
     mut shutdown: watch::Receiver<bool>,
@@ -86,8 +93,8 @@ pub async fn watch_dir(
             _ = tokio::time::sleep(interval) => {}
             _ = shutdown.changed() => return,
         }
-        let d = dir.clone();
-        let result = match tokio::task::spawn_blocking(move || load(&d)).await {
+        let (d, p) = (dir.clone(), policy.clone());
+        let result = match tokio::task::spawn_blocking(move || load(&d, &p)).await {
             Ok(r) => r,
             Err(e) => {
                 failures.increment(1);

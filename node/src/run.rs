@@ -90,6 +90,13 @@ pub struct Args {
     /// closed.
     #[arg(long, value_name = "DURATION", default_value = "600s", value_parser = parse_duration)]
     pub tunnel_idle_timeout: Duration,
+    /// Let configs send traffic to link-local addresses (cloud metadata) and to this
+    /// node's own listeners. Off: such endpoints are refused when the config is validated.
+    #[arg(long)]
+    pub allow_internal_endpoints: bool,
+    /// Let configs turn off upstream certificate verification (`insecureSkipVerify`).
+    #[arg(long)]
+    pub allow_insecure_upstream_tls: bool,
     /// Write a JSON access-log line per request.
     #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse_switch, action = clap::ArgAction::Set)]
     pub access_log: bool,
@@ -345,8 +352,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             "--git-url needs --node-id and --data-dir (a single node can run as a one-node cluster with --bootstrap)"
         );
     } else if let Some(dir) = &args.config_dir {
-        let compiled =
-            config_dir::load(dir).map_err(|e| anyhow::anyhow!("config in {} is invalid:\n{e}", dir.display()))?;
+        let compiled = config_dir::load(dir, &policy(&args))
+            .map_err(|e| anyhow::anyhow!("config in {} is invalid:\n{e}", dir.display()))?;
         let origin = ConfigOrigin { commit: None, source: dir.display().to_string() };
         initial = Some(engine.apply(Arc::new(compiled.snapshot), compiled.hash, origin).await?);
     }
@@ -420,7 +427,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             Some(c) => (config_dir::Sink::Cluster(c), schemas::ContentHash([0; 32])),
             None => (config_dir::Sink::Engine(engine.clone()), initial.unwrap_or(schemas::ContentHash([0; 32]))),
         };
-        tasks.spawn(config_dir::watch_dir(dir, args.config_poll_interval, sink, hash, stop_rx.clone()));
+        let watch = config_dir::Watch { dir, interval: args.config_poll_interval, policy: policy(&args) };
+        tasks.spawn(config_dir::watch_dir(watch, sink, hash, stop_rx.clone()));
     }
 
     drop(fatal_tx);
@@ -534,6 +542,25 @@ fn webhook_tls(args: &Args, engine: &Arc<Engine>) -> anyhow::Result<Arc<rustls::
 
 /// The Git source from the flags; credentials and signers are read now, so a bad file
 /// stops the start with a clear error rather than the first sync.
+/// What the operator allows configs to do, and the addresses they may never target: this
+/// node's own listeners (with the usual layout, every node's).
+fn policy(args: &Args) -> schemas::Policy {
+    let mut reserved: Vec<String> = [Some(args.http_addr), args.https_addr, Some(args.admin_addr), args.webhook_addr]
+        .into_iter()
+        .flatten()
+        .map(|a| a.to_string())
+        .collect();
+    if args.data_dir.is_some() {
+        reserved.push(args.raft_addr.to_string());
+    }
+    reserved.extend(args.advertise_raft_addr.iter().chain(&args.advertise_admin_addr).cloned());
+    schemas::Policy {
+        allow_internal_endpoints: args.allow_internal_endpoints,
+        allow_insecure_tls: args.allow_insecure_upstream_tls,
+        reserved,
+    }
+}
+
 fn git_settings(args: &Args, url: &str, data_dir: &std::path::Path) -> anyhow::Result<crate::gitops::Settings> {
     let password = match (&args.git_password_file, &args.git_password_env) {
         (Some(f), _) => Some({
@@ -564,6 +591,7 @@ fn git_settings(args: &Args, url: &str, data_dir: &std::path::Path) -> anyhow::R
             },
             allow_non_fast_forward: args.allow_non_fast_forward,
             signers,
+            policy: policy(args),
         },
         poll_interval: args.git_poll_interval,
         test_pause: args.test_sync_pause,

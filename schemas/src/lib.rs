@@ -22,6 +22,7 @@ pub mod duration;
 pub(crate) mod load;
 pub(crate) mod model;
 pub mod patterns;
+pub mod policy;
 pub mod snapshot;
 #[cfg(feature = "source")]
 pub mod source;
@@ -30,6 +31,7 @@ pub mod yaml;
 pub use diag::Diagnostic;
 pub use duration::Duration;
 pub use load::{SourceFile, TreeLimits};
+pub use policy::Policy;
 pub use snapshot::{ConfigSnapshot, ContentHash};
 
 /// A validated config tree.
@@ -63,9 +65,18 @@ pub fn compile_tree(files: &[SourceFile]) -> Result<Compiled, Vec<Diagnostic>> {
 }
 
 pub fn compile_tree_with(files: &[SourceFile], limits: &TreeLimits) -> Result<Compiled, Vec<Diagnostic>> {
+    compile_tree_for(files, limits, &Policy::default())
+}
+
+/// Validates and compiles a tree under the nodes' `Policy` (what their operator allows).
+pub fn compile_tree_for(
+    files: &[SourceFile],
+    limits: &TreeLimits,
+    policy: &Policy,
+) -> Result<Compiled, Vec<Diagnostic>> {
     let mut diags = Vec::new();
     let resources = load::load(files, limits, &mut diags);
-    let snapshot = compile::compile(&resources, &mut diags);
+    let snapshot = compile::compile(&resources, policy, &mut diags);
     if diags.is_empty() {
         let hash = snapshot.content_hash();
         Ok(Compiled { snapshot, hash, files: files.len() })

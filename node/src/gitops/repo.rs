@@ -48,6 +48,8 @@ pub struct Source {
     pub credentials: Credentials,
     pub allow_non_fast_forward: bool,
     pub signers: Option<AllowedSigners>,
+    /// What the operator allows a config to do (`schemas::Policy`).
+    pub policy: schemas::Policy,
 }
 
 /// What a branch head turned out to be.
@@ -218,7 +220,7 @@ impl Mirror {
             Ok(f) => f,
             Err(e) => return refuse(RefusalStep::Load, vec![e.to_string()]),
         };
-        let compiled = match schemas::compile_tree(&files) {
+        let compiled = match schemas::compile_tree_for(&files, &TreeLimits::default(), &self.source.policy) {
             Ok(c) => c,
             Err(diags) => return refuse(RefusalStep::Validate, diags.iter().map(ToString::to_string).collect()),
         };

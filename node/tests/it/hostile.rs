@@ -115,3 +115,37 @@ async fn file_references_to_devices_fifos_links_and_huge_files_are_contained() {
         assert!(s.last_apply_error.is_empty() && s.config_warnings.is_empty(), "node {id}: {s:?}");
     }
 }
+
+/// A commit cannot aim the proxy at cloud metadata or at the node's own admin listener (a
+/// client could otherwise reach the admin API through the proxy); the operator can allow it.
+#[tokio::test(flavor = "multi_thread")]
+async fn endpoints_on_metadata_or_own_listeners_need_the_operators_consent() {
+    let admin = testkit::free_port();
+    let admin_addr = format!("127.0.0.1:{admin}");
+    let up = Upstream::start("up", Behaviour::Echo).await;
+    let gw = Gateway::start(&[("c.yaml", &routes_config(&up, &["r0"]))], &["--admin-addr", &admin_addr]);
+    let good = gw.config_hash();
+    for (endpoint, why) in [
+        (admin_addr.clone(), format!("one of this cluster's own listeners (127.0.0.1:{admin})")),
+        ("169.254.169.254:80".to_string(), "link-local or metadata address".to_string()),
+    ] {
+        gw.write(
+            "c.yaml",
+            &format!(
+                "kind: Upstream\nname: up\nendpoints: [{{ address: \"{endpoint}\" }}]\n---\nkind: Route\nname: r1\nrules:\n  - backendRefs: [{{ upstream: up }}]\n"
+            ),
+        );
+        testkit::eventually(&format!("`{endpoint}` refused"), Duration::from_secs(5), || {
+            gw.logs().iter().any(|l| l.contains("config is invalid") && l.contains(&why)).then_some(())
+        });
+        assert_eq!(gw.config_hash(), good, "still serving the last good config");
+    }
+    let allowed = Gateway::start(
+        &[(
+            "c.yaml",
+            "kind: Upstream\nname: meta\nendpoints: [{ address: 169.254.169.254:80 }]\n---\nkind: Route\nname: r\nrules:\n  - backendRefs: [{ upstream: meta }]\n",
+        )],
+        &["--allow-internal-endpoints"],
+    );
+    assert!(!allowed.config_hash().is_empty());
+}

@@ -17,7 +17,7 @@ use super::limits::{MAX_ENDPOINTS, MAX_ENDPOINT_WEIGHT};
 use super::names::valid_address;
 
 impl Ctx<'_, Upstream> {
-    pub(super) fn upstream(&mut self, u: &Upstream) -> UpstreamSpec {
+    pub(super) fn upstream(&mut self, u: &Upstream, policy: &crate::Policy) -> UpstreamSpec {
         self.name(&u.name, "upstream");
         if u.endpoints.is_empty() {
             self.err(
@@ -54,6 +54,9 @@ impl Ctx<'_, Upstream> {
                 );
             }
             seen.insert(address.clone(), i);
+            if let Some(why) = policy.endpoint(&address) {
+                self.err(at!["endpoints", i, "address"], why, Some(crate::Policy::help("--allow-internal-endpoints")));
+            }
             let weight = e.weight.unwrap_or(1);
             if weight == 0 {
                 self.err(
@@ -79,6 +82,16 @@ impl Ctx<'_, Upstream> {
                 if !ca.starts_with('/') {
                     self.err(at!["tls", "caFile"], format!("`{ca}` is not an absolute path"), None);
                 }
+            }
+            if t.insecure_skip_verify == Some(true) && !policy.allow_insecure_tls {
+                self.err(
+                    at!["tls", "insecureSkipVerify"],
+                    "upstream TLS without certificate verification is refused: anyone on the path can impersonate the upstream",
+                    Some(format!(
+                        "give the upstream's CA in `tls.caFile` instead; {}",
+                        crate::Policy::help("--allow-insecure-upstream-tls")
+                    )),
+                );
             }
             UpstreamTlsSpec {
                 sni,

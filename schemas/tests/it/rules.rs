@@ -25,6 +25,19 @@ const CASES: &[Case] = &[
         &[(5, 13, "endpoints[0].weight: invalid type: string \"heavy\", expected u32")],
     ),
     ("missing kind", "name: a\nrules: []\n", &[(1, 1, "missing field `kind`")]),
+    (
+        "cloud metadata endpoint",
+        "kind: Upstream\nname: meta\nendpoints:\n  - address: 169.254.169.254:80\n  - address: metadata.google.internal:80\n",
+        &[
+            (4, 14, "endpoint `169.254.169.254:80` is a link-local or metadata address"),
+            (5, 14, "endpoint `metadata.google.internal:80` is a link-local or metadata address"),
+        ],
+    ),
+    (
+        "certificate verification off",
+        "kind: Upstream\nname: insecure\nendpoints: [{ address: 10.0.0.1:443 }]\ntls: { insecureSkipVerify: true }\n",
+        &[(4, 28, "upstream TLS without certificate verification is refused")],
+    ),
     ("unknown kind", "kind: Rout\nname: a\n", &[(1, 7, "unknown kind `Rout`")]),
     ("missing name", "kind: Upstream\nendpoints: []\n", &[(1, 1, "missing field `name`")]),
     ("not a mapping", "- kind: Route\n", &[(1, 1, "a resource must be a mapping")]),
@@ -367,4 +380,18 @@ fn the_path_patterns_of_one_host_must_build_together() {
         e.message.contains("the 40 RegularExpression paths of host `a.example.com` cannot be matched together"),
         "{e:#?}"
     );
+}
+
+#[test]
+fn the_operator_can_allow_internal_endpoints_and_unverified_tls() {
+    let yaml = "kind: Upstream\nname: meta\nendpoints: [{ address: 169.254.169.254:80 }, { address: 127.0.0.1:9900 }]\ntls: { insecureSkipVerify: true }\n";
+    let tree = files(&[("base.yaml", BASE), ("u.yaml", yaml)]);
+    let limits = schemas::TreeLimits::default();
+    let own = schemas::Policy { reserved: vec!["0.0.0.0:9900".into()], ..Default::default() };
+    let errs = schemas::compile_tree_for(&tree, &limits, &own).unwrap_err();
+    assert_eq!(errs.len(), 3, "{errs:#?}");
+    assert!(errs[1].message.contains("one of this cluster's own listeners (0.0.0.0:9900)"), "{errs:#?}");
+    assert!(errs.iter().all(|e| e.help.as_deref().unwrap_or("").contains("--allow-")), "{errs:#?}");
+    let allowed = schemas::Policy { allow_internal_endpoints: true, allow_insecure_tls: true, ..own };
+    schemas::compile_tree_for(&tree, &limits, &allowed).unwrap_or_else(|d| panic!("{d:#?}"));
 }
