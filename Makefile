@@ -9,7 +9,7 @@ CARGO ?= cargo
 DEPS := clang libclang-dev protobuf-compiler git pkg-config libssl-dev ca-certificates openssh-client
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build run test lint fmt bench testbed schema clean
+.PHONY: all deps build run test lint fmt bench testbed schema clean fuzz
 
 all: build
 
@@ -32,13 +32,24 @@ run: deps
 # executed nothing is visible at a glance.
 # Tests that cannot run here (the netns testbed without root) append a line to
 # $RAFTGATE_SKIP_LOG and return; they are counted as skipped, with their reason.
+# The fuzz harnesses (tests named fuzz_*) get FUZZ_CI_SECONDS each here; `make fuzz` runs
+# them alone for longer.
+FUZZ_CI_SECONDS ?= 30
 test: deps
 	@set -o pipefail; log=$$(mktemp); export RAFTGATE_SKIP_LOG=$$(mktemp); \
+	export RAFTGATE_FUZZ_SECONDS=$${RAFTGATE_FUZZ_SECONDS:-$(FUZZ_CI_SECONDS)}; \
 	$(CARGO) test --workspace 2>&1 | tee $$log; rc=$${PIPESTATUS[0]}; \
 	sed 's/^/skipped: /' $$RAFTGATE_SKIP_LOG; \
 	awk -v skips=$$(wc -l < $$RAFTGATE_SKIP_LOG) '/^test result:/ { for (i = 1; i <= NF; i++) { if ($$(i+1) ~ /^passed/) p += $$i; if ($$(i+1) ~ /^failed/) f += $$i; if ($$(i+1) ~ /^ignored/) s += $$i } } \
 	     END { printf "\ntests: %d passed, %d failed, %d skipped\n", p - skips, f, s + skips }' $$log; \
 	rm -f $$log $$RAFTGATE_SKIP_LOG; exit $$rc
+
+## Each fuzz harness (YAML loader and compiler, path cleaning, the router against a
+## reference matcher, webhook verification, Raft message decoding) for FUZZ_SECONDS
+## (30 minutes), all at once; executions per harness go to testkit/results/.
+FUZZ_SECONDS ?= 1800
+fuzz: deps
+	RAFTGATE_FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh
 
 ## Read-only checks: never rewrites a file. Besides rustfmt and clippy: no import cycle
 ## between the files of a crate, and the request path made of short functions.

@@ -467,4 +467,83 @@ mod tests {
         // The cap leaves room for the message around the entry.
         const { assert!(MAX_ENTRY_BYTES < MAX_MESSAGE_BYTES && (MAX_ENTRY_BYTES as u64) < MAX_SNAPSHOT_BYTES) };
     }
+
+    /// Raft messages as a peer could send them: valid encodings of each kind, mutated.
+    /// Decoding must fail cleanly or succeed, never panic, and never take long (a length
+    /// prefix claiming gigabytes must not be allocated up front).
+    #[test]
+    fn fuzz_raft_message_decoding() {
+        use std::collections::{BTreeMap, BTreeSet};
+        use std::time::{Duration, Instant};
+
+        use openraft::{
+            CommittedLeaderId, Entry, EntryPayload, LogId, Membership, SnapshotMeta, StoredMembership, Vote,
+        };
+        use testkit::fuzz::{self, proptest::prelude::*};
+
+        use crate::types::{ApplyConfig, Request};
+
+        let yaml = "kind: Upstream\nname: u\nendpoints: [{ address: 10.0.0.1:80 }]\n---\nkind: Route\nname: r\nhostnames: [a.example.com]\nrules:\n  - matches: [{ path: { type: RegularExpression, value: \"/v[0-9]+\" }, headers: [{ name: x, value: y }] }]\n    backendRefs: [{ upstream: u }]\n    retry: { attempts: 2 }\n";
+        let compiled =
+            schemas::compile_tree(&[schemas::SourceFile { path: "c.yaml".into(), contents: yaml.as_bytes().to_vec() }])
+                .unwrap();
+        let log_id = |i| LogId::new(CommittedLeaderId::new(3, 1), i);
+        let node = |i: u64| NodeInfo {
+            raft_addr: format!("10.0.0.{i}:9800"),
+            admin_addr: format!("10.0.0.{i}:9900"),
+            region: "eu".into(),
+        };
+        let membership = Membership::new(
+            vec![BTreeSet::from([1, 2, 3])],
+            BTreeMap::from([(1, node(1)), (2, node(2)), (3, node(3))]),
+        );
+        let append = AppendEntriesRequest::<TypeConfig> {
+            vote: Vote::new_committed(3, 1),
+            prev_log_id: Some(log_id(4)),
+            leader_commit: Some(log_id(4)),
+            entries: vec![
+                Entry { log_id: log_id(5), payload: EntryPayload::Blank },
+                Entry { log_id: log_id(6), payload: EntryPayload::Membership(membership.clone()) },
+                Entry {
+                    log_id: log_id(7),
+                    payload: EntryPayload::Normal(Request::ApplyConfig(Box::new(ApplyConfig {
+                        commit: "c0ffee".into(),
+                        parent: Some("beef".into()),
+                        author: "Ada <ada@example.com>".into(),
+                        message: "route r".into(),
+                        committed_at: 1_700_000_000,
+                        hash: compiled.hash,
+                        snapshot: Arc::new(compiled.snapshot),
+                        covers: vec!["a".into()],
+                    }))),
+                },
+            ],
+        };
+        let vote = VoteRequest::<NodeId> { vote: Vote::new(4, 2), last_log_id: Some(log_id(7)) };
+        let snapshot = InstallSnapshotRequest::<TypeConfig> {
+            vote: Vote::new_committed(3, 1),
+            meta: SnapshotMeta {
+                last_log_id: Some(log_id(7)),
+                last_membership: StoredMembership::new(Some(log_id(6)), membership),
+                snapshot_id: "3-1-7".into(),
+            },
+            offset: 0,
+            data: vec![7; 100],
+            done: true,
+        };
+        let seeds = [
+            postcard::to_allocvec(&append).unwrap(),
+            postcard::to_allocvec(&vote).unwrap(),
+            postcard::to_allocvec(&snapshot).unwrap(),
+        ];
+        fuzz::run("raft_decode", file!(), (0..seeds.len(), fuzz::mutations(8)), |(s, muts)| {
+            let bytes = fuzz::mutate(&seeds[s], &muts);
+            let started = Instant::now();
+            let _ = postcard::from_bytes::<AppendEntriesRequest<TypeConfig>>(&bytes);
+            let _ = postcard::from_bytes::<VoteRequest<NodeId>>(&bytes);
+            let _ = postcard::from_bytes::<InstallSnapshotRequest<TypeConfig>>(&bytes);
+            prop_assert!(started.elapsed() < Duration::from_secs(1), "decoding took {:?}", started.elapsed());
+            Ok(())
+        });
+    }
 }

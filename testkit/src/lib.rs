@@ -4,6 +4,8 @@
 //!
 //! It is a dev-dependency only and must never be used by the shipped crates.
 
+pub mod fuzz;
+
 use std::future::Future;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

@@ -155,4 +155,38 @@ mod tests {
         assert_eq!(pushed_branch(body).as_deref(), Some("main"));
         assert_eq!(Secret::new("short").unwrap_err(), TooShort);
     }
+
+    /// Whatever the headers and body, `verify` answers without panicking, accepts a body
+    /// only with its own signature, and refuses it once one byte changes.
+    #[test]
+    fn fuzz_webhook_verify() {
+        use testkit::fuzz::{self, proptest::prelude::*};
+        let secret = "a-webhook-secret-of-some-length";
+        let kinds = prop_oneof![Just("x-hub-signature-256"), Just("x-gitea-signature"), Just("x-gitlab-token")];
+        let junk = "[ -~]{0,80}";
+        let strategy = (prop::collection::vec(any::<u8>(), 0..512), kinds, junk, any::<usize>(), any::<u8>());
+        fuzz::run("webhook_verify", file!(), strategy, |(body, kind, junk, at, flip)| {
+            let key = Secret::new(secret).unwrap();
+            let signed = match kind {
+                "x-hub-signature-256" => format!("sha256={}", sign(secret, &body)),
+                "x-gitea-signature" => sign(secret, &body),
+                _ => secret.to_string(),
+            };
+            prop_assert!(verify(&headers(&[(kind, signed.clone())]), &body, &key).is_ok());
+            // Junk in the header is refused, never accepted and never a panic.
+            if let Ok(v) = junk.parse::<http::HeaderValue>() {
+                let mut h = HeaderMap::new();
+                h.insert(kind, v);
+                prop_assert!(verify(&h, &body, &key).is_err() || junk.trim() == signed);
+            }
+            if kind != "x-gitlab-token" && !body.is_empty() && flip != 0 {
+                let mut changed = body.clone();
+                let i = at % changed.len();
+                changed[i] ^= flip;
+                prop_assert!(verify(&headers(&[(kind, signed)]), &changed, &key).is_err());
+            }
+            let _ = pushed_branch(&body);
+            Ok(())
+        });
+    }
 }

@@ -176,3 +176,57 @@ mod tests {
         assert!(clean(&fits, Reject).is_ok());
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use testkit::fuzz::{self, proptest::prelude::*};
+
+    const ACTIONS: [EscapedSlashes; 4] =
+        [EscapedSlashes::Reject, EscapedSlashes::Unescape, EscapedSlashes::Redirect, EscapedSlashes::Keep];
+
+    /// The properties every cleaned path has, whatever was sent: it starts with `/`, holds no
+    /// dot segment, no escaped slash unless kept, and cleaning it again changes nothing.
+    #[test]
+    fn fuzz_path_clean() {
+        // Paths built from the characters that matter, and raw strings of any kind.
+        let pieces = prop_oneof![
+            Just("/"),
+            Just("."),
+            Just(".."),
+            Just("%2e"),
+            Just("%2E"),
+            Just("%2f"),
+            Just("%2F"),
+            Just("%5c"),
+            Just("%5C"),
+            Just("\\"),
+            Just(";"),
+            Just("a"),
+            Just("%"),
+            Just("%25"),
+            Just("é"),
+        ];
+        let built = prop::collection::vec(pieces, 0..24).prop_map(|p| format!("/{}", p.concat()));
+        let any = ".{0,40}";
+        let strategy = (prop_oneof![built, any.prop_map(|s: String| s)], 0..ACTIONS.len());
+        fuzz::run("path_clean", file!(), strategy, |(input, a)| {
+            let action = ACTIONS[a];
+            let out = match clean(&input, action) {
+                Err(_) => return Ok(()),
+                Ok(Clean::Path(p)) => p.into_owned(),
+                Ok(Clean::Redirect(to)) => {
+                    prop_assert_eq!(action, EscapedSlashes::Redirect);
+                    to
+                }
+            };
+            prop_assert!(out.starts_with('/'), "{out}");
+            prop_assert!(out.split('/').all(|s| s != "." && s != ".."), "{out}");
+            if action != EscapedSlashes::Keep {
+                prop_assert!(!has_escaped_slash(&out), "{out}");
+            }
+            prop_assert_eq!(clean(&out, action), Ok(Clean::Path(std::borrow::Cow::Borrowed(out.as_str()))));
+            Ok(())
+        });
+    }
+}

@@ -1,6 +1,7 @@
 //! Integration tests of the config format: every validation rule, the canonical hash, and
 //! the committed JSON Schema.
 
+mod fuzz;
 mod hash;
 mod rules;
 mod schema;
