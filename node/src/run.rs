@@ -127,6 +127,11 @@ pub struct Args {
     /// holds a membership).
     #[arg(long, value_name = "ADMIN_ADDR", requires = "data_dir")]
     pub join: Option<String>,
+    /// Recover from lost quorum: make this node the only member of its cluster, keeping
+    /// its applied config and history, then start. Only when the other members are gone
+    /// for good; wipe their data directories and --join them again afterwards.
+    #[arg(long, requires = "data_dir", conflicts_with_all = ["join", "bootstrap"])]
+    pub force_new_cluster: bool,
     /// With --join: stay a learner (replicates and serves, never votes).
     #[arg(long, requires = "join")]
     pub learner: bool,
@@ -333,6 +338,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             lan: args.raft_profile == RaftProfile::Lan,
             snapshot_every: args.raft_snapshot_every,
             tls: tls.clone(),
+            force_new_cluster: args.force_new_cluster,
         };
         if args.advertise_raft_addr.is_none() && args.raft_addr.ip().is_unspecified() {
             anyhow::bail!(

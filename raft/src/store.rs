@@ -106,6 +106,67 @@ impl LogStore {
     }
 }
 
+/// What `LogStore::force_single_member` wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForcedMembership {
+    /// The members before.
+    pub previous: Vec<u64>,
+    /// The log index of the new membership entry.
+    pub index: u64,
+    pub term: u64,
+}
+
+impl LogStore {
+    /// Makes this node the only member of its cluster, without asking the others: the
+    /// recovery from lost quorum (etcd's `--force-new-cluster`). It appends a membership
+    /// entry naming only `id`, under a term above any this node has seen, and votes for
+    /// itself in that term; Raft then starts with a one-voter membership, elects this node
+    /// and commits the entry, together with whatever else its log holds. The state
+    /// machine (the applied config and its history) is kept as it is. The other nodes must
+    /// never come back with their old data: they would hold the old membership.
+    pub async fn force_single_member(&mut self, id: NodeId, node: NodeInfo) -> Result<ForcedMembership, StorageError> {
+        let state = self.get_log_state().await?;
+        let vote = self.read_vote().await?;
+        let last_term = state.last_log_id.map_or(0, |l| l.leader_id.term);
+        let term = vote.map_or(0, |v| v.leader_id().term).max(last_term) + 1;
+        let index = state.last_log_id.map_or(0, |l| l.index + 1);
+        let previous = self.last_membership_voters()?;
+        let membership = openraft::Membership::new(
+            vec![std::collections::BTreeSet::from([id])],
+            std::collections::BTreeMap::from([(id, node)]),
+        );
+        let entry = Entry {
+            log_id: LogId::new(openraft::CommittedLeaderId::new(term, id), index),
+            payload: EntryPayload::Membership(membership),
+        };
+        let write = |e: &dyn std::error::Error| StorageIOError::write_logs(AnyError::error(e.to_string()));
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(CF_LOGS), index_key(index), encode(&entry).map_err(|e| write(&e))?);
+        self.db.write_opt(batch, &synced()).map_err(|e| write(&e))?;
+        self.save_vote(&Vote::new(term, id)).await?;
+        Ok(ForcedMembership { previous, index, term })
+    }
+
+    /// The voters of the latest membership entry in the log, or of the state machine.
+    fn last_membership_voters(&self) -> Result<Vec<u64>, StorageError> {
+        let read = |e: &dyn std::error::Error| StorageIOError::read_logs(AnyError::error(e.to_string()));
+        for item in self.db.iterator_cf(self.cf(CF_LOGS), IteratorMode::End) {
+            let (_, v) = item.map_err(|e| read(&e))?;
+            let entry: Entry = decode(&v).map_err(|e| read(&e))?;
+            if let EntryPayload::Membership(m) = entry.payload {
+                return Ok(m.voter_ids().collect());
+            }
+        }
+        let state: Option<StateMachineData> = match self.db.get_cf(self.db.cf_handle(CF_SM).expect("cf sm"), KEY_STATE)
+        {
+            Ok(Some(b)) => Some(decode(&b).map_err(|e| read(&e))?),
+            Ok(None) => None,
+            Err(e) => return Err(read(&e).into()),
+        };
+        Ok(state.map(|s| s.last_membership.membership().voter_ids().collect()).unwrap_or_default())
+    }
+}
+
 impl RaftLogReader<TypeConfig> for LogStore {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,

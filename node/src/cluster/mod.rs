@@ -47,6 +47,8 @@ pub struct ClusterSettings {
     /// The node's TLS material: Raft runs mTLS with it. `None`: plaintext (loopback, or
     /// `--insecure-plaintext`).
     pub tls: Option<Arc<trust::Tls>>,
+    /// Make this node the only member first (recovery from lost quorum).
+    pub force_new_cluster: bool,
 }
 
 /// Raft connections open at once (peers keep one or two each; the rest is slack for
@@ -90,7 +92,7 @@ pub async fn start(
     let dir = s.data_dir.join("raft");
     create_private_dir(&s.data_dir)?;
     create_private_dir(&dir)?;
-    let (log, sm) =
+    let (mut log, sm) =
         raft::open(&dir).map_err(|e| anyhow::anyhow!("cannot open the Raft store in {}: {e}", dir.display()))?;
 
     // Serve the last applied config before anything else.
@@ -105,6 +107,14 @@ pub async fn start(
         .with_context(|| format!("cannot listen on {} (raft)", s.raft_addr))?;
     let raft_addr = listener.local_addr()?;
     tracing::info!(listener = "raft", addr = %raft_addr, "listening");
+    let me = NodeInfo {
+        raft_addr: s.advertise_raft_addr.clone().unwrap_or_else(|| raft_addr.to_string()),
+        admin_addr: s.admin_addr.clone(),
+        region: s.region.clone(),
+    };
+    if s.force_new_cluster {
+        force_new_cluster(&mut log, &sm, s.node_id, me.clone()).await?;
+    }
     let profile = if s.lan { raft::config::lan() } else { raft::config::wan() };
     let config = Arc::new(raft::config::with_snapshot_every(profile, s.snapshot_every));
     let network = raft::network::Network::new(&s.cluster_name, s.tls.clone());
@@ -143,11 +153,6 @@ pub async fn start(
 
     tasks.spawn(count_members(raft.clone(), engine_nodes, shutdown.clone()));
 
-    let me = NodeInfo {
-        raft_addr: s.advertise_raft_addr.clone().unwrap_or_else(|| raft_addr.to_string()),
-        admin_addr: s.admin_addr.clone(),
-        region: s.region.clone(),
-    };
     let initialized = raft.is_initialized().await?;
     if s.bootstrap && !initialized {
         raft.initialize(BTreeMap::from([(s.node_id, me.clone())])).await.context("bootstrapping the cluster")?;
@@ -172,6 +177,31 @@ pub async fn start(
         None => {}
     }
     Ok(cluster)
+}
+
+/// `--force-new-cluster`: this node alone becomes the cluster, keeping its log, its
+/// applied config and its history (see `LogStore::force_single_member`).
+async fn force_new_cluster(
+    log: &mut raft::LogStore,
+    sm: &StateMachineStore,
+    id: u64,
+    me: NodeInfo,
+) -> anyhow::Result<()> {
+    let data = sm.data().await;
+    if data.last_applied.is_none() {
+        anyhow::bail!(
+            "--force-new-cluster needs the data directory of a node that was a member; this one holds no cluster"
+        );
+    }
+    let forced = log.force_single_member(id, me).await.context("forcing a new cluster")?;
+    tracing::warn!(
+        previous_members = ?forced.previous,
+        index = forced.index,
+        term = forced.term,
+        "--force-new-cluster: this node is now the only member; it keeps its config and history. \
+         Wipe the data directories of the old members before they start again, then --join them"
+    );
+    Ok(())
 }
 
 /// Creates a directory only this user can enter (it holds the Raft log, the Git mirror and,

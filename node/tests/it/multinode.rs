@@ -215,3 +215,44 @@ async fn the_admin_token_guards_calls_and_joins() {
     let auth = [("authorization", "Bearer correct-horse-battery-staple")];
     assert_eq!(get(&format!("{admin}/metrics"), &auth).await.0, StatusCode::OK);
 }
+
+/// Quorum lost for good: two of three nodes are gone with their disks. The survivor,
+/// restarted with --force-new-cluster, becomes a one-node cluster that still serves its
+/// config, keeps its history, takes new changes, and lets new nodes join.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lone_survivor_recovers_the_cluster_with_force_new_cluster() {
+    let mut c = TestCluster::bootstrap(&[]).await;
+    c.join(2, 1, false);
+    c.join(3, 1, false);
+    c.wait_members(1, &[1, 2, 3], &[]).await;
+    c.set_routes(&["r0", "r1"]);
+    c.wait_serving(&[1, 2, 3], "/r1").await;
+    let before = c.admin(3).await.get_config_history(ConfigHistoryRequest {}).await.unwrap().into_inner().entries;
+
+    // Nodes 1 and 2 are lost; node 3 alone has no quorum and no leader.
+    c.kill(1);
+    c.kill(2);
+    c.nodes.remove(&1);
+    c.nodes.remove(&2);
+    c.kill(3);
+    c.launch(3, &["--force-new-cluster"]);
+    assert_eq!(get(&c.gw(3).url("/r1"), &[]).await.0, StatusCode::OK, "serves its config at once");
+    assert_eq!(c.leader().await, 3);
+    c.wait_members(3, &[3], &[]).await;
+    let after = c.admin(3).await.get_config_history(ConfigHistoryRequest {}).await.unwrap().into_inner().entries;
+    assert_eq!(after, before, "the history is kept");
+
+    // A change is committed by the one-node cluster, and a new node joins it.
+    c.set_routes(&["r0", "r1", "r2"]);
+    c.wait_serving(&[3], "/r2").await;
+    c.join(4, 3, false);
+    c.wait_members(3, &[3, 4], &[]).await;
+    c.wait_serving(&[4], "/r2").await;
+
+    // A later restart without the flag is an ordinary restart of the new cluster.
+    c.kill(3);
+    c.launch(3, &[]);
+    c.wait_serving(&[3], "/r2").await;
+    c.wait_members(3, &[3, 4], &[]).await;
+    c.check_history_order().await;
+}
