@@ -351,7 +351,6 @@ fn candidate<R>(rule: &Arc<R>, m: &MatchSpec, route: &Arc<str>, ri: usize, mi: u
 }
 
 #[cfg(test)]
-#[path = "router_fuzz.rs"]
 mod fuzz;
 
 #[cfg(test)]

@@ -26,7 +26,7 @@ use ctx::Ctx;
 use matches::{check_identical_matches, check_regex_sets};
 use names::check_unique_names;
 
-pub(crate) fn compile(res: &Resources, policy: &crate::Policy, diags: &mut Vec<Diagnostic>) -> ConfigSnapshot {
+pub(crate) fn compile(res: &Resources, policy: &crate::policy::Policy, diags: &mut Vec<Diagnostic>) -> ConfigSnapshot {
     let mut snapshot = ConfigSnapshot::default();
 
     check_unique_names(&res.upstreams, |u| &u.name, "upstream", diags);

@@ -17,7 +17,7 @@ use super::limits::{MAX_ENDPOINTS, MAX_ENDPOINT_WEIGHT};
 use super::names::valid_address;
 
 impl Ctx<'_, Upstream> {
-    pub(super) fn upstream(&mut self, u: &Upstream, policy: &crate::Policy) -> UpstreamSpec {
+    pub(super) fn upstream(&mut self, u: &Upstream, policy: &crate::policy::Policy) -> UpstreamSpec {
         self.name(&u.name, "upstream");
         if u.endpoints.is_empty() {
             self.err(
@@ -55,7 +55,11 @@ impl Ctx<'_, Upstream> {
             }
             seen.insert(address.clone(), i);
             if let Some(why) = policy.endpoint(&address) {
-                self.err(at!["endpoints", i, "address"], why, Some(crate::Policy::help("--allow-internal-endpoints")));
+                self.err(
+                    at!["endpoints", i, "address"],
+                    why,
+                    Some(crate::policy::Policy::help("--allow-internal-endpoints")),
+                );
             }
             let weight = e.weight.unwrap_or(1);
             if weight == 0 {
@@ -89,7 +93,7 @@ impl Ctx<'_, Upstream> {
                     "upstream TLS without certificate verification is refused: anyone on the path can impersonate the upstream",
                     Some(format!(
                         "give the upstream's CA in `tls.caFile` instead; {}",
-                        crate::Policy::help("--allow-insecure-upstream-tls")
+                        crate::policy::Policy::help("--allow-insecure-upstream-tls")
                     )),
                 );
             }

@@ -101,10 +101,13 @@ fn pick<'a>(cands: &[Cand<'a>], req: &Req) -> Option<Cand<'a>> {
     None
 }
 
+/// Which routes one host tier holds.
+type Tier<'a> = Box<dyn Fn(&RouteSpec) -> bool + 'a>;
+
 /// Host tiers in order: the exact name, wildcards from the longest suffix, then routes
 /// without host names; the first tier with a matching rule wins.
 fn reference<'a>(routes: &'a [RouteSpec], req: &Req) -> Option<Cand<'a>> {
-    let mut tiers: Vec<Box<dyn Fn(&RouteSpec) -> bool>> = vec![Box::new(|r| r.hostnames.iter().any(|h| h == req.host))];
+    let mut tiers: Vec<Tier<'_>> = vec![Box::new(|r| r.hostnames.iter().any(|h| h == req.host))];
     let mut rest = req.host;
     while let Some(dot) = rest.find('.') {
         rest = &rest[dot + 1..];
