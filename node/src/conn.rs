@@ -138,6 +138,17 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<S> {
     }
 }
 
+/// A request in flight on a connection (see `Activity::busy`).
+#[derive(Debug)]
+pub struct Busy(Arc<Activity>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.last_ms.store(clock::now_ms(), Ordering::Relaxed);
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Requests in flight on one connection and when the last one ended.
 #[derive(Debug, Default)]
 pub struct Activity {
@@ -150,13 +161,10 @@ impl Activity {
         Arc::new(Self { in_flight: AtomicUsize::new(0), last_ms: AtomicU64::new(clock::now_ms()) })
     }
 
-    pub fn start(&self) {
+    /// One request in flight until the guard is dropped.
+    pub fn busy(self: Arc<Self>) -> Busy {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn end(&self) {
-        self.last_ms.store(clock::now_ms(), Ordering::Relaxed);
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        Busy(self)
     }
 
     /// Resolves once the connection has had no request for `idle`.

@@ -167,10 +167,10 @@ async fn drive<I>(
         let info = info.clone();
         let seen = seen.clone();
         async move {
-            seen.start();
-            let resp = proxy.handle(req, info).await;
-            seen.end();
-            Ok::<_, Infallible>(resp)
+            // Ended on drop: a request whose stream the client resets is dropped mid-way,
+            // and must not keep the connection busy forever.
+            let _busy = seen.busy();
+            Ok::<_, Infallible>(proxy.handle(req, info).await)
         }
     });
     let conn = builder.serve_connection_with_upgrades(io, svc);

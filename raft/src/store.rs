@@ -127,10 +127,33 @@ impl LogStore {
     pub async fn force_single_member(&mut self, id: NodeId, node: NodeInfo) -> Result<ForcedMembership, StorageError> {
         let state = self.get_log_state().await?;
         let vote = self.read_vote().await?;
-        let last_term = state.last_log_id.map_or(0, |l| l.leader_id.term);
-        let term = vote.map_or(0, |v| v.leader_id().term).max(last_term) + 1;
-        let index = state.last_log_id.map_or(0, |l| l.index + 1);
-        let previous = self.last_membership_voters()?;
+        let sm = self.stored_state_machine()?;
+        let applied = sm.as_ref().and_then(|s| s.last_applied);
+        let previous = self.last_membership_voters(sm.as_ref())?;
+        let refuse = |why: String| StorageError::from(StorageIOError::write_logs(AnyError::error(why)));
+        if previous == [id] {
+            // Already alone (the flag left on a restart): nothing to force.
+            return Ok(ForcedMembership { previous, index: state.last_log_id.map_or(0, |l| l.index), term: 0 });
+        }
+        if !previous.contains(&id) {
+            return Err(refuse(format!(
+                "node {id} is not a voter of the membership this node knows ({previous:?}); only a voter can take the cluster over"
+            )));
+        }
+        // Above everything this node holds: its log, what its state machine applied (a
+        // snapshot may be ahead of the log), and any term it voted in.
+        let last = [state.last_log_id, applied].into_iter().flatten().max_by_key(|l| l.index);
+        let term = [
+            vote.map(|v| v.leader_id().term),
+            state.last_log_id.map(|l| l.leader_id.term),
+            applied.map(|l| l.leader_id.term),
+        ]
+        .into_iter()
+        .flatten()
+        .max()
+        .unwrap_or(0)
+            + 1;
+        let index = last.map_or(0, |l| l.index + 1);
         let membership = openraft::Membership::new(
             vec![std::collections::BTreeSet::from([id])],
             std::collections::BTreeMap::from([(id, node)]),
@@ -139,16 +162,27 @@ impl LogStore {
             log_id: LogId::new(openraft::CommittedLeaderId::new(term, id), index),
             payload: EntryPayload::Membership(membership),
         };
+        // The vote first: an entry of a term this node has not voted in must never exist.
+        self.save_vote(&Vote::new(term, id)).await?;
         let write = |e: &dyn std::error::Error| StorageIOError::write_logs(AnyError::error(e.to_string()));
         let mut batch = WriteBatch::default();
         batch.put_cf(self.cf(CF_LOGS), index_key(index), encode(&entry).map_err(|e| write(&e))?);
         self.db.write_opt(batch, &synced()).map_err(|e| write(&e))?;
-        self.save_vote(&Vote::new(term, id)).await?;
         Ok(ForcedMembership { previous, index, term })
     }
 
+    /// The state machine as stored, if any.
+    fn stored_state_machine(&self) -> Result<Option<StateMachineData>, StorageError> {
+        let read = |e: &dyn std::error::Error| StorageIOError::read_logs(AnyError::error(e.to_string()));
+        match self.db.get_cf(self.db.cf_handle(CF_SM).expect("cf sm"), KEY_STATE) {
+            Ok(Some(b)) => Ok(Some(decode(&b).map_err(|e| read(&e))?)),
+            Ok(None) => Ok(None),
+            Err(e) => Err(read(&e).into()),
+        }
+    }
+
     /// The voters of the latest membership entry in the log, or of the state machine.
-    fn last_membership_voters(&self) -> Result<Vec<u64>, StorageError> {
+    fn last_membership_voters(&self, sm: Option<&StateMachineData>) -> Result<Vec<u64>, StorageError> {
         let read = |e: &dyn std::error::Error| StorageIOError::read_logs(AnyError::error(e.to_string()));
         for item in self.db.iterator_cf(self.cf(CF_LOGS), IteratorMode::End) {
             let (_, v) = item.map_err(|e| read(&e))?;
@@ -157,13 +191,7 @@ impl LogStore {
                 return Ok(m.voter_ids().collect());
             }
         }
-        let state: Option<StateMachineData> = match self.db.get_cf(self.db.cf_handle(CF_SM).expect("cf sm"), KEY_STATE)
-        {
-            Ok(Some(b)) => Some(decode(&b).map_err(|e| read(&e))?),
-            Ok(None) => None,
-            Err(e) => return Err(read(&e).into()),
-        };
-        Ok(state.map(|s| s.last_membership.membership().voter_ids().collect()).unwrap_or_default())
+        Ok(sm.map(|s| s.last_membership.membership().voter_ids().collect()).unwrap_or_default())
     }
 }
 

@@ -25,7 +25,26 @@ const METADATA_HOSTS: &[&str] =
     &["metadata.google.internal", "metadata", "instance-data", "instance-data.ec2.internal"];
 
 fn ip_of(host: &str) -> Option<IpAddr> {
-    host.trim_start_matches('[').trim_end_matches(']').parse().ok()
+    // `[fe80::1%2]`: the zone does not change what the address is.
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    bare.split('%').next().unwrap_or(bare).parse().ok()
+}
+
+/// A host that resolvers read as an IPv4 address although it is not written as one:
+/// `2852039166`, `0xa9fea9fe`, `169.254.43518`, `127.1`, `010.0.0.1` (octal). The C
+/// resolver turns each into an address, so each could hide a refused one.
+fn odd_numeric(host: &str) -> bool {
+    if host.parse::<std::net::Ipv4Addr>().is_ok() || host.contains(':') || host.starts_with('[') {
+        return false;
+    }
+    let last = host.trim_end_matches('.').rsplit('.').next().unwrap_or("");
+    let numeric = |l: &str| {
+        !l.is_empty()
+            && (l.bytes().all(|b| b.is_ascii_digit())
+                || l.get(..2).is_some_and(|p| p.eq_ignore_ascii_case("0x"))
+                    && l[2..].bytes().all(|b| b.is_ascii_hexdigit()))
+    };
+    numeric(last)
 }
 
 fn link_local(ip: IpAddr) -> bool {
@@ -57,6 +76,11 @@ impl Policy {
         }
         let (host, port) = split(address)?;
         let host_l = host.to_ascii_lowercase();
+        if odd_numeric(&host_l) {
+            return Some(format!(
+                "endpoint `{address}` is a number that resolvers read as an IPv4 address; write the address as a.b.c.d"
+            ));
+        }
         if ip_of(&host_l).is_some_and(link_local) || METADATA_HOSTS.contains(&host_l.trim_end_matches('.')) {
             return Some(format!(
                 "endpoint `{address}` is a link-local or metadata address, where cloud metadata services hand out credentials"
@@ -94,6 +118,12 @@ mod tests {
             "[fe80::1]:80",
             "[::ffff:169.254.169.254]:80",
             "[fd00:ec2::254]:80",
+            "[fe80::1%2]:80",
+            "2852039166:80",
+            "0xa9fea9fe:80",
+            "169.254.43518:80",
+            "127.1:9800",
+            "010.0.0.1:80",
             "metadata.google.internal:80",
             "127.0.0.1:9800",
             "localhost:9800",

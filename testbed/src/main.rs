@@ -5,6 +5,7 @@
 //! Layering: a file uses only files below it, never one above or beside it (no cycles).
 //!
 //! - `main`: the command line; may use any file.
+//! - `soak`: the long run with config changes under load; uses `scenario`, `ops`, `cluster`.
 //! - `scenario`: the measured scenarios; uses `ops`, `cluster`, `net`, `process`.
 //! - `ops`: the commands (up, down, scale, ...); uses `certs`, `cluster`, `net`, `http`,
 //!   `process`, `repo`, `topology`, `upstreams`.
@@ -35,6 +36,7 @@ mod ops;
 mod process;
 mod repo;
 mod scenario;
+mod soak;
 mod topology;
 mod upstreams;
 mod wanem;
@@ -123,6 +125,35 @@ enum Command {
         /// Bring the testbed up without TLS (when none is up), to compare with mTLS runs.
         #[arg(long)]
         plaintext: bool,
+    },
+    /// Steady load with a config change every few seconds; passes with no failed request,
+    /// memory flat after the warm-up (under 5% growth) and descriptors flat.
+    Soak {
+        #[arg(long, default_value = "10m", value_parser = parse_duration)]
+        duration: Duration,
+        #[arg(long, default_value = "5s", value_parser = parse_duration)]
+        change_every: Duration,
+        #[arg(long, default_value = "60s", value_parser = parse_duration)]
+        warmup: Duration,
+        /// Requests per second to each node.
+        #[arg(long, default_value_t = 50)]
+        rate: u32,
+        /// The topology to bring up when no testbed is up.
+        #[arg(long, default_value = "testbed/topologies/three-regions.yaml")]
+        topology: PathBuf,
+        #[arg(long, default_value = "testbed/results")]
+        report_dir: PathBuf,
+        #[arg(long)]
+        plaintext: bool,
+        /// Resident memory growth allowed after the warm-up, in percent.
+        #[arg(long, default_value_t = 5.0)]
+        max_rss_growth: f64,
+        /// Loopback mode, when the soak brings the testbed up: add this to every node port.
+        #[arg(long, default_value_t = 0)]
+        port_offset: u16,
+        /// Plain processes on loopback even as root, when the soak brings the testbed up.
+        #[arg(long)]
+        loopback: bool,
     },
     /// Cut two regions (or nodes) off from each other (netns mode).
     Partition { a: String, b: String },
@@ -275,6 +306,31 @@ fn run(command: Command, dir: &std::path::Path) -> anyhow::Result<ExitCode> {
             }
             report.print();
             return Ok(if report.failed() == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) });
+        }
+        Command::Soak {
+            duration,
+            change_every,
+            warmup,
+            rate,
+            topology,
+            report_dir,
+            plaintext,
+            max_rss_growth,
+            port_offset,
+            loopback,
+        } => {
+            let opts = soak::SoakOptions {
+                duration,
+                change_every,
+                warmup,
+                rate,
+                report_dir,
+                tls: !plaintext,
+                max_rss_growth_pct: max_rss_growth,
+                loopback,
+                port_offset,
+            };
+            return Ok(if soak::run(dir, &topology, &opts)? { ExitCode::SUCCESS } else { ExitCode::from(1) });
         }
         Command::Down => ops::down(dir, false)?,
         Command::Partition { a, b } => {

@@ -191,7 +191,7 @@ fn node_commit(state: &State, admin: &str) -> Option<String> {
 }
 
 /// Waits until each of `nodes` (names) serves `sha`; returns the time each took.
-fn wait_serving(
+pub(crate) fn wait_serving(
     state: &State,
     sha: &str,
     nodes: &[String],
@@ -221,7 +221,7 @@ fn wait_serving(
 /// Merges a change and announces it by webhook, retrying the webhook while the cluster
 /// has no reachable leader (right after a kill or a partition); polling would pick the
 /// change up anyway.
-fn merge_announced(dir: &Path, invalid: bool) -> anyhow::Result<String> {
+pub(crate) fn merge_announced(dir: &Path, invalid: bool) -> anyhow::Result<String> {
     let sha = ops::merge(dir, false, invalid)?;
     let started = Instant::now();
     while started.elapsed() < LIMIT {
@@ -234,16 +234,16 @@ fn merge_announced(dir: &Path, invalid: bool) -> anyhow::Result<String> {
     Ok(sha)
 }
 
-fn running_names(state: &State) -> Vec<String> {
+pub(crate) fn running_names(state: &State) -> Vec<String> {
     ops::running(state).iter().map(|n| n.name.clone()).collect()
 }
 
-fn ms(d: Duration) -> f64 {
+pub(crate) fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 10_000.0).round() / 10.0
 }
 
 /// Nearest-rank percentile.
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
@@ -254,7 +254,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 // ---------------------------------------------------------------------------------------
 // Load in the background
 
-struct Load {
+pub(crate) struct Load {
     child: Child,
     out: PathBuf,
 }
@@ -266,7 +266,7 @@ impl Load {
     }
 
     /// `rate` requests per second to every node; `target`: extra `--host`/`--path` args.
-    fn start_on(state: &State, label: &str, target: &[&str], rate: u32) -> anyhow::Result<Load> {
+    pub(crate) fn start_on(state: &State, label: &str, target: &[&str], rate: u32) -> anyhow::Result<Load> {
         let out = state.dir.join(format!("load-{label}-{}.json", std::process::id()));
         let _ = std::fs::remove_file(&out);
         let child = state
@@ -285,7 +285,7 @@ impl Load {
         Ok(Load { child, out })
     }
 
-    fn stop(mut self) -> anyhow::Result<Value> {
+    pub(crate) fn stop(mut self) -> anyhow::Result<Value> {
         // SIGTERM: the generator stops and writes its report.
         process::stop(self.child.id(), Duration::from_secs(10));
         let _ = self.child.wait();

@@ -172,3 +172,47 @@ fn a_plaintext_testbed_runs_without_certificates() {
     ok(testbed(&state, &["down"]));
     assert_eq!(processes_naming(&state), Vec::<String>::new());
 }
+
+/// The short version of `make soak`: config changes every 2 s under load for 40 s on a
+/// three-node loopback testbed, no failed request, descriptors flat. (Memory is judged by
+/// the ten-minute run; here the allocator is still warming up.)
+#[test]
+fn a_short_soak_passes() {
+    let work = tempfile::tempdir().unwrap();
+    let state: PathBuf = work.path().join("state");
+    let _tear_down = TearDown(&state);
+    let topo = topology(work.path(), 3);
+    let reports = work.path().join("reports");
+    let offset = port_offset(2).to_string();
+    let text = ok(testbed(
+        &state,
+        &[
+            "soak",
+            "--topology",
+            topo.to_str().unwrap(),
+            "--loopback",
+            "--port-offset",
+            &offset,
+            "--duration",
+            "40s",
+            "--change-every",
+            "2s",
+            "--warmup",
+            "15s",
+            "--rate",
+            "20",
+            "--max-rss-growth",
+            "50",
+            "--report-dir",
+            reports.to_str().unwrap(),
+        ],
+    ));
+    assert!(text.contains("**Verdict: PASS**"), "{text}");
+    let report =
+        std::fs::read_dir(&reports).unwrap().flatten().find(|e| e.path().extension().is_some_and(|x| x == "json"));
+    let js: serde_json::Value = serde_json::from_slice(&std::fs::read(report.unwrap().path()).unwrap()).unwrap();
+    assert!(js["merges"].as_u64().unwrap() >= 15, "{js}");
+    assert_eq!(js["nodes"].as_object().unwrap().len(), 3, "{js}");
+    assert!(!state.exists(), "the soak took down the testbed it brought up");
+    assert_eq!(processes_naming(&state), Vec::<String>::new());
+}

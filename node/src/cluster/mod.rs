@@ -113,7 +113,7 @@ pub async fn start(
         region: s.region.clone(),
     };
     if s.force_new_cluster {
-        force_new_cluster(&mut log, &sm, s.node_id, me.clone()).await?;
+        force_new_cluster(&mut log, &sm, &s.data_dir, s.node_id, me.clone()).await?;
     }
     let profile = if s.lan { raft::config::lan() } else { raft::config::wan() };
     let config = Arc::new(raft::config::with_snapshot_every(profile, s.snapshot_every));
@@ -184,9 +184,20 @@ pub async fn start(
 async fn force_new_cluster(
     log: &mut raft::LogStore,
     sm: &StateMachineStore,
+    data_dir: &std::path::Path,
     id: u64,
     me: NodeInfo,
 ) -> anyhow::Result<()> {
+    // One use per disaster: a flag left in a unit file must not shrink the cluster again
+    // at every restart, dropping the members that joined since.
+    let marker = data_dir.join("forced-new-cluster");
+    if marker.exists() {
+        anyhow::bail!(
+            "--force-new-cluster was already used on this data directory ({}): remove the flag. To force again \
+             after another loss of quorum, delete that file first",
+            marker.display()
+        );
+    }
     let data = sm.data().await;
     if data.last_applied.is_none() {
         anyhow::bail!(
@@ -194,12 +205,19 @@ async fn force_new_cluster(
         );
     }
     let forced = log.force_single_member(id, me).await.context("forcing a new cluster")?;
+    std::fs::write(&marker, format!("index {} term {} previous {:?}\n", forced.index, forced.term, forced.previous))
+        .with_context(|| format!("cannot write {}", marker.display()))?;
+    if forced.previous == [id] {
+        tracing::info!("--force-new-cluster: this node is already the only member; starting normally");
+        return Ok(());
+    }
     tracing::warn!(
         previous_members = ?forced.previous,
         index = forced.index,
         term = forced.term,
         "--force-new-cluster: this node is now the only member; it keeps its config and history. \
-         Wipe the data directories of the old members before they start again, then --join them"
+         Wipe the data directories of the old members before they start again, then --join them; \
+         remove the flag before the next restart"
     );
     Ok(())
 }

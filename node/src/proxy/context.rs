@@ -77,6 +77,8 @@ pub struct Downstream {
     /// The client's protocol, which frames the response whatever the upstream spoke.
     pub version: Version,
     pub host_header: Option<HeaderValue>,
+    /// How many Host headers the request carries (more than one is refused).
+    pub host_headers: usize,
 }
 
 impl Downstream {
@@ -99,6 +101,7 @@ impl Downstream {
             uri: req.uri().clone(),
             version: req.version(),
             host_header: req.headers().get(http::header::HOST).cloned(),
+            host_headers: req.headers().get_all(http::header::HOST).iter().count(),
         }
     }
 }

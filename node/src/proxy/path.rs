@@ -44,6 +44,16 @@ pub enum Clean<'a> {
     Redirect(String),
 }
 
+fn merge_slashes(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for c in path.chars() {
+        if !(c == '/' && out.ends_with('/')) {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn has_escaped_slash(path: &str) -> bool {
     path.contains('\\')
         || path.as_bytes().windows(3).any(|w| w[0] == b'%' && matches!(&w[1..], b"2f" | b"2F" | b"5c" | b"5C"))
@@ -70,7 +80,9 @@ pub fn clean(path: &str, escaped: EscapedSlashes) -> Result<Clean<'_>, PathError
                 for from in ["%2f", "%2F", "%5c", "%5C"] {
                     out = out.replace(from, "/");
                 }
-                Cow::Owned(out)
+                // Runs of slashes become one: `/%2Fevil.com` must not turn into `//evil.com`,
+                // which a browser following the redirect reads as another site.
+                Cow::Owned(merge_slashes(&out))
             }
         }
     } else {
@@ -162,6 +174,9 @@ mod tests {
         }
         assert_eq!(path("/public%2F..%2Fadmin", Unescape).unwrap(), "/admin");
         assert_eq!(path("/a%5cb\\c", Unescape).unwrap(), "/a/b/c");
+        // Never a protocol-relative redirect to another site.
+        assert_eq!(path("/%2Fevil.com", Redirect).unwrap(), "redirect /evil.com");
+        assert_eq!(path("/%5C%5Cevil.com/x", Unescape).unwrap(), "/evil.com/x");
         assert_eq!(path("/public%2F..%2Fadmin", Redirect).unwrap(), "redirect /admin");
         assert_eq!(path("/a/b", Redirect).unwrap(), "/a/b", "nothing to redirect");
         assert_eq!(path("/files/a%2Fb", Keep).unwrap(), "/files/a%2Fb");
@@ -224,6 +239,9 @@ mod fuzz {
             prop_assert!(out.split('/').all(|s| s != "." && s != ".."), "{out}");
             if action != EscapedSlashes::Keep {
                 prop_assert!(!has_escaped_slash(&out), "{out}");
+            }
+            if matches!(action, EscapedSlashes::Unescape | EscapedSlashes::Redirect) && has_escaped_slash(&input) {
+                prop_assert!(!out.starts_with("//"), "unescaping made a protocol-relative path: {out}");
             }
             prop_assert_eq!(clean(&out, action), Ok(Clean::Path(std::borrow::Cow::Borrowed(out.as_str()))));
             Ok(())

@@ -95,12 +95,11 @@ fn headers_and_target(
     let new_path = filters.request(headers, &route.path, route.path_kind, route.matched_path);
     if let Some(h) = &filters.rewrite_host {
         headers.insert(header::HOST, h.clone());
-    } else if !headers.contains_key(header::HOST) {
-        // HTTP/2 clients send `:authority`; HTTP/1.1 upstreams need a Host header.
-        if let Some(a) = down.uri.authority() {
-            if let Ok(v) = HeaderValue::from_str(a.as_str()) {
-                headers.insert(header::HOST, v);
-            }
+    } else if let Some(a) = down.uri.authority() {
+        // The authority that was routed (absolute form, HTTP/2's `:authority`) is the
+        // upstream's Host, whatever Host header came with it.
+        if let Ok(v) = HeaderValue::from_str(a.as_str()) {
+            headers.insert(header::HOST, v);
         }
     }
     let target_path = new_path.as_deref().unwrap_or(&route.path);

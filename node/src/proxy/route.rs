@@ -42,6 +42,9 @@ pub fn route<'a>(
     escaped: EscapedSlashes,
     ctx: &mut RequestCtx,
 ) -> Result<Routed<'a>, Stop> {
+    if down.host_headers > 1 {
+        return Err(ProxyError::BadRequest("more than one Host header").into());
+    }
     let (host, _port) = request_host(&down.uri, down.host_header.as_ref())?;
     let query = down.uri.query();
     let path = match path::clean(down.uri.path(), escaped) {
@@ -72,6 +75,10 @@ fn redirect(path: &str, query: Option<&str>) -> Result<Response<super::body::Res
         Some(q) => format!("{path}?{q}"),
         None => path.to_string(),
     };
+    // Only ever a path on this host: `//host` would send the client elsewhere.
+    if location.starts_with("//") {
+        return Err(ProxyError::BadRequest("the request target cannot be redirected"));
+    }
     let location = HeaderValue::from_str(&location)
         .map_err(|_| ProxyError::BadRequest("the request target cannot be redirected"))?;
     let mut resp = Response::new(full(bytes::Bytes::new()));

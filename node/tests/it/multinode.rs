@@ -249,8 +249,18 @@ async fn a_lone_survivor_recovers_the_cluster_with_force_new_cluster() {
     c.wait_members(3, &[3, 4], &[]).await;
     c.wait_serving(&[4], "/r2").await;
 
-    // A later restart without the flag is an ordinary restart of the new cluster.
+    // The flag works once: left on, it is refused rather than dropping node 4 again.
     c.kill(3);
+    let data = c.nodes[&3].data.path().to_str().unwrap().to_string();
+    let again = std::process::Command::new(env!("CARGO_BIN_EXE_raftgated"))
+        .args(["--node-id", "3", "--data-dir", &data, "--force-new-cluster", "--insecure-plaintext"])
+        .args(["--http-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--raft-addr", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&again.stdout).to_string() + &String::from_utf8_lossy(&again.stderr);
+    assert!(!again.status.success() && err.contains("already used on this data directory"), "{err}");
+
+    // A later restart without the flag is an ordinary restart of the new cluster.
     c.launch(3, &[]);
     c.wait_serving(&[3], "/r2").await;
     c.wait_members(3, &[3, 4], &[]).await;

@@ -1,0 +1,198 @@
+//! `testbed soak`: steady load for a long time with a config change every few seconds, to
+//! show that nothing leaks and nothing fails: no failed request, resident memory flat after
+//! a warm-up, file descriptors flat. A Markdown and JSON report go to the report directory.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::cluster::State;
+use crate::ops;
+use crate::scenario::{merge_announced, ms, running_names, wait_serving, Load};
+
+/// What a soak run is asked to do.
+#[derive(Debug, Clone)]
+pub(crate) struct SoakOptions {
+    pub duration: Duration,
+    pub change_every: Duration,
+    /// Memory and descriptors are compared with their values at the end of the warm-up.
+    pub warmup: Duration,
+    /// Requests per second to each node.
+    pub rate: u32,
+    pub report_dir: PathBuf,
+    pub tls: bool,
+    /// How much resident memory may grow after the warm-up, in percent.
+    pub max_rss_growth_pct: f64,
+    /// When the soak brings the testbed up: loopback even as root, and the port offset.
+    pub loopback: bool,
+    pub port_offset: u16,
+}
+/// How many more descriptors than at the end of the warm-up a node may hold at the end.
+const MAX_FD_GROWTH: i64 = 16;
+const SAMPLE_EVERY: Duration = Duration::from_secs(10);
+
+/// One node's resident memory (KiB) and open descriptors, from /proc.
+fn sample(pid: u32) -> Option<(u64, i64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.split_whitespace().next()?.parse().ok()?;
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as i64;
+    Some((rss, fds))
+}
+
+/// Runs the soak on the testbed in `dir` (bringing `topology` up if none is), returns
+/// whether it passed.
+pub(crate) fn run(dir: &Path, topology: &Path, opts: &SoakOptions) -> anyhow::Result<bool> {
+    let started_here = State::load(dir).is_err();
+    if started_here {
+        let up = ops::UpOptions { loopback: opts.loopback, quiet: true, port_offset: opts.port_offset, tls: opts.tls };
+        ops::up(topology, dir, up)?;
+    }
+    let result = soak(dir, opts);
+    if started_here {
+        ops::down(dir, true)?;
+    }
+    result
+}
+
+fn soak(dir: &Path, opts: &SoakOptions) -> anyhow::Result<bool> {
+    let state = State::load(dir)?;
+    let pids: BTreeMap<String, u32> = state.nodes.iter().filter_map(|n| Some((n.name.clone(), n.pid?))).collect();
+    anyhow::ensure!(pids.len() == state.nodes.len(), "some nodes of the testbed are not running");
+    let load = Load::start_on(&state, "soak", &[], opts.rate)?;
+    let started = Instant::now();
+    let mut samples: BTreeMap<String, Vec<(f64, u64, i64)>> = BTreeMap::new();
+    let (mut merges, mut merge_errors, mut last_sha) = (0u32, Vec::new(), None);
+    let (mut next_change, mut next_sample) = (Duration::ZERO, Duration::ZERO);
+    while started.elapsed() < opts.duration {
+        let now = started.elapsed();
+        if now >= next_sample {
+            for (name, pid) in &pids {
+                if let Some((rss, fds)) = sample(*pid) {
+                    samples.entry(name.clone()).or_default().push((now.as_secs_f64(), rss, fds));
+                }
+            }
+            next_sample += SAMPLE_EVERY;
+        }
+        if now >= next_change {
+            match merge_announced(dir, false) {
+                Ok(sha) => {
+                    merges += 1;
+                    last_sha = Some(sha);
+                }
+                Err(e) => merge_errors.push(format!("{:.0} s: {e:#}", now.as_secs_f64())),
+            }
+            next_change += opts.change_every;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Every node ends on the last change.
+    let converged = match &last_sha {
+        Some(sha) => wait_serving(&state, sha, &running_names(&state), Instant::now())
+            .map(|t| t.values().map(|d| ms(*d)).fold(0.0, f64::max)),
+        None => Err(anyhow::anyhow!("no change was merged")),
+    };
+    let load = load.stop()?;
+    for (name, pid) in &pids {
+        if let Some((rss, fds)) = sample(*pid) {
+            samples.entry(name.clone()).or_default().push((started.elapsed().as_secs_f64(), rss, fds));
+        }
+    }
+    let (md, js, passed) = report(&state, opts, &pids, &samples, &load, merges, &merge_errors, &converged);
+    std::fs::create_dir_all(&opts.report_dir)?;
+    let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string().replace([':', '-'], "");
+    let base = opts.report_dir.join(format!("{stamp}-soak-{}", state.topology.name));
+    std::fs::write(base.with_extension("md"), &md)?;
+    std::fs::write(base.with_extension("json"), serde_json::to_vec_pretty(&js)?)?;
+    println!("{md}");
+    println!("report: {} and .json", base.with_extension("md").display());
+    Ok(passed)
+}
+
+/// Per node: memory and descriptors at the end of the warm-up and at the end, growth, and
+/// the verdict.
+#[allow(clippy::too_many_arguments)]
+fn report(
+    state: &State,
+    opts: &SoakOptions,
+    pids: &BTreeMap<String, u32>,
+    samples: &BTreeMap<String, Vec<(f64, u64, i64)>>,
+    load: &Value,
+    merges: u32,
+    merge_errors: &[String],
+    converged: &anyhow::Result<f64>,
+) -> (String, Value, bool) {
+    let warm = opts.warmup.as_secs_f64();
+    let mut rows = Vec::new();
+    let mut nodes = serde_json::Map::new();
+    let mut ok = merge_errors.is_empty() && converged.is_ok();
+    let none = Vec::new();
+    for name in pids.keys() {
+        let s = samples.get(name).unwrap_or(&none);
+        let base = s.iter().find(|(t, _, _)| *t >= warm).or(s.last()).copied().unwrap_or_default();
+        let end = s.last().copied().unwrap_or_default();
+        let peak_rss = s.iter().filter(|(t, _, _)| *t >= warm).map(|x| x.1).max().unwrap_or(end.1);
+        let growth = if base.1 > 0 { (end.1 as f64 - base.1 as f64) * 100.0 / base.1 as f64 } else { 0.0 };
+        let fd_growth = end.2 - base.2;
+        let failed = load["nodes"][name]["failed"].as_u64().unwrap_or(0);
+        let served = load["nodes"][name]["ok"].as_u64().unwrap_or(0);
+        // A node the load never reached, or that vanished from /proc, fails: silence is
+        // not a pass.
+        let seen = load["nodes"].get(name.as_str()).is_some() && served > 0 && s.len() >= 2;
+        let node_ok = seen && failed == 0 && growth < opts.max_rss_growth_pct && fd_growth <= MAX_FD_GROWTH;
+        ok &= node_ok;
+        rows.push(format!(
+            "| {name} | {served} | {failed} | {} | {} | {} | {growth:+.1}% | {} → {} | {} |",
+            base.1 / 1024,
+            end.1 / 1024,
+            peak_rss / 1024,
+            base.2,
+            end.2,
+            if node_ok { "ok" } else { "FAIL" }
+        ));
+        nodes.insert(
+            name.clone(),
+            json!({
+                "requests_ok": served, "requests_failed": failed,
+                "rss_kib_after_warmup": base.1, "rss_kib_end": end.1, "rss_kib_peak": peak_rss,
+                "rss_growth_pct": growth, "fds_after_warmup": base.2, "fds_end": end.2,
+                "samples": s.iter().map(|(t, r, f)| json!([t, r, f])).collect::<Vec<_>>(),
+            }),
+        );
+    }
+    let mut md = format!(
+        "# Soak: {} minutes, a config change every {} s\n\n",
+        opts.duration.as_secs() / 60,
+        opts.change_every.as_secs()
+    );
+    md += &format!(
+        "Topology `{}` ({} nodes, {}), {} requests/s to each node, {merges} changes merged and applied; memory and \
+         descriptors compared with their values after a {} s warm-up. Pass: no failed request, resident memory \
+         growth under {}%, at most {MAX_FD_GROWTH} more descriptors.\n\n",
+        state.topology.name,
+        state.nodes.len(),
+        if state.tls { "mTLS" } else { "plaintext" },
+        opts.rate,
+        opts.warmup.as_secs(),
+        opts.max_rss_growth_pct
+    );
+    md += &format!("**Verdict: {}**\n\n", if ok { "PASS" } else { "FAIL" });
+    md += "| node | requests ok | failed | RSS after warm-up (MiB) | RSS end (MiB) | peak (MiB) | growth | fds | verdict |\n";
+    md += "|---|---|---|---|---|---|---|---|---|\n";
+    md += &rows.join("\n");
+    md += "\n\n";
+    match converged {
+        Ok(ms) => md += &format!("Every node served the last change {ms:.0} ms after the run ended.\n"),
+        Err(e) => md += &format!("Not every node reached the last change: {e:#}\n"),
+    }
+    for e in merge_errors {
+        md += &format!("\n- merge failed at {e}");
+    }
+    let js = json!({
+        "topology": state.topology.name, "tls": state.tls, "duration_s": opts.duration.as_secs(),
+        "change_every_s": opts.change_every.as_secs(), "warmup_s": opts.warmup.as_secs(), "rate_per_node": opts.rate,
+        "merges": merges, "merge_errors": merge_errors, "passed": ok, "nodes": nodes,
+    });
+    (md, js, ok)
+}
