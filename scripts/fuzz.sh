@@ -11,6 +11,8 @@ cd "$(dirname "$0")/.."
 export RAFTGATE_FUZZ_SECONDS
 mkdir -p testkit/results
 out="testkit/results/fuzz-$(date -u +%Y%m%dT%H%M%SZ).txt"
+commit=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . ':!testkit/results' || echo "+changes")
+started=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 bins=$(cargo test --workspace --no-run --message-format=json 2>/dev/null | python3 -c '
 import json, sys
 for line in sys.stdin:
@@ -32,7 +34,7 @@ rc=0
 for p in "${pids[@]}"; do wait "$p" || rc=1; done
 {
   echo "# make fuzz, $RAFTGATE_FUZZ_SECONDS s per harness, all at once on $(nproc) cores"
-  echo "# commit $(git rev-parse --short HEAD), $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "# commit $commit, started $started, ended $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   cat "$logs"/*.log | grep -E '^fuzz |panicked|minimal input' || true
 } > "$out"
 cat "$out"

@@ -47,7 +47,16 @@ pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), StorageError> {
     let mut opts = Options::default();
     opts.create_if_missing(true);
     opts.create_missing_column_families(true);
-    let cfs = [CF_LOGS, CF_META, CF_SM].map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
+    // Small memtables: this database holds a few configs and their log, not bulk data,
+    // and RocksDB's default (64 MiB per column family) would let a node's memory grow by
+    // every config written until the first flush.
+    let cf_opts = || {
+        let mut o = Options::default();
+        o.set_write_buffer_size(4 << 20);
+        o.set_max_write_buffer_number(2);
+        o
+    };
+    let cfs = [CF_LOGS, CF_META, CF_SM].map(|n| ColumnFamilyDescriptor::new(n, cf_opts()));
     let db = DB::open_cf_descriptors(&opts, dir, cfs)
         .map_err(|e| StorageIOError::new(ErrorSubject::Store, ErrorVerb::Read, AnyError::new(&e)))?;
     let db = Arc::new(db);
