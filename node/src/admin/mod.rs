@@ -163,7 +163,11 @@ impl Admin {
             }
             "/metrics" => {
                 self.engine.refresh_gauges();
-                text(StatusCode::OK, self.metrics.render(), "text/plain; version=0.0.4")
+                let mut body = self.metrics.render();
+                if self.engine.is_loaded() {
+                    body += &crate::proxy::runtime::config_info(&self.engine.current());
+                }
+                text(StatusCode::OK, body, "text/plain; version=0.0.4")
             }
             "/status" => {
                 let rt = self.engine.current();
