@@ -169,15 +169,21 @@ impl Activity {
 
     /// Resolves once the connection has had no request for `idle`.
     pub async fn idle_for(&self, idle: Duration) {
-        let idle_ms = idle.as_millis() as u64;
-        loop {
-            let since = clock::now_ms().saturating_sub(self.last_ms.load(Ordering::Relaxed));
-            if self.in_flight.load(Ordering::Relaxed) == 0 && since >= idle_ms {
-                return;
-            }
-            let wait = if since >= idle_ms { idle_ms } else { idle_ms - since };
-            tokio::time::sleep(Duration::from_millis(wait.max(100))).await;
+        quiet_for(&self.last_ms, idle, || self.in_flight.load(Ordering::Relaxed) > 0).await;
+    }
+}
+
+/// Resolves once `last` (a `clock::now_ms` stamp) is `idle` old while `busy` says no: the
+/// one idle timer of connections and of tunnels.
+pub async fn quiet_for(last: &AtomicU64, idle: Duration, busy: impl Fn() -> bool) {
+    let idle_ms = idle.as_millis() as u64;
+    loop {
+        let since = clock::now_ms().saturating_sub(last.load(Ordering::Relaxed));
+        if since >= idle_ms && !busy() {
+            return;
         }
+        let wait = if since >= idle_ms { idle_ms } else { idle_ms - since };
+        tokio::time::sleep(Duration::from_millis(wait.max(50))).await;
     }
 }
 

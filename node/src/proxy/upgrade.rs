@@ -36,24 +36,12 @@ pub fn splice(client: Option<OnUpgrade>, resp: &mut Response<Incoming>, slot: Op
                 let mut server = Touch { inner: TokioIo::new(server), last: last.clone() };
                 tokio::select! {
                     _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                    () = quiet_for(&last, idle) => tracing::debug!("tunnel closed after {} s without traffic", idle.as_secs()),
+                    () = crate::conn::quiet_for(&last, idle, || false) => tracing::debug!("tunnel closed after {} s without traffic", idle.as_secs()),
                 }
             }
             Err(e) => tracing::debug!(error = %e, "upgrade failed"),
         }
     });
-}
-
-/// Resolves once nothing has been read from either side for `idle`.
-async fn quiet_for(last: &AtomicU64, idle: Duration) {
-    let idle_ms = idle.as_millis() as u64;
-    loop {
-        let since = clock::now_ms().saturating_sub(last.load(Ordering::Relaxed));
-        if since >= idle_ms {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis((idle_ms - since).max(50))).await;
-    }
 }
 
 /// A stream that notes when it last read something.
