@@ -126,9 +126,9 @@ fn refusal(up: &Upstream, r: Refusal) -> ProxyError {
     }
 }
 
-/// Classifies a failed call: the client's body over the limit (the request's fault), a
-/// connection limit (not sent), or a failure of the endpoint (reported to the breaker and
-/// outlier detection).
+/// Classifies a failed call: the client's body over the limit, stalled or malformed (the
+/// request's fault), a connection limit (not sent), or a failure of the endpoint (reported
+/// to the breaker and outlier detection).
 fn call_failed(
     up: &Upstream,
     endpoint: usize,
@@ -142,7 +142,10 @@ fn call_failed(
             return Attempt::Fatal(ProxyError::BodyTooLarge { limit: limits.body_limit });
         }
         Some(body::BodyError::Idle(after)) => return Attempt::Fatal(ProxyError::BodyTimeout { after: *after }),
-        _ => {}
+        Some(body::BodyError::Client(_)) => {
+            return Attempt::Fatal(ProxyError::BadRequest("the request body could not be read"));
+        }
+        None => {}
     }
     if let Some(l) = ConnLimit::find(e) {
         metrics::counter!("raftgate_upstream_overflow_total", "upstream" => upstream.clone(), "limit" => l.name())

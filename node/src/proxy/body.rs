@@ -133,13 +133,15 @@ impl Body for ReqBody {
 }
 
 /// The client's fault behind a failed upstream call, if it was one: its body went over the
-/// limit, or stalled.
+/// limit, stalled, or could not be read (malformed chunked framing, a client that went
+/// away mid-body). Never the upstream's: such failures must not count against its circuit
+/// breaker or eject its endpoints, or any client could trip them at will.
 pub fn client_fault<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a BodyError> {
     let mut cur: Option<&'a (dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
         match err.downcast_ref::<BodyError>() {
-            Some(b @ (BodyError::TooLarge(_) | BodyError::Idle(_))) => return Some(b),
-            _ => cur = err.source(),
+            Some(b) => return Some(b),
+            None => cur = err.source(),
         }
     }
     None

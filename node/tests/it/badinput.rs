@@ -356,3 +356,30 @@ async fn only_allowed_upgrades_become_tunnels_and_tunnels_hold_their_slot() {
     let resp = read_some(&mut other, Duration::from_secs(3)).await;
     assert!(status_line(&resp).starts_with("HTTP/1.1 200"), "{resp}");
 }
+
+/// A body the client breaks (malformed chunked framing) is the client's fault: 400, and
+/// it never counts against the upstream. Before, each one was a 502 and a failure of the
+/// endpoint, so three of them opened this breaker for every client.
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_bodies_are_the_clients_fault_and_never_open_the_breaker() {
+    let up = Upstream::start("up", Behaviour::Echo).await;
+    let cfg = format!(
+        "kind: Upstream\nname: up\nendpoints: [{{ address: \"{}\" }}]\ncircuitBreaker: {{ consecutiveFailures: 3, openFor: 60s }}\nhealthCheck:\n  passive: {{ consecutiveFailures: 3, baseEjectionTime: 60s }}\n---\nkind: Route\nname: r\nrules:\n  - backendRefs: [{{ upstream: up }}]\n",
+        up.addr
+    );
+    let gw = Gateway::start(&[("c.yaml", &cfg)], &[]);
+    for bad in [
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n10000000000000001\r\nx\r\n0\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nx\r\n0\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n",
+    ]
+    .iter()
+    .cycle()
+    .take(6)
+    {
+        let resp = raw(gw.http, bad.as_bytes(), Duration::from_secs(3)).await;
+        assert!(status_line(&resp).starts_with("HTTP/1.1 400"), "{bad:?}: {resp}");
+    }
+    let (status, _, body) = get(&format!("http://{}/", gw.http), &[("host", "a")]).await;
+    assert_eq!(status, http::StatusCode::OK, "the breaker opened or the endpoint was ejected: {body}");
+}
