@@ -5,8 +5,11 @@ SHELL := /bin/bash
 CARGO ?= cargo
 # System packages the build and the tests need: clang/libclang for RocksDB's bindgen,
 # protoc for the tonic/prost code generation, git for the GitOps tests, pkg-config and
-# OpenSSL headers for libgit2's https transport, ssh-keygen for the signed-commit tests.
-DEPS := clang libclang-dev protobuf-compiler git pkg-config libssl-dev ca-certificates openssh-client
+# OpenSSL headers for libgit2's https transport, ssh-keygen for the signed-commit tests;
+# clients and servers we did not write, for the abuse tests: Python's h2 (HTTP/2 floods)
+# and nginx (the upstream of the smuggling test; its packaged service is not started).
+DEPS := clang libclang-dev protobuf-compiler git pkg-config libssl-dev ca-certificates openssh-client \
+	python3-h2 nginx-light
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all deps build run test lint fmt bench testbed schema clean fuzz soak
@@ -19,6 +22,7 @@ deps:
 	if [ -n "$$missing" ]; then \
 	  echo "make deps: installing$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	  $(SUDO) systemctl disable --now nginx >/dev/null 2>&1 || true; \
 	fi
 
 build: deps

@@ -1,6 +1,7 @@
 //! Integration tests: the real `raftgated` binary against real upstreams (small hyper
 //! servers started by the tests) and real HTTP clients, all on loopback.
 
+mod abuse;
 mod badinput;
 mod cluster;
 mod features;
