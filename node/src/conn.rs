@@ -1,6 +1,9 @@
 //! What bounds one client connection beyond its requests: a cap on connections per client
-//! IP, a deadline on writes the client does not read, and an idle timer that closes
-//! connections (HTTP/2 ones especially) that carry no request.
+//! IP, a deadline on writes the client does not read, an idle timer that closes
+//! connections (HTTP/2 ones especially) that carry no request, and a stall timer that
+//! closes connections whose client stops taking response data it could take (an HTTP/2
+//! flow-control window left at zero never blocks a socket write, so the write deadline
+//! alone would not see it).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -149,16 +152,41 @@ impl Drop for Busy {
     }
 }
 
-/// Requests in flight on one connection and when the last one ended.
+/// Requests in flight on one connection (a response counts until its body is sent), when
+/// the last one ended, and how the client takes response data.
 #[derive(Debug, Default)]
 pub struct Activity {
     in_flight: AtomicUsize,
     last_ms: AtomicU64,
+    /// Responses holding data the client has not pulled yet.
+    waiting: AtomicUsize,
+    /// When the connection last pulled response data.
+    pulled_ms: AtomicU64,
 }
 
 impl Activity {
     pub fn new() -> Arc<Self> {
-        Arc::new(Self { in_flight: AtomicUsize::new(0), last_ms: AtomicU64::new(clock::now_ms()) })
+        let now = clock::now_ms();
+        Arc::new(Self {
+            in_flight: AtomicUsize::new(0),
+            last_ms: AtomicU64::new(now),
+            waiting: AtomicUsize::new(0),
+            pulled_ms: AtomicU64::new(now),
+        })
+    }
+
+    /// Resolves once a response has had data ready for `limit` while the connection pulled
+    /// none: the client stopped reading (or keeps its HTTP/2 window shut).
+    pub async fn stalled_for(&self, limit: Duration) {
+        let limit_ms = limit.as_millis() as u64;
+        loop {
+            let since = clock::now_ms().saturating_sub(self.pulled_ms.load(Ordering::Relaxed));
+            if since >= limit_ms && self.waiting.load(Ordering::Relaxed) > 0 {
+                return;
+            }
+            let wait = if since >= limit_ms { limit_ms } else { limit_ms - since };
+            tokio::time::sleep(Duration::from_millis(wait.max(50))).await;
+        }
     }
 
     /// One request in flight until the guard is dropped.
@@ -170,6 +198,76 @@ impl Activity {
     /// Resolves once the connection has had no request for `idle`.
     pub async fn idle_for(&self, idle: Duration) {
         quiet_for(&self.last_ms, idle, || self.in_flight.load(Ordering::Relaxed) > 0).await;
+    }
+}
+
+/// A response body on its way to the client: its request stays in flight until the body
+/// ends (a long download is not an idle connection), and while it holds data the client
+/// has not pulled, the connection's stall timer runs.
+#[derive(Debug)]
+pub struct Tracked<B> {
+    inner: B,
+    /// `None` once the body ended.
+    busy: Option<Busy>,
+    /// Counted in `Activity::waiting`.
+    waiting: bool,
+}
+
+impl<B> Tracked<B> {
+    /// A response just made: its data is ready for the client.
+    pub fn new(inner: B, busy: Busy) -> Self {
+        busy.0.waiting.fetch_add(1, Ordering::Relaxed);
+        Tracked { inner, busy: Some(busy), waiting: true }
+    }
+
+    fn not_waiting(&mut self) {
+        if let (true, Some(b)) = (self.waiting, &self.busy) {
+            b.0.waiting.fetch_sub(1, Ordering::Relaxed);
+            self.waiting = false;
+        }
+    }
+}
+
+impl<B: hyper::body::Body + Unpin> hyper::body::Body for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<B::Data>, B::Error>>> {
+        let this = &mut *self;
+        if let Some(b) = &this.busy {
+            b.0.pulled_ms.store(clock::now_ms(), Ordering::Relaxed);
+        }
+        this.not_waiting();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(_))) => {
+                if let Some(b) = &this.busy {
+                    b.0.waiting.fetch_add(1, Ordering::Relaxed);
+                    this.waiting = true;
+                }
+            }
+            // Waiting for the upstream is not the client's stall.
+            Poll::Pending => {}
+            Poll::Ready(_) => this.busy = None,
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<B> Drop for Tracked<B> {
+    fn drop(&mut self) {
+        self.not_waiting();
     }
 }
 

@@ -14,7 +14,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use crate::coarse_timer::CoarseTimer;
-use crate::conn::{Activity, PerIp, WriteDeadline};
+use crate::conn::{Activity, PerIp, Tracked, WriteDeadline};
 use crate::proxy::{ConnInfo, Proxy};
 
 /// Limits and timeouts of client connections.
@@ -127,14 +127,14 @@ pub async fn serve(
         let mut stop = shutdown.clone();
         let open = open.clone();
         let handshake_timeout = settings.tls_handshake_timeout;
-        let idle = settings.idle_timeout;
+        let timers = Timers { idle: settings.idle_timeout, stall: settings.write_timeout };
         tokio::spawn(async move {
             open.increment(1.0);
             match tls {
-                None => drive(&builder, TokioIo::new(stream), proxy, conn, idle, &mut stop).await,
+                None => drive(&builder, TokioIo::new(stream), proxy, conn, timers, &mut stop).await,
                 Some(acceptor) => match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                     Ok(Ok(tls_stream)) => {
-                        drive(&builder, TokioIo::new(tls_stream), proxy, conn, idle, &mut stop).await;
+                        drive(&builder, TokioIo::new(tls_stream), proxy, conn, timers, &mut stop).await;
                     }
                     Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                     Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
@@ -148,46 +148,61 @@ pub async fn serve(
     let _ = tokio::time::timeout(settings.drain_timeout, limit.acquire_many(all)).await;
 }
 
-/// Serves one connection; closes it once idle; on shutdown, lets its requests in flight
-/// finish.
+/// When a connection is closed for doing nothing: no request for `idle`, or response
+/// data its client has not taken for `stall` (the write timeout).
+#[derive(Debug, Clone, Copy)]
+struct Timers {
+    idle: Duration,
+    stall: Duration,
+}
+
+/// Serves one connection; closes it once idle, or at once when its client stalls; on
+/// shutdown, lets its requests in flight finish (unless the client stalls them).
 async fn drive<I>(
     builder: &auto::Builder<TokioExecutor>,
     io: I,
     proxy: Arc<Proxy>,
     info: ConnInfo,
-    idle: Duration,
+    timers: Timers,
     stop: &mut watch::Receiver<bool>,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let activity = Activity::new();
     let seen = activity.clone();
+    let peer = info.peer;
     let svc = service_fn(move |req| {
         let proxy = proxy.clone();
         let info = info.clone();
         let seen = seen.clone();
         async move {
             // Ended on drop: a request whose stream the client resets is dropped mid-way,
-            // and must not keep the connection busy forever.
-            let _busy = seen.busy();
-            Ok::<_, Infallible>(proxy.handle(req, info).await)
+            // and must not keep the connection busy forever. Otherwise it lasts until the
+            // response body is sent.
+            let busy = seen.busy();
+            let resp = proxy.handle(req, info).await;
+            Ok::<_, Infallible>(resp.map(|body| Tracked::new(body, busy)))
         }
     });
     let conn = builder.serve_connection_with_upgrades(io, svc);
     tokio::pin!(conn);
-    tokio::select! {
+    let finish = tokio::select! {
         r = conn.as_mut() => {
             if let Err(e) = r {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
+            return;
         }
-        _ = stop.changed() => {
-            conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
-        }
-        _ = activity.idle_for(idle) => {
-            conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
+        _ = stop.changed() => true,
+        _ = activity.idle_for(timers.idle) => true,
+        _ = activity.stalled_for(timers.stall) => false,
+    };
+    if finish {
+        conn.as_mut().graceful_shutdown();
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            _ = activity.stalled_for(timers.stall) => {}
         }
     }
+    tracing::debug!(%peer, "closing a connection whose client takes no response data");
 }
