@@ -54,6 +54,37 @@ fn merge_slashes(path: &str) -> String {
     out
 }
 
+/// Percent-encoded unreserved characters (letters, digits, `-`, `_`, `~`) decoded, as
+/// RFC 3986 §6.2.2.2 says they are equivalent to. `%2E` stays: a dot segment in disguise
+/// is refused, not resolved.
+fn decode_unreserved(path: Cow<'_, str>) -> Cow<'_, str> {
+    let b = path.as_bytes();
+    let unreserved = |i: usize| -> Option<u8> {
+        let hex = |c: u8| (c as char).to_digit(16);
+        let v = u8::try_from(hex(*b.get(i + 1)?)? * 16 + hex(*b.get(i + 2)?)?).ok()?;
+        (v.is_ascii_alphanumeric() || matches!(v, b'-' | b'_' | b'~')).then_some(v)
+    };
+    if !b.iter().enumerate().any(|(i, c)| *c == b'%' && unreserved(i).is_some()) {
+        return path;
+    }
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match (b[i], unreserved(i)) {
+            (b'%', Some(v)) => {
+                out.push(v);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    // Only ASCII was decoded into a valid UTF-8 string: still valid.
+    Cow::Owned(String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
+}
+
 fn has_escaped_slash(path: &str) -> bool {
     path.contains('\\')
         || path.as_bytes().windows(3).any(|w| w[0] == b'%' && matches!(&w[1..], b"2f" | b"2F" | b"5c" | b"5C"))
@@ -88,6 +119,10 @@ pub fn clean(path: &str, escaped: EscapedSlashes) -> Result<Clean<'_>, PathError
     } else {
         Cow::Borrowed(path)
     };
+    // `//admin` and `/%61dmin` are `/admin` to most upstreams (and to nginx's defaults):
+    // routing, and any policy on `/admin`, must see them so too.
+    let path = if path.contains("//") { Cow::Owned(merge_slashes(&path)) } else { path };
+    let path = decode_unreserved(path);
     let resolved = resolve_dots(path)?;
     if unescaped && escaped == EscapedSlashes::Redirect {
         return Ok(Clean::Redirect(resolved.into_owned()));
@@ -184,6 +219,25 @@ mod tests {
     }
 
     #[test]
+    fn equivalent_spellings_are_one_path() {
+        for (sent, routed) in [
+            ("//admin", "/admin"),
+            ("/a//b///c", "/a/b/c"),
+            ("/%61dmin", "/admin"),
+            ("/%41%2d%5F%7e%30", "/A-_~0"),
+            ("/a%20b", "/a%20b"),
+            ("/%2541", "/%2541"),
+            ("/x/%2e%2e", "refused"),
+            ("/%", "/%"),
+            ("/%6", "/%6"),
+            ("/%zz", "/%zz"),
+        ] {
+            let got = path(sent, Reject).unwrap_or_else(|_| "refused".into());
+            assert_eq!(got, routed, "{sent}");
+        }
+    }
+
+    #[test]
     fn long_paths_are_refused() {
         let long = format!("/{}", "a".repeat(MAX_PATH_BYTES));
         assert_eq!(clean(&long, Reject), Err(PathError::TooLong));
@@ -220,6 +274,8 @@ mod fuzz {
             Just("a"),
             Just("%"),
             Just("%25"),
+            Just("%61"),
+            Just("%7E"),
             Just("é"),
         ];
         let built = prop::collection::vec(pieces, 0..24).prop_map(|p| format!("/{}", p.concat()));
@@ -237,6 +293,7 @@ mod fuzz {
             };
             prop_assert!(out.starts_with('/'), "{out}");
             prop_assert!(out.split('/').all(|s| s != "." && s != ".."), "{out}");
+            prop_assert!(!out.contains("//"), "{out}");
             if action != EscapedSlashes::Keep {
                 prop_assert!(!has_escaped_slash(&out), "{out}");
             }

@@ -383,3 +383,25 @@ async fn malformed_bodies_are_the_clients_fault_and_never_open_the_breaker() {
     let (status, _, body) = get(&format!("http://{}/", gw.http), &[("host", "a")]).await;
     assert_eq!(status, http::StatusCode::OK, "the breaker opened or the endpoint was ejected: {body}");
 }
+
+/// `//admin` and `/%61dmin` are `/admin` to most upstreams: they route as `/admin` and are
+/// forwarded so. Before, both fell through to the catch-all route, past anything on `/admin`.
+#[tokio::test(flavor = "multi_thread")]
+async fn equivalent_spellings_of_a_path_route_as_one() {
+    let admin = Upstream::start("admin", Behaviour::Echo).await;
+    let rest = Upstream::start("rest", Behaviour::Echo).await;
+    let cfg = upstreams(&[("admin", &admin), ("rest", &rest)])
+        + "---\nkind: Route\nname: r\nrules:\n  - matches: [{ path: { value: /admin } }]\n    backendRefs: [{ upstream: admin }]\n  - backendRefs: [{ upstream: rest }]\n";
+    let gw = Gateway::start(&[("c.yaml", &cfg)], &[]);
+    for sent in ["/admin/x", "//admin/x", "/%61dmin/x", "/%61dmin//x", "///%61%64min/x"] {
+        let resp = raw(
+            gw.http,
+            format!("GET {sent} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").as_bytes(),
+            Duration::from_secs(3),
+        )
+        .await;
+        assert!(status_line(&resp).starts_with("HTTP/1.1 200"), "{sent}: {resp}");
+        assert!(resp.contains("x-upstream: admin"), "{sent} did not reach the /admin route: {resp}");
+        assert!(resp.contains("\"path\":\"/admin/x\""), "{sent} was not forwarded as /admin/x: {resp}");
+    }
+}
