@@ -539,6 +539,7 @@ fn webhook_tls(args: &Args, engine: &Arc<Engine>) -> anyhow::Result<Arc<rustls::
                 .with_single_cert(chain, key)
                 .context("the webhook certificate and key do not match")?;
             c.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+            c.ignore_client_order = true;
             Arc::new(c)
         }
         _ => crate::proxy::tls::server_config(engine.cert_lookup())?,

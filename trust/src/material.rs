@@ -302,6 +302,7 @@ impl Tls {
                 .with_single_cert(chain.clone(), key.clone_key())
                 .map_err(mismatch)?;
             c.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+            c.ignore_client_order = true;
             Ok(Arc::new(c))
         };
         Ok(Loaded {

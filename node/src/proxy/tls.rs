@@ -116,7 +116,8 @@ impl<F: Fn(&str) -> Option<Arc<CertifiedKey>> + Send + Sync> ResolvesServerCert 
 }
 
 /// The server TLS config: TLS 1.2 and 1.3, ALPN h2 and http/1.1, certificates by SNI from
-/// `lookup` (`Engine::cert_lookup`).
+/// `lookup` (`Engine::cert_lookup`). The server's cipher order wins over the client's
+/// (rustls lists AEAD suites only, strongest first), as testssl.sh expects of a server.
 pub fn server_config(
     lookup: impl Fn(&str) -> Option<Arc<CertifiedKey>> + Send + Sync + 'static,
 ) -> anyhow::Result<Arc<rustls::ServerConfig>> {
@@ -126,5 +127,6 @@ pub fn server_config(
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(SniResolver(lookup)));
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    cfg.ignore_client_order = true;
     Ok(Arc::new(cfg))
 }

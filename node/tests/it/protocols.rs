@@ -272,3 +272,43 @@ rules:
     let logged = gw.logs().into_iter().any(|l| l.contains(&id) && l.contains("certificate"));
     assert!(logged, "the log names the certificate problem under {id}: {:#?}", gw.logs());
 }
+
+/// The server's cipher order wins (testssl.sh reported "Has server cipher order? no (NOT
+/// ok)"): a client preferring ChaCha20 still gets AES-256-GCM, in TLS 1.3 and 1.2.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_server_picks_the_cipher_suite() {
+    use rustls::crypto::ring::cipher_suite as cs;
+    let up = Upstream::start("up", Behaviour::Echo).await;
+    let c = certs();
+    let cfg = upstreams(&[("up", &up)])
+        + "---\nkind: Route\nname: r\nrules:\n  - backendRefs: [{ upstream: up }]\n"
+        + &c.yaml;
+    let gw = Gateway::start(&[("c.yaml", &cfg)], &["--https-addr", "127.0.0.1:0"]);
+    for (version, prefer, then, want) in [
+        (
+            &rustls::version::TLS13,
+            cs::TLS13_CHACHA20_POLY1305_SHA256,
+            cs::TLS13_AES_256_GCM_SHA384,
+            "TLS13_AES_256_GCM_SHA384",
+        ),
+        (
+            &rustls::version::TLS12,
+            cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+            cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+            "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+        ),
+    ] {
+        let mut provider = rustls::crypto::ring::default_provider();
+        provider.cipher_suites = vec![prefer, then];
+        let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+            .with_protocol_versions(&[version])
+            .unwrap()
+            .with_root_certificates(c.roots.clone())
+            .with_no_client_auth();
+        let tcp = tokio::net::TcpStream::connect(gw.https.unwrap()).await.unwrap();
+        let name = rustls_pki_types::ServerName::try_from("api.example.com").unwrap();
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg)).connect(name, tcp).await.unwrap();
+        let got = format!("{:?}", tls.get_ref().1.negotiated_cipher_suite().unwrap().suite());
+        assert_eq!(got, want, "{version:?}");
+    }
+}
