@@ -125,6 +125,13 @@ pub fn status_view(s: &ClusterStatus, now: u64) -> StatusView {
             if let Some(s) = st.filter(|s| !s.last_apply_error.is_empty()) {
                 not_served.push(format!("node {} cannot serve its config: {}", m.id, s.last_apply_error));
             }
+            if let Some(s) = st.filter(|s| !s.raft_error.is_empty()) {
+                not_served.push(format!(
+                    "node {}: its Raft stopped ({}); it serves the config it applied but applies nothing newer: \
+                     fix the cause (free disk space) and restart it",
+                    m.id, s.raft_error
+                ));
+            }
             for w in st.map(|s| s.config_warnings.as_slice()).unwrap_or_default() {
                 not_served.push(format!("node {}: {w}", m.id));
             }
@@ -133,6 +140,7 @@ pub fn status_view(s: &ClusterStatus, now: u64) -> StatusView {
             } else {
                 st.and_then(|s| {
                     [
+                        s.raft_error.clone(),
                         s.last_apply_error.clone(),
                         s.sync.as_ref().map(|y| y.error.clone()).unwrap_or_default(),
                         s.config_warnings.first().cloned().unwrap_or_default(),

@@ -178,6 +178,9 @@ impl AdminService {
         status.snapshot_index = v.snapshot_index;
         status.purged_index = v.purged_index;
         status.last_apply_error = v.last_apply_error.unwrap_or_default();
+        if let Err(fatal) = &cluster.raft.metrics().borrow().running_state {
+            status.raft_error = fatal.to_string();
+        }
         let history = cluster.sm.history().await;
         status.config = cluster.sm.current().map(|c| {
             let applied_at = history.iter().rev().find(|h| h.log_index == c.log_index).map_or(0, |h| h.applied_at);

@@ -149,3 +149,94 @@ async fn endpoints_on_metadata_or_own_listeners_need_the_operators_consent() {
     );
     assert!(!allowed.config_hash().is_empty());
 }
+
+/// A full disk on one node (root only: the node's data directory is a small tmpfs). The
+/// node cannot append the new entry, so it is not acknowledged and the other two commit
+/// without it; the node keeps serving the config it applied; with space again it catches
+/// up (after a restart if its Raft stopped on the error), with no crash loop.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_disk_on_one_node_keeps_it_serving_and_it_recovers() {
+    if !is_root() {
+        let msg = "hostile::a_full_disk_on_one_node: needs root to mount a tmpfs";
+        eprintln!("SKIPPED: {msg}");
+        if let Some(log) = std::env::var_os("RAFTGATE_SKIP_LOG") {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new().append(true).open(log).unwrap();
+            writeln!(f, "{msg}").unwrap();
+        }
+        return;
+    }
+    let mut c = TestCluster::bootstrap(&[]).await;
+    c.join(2, 1, false);
+    // Node 3's data directory: a 16 MiB tmpfs, unmounted when the test ends.
+    let data = tempfile::tempdir().unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=16m", "tmpfs"])
+        .arg(data.path())
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mount tmpfs");
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(data.path().to_path_buf());
+    c.nodes.insert(3, Node { data, raft: free_port(), admin: free_port(), gw: None });
+    c.join(3, 1, false);
+    c.wait_serving(&[1, 2, 3], "/r0").await;
+    c.wait_members(1, &[1, 2, 3], &[]).await;
+
+    // Fill node 3's disk to the last byte.
+    let filler = c.nodes[&3].data.path().join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let block = vec![0u8; 64 << 10];
+        while f.write_all(&block).is_ok() {}
+        let mut one = [0u8; 1];
+        while f.write_all(&mut one).is_ok() {}
+        let _ = f.sync_all();
+    }
+    // Enough changes to outgrow what RocksDB preallocated for its write-ahead log.
+    let mut names: Vec<String> = vec!["r0".into()];
+    for round in 1..=12 {
+        names.extend((0..40).map(|i| format!("pad{round}x{i}")));
+        names.push(format!("r{round}"));
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        c.set_routes(&refs);
+        c.wait_serving(&[1, 2], &format!("/r{round}")).await;
+    }
+    // Node 3 still serves what it had, for a while, and is still running.
+    for _ in 0..10 {
+        let (status, _, _) = get(&c.gw(3).url("/r0"), &[("host", "a")]).await;
+        assert_eq!(status, http::StatusCode::OK);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // It runs, serves what it applied, and says its Raft stopped, and why.
+    assert!(c.nodes.get_mut(&3).unwrap().gw.as_mut().unwrap().exited().is_none(), "node 3 exited");
+    let s = c.status(3).await;
+    assert!(s.raft_error.contains("No space left on device"), "{s:?}");
+    let out = std::process::Command::new(testkit::binary("raftgate"))
+        .args(["--admin", &format!("127.0.0.1:{}", c.nodes[&1].admin), "status"])
+        .env_remove("RAFTGATE_CONFIG")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("node 3: its Raft stopped"), "{text}");
+
+    // Space again: node 3 catches up, restarting it if its Raft stopped.
+    std::fs::remove_file(&filler).unwrap();
+    c.kill(3);
+    c.launch(3, &[]);
+    c.wait_serving(&[3], "/r12").await;
+    assert!(c.status(3).await.raft_error.is_empty());
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
+        .unwrap_or(false)
+}
