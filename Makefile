@@ -7,12 +7,13 @@ CARGO ?= cargo
 # protoc for the tonic/prost code generation, git for the GitOps tests, pkg-config and
 # OpenSSL headers for libgit2's https transport, ssh-keygen for the signed-commit tests;
 # clients and servers we did not write, for the abuse tests: Python's h2 (HTTP/2 floods)
-# and nginx (the upstream of the smuggling test; its packaged service is not started).
+# and nginx (the upstream of the smuggling test; its packaged service is not started);
+# libfaketime to step one node's wall clock.
 DEPS := clang libclang-dev protobuf-compiler git pkg-config libssl-dev ca-certificates openssh-client \
-	python3-h2 nginx-light
+	python3-h2 nginx-light faketime
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build run test lint fmt bench testbed schema clean fuzz soak
+.PHONY: all deps build run test lint fmt bench testbed schema clean fuzz soak chaos tls-check
 
 all: build
 
@@ -95,6 +96,23 @@ testbed: deps
 soak: deps
 	$(CARGO) build --release -q --workspace
 	$${CARGO_TARGET_DIR:-target}/release/testbed soak --topology testbed/topologies/three-regions.yaml
+
+## Thirty minutes of seeded chaos on three-regions under load and merges (kills, leader
+## kills mid-rollout, partitions, cut-off nodes, latency spikes, Git outages), judged by
+## the checker; a report in testbed/results/. CHAOS_SEED replays a schedule. Root.
+CHAOS_DURATION ?= 30m
+CHAOS_SEED ?= $(shell date +%s)
+chaos: deps
+	$(CARGO) build --release -q --workspace
+	$${CARGO_TARGET_DIR:-target}/release/testbed chaos --topology testbed/topologies/three-regions.yaml \
+	  --duration $(CHAOS_DURATION) --seed $(CHAOS_SEED)
+
+## testssl.sh against the HTTPS listener: no protocol, cipher or vulnerability finding above
+## LOW; the report in testkit/results/.
+tls-check: deps
+	@dpkg -s testssl.sh >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends testssl.sh; }
+	$(CARGO) build --release -q --workspace
+	scripts/tls-check.sh
 
 clean:
 	$(CARGO) clean

@@ -46,7 +46,13 @@ impl Gateway {
 
     /// Starts `raftgated`, with or without a config directory.
     pub fn launch_with(config_dir: Option<&std::path::Path>, extra: &[&str]) -> Gateway {
+        Self::launch_env(config_dir, extra, &[])
+    }
+
+    /// Starts `raftgated` with extra environment variables.
+    pub fn launch_env(config_dir: Option<&std::path::Path>, extra: &[&str], env: &[(String, String)]) -> Gateway {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_raftgated"));
+        cmd.envs(env.iter().map(|(k, v)| (k, v)));
         cmd.args(["--http-addr", "127.0.0.1:0", "--config-poll-interval", "100ms"]);
         if !extra.contains(&"--admin-addr") {
             cmd.args(["--admin-addr", "127.0.0.1:0"]);

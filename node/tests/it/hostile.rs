@@ -240,3 +240,50 @@ fn is_root() -> bool {
         .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
         .unwrap_or(false)
 }
+
+/// A wall-clock jump on one node, as an NTP step makes: libfaketime moves its
+/// CLOCK_REALTIME by +3 h, then -3 h, and leaves the monotonic clock alone. Raft timers,
+/// deadlines, rate limits and breakers run on the monotonic clock, so the node stays in the
+/// same term, applies every merge and serves throughout; only the wall-clock times it
+/// reports (`applied_at`) move.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wall_clock_jump_on_one_node_changes_nothing_but_its_timestamps() {
+    let lib = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+    assert!(std::path::Path::new(lib).exists(), "libfaketime is missing: run `make deps` (faketime)");
+    let offset = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(offset.path(), "+0\n").unwrap();
+    let mut c = TestCluster::bootstrap(&[]).await;
+    c.join(2, 1, false);
+    c.env.insert(
+        3,
+        vec![
+            ("LD_PRELOAD".into(), lib.into()),
+            ("FAKETIME_TIMESTAMP_FILE".into(), offset.path().display().to_string()),
+            ("FAKETIME_NO_CACHE".into(), "1".into()),
+            ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),
+        ],
+    );
+    c.join(3, 1, false);
+    c.wait_serving(&[1, 2, 3], "/r0").await;
+    c.wait_members(1, &[1, 2, 3], &[]).await;
+    let term = c.status(1).await.term;
+    let mut names = vec!["r0".to_string()];
+    for (step, jump, hours) in [(1, "+3h", 3i64), (2, "-3h", -3), (3, "+0", 0)] {
+        std::fs::write(offset.path(), format!("{jump}\n")).unwrap();
+        names.push(format!("r{step}"));
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        c.set_routes(&refs);
+        c.wait_serving(&[1, 2, 3], &format!("/r{step}")).await;
+        for _ in 0..20 {
+            let (status, _, _) = get(&c.gw(3).url(&format!("/r{step}")), &[("host", "a")]).await;
+            assert_eq!(status, http::StatusCode::OK, "after {jump}");
+        }
+        // The jump took: node 3 stamps what it applied with its own (moved) clock.
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+        let applied_at = c.status(3).await.config.unwrap().applied_at as i64;
+        assert!((applied_at - now - hours * 3600).abs() < 600, "after {jump}: node 3 stamped {applied_at}, now {now}");
+    }
+    for id in [1, 2, 3] {
+        assert_eq!(c.status(id).await.term, term, "node {id}: an election happened");
+    }
+}

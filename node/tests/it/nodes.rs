@@ -30,6 +30,8 @@ pub struct TestCluster {
     /// `Some(dir)`: nodes run mTLS with `dir/node-<id>.pem` (cluster `itest`), and the
     /// test talks to them as operator `it` (`dir/it.pem`).
     pub tls: Option<std::path::PathBuf>,
+    /// Extra environment variables for a node's process.
+    pub env: BTreeMap<u64, Vec<(String, String)>>,
 }
 
 /// The cluster name of TLS test clusters.
@@ -85,6 +87,7 @@ impl TestCluster {
             extra: extra.iter().map(ToString::to_string).collect(),
             git,
             tls: None,
+            env: BTreeMap::new(),
         }
     }
 
@@ -168,7 +171,8 @@ impl TestCluster {
         args.extend(self.extra.iter().map(String::as_str));
         args.extend(extra);
         let dir = if self.git.is_some() { None } else { Some(self.config.path()) };
-        node.gw = Some(Gateway::launch_with(dir, &args));
+        let env = self.env.get(&id).cloned().unwrap_or_default();
+        node.gw = Some(Gateway::launch_env(dir, &args, &env));
     }
 
     /// Starts node `id` joining through node `via`.
