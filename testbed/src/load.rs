@@ -19,6 +19,9 @@ pub(crate) struct NodeLoad {
     pub(crate) fallback: u64,
     /// The first few failures, for the report.
     pub(crate) errors: Vec<String>,
+    /// Failed requests per second they were sent in (Unix seconds), so a checker can tell
+    /// failures while a node was faulted from failures while it was not.
+    pub(crate) failed_by_second: BTreeMap<u64, u64>,
     /// Response times (median, 99th percentile), in milliseconds.
     pub(crate) p50_ms: f64,
     pub(crate) p99_ms: f64,
@@ -93,6 +96,7 @@ pub(crate) async fn run(
                     .body(Empty::new())
                     .expect("valid request");
                 let sent = std::time::Instant::now();
+                let sent_at = std::time::SystemTime::now();
                 let outcome = tokio::time::timeout(Duration::from_secs(5), async {
                     let resp = client.request(req).await.map_err(|e| format!("{e}"))?;
                     let status = resp.status();
@@ -114,6 +118,7 @@ pub(crate) async fn run(
                     Ok(true) => tally.fallback += 1,
                     Err(e) => {
                         tally.failed += 1;
+                        *tally.failed_by_second.entry(unix_seconds(sent_at)).or_default() += 1;
                         if tally.errors.len() < 3 {
                             tally.errors.push(e);
                         }
@@ -132,4 +137,8 @@ pub(crate) async fn run(
         nodes.insert(name, tally);
     }
     LoadReport { seconds: started.elapsed().as_secs_f64(), rate_per_node: rate, nodes }
+}
+
+fn unix_seconds(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }

@@ -5,6 +5,8 @@
 //! Layering: a file uses only files below it, never one above or beside it (no cycles).
 //!
 //! - `main`: the command line; may use any file.
+//! - `chaos`: a seeded schedule of faults under load and merges, judged by `check`; uses
+//!   `check`, `scenario`, `ops`, `cluster`, `net`, `process`, `topology`.
 //! - `soak`: the long run with config changes under load; uses `scenario`, `ops`, `cluster`.
 //! - `scenario`: the measured scenarios; uses `ops`, `cluster`, `net`, `process`.
 //! - `ops`: the commands (up, down, scale, ...); uses `certs`, `cluster`, `net`, `http`,
@@ -16,8 +18,8 @@
 //! - `net`: loopback or netns (`Mode`, `Net`), namespaces and emulator rules; uses
 //!   `process`, `topology`, `wanem`.
 //! - `load`: the load generator; uses `repo`.
-//! - `certs`, `process`, `repo`, `topology`, `upstreams`, `wanem`: leaves, using no other
-//!   file.
+//! - `certs`, `check`, `process`, `repo`, `topology`, `upstreams`, `wanem`: leaves, using no
+//!   other file.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -28,6 +30,8 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 mod certs;
+mod chaos;
+mod check;
 mod cluster;
 mod http;
 mod load;
@@ -154,6 +158,43 @@ enum Command {
         /// Plain processes on loopback even as root, when the soak brings the testbed up.
         #[arg(long)]
         loopback: bool,
+    },
+    /// A random, seeded schedule of faults (kills, leader kills mid-rollout, partitions,
+    /// latency spikes, Git outages) under load while changes (some invalid) are merged;
+    /// then a checker judges every node's applied history, convergence and failed requests.
+    Chaos {
+        #[arg(long, default_value = "60s", value_parser = parse_duration)]
+        duration: Duration,
+        /// The same seed draws the same schedule (default: from the clock, printed).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Requests per second to each node.
+        #[arg(long, default_value_t = 20)]
+        rate: u32,
+        /// No new fault in the last part of the run.
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        calm: Duration,
+        /// Every node must serve the last good commit this soon after the last heal.
+        #[arg(long, default_value = "5s", value_parser = parse_duration)]
+        converge_limit: Duration,
+        /// The topology to bring up when no testbed is up.
+        #[arg(long, default_value = "testbed/topologies/three-regions.yaml")]
+        topology: PathBuf,
+        #[arg(long, default_value = "testbed/results")]
+        report_dir: PathBuf,
+        #[arg(long)]
+        plaintext: bool,
+        /// Plain processes on loopback even as root (kills, restarts and merges only).
+        #[arg(long)]
+        loopback: bool,
+        #[arg(long, default_value_t = 0)]
+        port_offset: u16,
+        /// Leave the testbed up afterwards.
+        #[arg(long)]
+        keep: bool,
+        /// Print the schedule the seed draws for the topology, and stop.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Cut two regions (or nodes) off from each other (netns mode).
     Partition { a: String, b: String },
@@ -331,6 +372,38 @@ fn run(command: Command, dir: &std::path::Path) -> anyhow::Result<ExitCode> {
                 port_offset,
             };
             return Ok(if soak::run(dir, &topology, &opts)? { ExitCode::SUCCESS } else { ExitCode::from(1) });
+        }
+        Command::Chaos {
+            duration,
+            seed,
+            rate,
+            calm,
+            converge_limit,
+            topology,
+            report_dir,
+            plaintext,
+            loopback,
+            port_offset,
+            keep,
+            dry_run,
+        } => {
+            let seed = seed.unwrap_or_else(|| {
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_secs())
+            });
+            let opts = chaos::ChaosOptions {
+                duration,
+                seed,
+                rate,
+                calm,
+                converge_limit,
+                report_dir,
+                tls: !plaintext,
+                loopback,
+                port_offset,
+                keep,
+                dry_run,
+            };
+            return Ok(if chaos::run(dir, &topology, &opts)? { ExitCode::SUCCESS } else { ExitCode::from(1) });
         }
         Command::Down => ops::down(dir, false)?,
         Command::Partition { a, b } => {

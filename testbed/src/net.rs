@@ -164,17 +164,26 @@ pub(crate) fn setup(dir: &Path, topology: &Topology) -> anyhow::Result<Control> 
     WanConfig::wait_applied(dir, wan.generation)?;
 
     // The Git server, in the control namespace: nodes fetch across the emulated WAN.
+    helpers.push((GIT_DAEMON.into(), start_git_daemon(dir)?));
+    Ok(Control { helpers, git_url: format!("git://{CONTROL_IP}/repo") })
+}
+
+/// The name of the Git server among a testbed's helpers.
+pub(crate) const GIT_DAEMON: &str = "git-daemon";
+
+/// Starts `git daemon` in the control namespace, serving the repositories under `dir`
+/// (`git://10.77.0.1/repo`); its log is appended to `dir`/git-daemon.log. Returns its pid.
+pub(crate) fn start_git_daemon(dir: &Path) -> anyhow::Result<u32> {
     let exec_path = Command::new("git").arg("--exec-path").output()?.stdout;
     let daemon = PathBuf::from(String::from_utf8_lossy(&exec_path).trim()).join("git-daemon");
-    let log = std::fs::File::create(dir.join("git-daemon.log"))?;
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("git-daemon.log"))?;
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", CONTROL_NS])
         .arg(daemon)
         .args(["--reuseaddr", "--export-all", &format!("--listen={CONTROL_IP}"), "--port=9418"])
         .arg(format!("--base-path={}", dir.display()))
         .arg(dir);
-    helpers.push(("git-daemon".into(), spawn_detached(&mut cmd, log)?));
-    Ok(Control { helpers, git_url: format!("git://{CONTROL_IP}/repo") })
+    spawn_detached(&mut cmd, log)
 }
 
 /// Gives a node (`id`, `name` in `region`, at `ip`) its namespace and a place in the

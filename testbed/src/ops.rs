@@ -213,15 +213,16 @@ pub(crate) fn down(dir: &Path, quiet: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Stops every process whose command line names `dir`.
+/// Stops every process whose command line names `dir`, except this one and its
+/// ancestors (a `timeout` or `sudo` wrapping `testbed --state DIR ...` names it too).
 fn sweep(dir: &Path) -> usize {
     let needle = dir.display().to_string();
-    let me = std::process::id();
+    let spared = ancestors();
     let mut n = 0;
     let Ok(entries) = std::fs::read_dir("/proc") else { return 0 };
     for e in entries.flatten() {
         let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
-        if pid == me {
+        if spared.contains(&pid) {
             continue;
         }
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
@@ -232,6 +233,21 @@ fn sweep(dir: &Path) -> usize {
         }
     }
     n
+}
+
+/// This process and every process above it, up to init.
+fn ancestors() -> Vec<u32> {
+    let mut chain = vec![std::process::id()];
+    while let Some(parent) = chain.last().and_then(|pid| parent_of(*pid)).filter(|p| *p > 1 && !chain.contains(p)) {
+        chain.push(parent);
+    }
+    chain
+}
+
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command name in parentheses: state, then the parent's pid.
+    stat.rsplit_once(") ")?.1.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// `testbed status`: the processes, then `raftgate status`.
@@ -272,11 +288,28 @@ pub(crate) fn start(dir: &Path, name: &str) -> anyhow::Result<Duration> {
     if node.pid.is_some_and(alive) {
         bail!("{} is running already", node.name);
     }
+    let started = Instant::now();
     state.launch(&mut node, false, None)?;
-    let took = state.wait_ready(&node, READY_TIMEOUT)?;
-    *state.nodes.iter_mut().find(|n| n.id == id).expect("found above") = node;
+    // Recorded before waiting: a node that runs but cannot be reached (cut off) is still
+    // known, so it is neither lost nor started twice.
+    *state.nodes.iter_mut().find(|n| n.id == id).expect("found above") = node.clone();
     state.save()?;
-    Ok(took)
+    state.wait_ready(&node, READY_TIMEOUT)?;
+    Ok(started.elapsed())
+}
+
+/// Restarts a stopped node from its data directory without waiting for it (it may be cut
+/// off from the testbed).
+pub(crate) fn launch(dir: &Path, name: &str) -> anyhow::Result<()> {
+    let mut state = State::load(dir)?;
+    let id = state.node(name)?.id;
+    let mut node = state.nodes.iter().find(|n| n.id == id).cloned().expect("found above");
+    if node.pid.is_some_and(alive) {
+        bail!("{} is running already", node.name);
+    }
+    state.launch(&mut node, false, None)?;
+    *state.nodes.iter_mut().find(|n| n.id == id).expect("found above") = node;
+    state.save()
 }
 
 /// Grows or shrinks a region to `count` nodes: new nodes join (learner, then voter);
@@ -344,14 +377,18 @@ pub(crate) fn merge(dir: &Path, webhook: bool, invalid: bool) -> anyhow::Result<
 
 /// Posts a signed GitHub push webhook to a running node.
 pub(crate) fn notify(state: &State) -> anyhow::Result<()> {
+    notify_at(state, &state.live_admin()?)
+}
+
+/// Posts a signed GitHub push webhook to the node with admin address `admin`.
+pub(crate) fn notify_at(state: &State, admin: &str) -> anyhow::Result<()> {
     use hmac::{Hmac, Mac};
     let body = br#"{"ref":"refs/heads/main"}"#;
     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(WEBHOOK_SECRET.as_bytes()).expect("any key length");
     mac.update(body);
     let sig = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
-    let admin = state.live_admin()?;
     let headers = [("x-github-event".to_string(), "push".to_string()), ("x-hub-signature-256".to_string(), sig)];
-    let url = state.admin_url(&admin, "/webhook");
+    let url = state.admin_url(admin, "/webhook");
     match http::request(&state.net(), state.tls_dir().as_deref(), "POST", &url, &headers, body) {
         Ok((202, _)) => Ok(()),
         Ok((s, text)) => bail!("webhook to {admin}: {s} {text}"),

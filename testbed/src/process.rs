@@ -66,3 +66,19 @@ pub(crate) fn crash(pid: u32) {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// Stops `pid` where it is (SIGSTOP): its sockets stay open, nothing is answered.
+pub(crate) fn pause(pid: u32) {
+    signal(pid, nix::sys::signal::Signal::SIGSTOP);
+}
+
+/// Lets a paused `pid` go on (SIGCONT).
+pub(crate) fn resume(pid: u32) {
+    signal(pid, nix::sys::signal::Signal::SIGCONT);
+}
+
+fn signal(pid: u32, sig: nix::sys::signal::Signal) {
+    if let Ok(raw) = i32::try_from(pid) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(raw), sig);
+    }
+}

@@ -107,7 +107,11 @@ impl Repo {
 
     /// A merged change that does not validate (a route to an upstream that does not exist).
     pub(crate) fn merge_invalid(&self) -> anyhow::Result<String> {
-        let text = "kind: Route\nname: testbed-broken\nrules:\n  - backendRefs: [{ upstream: no-such-upstream }]\n";
+        // A new upstream name each time, so two invalid merges in a row are two commits.
+        let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let text = format!(
+            "kind: Route\nname: testbed-broken\nrules:\n  - backendRefs: [{{ upstream: no-such-upstream-{n} }}]\n"
+        );
         std::fs::write(self.dir.join("testbed-broken.yaml"), text)?;
         self.git(&["add", "-A"])?;
         self.git(&["-c", "commit.gpgsign=false", "commit", "-q", "-m", "An invalid change"])?;

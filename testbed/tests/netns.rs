@@ -191,3 +191,69 @@ fn every_scenario_passes_on_a_small_topology() {
         String::from_utf8_lossy(&Command::new("ip").args(["netns", "list"]).output().unwrap().stdout).into_owned();
     assert!(!netns.contains("rgt-"), "namespaces left: {netns}");
 }
+
+/// The CI minute of `make chaos`: a seeded schedule of kills, leader kills mid-rollout,
+/// partitions, cut-off nodes, latency spikes and Git outages on three-regions (seven nodes)
+/// under load, with merges (some invalid) every few seconds; the checker must pass every
+/// rule. `RAFTGATE_CHAOS_SEED` replays another schedule.
+#[test]
+fn a_minute_of_chaos_passes_the_checker() {
+    if let Some(why) = skip_reason() {
+        return skip(why);
+    }
+    let _one = NETNS.lock().unwrap_or_else(|e| e.into_inner());
+    let work = tempfile::tempdir().unwrap();
+    let state = work.path().join("state");
+    let reports = work.path().join("reports");
+    let topo = Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies/three-regions.yaml");
+    let seed = std::env::var("RAFTGATE_CHAOS_SEED").unwrap_or_else(|_| CHAOS_SEED.to_string());
+    let out = testbed(
+        &state,
+        &[
+            "chaos",
+            "--topology",
+            topo.to_str().unwrap(),
+            "--duration",
+            "60s",
+            "--seed",
+            &seed,
+            "--report-dir",
+            reports.to_str().unwrap(),
+        ],
+    );
+    let text = ok(out);
+    assert!(text.contains("**Verdict: PASS**"), "{text}");
+    let json = std::fs::read_dir(&reports)
+        .unwrap()
+        .flatten()
+        .find(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(json.path()).unwrap()).unwrap();
+    assert_eq!(v["checks"].as_array().unwrap().len(), 8, "{}", v["checks"]);
+    // The faults happened (the default seed draws each kind within the minute), and the
+    // histories the checker judged were read from every node.
+    let counts = &v["counts"];
+    if seed == CHAOS_SEED.to_string() {
+        for kind in [
+            "merges",
+            "invalid merges",
+            "node kills",
+            "leader kills during a rollout",
+            "region partitions",
+            "latency spikes",
+        ] {
+            assert!(counts[kind].as_u64().unwrap_or(0) > 0, "no {kind}: {counts}");
+        }
+        assert!(
+            counts["Git server hangs"].as_u64().unwrap_or(0) + counts["Git server kills"].as_u64().unwrap_or(0) > 0,
+            "{counts}"
+        );
+    }
+    assert!(!state.exists(), "the run took its testbed down");
+    let netns =
+        String::from_utf8_lossy(&Command::new("ip").args(["netns", "list"]).output().unwrap().stdout).into_owned();
+    assert!(!netns.contains("rgt-"), "namespaces left: {netns}");
+}
+
+/// A seed whose first minute draws every kind of fault (see `chaos::schedule`).
+const CHAOS_SEED: u64 = 3;
