@@ -284,6 +284,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let _ = roots.add(cert);
     }
     let engine = Arc::new(Engine::new(Arc::new(roots), args.https_addr.is_some())?);
+    engine.allow_internal_endpoints(args.allow_internal_endpoints);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::channel::<anyhow::Error>(1);

@@ -47,7 +47,9 @@ fn odd_numeric(host: &str) -> bool {
     numeric(last)
 }
 
-fn link_local(ip: IpAddr) -> bool {
+/// Whether `ip` is link-local (where cloud metadata services answer), including AWS's
+/// IPv6 metadata address. Nodes also check where endpoint names resolve to with this.
+pub fn link_local(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => v4.is_link_local(),
         IpAddr::V6(v6) => {

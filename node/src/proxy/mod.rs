@@ -40,6 +40,7 @@ pub(crate) mod prepare;
 pub(crate) mod prober;
 pub mod ratelimit;
 pub(crate) mod redirect;
+pub mod resolve;
 pub(crate) mod response;
 pub(crate) mod retry;
 pub(crate) mod route;

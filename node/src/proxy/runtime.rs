@@ -262,6 +262,8 @@ pub struct BuildEnv<'a> {
     pub tls: bool,
     /// The cluster's member count, which cluster-wide rate limits divide by.
     pub nodes: &'a Arc<AtomicUsize>,
+    /// Endpoint names may resolve to link-local addresses (--allow-internal-endpoints).
+    pub allow_internal: bool,
 }
 
 impl Runtime {
@@ -306,7 +308,7 @@ fn build_upstreams(snapshot: &ConfigSnapshot, env: &BuildEnv<'_>) -> anyhow::Res
         let reused = env.previous.and_then(|p| p.upstreams.get(&spec.name)).filter(|u| u.spec == *spec);
         let up = match reused {
             Some(u) => u.clone(),
-            None => Arc::new(Upstream::new(spec.clone(), env.roots)?),
+            None => Arc::new(Upstream::new(spec.clone(), env.roots, env.allow_internal)?),
         };
         upstreams.insert(spec.name.clone(), up);
     }
@@ -465,6 +467,8 @@ pub struct Engine {
     pub nodes: Arc<AtomicUsize>,
     loaded: std::sync::atomic::AtomicBool,
     swap_lock: tokio::sync::Mutex<()>,
+    /// The node's --allow-internal-endpoints, for the upstreams it builds.
+    allow_internal: std::sync::atomic::AtomicBool,
 }
 
 impl Engine {
@@ -474,7 +478,7 @@ impl Engine {
         let snapshot = Arc::new(ConfigSnapshot::default());
         let hash = snapshot.content_hash();
         let nodes = Arc::new(AtomicUsize::new(1));
-        let env = BuildEnv { previous: None, roots: &roots, tls, nodes: &nodes };
+        let env = BuildEnv { previous: None, roots: &roots, tls, nodes: &nodes, allow_internal: false };
         let rt = Runtime::build(snapshot, hash, ConfigOrigin::default(), &env)?;
         Ok(Self {
             current: Arc::new(ArcSwap::from_pointee(rt)),
@@ -483,7 +487,14 @@ impl Engine {
             nodes,
             loaded: false.into(),
             swap_lock: tokio::sync::Mutex::new(()),
+            allow_internal: false.into(),
         })
+    }
+
+    /// Lets endpoint names resolve to link-local addresses (--allow-internal-endpoints);
+    /// set before the first config is applied.
+    pub fn allow_internal_endpoints(&self, allow: bool) {
+        self.allow_internal.store(allow, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn current(&self) -> Arc<Runtime> {
@@ -532,8 +543,9 @@ impl Engine {
         let roots = self.roots.clone();
         let tls = self.tls;
         let nodes = self.nodes.clone();
+        let allow_internal = self.allow_internal.load(std::sync::atomic::Ordering::Relaxed);
         let build = tokio::task::spawn_blocking(move || {
-            let env = BuildEnv { previous: Some(&previous), roots: &roots, tls, nodes: &nodes };
+            let env = BuildEnv { previous: Some(&previous), roots: &roots, tls, nodes: &nodes, allow_internal };
             Runtime::build(snapshot, hash, origin, &env)
         });
         // A build that does not finish in time is abandoned (its thread finishes on its

@@ -11,6 +11,8 @@ use std::time::Duration;
 use http::uri::{Authority, Scheme};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
+
+use super::resolve::Guarded;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use schemas::snapshot::{UpstreamProtocol, UpstreamSpec};
@@ -23,7 +25,7 @@ use super::connlimit::Limited;
 use super::health::Health;
 use super::outlier::Outlier;
 
-pub type HttpClient = Client<Limited<HttpsConnector<HttpConnector>>, ReqBody>;
+pub type HttpClient = Client<Limited<HttpsConnector<HttpConnector<Guarded>>>, ReqBody>;
 
 #[derive(Debug)]
 pub struct Upstream {
@@ -60,7 +62,13 @@ impl Upstream {
         self.in_flight.iter().map(|n| n.load(Ordering::Relaxed)).collect()
     }
 
-    pub fn new(spec: UpstreamSpec, tls_roots: &Arc<rustls::RootCertStore>) -> anyhow::Result<Self> {
+    /// `allow_internal`: endpoint names may resolve to link-local addresses (the node's
+    /// --allow-internal-endpoints).
+    pub fn new(
+        spec: UpstreamSpec,
+        tls_roots: &Arc<rustls::RootCertStore>,
+        allow_internal: bool,
+    ) -> anyhow::Result<Self> {
         let authorities = spec
             .endpoints
             .iter()
@@ -71,7 +79,7 @@ impl Upstream {
         let named: Vec<(&str, u32)> = spec.endpoints.iter().map(|e| (e.address.as_str(), e.weight)).collect();
         let balancer = Balancer::new(&spec.load_balancer, &named);
 
-        let mut http = HttpConnector::new();
+        let mut http = HttpConnector::new_with_resolver(Guarded::new(allow_internal));
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(spec.connect_timeout.to_std()));
@@ -192,10 +200,10 @@ impl Upstream {
 }
 
 fn https_connector(
-    http: HttpConnector,
+    http: HttpConnector<Guarded>,
     cfg: rustls::ClientConfig,
     sni: Option<rustls_pki_types::ServerName<'static>>,
-) -> HttpsConnector<HttpConnector> {
+) -> HttpsConnector<HttpConnector<Guarded>> {
     let mut b = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(cfg).https_or_http();
     if let Some(name) = sni {
         b = b.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name));
