@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::check::{self, History, Observations};
+use crate::check::{self, History, Looks, Observations};
 use crate::cluster::State;
 use crate::net::{self, Mode};
 use crate::ops;
@@ -479,11 +479,7 @@ fn git_daemon(state: &State) -> anyhow::Result<u32> {
 }
 
 /// Looks at every node's applied history, one node at a time, until `stop`.
-fn watch_histories(
-    state: State,
-    stop: Arc<AtomicBool>,
-    seen: Arc<Mutex<BTreeMap<String, Vec<(u64, History)>>>>,
-) -> std::thread::JoinHandle<()> {
+fn watch_histories(state: State, stop: Arc<AtomicBool>, seen: Arc<Mutex<Looks>>) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         while !stop.load(Ordering::Relaxed) {
             for node in &state.nodes {

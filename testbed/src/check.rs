@@ -18,11 +18,13 @@ use serde::Serialize;
 /// One look at a node's applied history: `(log index, commit)`, oldest first.
 pub(crate) type History = Vec<(u64, String)>;
 
+/// Per node, each look at its history: `(Unix ms, entries)`.
+pub(crate) type Looks = BTreeMap<String, Vec<(u64, History)>>;
+
 /// Everything the chaos run observed.
 #[derive(Debug, Clone)]
 pub(crate) struct Observations {
-    /// Per node, each look at its history: `(Unix ms, entries)`.
-    pub(crate) histories: BTreeMap<String, Vec<(u64, History)>>,
+    pub(crate) histories: Looks,
     /// The commit every node served before the run.
     pub(crate) initial: String,
     /// Every merge, in merge order: `(commit, valid)`.

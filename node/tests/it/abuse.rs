@@ -215,7 +215,8 @@ async fn smuggling_shapes_never_desync_a_real_upstream() {
     );
     let gw = Gateway::start(&[("c.yaml", &cfg)], &[]);
     let hidden = |n: usize| format!("GET /smuggled-{n} HTTP/1.1\r\nHost: a\r\n\r\n");
-    let shapes: Vec<(&str, Box<dyn Fn(usize) -> String>)> = vec![
+    type Shape = Box<dyn Fn(usize) -> String>;
+    let shapes: Vec<(&str, Shape)> = vec![
         (
             "CL.TE",
             Box::new(move |n| {

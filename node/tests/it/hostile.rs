@@ -195,8 +195,8 @@ async fn a_full_disk_on_one_node_keeps_it_serving_and_it_recovers() {
         let mut f = std::fs::File::create(&filler).unwrap();
         let block = vec![0u8; 64 << 10];
         while f.write_all(&block).is_ok() {}
-        let mut one = [0u8; 1];
-        while f.write_all(&mut one).is_ok() {}
+        let one = [0u8; 1];
+        while f.write_all(&one).is_ok() {}
         let _ = f.sync_all();
     }
     // Enough changes to outgrow what RocksDB preallocated for its write-ahead log.
