@@ -149,7 +149,7 @@ enum Command {
         report_dir: PathBuf,
         #[arg(long)]
         plaintext: bool,
-        /// Resident memory growth allowed after the warm-up, in percent.
+        /// Anonymous resident memory growth allowed after the warm-up, in percent.
         #[arg(long, default_value_t = 5.0)]
         max_rss_growth: f64,
         /// Loopback mode, when the soak brings the testbed up: add this to every node port.
