@@ -250,7 +250,13 @@ pub(crate) fn run(dir: &Path, topology: &Path, opts: &ChaosOptions) -> anyhow::R
     }
     let started_here = State::load(dir).is_err();
     if started_here {
-        let up = ops::UpOptions { loopback: opts.loopback, quiet: true, port_offset: opts.port_offset, tls: opts.tls };
+        let up = ops::UpOptions {
+            loopback: opts.loopback,
+            quiet: true,
+            port_offset: opts.port_offset,
+            tls: opts.tls,
+            snapshot_every: None,
+        };
         ops::up(topology, dir, up)?;
     }
     let result = chaos(dir, topology, opts);

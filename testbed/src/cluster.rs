@@ -54,6 +54,9 @@ pub(crate) struct State {
     pub(crate) git_url: String,
     /// The Raft timing profile the nodes run with.
     pub(crate) raft_profile: String,
+    /// Log entries between Raft snapshots (`--raft-snapshot-every`), when not the default.
+    #[serde(default)]
+    pub(crate) raft_snapshot_every: Option<u64>,
     /// Loopback mode: added to every node port (8080+, 9800+, 9900+), so two testbeds
     /// (or a test beside `make run`) do not collide.
     #[serde(default)]
@@ -201,6 +204,7 @@ impl State {
             .arg(&node.data)
             .args(["--http-addr", &node.http, "--admin-addr", &node.admin, "--raft-addr", &node.raft])
             .args(["--region", &node.region, "--raft-profile", &self.raft_profile])
+            .args(self.raft_snapshot_every.iter().flat_map(|n| ["--raft-snapshot-every".to_string(), n.to_string()]))
             .args(["--git-url", &self.git_url, "--git-poll-interval", "2s", "--git-webhook-secret-file"])
             .arg(&secret)
             .args(["--access-log", "off", "--workers", "1"]);

@@ -137,7 +137,9 @@ enum Command {
         duration: Duration,
         #[arg(long, default_value = "5s", value_parser = parse_duration)]
         change_every: Duration,
-        #[arg(long, default_value = "60s", value_parser = parse_duration)]
+        /// Memory and descriptors are compared with their values at its end: long enough
+        /// for the Raft database's caches to fill (a few dozen changes).
+        #[arg(long, default_value = "120s", value_parser = parse_duration)]
         warmup: Duration,
         /// Requests per second to each node.
         #[arg(long, default_value_t = 50)]
@@ -158,6 +160,10 @@ enum Command {
         /// Plain processes on loopback even as root, when the soak brings the testbed up.
         #[arg(long)]
         loopback: bool,
+        /// Raft snapshots every this many log entries (when the soak brings the testbed
+        /// up), so that the soak sees several snapshots and log purges.
+        #[arg(long, default_value_t = 40)]
+        raft_snapshot_every: u64,
     },
     /// A random, seeded schedule of faults (kills, leader kills mid-rollout, partitions,
     /// latency spikes, Git outages) under load while changes (some invalid) are merged;
@@ -266,7 +272,7 @@ fn main() -> ExitCode {
 fn run(command: Command, dir: &std::path::Path) -> anyhow::Result<ExitCode> {
     match command {
         Command::Up { topology, loopback, foreground, port_offset, plaintext } => {
-            let opts = ops::UpOptions { loopback, quiet: false, port_offset, tls: !plaintext };
+            let opts = ops::UpOptions { loopback, quiet: false, port_offset, tls: !plaintext, snapshot_every: None };
             let state = ops::up(&topology, dir, opts)?;
             if foreground {
                 next_steps(&state);
@@ -359,6 +365,7 @@ fn run(command: Command, dir: &std::path::Path) -> anyhow::Result<ExitCode> {
             max_rss_growth,
             port_offset,
             loopback,
+            raft_snapshot_every,
         } => {
             let opts = soak::SoakOptions {
                 duration,
@@ -370,6 +377,7 @@ fn run(command: Command, dir: &std::path::Path) -> anyhow::Result<ExitCode> {
                 max_rss_growth_pct: max_rss_growth,
                 loopback,
                 port_offset,
+                snapshot_every: Some(raft_snapshot_every),
             };
             return Ok(if soak::run(dir, &topology, &opts)? { ExitCode::SUCCESS } else { ExitCode::from(1) });
         }

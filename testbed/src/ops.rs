@@ -26,6 +26,8 @@ pub(crate) struct UpOptions {
     pub(crate) port_offset: u16,
     /// mTLS between the nodes and on their admin listeners (`--plaintext` turns it off).
     pub(crate) tls: bool,
+    /// Log entries between Raft snapshots on every node (`None`: raftgated's default).
+    pub(crate) snapshot_every: Option<u64>,
 }
 
 /// Brings a topology up: the certificates (with TLS), the Git repository, demo upstreams,
@@ -70,6 +72,7 @@ pub(crate) fn up(topology: &Path, dir: &Path, opts: UpOptions) -> anyhow::Result
         port_offset: opts.port_offset,
         raft_profile: if max_rtt.unwrap_or_default() > Duration::from_millis(10) { "wan" } else { "lan" }.into(),
         tls: opts.tls,
+        raft_snapshot_every: opts.snapshot_every,
     };
     if mode == Mode::Netns {
         let control = net::setup(&state.dir, &state.topology)?;

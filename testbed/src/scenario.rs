@@ -73,7 +73,11 @@ pub(crate) fn run_all(
     };
     let started_here = State::load(dir).is_err();
     if started_here {
-        ops::up(topology, dir, ops::UpOptions { loopback: false, quiet: true, port_offset: 0, tls })?;
+        ops::up(
+            topology,
+            dir,
+            ops::UpOptions { loopback: false, quiet: true, port_offset: 0, tls, snapshot_every: None },
+        )?;
     }
     let mut outcomes = Vec::new();
     for name in names {
