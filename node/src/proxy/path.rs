@@ -54,6 +54,14 @@ fn merge_slashes(path: &str) -> String {
     out
 }
 
+fn well_escaped(path: &str) -> bool {
+    let b = path.as_bytes();
+    b.iter().enumerate().all(|(i, c)| {
+        *c != b'%'
+            || (b.get(i + 1).is_some_and(u8::is_ascii_hexdigit) && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+    })
+}
+
 /// Percent-encoded unreserved characters (letters, digits, `-`, `_`, `~`) decoded, as
 /// RFC 3986 §6.2.2.2 says they are equivalent to. `%2E` stays: a dot segment in disguise
 /// is refused, not resolved.
@@ -97,6 +105,12 @@ pub fn clean(path: &str, escaped: EscapedSlashes) -> Result<Clean<'_>, PathError
     }
     if !path.starts_with('/') {
         return Err(PathError::Bad("the request path must start with `/`"));
+    }
+    // Every `%` starts an escape (RFC 3986 §2.1). A bare one would let decoding below make
+    // new escapes out of old ones: `/%%32%66` would become `/%2f` after the check for
+    // escaped slashes.
+    if !well_escaped(path) {
+        return Err(PathError::Bad("a `%` in the path must be followed by two hex digits (write `%25` for `%`)"));
     }
     let mut unescaped = false;
     let path: Cow<'_, str> = if has_escaped_slash(path) {
@@ -227,10 +241,14 @@ mod tests {
             ("/%41%2d%5F%7e%30", "/A-_~0"),
             ("/a%20b", "/a%20b"),
             ("/%2541", "/%2541"),
+            ("/%25%32%66", "/%252f"),
             ("/x/%2e%2e", "refused"),
-            ("/%", "/%"),
-            ("/%6", "/%6"),
-            ("/%zz", "/%zz"),
+            ("/%", "refused"),
+            ("/%6", "refused"),
+            ("/%zz", "refused"),
+            // Decoding must not make escapes: this is `/public%2f..%2fadmin` after it.
+            ("/public%%32%66..%%32%66admin", "refused"),
+            ("/%%36%31dmin", "refused"),
         ] {
             let got = path(sent, Reject).unwrap_or_else(|_| "refused".into());
             assert_eq!(got, routed, "{sent}");

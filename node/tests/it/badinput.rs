@@ -61,6 +61,11 @@ async fn bad_requests_are_refused() {
         ("escaped slash", b"GET /public%2F..%2Fadmin HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(), "HTTP/1.1 400"),
         ("escaped backslash", b"GET /public%5c..%5cadmin HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(), "HTTP/1.1 400"),
         ("raw backslash", b"GET /public\\..\\admin HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(), "HTTP/1.1 400"),
+        (
+            "escapes made out of escapes",
+            b"GET /public%%32%66..%%32%66admin HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(),
+            "HTTP/1.1 400",
+        ),
         ("tomcat parent segment", b"GET /public/..;/admin HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(), "HTTP/1.1 400"),
         ("two Host headers", b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n".to_vec(), "HTTP/1.1 400"),
         (
