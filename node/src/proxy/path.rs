@@ -294,6 +294,12 @@ mod fuzz {
             Just("%25"),
             Just("%61"),
             Just("%7E"),
+            // Escaped hex digits: after a bare `%` they would spell `%2f` once decoded.
+            Just("%32"),
+            Just("%66"),
+            Just("%46"),
+            Just("%35"),
+            Just("%63"),
             Just("é"),
         ];
         let built = prop::collection::vec(pieces, 0..24).prop_map(|p| format!("/{}", p.concat()));
