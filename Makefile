@@ -91,8 +91,9 @@ testbed: deps
 	$(CARGO) build --release -q --workspace
 	$${CARGO_TARGET_DIR:-target}/release/testbed run all --topology testbed/topologies/three-regions.yaml
 
-## Ten minutes of load on three-regions with a config change every 5 s: no failed request,
-## memory and descriptors flat; a report in testbed/results/. Root for the regions.
+## Twenty minutes of load on three-regions with a config change every 5 s, judged over the
+## last eleven (after the nodes' allocators settle): no failed request, memory and
+## descriptors flat; a report in testbed/results/. Root for the regions.
 soak: deps
 	$(CARGO) build --release -q --workspace
 	$${CARGO_TARGET_DIR:-target}/release/testbed soak --topology testbed/topologies/three-regions.yaml

@@ -131,15 +131,18 @@ enum Command {
         plaintext: bool,
     },
     /// Steady load with a config change every few seconds; passes with no failed request,
-    /// memory flat after the warm-up (under 5% growth) and descriptors flat.
+    /// memory flat after the warm-up (under 5% growth of the anonymous memory) and
+    /// descriptors flat.
     Soak {
-        #[arg(long, default_value = "10m", value_parser = parse_duration)]
+        /// Ten minutes measured after the warm-up, by default.
+        #[arg(long, default_value = "20m", value_parser = parse_duration)]
         duration: Duration,
         #[arg(long, default_value = "5s", value_parser = parse_duration)]
         change_every: Duration,
         /// Memory and descriptors are compared with their values at its end: long enough
-        /// for the Raft database's caches to fill (a few dozen changes).
-        #[arg(long, default_value = "120s", value_parser = parse_duration)]
+        /// for a node's allocator to settle (about 100 changes; see
+        /// scripts/memory-per-change.py).
+        #[arg(long, default_value = "9m", value_parser = parse_duration)]
         warmup: Duration,
         /// Requests per second to each node.
         #[arg(long, default_value_t = 50)]
