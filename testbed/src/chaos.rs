@@ -248,22 +248,14 @@ pub(crate) fn run(dir: &Path, topology: &Path, opts: &ChaosOptions) -> anyhow::R
         }
         return Ok(true);
     }
-    let started_here = State::load(dir).is_err();
-    if started_here {
-        let up = ops::UpOptions {
-            loopback: opts.loopback,
-            quiet: true,
-            port_offset: opts.port_offset,
-            tls: opts.tls,
-            snapshot_every: None,
-        };
-        ops::up(topology, dir, up)?;
-    }
-    let result = chaos(dir, topology, opts);
-    if started_here && !opts.keep {
-        ops::down(dir, true)?;
-    }
-    result
+    let up = ops::UpOptions {
+        loopback: opts.loopback,
+        quiet: true,
+        port_offset: opts.port_offset,
+        tls: opts.tls,
+        snapshot_every: None,
+    };
+    ops::on_testbed(dir, topology, up, opts.keep, || chaos(dir, topology, opts))
 }
 
 /// Runs one step; returns what it hit, or why it did nothing.
@@ -614,13 +606,7 @@ fn chaos(dir: &Path, topology: &Path, opts: &ChaosOptions) -> anyhow::Result<boo
     let checks = check::judge(&obs);
     let passed = checks.iter().all(|c| c.passed);
     let (md, js) = report(&state, topology, opts, &plan, &done, &obs, &checks, &load, passed);
-    std::fs::create_dir_all(&opts.report_dir)?;
-    let stamp = humantime::format_rfc3339_seconds(SystemTime::now()).to_string().replace([':', '-'], "");
-    let base = opts.report_dir.join(format!("{stamp}-chaos-{}", state.topology.name));
-    std::fs::write(base.with_extension("md"), &md)?;
-    std::fs::write(base.with_extension("json"), serde_json::to_vec_pretty(&js)?)?;
-    println!("{md}");
-    println!("report: {} and .json", base.with_extension("md").display());
+    scenario::write_report(&opts.report_dir, &format!("chaos-{}", state.topology.name), &md, &js)?;
     Ok(passed)
 }
 

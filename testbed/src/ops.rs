@@ -110,6 +110,26 @@ pub(crate) fn up(topology: &Path, dir: &Path, opts: UpOptions) -> anyhow::Result
     Ok(state)
 }
 
+/// Runs `f` on the testbed in `dir`, bringing `topology` up first when none is, and taking
+/// what it brought up down afterwards (unless `keep`).
+pub(crate) fn on_testbed<T>(
+    dir: &Path,
+    topology: &Path,
+    opts: UpOptions,
+    keep: bool,
+    f: impl FnOnce() -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let started_here = State::load(dir).is_err();
+    if started_here {
+        up(topology, dir, opts)?;
+    }
+    let result = f();
+    if started_here && !keep {
+        down(dir, true)?;
+    }
+    result
+}
+
 fn write_secret(path: &Path) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;

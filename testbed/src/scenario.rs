@@ -98,17 +98,23 @@ pub(crate) fn run_all(
     }
     let state = State::load(dir)?;
     let (md, js) = report(&state, &outcomes, iterations);
-    std::fs::create_dir_all(report_dir)?;
-    let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string().replace([':', '-'], "");
-    let base = report_dir.join(format!("{stamp}-{}", state.topology.name));
-    std::fs::write(base.with_extension("md"), &md)?;
-    std::fs::write(base.with_extension("json"), serde_json::to_vec_pretty(&js)?)?;
-    println!("{md}");
-    println!("report: {} and .json", base.with_extension("md").display());
+    write_report(report_dir, &state.topology.name, &md, &js)?;
     if started_here && !keep {
         ops::down(dir, true)?;
     }
     Ok(outcomes.iter().all(|o| o.passed))
+}
+
+/// Writes a report as `<dir>/<stamp>-<name>.md` and `.json`, and prints the Markdown.
+pub(crate) fn write_report(dir: &Path, name: &str, md: &str, js: &Value) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string().replace([':', '-'], "");
+    let base = dir.join(format!("{stamp}-{name}"));
+    std::fs::write(base.with_extension("md"), md)?;
+    std::fs::write(base.with_extension("json"), serde_json::to_vec_pretty(js)?)?;
+    println!("{md}");
+    println!("report: {} and .json", base.with_extension("md").display());
+    Ok(())
 }
 
 /// Why a scenario cannot mean anything on this testbed, if it cannot.

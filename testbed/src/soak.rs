@@ -65,22 +65,14 @@ fn sample(pid: u32, t: f64) -> Option<Sample> {
 /// Runs the soak on the testbed in `dir` (bringing `topology` up if none is), returns
 /// whether it passed.
 pub(crate) fn run(dir: &Path, topology: &Path, opts: &SoakOptions) -> anyhow::Result<bool> {
-    let started_here = State::load(dir).is_err();
-    if started_here {
-        let up = ops::UpOptions {
-            loopback: opts.loopback,
-            quiet: true,
-            port_offset: opts.port_offset,
-            tls: opts.tls,
-            snapshot_every: opts.snapshot_every,
-        };
-        ops::up(topology, dir, up)?;
-    }
-    let result = soak(dir, opts);
-    if started_here {
-        ops::down(dir, true)?;
-    }
-    result
+    let up = ops::UpOptions {
+        loopback: opts.loopback,
+        quiet: true,
+        port_offset: opts.port_offset,
+        tls: opts.tls,
+        snapshot_every: opts.snapshot_every,
+    };
+    ops::on_testbed(dir, topology, up, false, || soak(dir, opts))
 }
 
 fn soak(dir: &Path, opts: &SoakOptions) -> anyhow::Result<bool> {
@@ -127,13 +119,7 @@ fn soak(dir: &Path, opts: &SoakOptions) -> anyhow::Result<bool> {
         }
     }
     let (md, js, passed) = report(&state, opts, &pids, &samples, &load, merges, &merge_errors, &converged);
-    std::fs::create_dir_all(&opts.report_dir)?;
-    let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string().replace([':', '-'], "");
-    let base = opts.report_dir.join(format!("{stamp}-soak-{}", state.topology.name));
-    std::fs::write(base.with_extension("md"), &md)?;
-    std::fs::write(base.with_extension("json"), serde_json::to_vec_pretty(&js)?)?;
-    println!("{md}");
-    println!("report: {} and .json", base.with_extension("md").display());
+    crate::scenario::write_report(&opts.report_dir, &format!("soak-{}", state.topology.name), &md, &js)?;
     Ok(passed)
 }
 

@@ -53,6 +53,23 @@ fn skip(why: &str) {
     }
 }
 
+/// No testbed namespace is left behind.
+fn assert_no_namespaces() {
+    let netns =
+        String::from_utf8_lossy(&Command::new("ip").args(["netns", "list"]).output().unwrap().stdout).into_owned();
+    assert!(!netns.contains("rgt-"), "namespaces left: {netns}");
+}
+
+/// The JSON report a run wrote into `reports`.
+fn report_json(reports: &Path) -> serde_json::Value {
+    let json = std::fs::read_dir(reports)
+        .unwrap()
+        .flatten()
+        .find(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .unwrap();
+    serde_json::from_slice(&std::fs::read(json.path()).unwrap()).unwrap()
+}
+
 fn serving(state: &Path, admin: &str) -> Option<String> {
     let out = raftgate(state, &["--admin", admin, "--timeout", "2s", "-o", "json", "config", "history"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
@@ -108,9 +125,7 @@ fn regions_with_latency_partitions_and_a_clean_teardown() {
     }
 
     ok(testbed(&state, &["down"]));
-    let netns =
-        String::from_utf8_lossy(&Command::new("ip").args(["netns", "list"]).output().unwrap().stdout).into_owned();
-    assert!(!netns.contains("rgt-"), "namespaces left: {netns}");
+    assert_no_namespaces();
     let routes = String::from_utf8_lossy(&Command::new("ip").arg("route").output().unwrap().stdout).into_owned();
     assert!(!routes.contains("10.77."), "routes left: {routes}");
     let links =
@@ -165,12 +180,7 @@ fn every_scenario_passes_on_a_small_topology() {
     ] {
         assert!(text.contains(&format!("| {scenario} | PASS |")), "{scenario} did not pass:\n{text}");
     }
-    let json = std::fs::read_dir(&reports)
-        .unwrap()
-        .flatten()
-        .find(|e| e.path().extension().is_some_and(|x| x == "json"))
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(json.path()).unwrap()).unwrap();
+    let v = report_json(&reports);
     assert_eq!(v["tls"], true, "the report says TLS was on: {v}");
     assert!(text.contains("TLS: on"), "{text}");
     assert!(v["scenarios"][0]["figures"]["webhook"]["all"]["p50_ms"].as_f64().unwrap() > 0.0, "{v}");
@@ -187,9 +197,7 @@ fn every_scenario_passes_on_a_small_topology() {
     assert!(f["requests"]["b-1"]["fallback"].as_u64().unwrap() > 0, "{f}");
     assert_eq!(f["requests"]["a-1"]["fallback"], 0, "{f}");
     assert!(!state.exists(), "the run took its testbed down");
-    let netns =
-        String::from_utf8_lossy(&Command::new("ip").args(["netns", "list"]).output().unwrap().stdout).into_owned();
-    assert!(!netns.contains("rgt-"), "namespaces left: {netns}");
+    assert_no_namespaces();
 }
 
 /// The CI minute of `make chaos`: a seeded schedule of kills, leader kills mid-rollout,
@@ -223,12 +231,7 @@ fn a_minute_of_chaos_passes_the_checker() {
     );
     let text = ok(out);
     assert!(text.contains("**Verdict: PASS**"), "{text}");
-    let json = std::fs::read_dir(&reports)
-        .unwrap()
-        .flatten()
-        .find(|e| e.path().extension().is_some_and(|x| x == "json"))
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(json.path()).unwrap()).unwrap();
+    let v = report_json(&reports);
     assert_eq!(v["checks"].as_array().unwrap().len(), 8, "{}", v["checks"]);
     // The faults happened (the default seed draws each kind within the minute), and the
     // histories the checker judged were read from every node.
@@ -250,9 +253,7 @@ fn a_minute_of_chaos_passes_the_checker() {
         );
     }
     assert!(!state.exists(), "the run took its testbed down");
-    let netns =
-        String::from_utf8_lossy(&Command::new("ip").args(["netns", "list"]).output().unwrap().stdout).into_owned();
-    assert!(!netns.contains("rgt-"), "namespaces left: {netns}");
+    assert_no_namespaces();
 }
 
 /// A seed whose first minute draws every kind of fault (see `chaos::schedule`).
