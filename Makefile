@@ -8,9 +8,10 @@ CARGO ?= cargo
 # OpenSSL headers for libgit2's https transport, ssh-keygen for the signed-commit tests;
 # clients and servers we did not write, for the abuse tests: Python's h2 (HTTP/2 floods)
 # and nginx (the upstream of the smuggling test; its packaged service is not started);
-# libfaketime to step one node's wall clock.
+# HAProxy (a load balancer in front of raftgated speaking the PROXY protocol; its service
+# is not started either); libfaketime to step one node's wall clock.
 DEPS := clang libclang-dev protobuf-compiler git pkg-config libssl-dev ca-certificates openssh-client \
-	python3-h2 nginx-light faketime
+	python3-h2 nginx-light haproxy faketime
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all deps build run test lint fmt bench testbed schema clean fuzz soak chaos tls-check
@@ -23,7 +24,7 @@ deps:
 	if [ -n "$$missing" ]; then \
 	  echo "make deps: installing$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
-	  $(SUDO) systemctl disable --now nginx >/dev/null 2>&1 || true; \
+	  $(SUDO) systemctl disable --now nginx haproxy >/dev/null 2>&1 || true; \
 	fi
 
 build: deps

@@ -138,6 +138,8 @@ pub struct RouteRow {
     pub matches: Vec<String>,
     /// `users 90`, `users-canary 10`; empty when a redirect answers.
     pub backends: Vec<String>,
+    /// The security policy guarding the rule and what it checks: `keys (apiKey, cors)`.
+    pub security: Option<String>,
 }
 
 pub async fn routes(target: &Target, format: Format) -> Result<(), CliError> {
@@ -175,15 +177,31 @@ pub fn route_rows(s: &ConfigSnapshot) -> Vec<RouteRow> {
                 hostnames: r.hostnames.clone(),
                 matches,
                 backends: rule.backends.iter().map(|b| format!("{} {}", b.upstream, b.weight)).collect(),
+                security: rule.security.as_ref().map(|name| guard_summary(s, name)),
             });
         }
     }
     rows
 }
 
+/// `keys (apiKey, basic, authz, cors)`: a policy's name and the checks it makes.
+fn guard_summary(s: &ConfigSnapshot, name: &str) -> String {
+    let Some(p) = s.security_policies.iter().find(|p| p.name == name) else { return name.to_string() };
+    let checks: Vec<&str> = [
+        (p.api_key_auth.is_some(), "apiKey"),
+        (p.basic_auth.is_some(), "basic"),
+        (p.authorization.is_some(), "authz"),
+        (p.cors.is_some(), "cors"),
+    ]
+    .into_iter()
+    .filter_map(|(on, what)| on.then_some(what))
+    .collect();
+    format!("{name} ({})", checks.join(", "))
+}
+
 pub fn render_routes(rows: &[RouteRow]) -> String {
     table(
-        &["ROUTE", "RULE", "HOSTS", "MATCHES", "BACKENDS"],
+        &["ROUTE", "RULE", "HOSTS", "MATCHES", "BACKENDS", "SECURITY"],
         rows.iter()
             .map(|r| {
                 vec![
@@ -192,6 +210,7 @@ pub fn render_routes(rows: &[RouteRow]) -> String {
                     if r.hostnames.is_empty() { "*".into() } else { r.hostnames.join("\n") },
                     r.matches.join("\n"),
                     if r.backends.is_empty() { "(redirect)".into() } else { r.backends.join("\n") },
+                    r.security.clone().unwrap_or_else(|| "open".into()),
                 ]
             })
             .collect(),
@@ -282,6 +301,7 @@ pub struct DiffView {
     pub upstreams: KindDiff,
     pub routes: KindDiff,
     pub certificates: KindDiff,
+    pub security_policies: KindDiff,
 }
 
 #[derive(Debug, Default, Serialize, PartialEq)]
@@ -310,7 +330,7 @@ pub struct FieldChange {
 
 impl DiffView {
     pub fn is_empty(&self) -> bool {
-        [&self.upstreams, &self.routes, &self.certificates]
+        [&self.upstreams, &self.routes, &self.certificates, &self.security_policies]
             .iter()
             .all(|k| k.added.is_empty() && k.removed.is_empty() && k.changed.is_empty())
     }
@@ -343,6 +363,7 @@ pub fn diff(from: &str, to: &str, a: &ConfigSnapshot, b: &ConfigSnapshot) -> Dif
         upstreams: kind(json(&a.upstreams), json(&b.upstreams)),
         routes: kind(json(&a.routes), json(&b.routes)),
         certificates: kind(json(&a.certificates), json(&b.certificates)),
+        security_policies: kind(json(&a.security_policies), json(&b.security_policies)),
     }
 }
 
@@ -392,7 +413,12 @@ pub fn render_diff(d: &DiffView) -> String {
     }
     let show = |v: &Option<Value>| v.as_ref().map_or("(none)".to_string(), |v| v.to_string());
     let mut rows = Vec::new();
-    for (kind, k) in [("upstream", &d.upstreams), ("route", &d.routes), ("certificate", &d.certificates)] {
+    for (kind, k) in [
+        ("upstream", &d.upstreams),
+        ("route", &d.routes),
+        ("certificate", &d.certificates),
+        ("security policy", &d.security_policies),
+    ] {
         for n in &k.added {
             rows.push(vec!["+".into(), kind.into(), n.clone(), "added".into()]);
         }

@@ -159,10 +159,17 @@ kind: Route
 name: users-api
 hostnames: [api.example.com, "*.api.example.com"]
 rules:
-  - matches: [{ path: { type: PathPrefix, value: /v1/users }, method: GET, headers: [{ name: x-canary, value: always }] }]
+  - name: reads
+    matches: [{ path: { type: PathPrefix, value: /v1/users }, method: GET, headers: [{ name: x-canary, value: always }] }]
     backendRefs: [{ upstream: users, weight: 90 }, { upstream: legacy, weight: 10 }]
   - matches: [{ path: { type: Exact, value: /healthz } }]
     backendRefs: [{ upstream: users }]
+---
+kind: SecurityPolicy
+name: partners
+targetRefs: [{ name: users-api, sectionName: reads }]
+apiKeyAuth: { consumers: [{ name: acme, sha256: 2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b }] }
+cors: { allowOrigins: ["https://app.example.com"] }
 "#;
 
 #[test]

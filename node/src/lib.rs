@@ -15,5 +15,6 @@ pub(crate) mod config_dir;
 pub(crate) mod conn;
 pub(crate) mod gitops;
 pub mod proxy;
+pub(crate) mod proxy_protocol;
 pub mod run;
 pub(crate) mod server;

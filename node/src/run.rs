@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use crate::admin::{self, Admin, NodeInfo};
 use crate::cluster::ClusterSettings;
 use crate::config_dir;
+use crate::proxy::clientip::TrustedProxies;
 use crate::proxy::runtime::{ConfigOrigin, Engine};
 use crate::proxy::{Proxy, ProxySettings};
 use crate::server::{self, ServerSettings};
@@ -69,6 +70,18 @@ pub struct Args {
     /// unchanged; the escapes stay inside their segment).
     #[arg(long, value_name = "ACTION", default_value = "reject")]
     pub escaped_slashes: crate::proxy::path::EscapedSlashes,
+    /// Load balancers and proxies in front of this node (comma-separated addresses or CIDR
+    /// blocks): from them, `X-Forwarded-For` names the client (walked from the right past
+    /// every trusted hop), and only they may send PROXY protocol headers. From anyone else,
+    /// client-sent `X-Forwarded-*` headers are replaced, never believed.
+    #[arg(long, value_name = "CIDRS", value_delimiter = ',')]
+    pub trusted_proxies: Vec<String>,
+    /// Every connection to --http-addr and --https-addr starts with a PROXY protocol
+    /// header (v1 or v2: HAProxy's send-proxy-v2, cloud load balancers), which names the
+    /// client. Needs --trusted-proxies; connections from other addresses, or without a
+    /// valid header, are closed.
+    #[arg(long)]
+    pub proxy_protocol: bool,
     /// Most connections open at once from one client IP, per listener (0: no cap).
     #[arg(long, value_name = "N", default_value_t = 1_000)]
     pub max_connections_per_ip: usize,
@@ -365,6 +378,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         initial = Some(engine.apply(Arc::new(compiled.snapshot), compiled.hash, origin).await?);
     }
 
+    let trusted_proxies =
+        Arc::new(TrustedProxies::parse(&args.trusted_proxies).map_err(|e| anyhow::anyhow!("--trusted-proxies: {e}"))?);
+    if args.proxy_protocol && trusted_proxies.is_empty() {
+        anyhow::bail!(
+            "--proxy-protocol needs --trusted-proxies: name the load balancers allowed to say who the client is"
+        );
+    }
     let settings = ServerSettings {
         max_connections: args.max_connections,
         max_header_bytes: args.max_header_bytes,
@@ -372,6 +392,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         max_connections_per_ip: args.max_connections_per_ip,
         idle_timeout: args.idle_timeout,
         write_timeout: args.write_timeout,
+        trusted_proxies: trusted_proxies.clone(),
+        proxy_protocol: args.proxy_protocol,
         ..ServerSettings::default()
     };
     let proxy = Arc::new(Proxy {
@@ -383,6 +405,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             upgrades: args.upgrades.iter().map(|p| p.trim().to_ascii_lowercase()).collect(),
             tunnel_idle_timeout: args.tunnel_idle_timeout,
             body_timeout: args.body_timeout,
+            trusted_proxies,
         },
     });
 

@@ -15,6 +15,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::coarse_timer::CoarseTimer;
 use crate::conn::{Activity, PerIp, Tracked, WriteDeadline};
+use crate::proxy::clientip::TrustedProxies;
 use crate::proxy::{ConnInfo, Proxy};
 
 /// Limits and timeouts of client connections.
@@ -39,6 +40,11 @@ pub struct ServerSettings {
     pub idle_timeout: Duration,
     /// A write to the client that makes no progress for this long ends the connection.
     pub write_timeout: Duration,
+    /// Peers whose connections carry many clients: the per-IP cap applies to the clients
+    /// they name, and only they may send a PROXY protocol header.
+    pub trusted_proxies: Arc<TrustedProxies>,
+    /// Every connection starts with a PROXY protocol header (`--proxy-protocol`).
+    pub proxy_protocol: bool,
 }
 
 impl Default for ServerSettings {
@@ -53,6 +59,8 @@ impl Default for ServerSettings {
             max_connections_per_ip: 1_000,
             idle_timeout: Duration::from_secs(300),
             write_timeout: Duration::from_secs(60),
+            trusted_proxies: Arc::default(),
+            proxy_protocol: false,
         }
     }
 }
@@ -109,18 +117,19 @@ pub async fn serve(
             },
             _ = shutdown.changed() => break,
         };
-        let Some(ip_slot) = per_ip.admit(peer.ip()) else {
+        // A trusted proxy carries many clients: the cap applies to each client it names
+        // (after the PROXY header), never to the proxy itself.
+        let trusted_peer = settings.trusted_proxies.contains(peer.ip());
+        let ip_slot = if trusted_peer { None } else { per_ip.admit(peer.ip()) };
+        if ip_slot.is_none() && !trusted_peer {
             // Closed at once: one address cannot take every connection slot.
             refused.increment(1);
             tracing::debug!(%peer, "refused: too many connections from this address");
             continue;
-        };
+        }
         let _ = stream.set_nodelay(true);
-        let stream = WriteDeadline::new(stream, settings.write_timeout);
-        // The connection's slots go with every tunnel it hands off, so an upgraded
-        // connection counts against the caps until the tunnel ends.
-        let slot: crate::proxy::ConnSlot = Arc::new((permit, ip_slot));
-        let conn = ConnInfo { peer, https: tls.is_some(), local_port, slot: Some(slot) };
+        let (per_ip, refused) = (per_ip.clone(), refused.clone());
+        let proxy_protocol = settings.proxy_protocol;
         let proxy = proxy.clone();
         let builder = builder.clone();
         let tls = tls.clone();
@@ -129,6 +138,27 @@ pub async fn serve(
         let handshake_timeout = settings.tls_handshake_timeout;
         let timers = Timers { idle: settings.idle_timeout, stall: settings.write_timeout };
         tokio::spawn(async move {
+            let mut stream = stream;
+            let (peer, ip_slot) = if proxy_protocol {
+                let Some(client) = proxy_header(&mut stream, peer, trusted_peer, handshake_timeout).await else {
+                    return;
+                };
+                match per_ip.admit(client.ip()) {
+                    Some(slot) => (client, Some(slot)),
+                    None => {
+                        refused.increment(1);
+                        tracing::debug!(%client, "refused: too many connections from this address");
+                        return;
+                    }
+                }
+            } else {
+                (peer, ip_slot)
+            };
+            let stream = WriteDeadline::new(stream, timers.stall);
+            // The connection's slots go with every tunnel it hands off, so an upgraded
+            // connection counts against the caps until the tunnel ends.
+            let slot: crate::proxy::ConnSlot = Arc::new((permit, ip_slot));
+            let conn = ConnInfo { peer, https: tls.is_some(), local_port, slot: Some(slot) };
             open.increment(1.0);
             match tls {
                 None => drive(&builder, TokioIo::new(stream), proxy, conn, timers, &mut stop).await,
@@ -146,6 +176,32 @@ pub async fn serve(
     // Draining: every permit comes back when its connection ends.
     let all = u32::try_from(settings.max_connections).unwrap_or(u32::MAX);
     let _ = tokio::time::timeout(settings.drain_timeout, limit.acquire_many(all)).await;
+}
+
+/// The client a PROXY protocol header names (the TCP peer for a header that names none),
+/// or `None` when the connection must be closed: not from a trusted proxy, no valid header
+/// in time.
+async fn proxy_header(
+    stream: &mut tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    trusted_peer: bool,
+    limit: Duration,
+) -> Option<std::net::SocketAddr> {
+    if !trusted_peer {
+        tracing::debug!(%peer, "refused: PROXY protocol from an address not in --trusted-proxies");
+        return None;
+    }
+    match tokio::time::timeout(limit, crate::proxy_protocol::read_header(stream)).await {
+        Ok(Ok(client)) => Some(client.unwrap_or(peer)),
+        Ok(Err(why)) => {
+            tracing::debug!(%peer, %why, "refused: bad PROXY protocol header");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "refused: no PROXY protocol header in time");
+            None
+        }
+    }
 }
 
 /// When a connection is closed for doing nothing: no request for `idle`, or response

@@ -1,5 +1,5 @@
 //! `schemas` defines raftgate's configuration: the resources users write in their config
-//! repository (`Upstream`, `Route`, `Certificate`), their strict parsing and complete
+//! repository (`Upstream`, `Route`, `Certificate`, `SecurityPolicy`), their strict parsing and complete
 //! validation with file:line:column diagnostics, and their compilation into one canonical
 //! [`ConfigSnapshot`] with a content hash that is the same on every machine.
 //!
@@ -44,11 +44,17 @@ pub struct Compiled {
 }
 
 impl Compiled {
-    /// `3 upstreams, 2 routes, 1 certificate in 4 files`.
+    /// `3 upstreams, 2 routes, 1 certificate, 1 security policy in 4 files` (policies only
+    /// when there are some).
     pub fn summary(&self) -> String {
         let n = |count: usize, one: &str| format!("{count} {one}{}", if count == 1 { "" } else { "s" });
+        let policies = match self.snapshot.security_policies.len() {
+            0 => String::new(),
+            1 => ", 1 security policy".to_string(),
+            k => format!(", {k} security policies"),
+        };
         format!(
-            "{}, {}, {} in {}",
+            "{}, {}, {}{policies} in {}",
             n(self.snapshot.upstreams.len(), "upstream"),
             n(self.snapshot.routes.len(), "route"),
             n(self.snapshot.certificates.len(), "certificate"),

@@ -4,7 +4,7 @@
 use serde::de::DeserializeOwned;
 
 use crate::diag::{did_you_mean, one_line, Diagnostic};
-use crate::model::{Certificate, Route, Upstream};
+use crate::model::{Certificate, Route, SecurityPolicy, Upstream};
 use crate::yaml::{self, Limits, Node, NodeKind, Pos};
 
 /// One file of a config tree, already read into memory.
@@ -58,9 +58,10 @@ pub(crate) struct Resources {
     pub upstreams: Vec<Loaded<Upstream>>,
     pub routes: Vec<Loaded<Route>>,
     pub certificates: Vec<Loaded<Certificate>>,
+    pub security_policies: Vec<Loaded<SecurityPolicy>>,
 }
 
-pub(crate) const KINDS: [&str; 3] = ["Upstream", "Route", "Certificate"];
+pub(crate) const KINDS: [&str; 4] = ["Upstream", "Route", "Certificate", "SecurityPolicy"];
 
 /// Decodes every document of every file. Problems are pushed to `diags`; a document with a
 /// problem is left out, the others are still decoded, so one run reports them all.
@@ -198,6 +199,12 @@ fn load_file(path: &str, text: &str, limits: Limits, out: &mut Resources, diags:
                     out.certificates.push(Loaded { value: v, file, root });
                 }
             }
+            Some("SecurityPolicy") => {
+                if let Some(v) = decode::<SecurityPolicy>(de, path, diags) {
+                    let (file, root) = loaded(path);
+                    out.security_policies.push(Loaded { value: v, file, root });
+                }
+            }
             other => {
                 let written = other.unwrap_or("(not a string)");
                 let hint = did_you_mean(written, KINDS.iter().copied())
@@ -206,7 +213,7 @@ fn load_file(path: &str, text: &str, limits: Limits, out: &mut Resources, diags:
                 diags.push(diag(
                     kind_node.pos,
                     format!("unknown kind `{written}`"),
-                    Some(format!("{hint}kind must be one of Upstream, Route, Certificate")),
+                    Some(format!("{hint}kind must be one of {}", KINDS.join(", "))),
                 ));
             }
         }

@@ -37,6 +37,10 @@ kind_tag!(
     "Certificate"
 );
 
+mod security;
+pub use security::AuthzAction;
+pub(crate) use security::*;
+
 /// Any one resource document. Used to generate the JSON Schema for resource files; the
 /// loader picks the concrete type from `kind` before decoding.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -48,6 +52,7 @@ pub(crate) enum ResourceDocument {
     Upstream(Upstream),
     Route(Route),
     Certificate(Certificate),
+    SecurityPolicy(SecurityPolicy),
 }
 
 // ---------------------------------------------------------------------------------------
@@ -361,6 +366,10 @@ pub(crate) struct RateLimitKey {
     /// requests without a key are limited per client IP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key: Option<String>,
+    /// One bucket per consumer authenticated by the route's `SecurityPolicy`; requests
+    /// without one are limited per client IP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumer: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

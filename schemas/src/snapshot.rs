@@ -15,7 +15,10 @@ pub use crate::model::{PathMatchType, RateLimitScope, RetryOn, StringMatchType, 
 
 /// Bumped whenever the meaning of a snapshot changes, so a node never runs a snapshot it
 /// would misread.
-pub(crate) const SNAPSHOT_FORMAT: u32 = 3;
+pub(crate) const SNAPSHOT_FORMAT: u32 = 4;
+
+mod security;
+pub use security::*;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -27,11 +30,19 @@ pub struct ConfigSnapshot {
     pub routes: Vec<RouteSpec>,
     /// Sorted by name.
     pub certificates: Vec<CertificateSpec>,
+    /// Sorted by name.
+    pub security_policies: Vec<SecurityPolicySpec>,
 }
 
 impl Default for ConfigSnapshot {
     fn default() -> Self {
-        Self { format: SNAPSHOT_FORMAT, upstreams: Vec::new(), routes: Vec::new(), certificates: Vec::new() }
+        Self {
+            format: SNAPSHOT_FORMAT,
+            upstreams: Vec::new(),
+            routes: Vec::new(),
+            certificates: Vec::new(),
+            security_policies: Vec::new(),
+        }
     }
 }
 
@@ -198,6 +209,9 @@ pub struct RuleSpec {
     pub max_request_body_bytes: Option<u64>,
     pub fallback: Option<FallbackSpec>,
     pub rate_limit: Option<RateLimitSpec>,
+    /// The `SecurityPolicy` guarding this rule (one naming the rule wins over one naming
+    /// its route).
+    pub security: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -230,6 +244,8 @@ pub enum RateLimitKeySpec {
     Header(String),
     /// Lower-cased header name.
     ApiKey(String),
+    /// The consumer a `SecurityPolicy` authenticated; client IP without one.
+    Consumer,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]

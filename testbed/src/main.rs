@@ -507,6 +507,8 @@ Try it (in another terminal):
   export RAFTGATE_CONFIG={context}
   {raftgate} status
   curl -s -H 'Host: api.example.com' http://{http}/v1/users      # any node: :8080-:8082
+  curl -si -H 'Host: api.example.com' http://{http}/v1/orders/7  # 401: partners only
+  curl -s -H 'Host: api.example.com' -H 'x-api-key: demo-orders-key-9c4e1f7a2b6d8e03' http://{http}/v1/orders/7
   curl -si -H 'Host: testbed.local' http://{http}/probe | grep x-testbed-change
   {admin_curl}
 

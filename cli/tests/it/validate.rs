@@ -13,7 +13,10 @@ fn the_example_config_is_valid() {
     assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
     let text = stdout(&out);
     assert_eq!(text.lines().count(), 1, "one summary line: {text}");
-    assert!(text.starts_with("valid: 4 upstreams, 3 routes, 1 certificate in 4 files; content hash "), "{text}");
+    assert!(
+        text.starts_with("valid: 4 upstreams, 3 routes, 1 certificate, 1 security policy in 5 files; content hash "),
+        "{text}"
+    );
 }
 
 /// Each fixture is a whole config broken in one way; its first line says where the error

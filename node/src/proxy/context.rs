@@ -5,7 +5,7 @@
 //! Each field of `RequestCtx` is written by one phase, named on the field, so a reader can
 //! tell where a value comes from without following the request through every file.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -15,6 +15,7 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 
 use super::body::RespBody;
+use super::clientip::TrustedProxies;
 use super::error::ProxyError;
 use super::ratelimit::bucket::Decision;
 use super::runtime::RuleRuntime;
@@ -39,6 +40,8 @@ pub struct ProxySettings {
     pub tunnel_idle_timeout: std::time::Duration,
     /// A request body that sends nothing for this long is abandoned.
     pub body_timeout: std::time::Duration,
+    /// Load balancers and proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Arc<TrustedProxies>,
 }
 
 /// What holds a client connection's place under the listener's caps (all connections,
@@ -49,6 +52,7 @@ pub type ConnSlot = Arc<dyn std::any::Any + Send + Sync>;
 /// Facts about the client connection a request arrived on.
 #[derive(Clone)]
 pub struct ConnInfo {
+    /// The connection's source: the TCP peer, or the client a PROXY protocol header named.
     pub peer: SocketAddr,
     pub https: bool,
     /// The listener's port, for redirects that keep it.
@@ -68,6 +72,11 @@ impl std::fmt::Debug for ConnInfo {
 #[derive(Debug)]
 pub struct Downstream {
     pub conn: ConnInfo,
+    /// The real client: `conn.peer`, or from a trusted peer the client `X-Forwarded-For`
+    /// names (`clientip`). Rate limits, authorization and the access log use it.
+    pub client: IpAddr,
+    /// `conn.peer` is a trusted proxy, whose `X-Forwarded-*` headers are kept and extended.
+    pub peer_trusted: bool,
     pub start: Instant,
     /// From `x-request-id` when the client sent a usable one, else generated; the request
     /// carries it upstream and every response carries it back.
@@ -83,7 +92,7 @@ pub struct Downstream {
 
 impl Downstream {
     /// Reads the request's facts and gives it a request id when it has none.
-    pub fn new<B>(req: &mut Request<B>, conn: ConnInfo) -> Self {
+    pub fn new<B>(req: &mut Request<B>, conn: ConnInfo, trusted: &TrustedProxies) -> Self {
         let start = Instant::now();
         let request_id = match req.headers().get(&X_REQUEST_ID) {
             Some(v) if !v.is_empty() && v.len() <= 200 => v.clone(),
@@ -93,8 +102,17 @@ impl Downstream {
                 v
             }
         };
+        static XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
+        let peer_trusted = !trusted.is_empty() && trusted.contains(conn.peer.ip());
+        let client = if peer_trusted {
+            trusted.client(conn.peer.ip(), req.headers().get_all(&XFF).iter())
+        } else {
+            super::clientip::canonical(conn.peer.ip())
+        };
         Self {
             conn,
+            client,
+            peer_trusted,
             start,
             request_id,
             method: req.method().clone(),
@@ -111,6 +129,19 @@ impl Downstream {
 pub struct RequestCtx {
     /// `route`: the rule serving the request.
     pub rule: Option<Arc<RuleRuntime>>,
+    /// `security::admit`: the consumer the request authenticated as.
+    pub consumer: Option<Arc<str>>,
+    /// `security::admit`: the request URI with credentials cut out, for the access log.
+    pub redacted_uri: Option<Uri>,
+    /// `security::admit`: the query to forward when a credential was cut out of it
+    /// (empty: none is left).
+    pub forward_query: Option<String>,
+    /// `security::admit`: the CORS headers an allowed cross-origin request's answer gets.
+    pub cors: Option<super::security::cors::CorsReply>,
+    /// `security::admit`: the request named an `Origin` on a CORS route (`Vary: Origin`).
+    pub cors_vary: bool,
+    /// `security::admit`: the authorization rule that denied the request, when one did.
+    pub denied_by: Option<Arc<str>>,
     /// `ratelimit::admit`: the rate-limit verdict, when the rule is limited; its
     /// `RateLimit-*` headers go on every answer.
     pub rate: Option<Decision>,
@@ -177,7 +208,7 @@ mod tests {
         }
         let mut req = req.body(()).unwrap();
         let conn = ConnInfo { peer: "127.0.0.1:1000".parse().unwrap(), https: false, local_port: 80, slot: None };
-        let d = Downstream::new(&mut req, conn);
+        let d = Downstream::new(&mut req, conn, &TrustedProxies::default());
         (req, d)
     }
 

@@ -36,6 +36,45 @@ pub enum ProxyError {
     NoHealthyEndpoint { upstream: String },
     #[error("rate limit of route `{route}` exceeded; retry in {retry_after_secs}s")]
     RateLimited { route: Arc<str>, retry_after_secs: u64 },
+    /// A security policy refused the request; `challenge` is the `WWW-Authenticate` of a 401.
+    #[error("{reason}")]
+    Denied { reason: Denial, challenge: Option<HeaderValue> },
+}
+
+/// Why a security policy refused a request. The messages say what was wrong, never which
+/// part of a credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Denial {
+    #[error("this route requires credentials")]
+    CredentialsMissing,
+    #[error("the credentials are not valid")]
+    CredentialsInvalid,
+    #[error("access to this route is denied")]
+    Forbidden,
+    #[error("this cross-origin request is not allowed")]
+    CorsRefused,
+    #[error("too many credential checks at once; retry shortly")]
+    Overloaded,
+}
+
+impl Denial {
+    pub fn code(self) -> &'static str {
+        match self {
+            Denial::CredentialsMissing => "credentials_missing",
+            Denial::CredentialsInvalid => "credentials_invalid",
+            Denial::Forbidden => "forbidden",
+            Denial::CorsRefused => "cors_refused",
+            Denial::Overloaded => "auth_overloaded",
+        }
+    }
+
+    pub fn status(self) -> StatusCode {
+        match self {
+            Denial::CredentialsMissing | Denial::CredentialsInvalid => StatusCode::UNAUTHORIZED,
+            Denial::Forbidden | Denial::CorsRefused => StatusCode::FORBIDDEN,
+            Denial::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
 }
 
 impl ProxyError {
@@ -53,6 +92,7 @@ impl ProxyError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ProxyError::Denied { reason, .. } => reason.status(),
         }
     }
 
@@ -72,6 +112,7 @@ impl ProxyError {
             ProxyError::Overloaded { .. } => "upstream_overloaded",
             ProxyError::NoHealthyEndpoint { .. } => "no_healthy_endpoint",
             ProxyError::RateLimited { .. } => "rate_limited",
+            ProxyError::Denied { reason, .. } => reason.code(),
         }
     }
 
@@ -103,6 +144,12 @@ impl ProxyError {
         match &self {
             ProxyError::CircuitOpen { retry_after_secs, .. } | ProxyError::RateLimited { retry_after_secs, .. } => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            ProxyError::Denied { challenge: Some(c), .. } => {
+                h.insert(header::WWW_AUTHENTICATE, c.clone());
+            }
+            ProxyError::Denied { reason: Denial::Overloaded, .. } => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from(1));
             }
             _ => {}
         }

@@ -51,19 +51,38 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 
 /// `X-Forwarded-For` (appended), `X-Forwarded-Proto` and `X-Forwarded-Host` (replaced),
 /// and `Via` (appended).
-pub fn add_proxy_headers(headers: &mut HeaderMap, client: IpAddr, https: bool, host: &str, version: http::Version) {
+/// `peer` sent the request (the TCP peer, or the PROXY protocol's source); `peer_trusted`
+/// says it is one of `--trusted-proxies`.
+pub fn add_proxy_headers(
+    headers: &mut HeaderMap,
+    peer: IpAddr,
+    peer_trusted: bool,
+    https: bool,
+    host: &str,
+    version: http::Version,
+) {
     static XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
     static XFP: HeaderName = HeaderName::from_static("x-forwarded-proto");
     static XFH: HeaderName = HeaderName::from_static("x-forwarded-host");
-    let ip = client.to_string();
-    let xff = match headers.get(&XFF).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
-        _ => ip,
+    let ip = super::clientip::canonical(peer).to_string();
+    // A trusted proxy's chain is extended with its own address; anyone else's is replaced:
+    // a client's own `X-Forwarded-*` is never passed on as if a proxy had written it.
+    let xff = if peer_trusted {
+        let prev: Vec<&str> = headers.get_all(&XFF).iter().filter_map(|v| v.to_str().ok()).collect();
+        if prev.is_empty() {
+            ip
+        } else {
+            format!("{}, {ip}", prev.join(", "))
+        }
+    } else {
+        ip
     };
     if let Ok(v) = HeaderValue::from_str(&xff) {
         headers.insert(XFF.clone(), v);
     }
-    headers.insert(XFP.clone(), HeaderValue::from_static(if https { "https" } else { "http" }));
+    if !(peer_trusted && headers.contains_key(&XFP)) {
+        headers.insert(XFP.clone(), HeaderValue::from_static(if https { "https" } else { "http" }));
+    }
     // The host that was routed, whatever the client claimed: an upstream building URLs
     // from a client-sent X-Forwarded-Host would let any client pick them.
     match HeaderValue::from_str(host) {

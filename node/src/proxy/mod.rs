@@ -4,7 +4,8 @@
 //!
 //! 1. `route`: the host and path as routing sees them, and the rule that serves them;
 //! 2. `admit`: the cheapest refusals first, before anything is read or sent: the rule's
-//!    redirect (`redirect`), the body limit (`bodylimit`), the rate limit (`ratelimit`);
+//!    redirect (`redirect`), the security policy (CORS, authentication, authorization:
+//!    `security`), the body limit (`bodylimit`), the rate limit (`ratelimit`);
 //! 3. `prepare`: backend choice, hop-by-hop and proxy headers, request filters, the target,
 //!    the body read in full when it may have to be sent again (`prepare`);
 //! 4. `send`: attempts, each through the breaker, an endpoint pick and the call under its
@@ -25,6 +26,7 @@ pub mod balancer;
 pub mod body;
 pub(crate) mod bodylimit;
 pub mod breaker;
+pub mod clientip;
 pub mod clock;
 pub mod connlimit;
 pub(crate) mod context;
@@ -46,6 +48,7 @@ pub(crate) mod retry;
 pub(crate) mod route;
 pub mod router;
 pub mod runtime;
+pub mod security;
 pub mod tls;
 pub(crate) mod upgrade;
 pub mod upstream;
@@ -58,6 +61,7 @@ use hyper::body::Incoming;
 pub use body::{full, RespBody};
 use context::{Answer, Downstream, RequestCtx, Stop};
 pub use context::{ConnInfo, ConnSlot, ProxySettings, X_REQUEST_ID};
+use error::ProxyError;
 use runtime::{Engine, Runtime};
 
 #[derive(Debug)]
@@ -71,7 +75,7 @@ impl Proxy {
     /// response filter and the log.
     pub async fn handle(&self, mut req: Request<Incoming>, conn: ConnInfo) -> Response<RespBody> {
         let rt = self.engine.current();
-        let down = Downstream::new(&mut req, conn);
+        let down = Downstream::new(&mut req, conn, &self.settings.trusted_proxies);
         let mut ctx = RequestCtx::default();
         let answer = match self.process(&rt, &down, &mut ctx, req).await {
             Ok(answer) => answer,
@@ -97,17 +101,24 @@ impl Proxy {
         rt: &Runtime,
         down: &Downstream,
         ctx: &mut RequestCtx,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
     ) -> Result<Answer, Stop> {
         // route: the rule, or 404.
         let route = route::route(rt, down, &req, self.settings.escaped_slashes, ctx)?;
         let rule = route.rule;
-        // admit: a redirect answers at once; then what can be refused from the head alone.
-        // (Authentication and authorization go here, after the redirect.)
+        // admit: a redirect answers at once (it needs no identity); then what can be refused
+        // from the head alone: who the caller is and whether it may call, the declared body
+        // size, the rate limit (which may count per consumer found here).
         redirect::admit(&route, &down.conn)?;
+        security::admit(rule.security.as_deref(), down, down.client, &mut req, ctx).await.inspect_err(|e| {
+            if let Stop::Error(ProxyError::Denied { reason, .. }) = e {
+                metrics::counter!("raftgate_auth_denied_total", "route" => rule.route.to_string(), "reason" => reason.code())
+                    .increment(1);
+            }
+        })?;
         let body_limit = rule.max_body_bytes.unwrap_or(self.settings.max_body_bytes);
         bodylimit::admit(req.headers(), body_limit)?;
-        ratelimit::admit(&route, &req, &down.conn, ctx)?;
+        ratelimit::admit(&route, &req, down.client, ctx)?;
         // prepare: the request as the upstream will see it.
         let mut out = prepare::prepare(&route, down, req, body_limit, &self.settings, ctx).await?;
         // send: attempts and retries against the chosen backend.

@@ -45,7 +45,8 @@ pub async fn prepare(
         ctx.client_upgrade = Some(hyper::upgrade::on(&mut req));
     }
     let (mut parts, body) = req.into_parts();
-    let target = headers_and_target(route, down, &mut parts.headers, parts.version, upgrading)?;
+    let target =
+        headers_and_target(route, down, &mut parts.headers, parts.version, upgrading, ctx.forward_query.as_deref())?;
 
     let may_retry =
         !upgrading && rule.retry.as_ref().is_some_and(|r| r.allow_non_idempotent || retry::idempotent(&parts.method));
@@ -56,13 +57,8 @@ pub async fn prepare(
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-    let limits = AttemptLimits {
-        deadline,
-        per_try,
-        request_timeout: rule.request_timeout,
-        client_ip: down.conn.peer.ip(),
-        body_limit,
-    };
+    let limits =
+        AttemptLimits { deadline, per_try, request_timeout: rule.request_timeout, client_ip: down.client, body_limit };
     let body = if replay && fits_replay_buffer(&body) {
         let upstream = &rule.backends[backend].upstream.spec.name;
         Outbound::Buffered(read_in_full(body, &limits, settings.body_timeout, upstream).await?)
@@ -88,10 +84,11 @@ fn headers_and_target(
     headers: &mut HeaderMap,
     version: Version,
     upgrading: bool,
+    forward_query: Option<&str>,
 ) -> Result<http::uri::PathAndQuery, ProxyError> {
     let filters = &route.rule.filters;
     filters::strip_hop_by_hop(headers, upgrading);
-    filters::add_proxy_headers(headers, down.conn.peer.ip(), down.conn.https, &route.host, version);
+    filters::add_proxy_headers(headers, down.conn.peer.ip(), down.peer_trusted, down.conn.https, &route.host, version);
     let new_path = filters.request(headers, &route.path, route.path_kind, route.matched_path);
     if let Some(h) = &filters.rewrite_host {
         headers.insert(header::HOST, h.clone());
@@ -103,7 +100,11 @@ fn headers_and_target(
         }
     }
     let target_path = new_path.as_deref().unwrap_or(&route.path);
-    let pq = match route.query {
+    let query = match forward_query {
+        Some(q) => (!q.is_empty()).then_some(q),
+        None => route.query,
+    };
+    let pq = match query {
         Some(q) => format!("{target_path}?{q}"),
         None => target_path.to_string(),
     };

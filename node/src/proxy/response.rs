@@ -11,6 +11,7 @@ use super::body::RespBody;
 use super::context::{Answer, Downstream, RequestCtx, X_REQUEST_ID};
 use super::filters;
 use super::ratelimit;
+use super::security;
 
 pub fn filter(down: &Downstream, ctx: &RequestCtx, answer: Answer) -> Response<RespBody> {
     let mut resp = match answer {
@@ -29,6 +30,9 @@ pub fn filter(down: &Downstream, ctx: &RequestCtx, answer: Answer) -> Response<R
     let h = resp.headers_mut();
     if let Some(d) = &ctx.rate {
         ratelimit::set_headers(h, d);
+    }
+    if ctx.cors_vary {
+        security::cors::set_headers(h, ctx.cors.as_ref(), true);
     }
     h.entry(&X_REQUEST_ID).or_insert_with(|| down.request_id.clone());
     resp

@@ -23,6 +23,7 @@ use super::filters::{header_pairs, RuleFilters};
 use super::prober;
 use super::ratelimit::bucket::RateLimiter;
 use super::router::RouteTable;
+use super::security::policy::Security;
 use super::tls::CertStore;
 use super::upstream::Upstream;
 
@@ -106,6 +107,8 @@ pub struct RuleRuntime {
     pub retry: Option<RetrySpec>,
     pub fallback: Option<Fallback>,
     pub rate_limit: Option<Arc<RateLimiter>>,
+    /// The rule's `SecurityPolicy`, shared with every rule it guards.
+    pub security: Option<Arc<Security>>,
     pub latency: Histogram,
     /// `raftgate_requests_total` for answers the gateway gave before a backend was chosen
     /// (redirects, refusals), by status class; registered by the first such answer, since
@@ -151,13 +154,8 @@ impl RuleRuntime {
     }
 
     /// Compiles rule `ri` of `route` against this config's upstreams and rate limiters.
-    fn compile(
-        route: &RouteSpec,
-        ri: usize,
-        shared: &mut RouteShared,
-        upstreams: &HashMap<String, Arc<Upstream>>,
-        limiters: &HashMap<(Arc<str>, usize), Arc<RateLimiter>>,
-    ) -> Self {
+    fn compile(route: &RouteSpec, ri: usize, shared: &mut RouteShared, built: &Built) -> Self {
+        let (upstreams, limiters) = (&built.upstreams, &built.limiters);
         let rule = &route.rules[ri];
         let name = shared.name.clone();
         let backends: Vec<Backend> = rule
@@ -192,6 +190,7 @@ impl RuleRuntime {
                 }
             }),
             rate_limit: rule.rate_limit.as_ref().and_then(|_| limiters.get(&(name.clone(), ri)).cloned()),
+            security: rule.security.as_ref().and_then(|p| built.security.get(p).cloned()),
             latency: shared.latency.clone(),
             answered_here: OnceLock::new(),
             fallbacks: rule
@@ -275,16 +274,20 @@ impl Runtime {
         origin: ConfigOrigin,
         env: &BuildEnv<'_>,
     ) -> anyhow::Result<Self> {
-        let upstreams = build_upstreams(&snapshot, env)?;
-        let limiters = build_limiters(&snapshot, env);
+        let built = Built {
+            upstreams: build_upstreams(&snapshot, env)?,
+            limiters: build_limiters(&snapshot, env),
+            security: build_security(&snapshot)?,
+        };
         // The table compiles the rules of one route one after the other.
         let mut shared: Option<RouteShared> = None;
         let router = RouteTable::build(&snapshot.routes, |route, ri| {
             let same = shared.as_ref().is_some_and(|s| *s.name == *route.name);
             let s = if same { shared.as_mut() } else { Some(shared.insert(RouteShared::new(route))) };
-            RuleRuntime::compile(route, ri, s.expect("set above"), &upstreams, &limiters)
+            RuleRuntime::compile(route, ri, s.expect("set above"), &built)
         })
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let Built { upstreams, limiters, .. } = built;
         let certs = if env.tls { CertStore::load(&snapshot.certificates) } else { CertStore::default() };
         Ok(Runtime {
             snapshot,
@@ -298,6 +301,27 @@ impl Runtime {
             unrouted: status_counters("", ""),
         })
     }
+}
+
+/// What rules are compiled against.
+struct Built {
+    upstreams: HashMap<String, Arc<Upstream>>,
+    limiters: HashMap<(Arc<str>, usize), Arc<RateLimiter>>,
+    security: HashMap<String, Arc<Security>>,
+}
+
+/// Every security policy, with the key and password files it names read on this node. A
+/// file that cannot be read keeps the node on its previous config (shown in `raftgate
+/// status`) rather than serving the routes open or closed by accident.
+fn build_security(snapshot: &ConfigSnapshot) -> anyhow::Result<HashMap<String, Arc<Security>>> {
+    snapshot
+        .security_policies
+        .iter()
+        .map(|p| {
+            let sec = Security::build(p).map_err(|e| anyhow::anyhow!("security policy `{}`: {e}", p.name))?;
+            Ok((p.name.clone(), Arc::new(sec)))
+        })
+        .collect()
 }
 
 /// Every upstream, reusing each one whose spec did not change (its pool, balancer and

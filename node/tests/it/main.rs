@@ -3,6 +3,7 @@
 
 mod abuse;
 mod badinput;
+mod clientip;
 mod cluster;
 mod features;
 mod gitops;
@@ -13,4 +14,5 @@ mod multinode;
 mod nodes;
 mod protocols;
 mod resilience;
+mod security;
 mod swap;

@@ -13,7 +13,7 @@ use super::ctx::Ctx;
 
 /// Headers a filter may not touch: hop-by-hop and framing headers belong to the proxy, and
 /// the upstream `Host` is changed with `urlRewrite.hostname`.
-const PROTECTED_HEADERS: [&str; 9] = [
+pub(super) const PROTECTED_HEADERS: [&str; 9] = [
     "connection",
     "keep-alive",
     "proxy-connection",

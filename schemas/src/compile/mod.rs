@@ -13,6 +13,7 @@ mod matches;
 mod names;
 mod route;
 mod route_policies;
+mod security;
 mod upstream;
 
 use std::collections::BTreeSet;
@@ -32,6 +33,7 @@ pub(crate) fn compile(res: &Resources, policy: &crate::policy::Policy, diags: &m
     check_unique_names(&res.upstreams, |u| &u.name, "upstream", diags);
     check_unique_names(&res.routes, |r| &r.name, "route", diags);
     check_unique_names(&res.certificates, |c| &c.name, "certificate", diags);
+    check_unique_names(&res.security_policies, |p| &p.name, "security policy", diags);
 
     let upstream_names: BTreeSet<&str> = res.upstreams.iter().map(|u| u.value.name.as_str()).collect();
 
@@ -56,6 +58,23 @@ pub(crate) fn compile(res: &Resources, policy: &crate::policy::Policy, diags: &m
             snapshot.certificates.push(spec);
         }
     }
+    let mut targets = Vec::new();
+    for p in &res.security_policies {
+        let mut d = Ctx { res: p, diags: &mut *diags, failed: false };
+        let (spec, t) = d.security_policy(&p.value, res);
+        targets.push(t);
+        if !d.failed {
+            snapshot.security_policies.push(spec);
+        }
+    }
+    let owners = security::check_policy_targets(&res.security_policies, &targets, diags);
+    for route in &mut snapshot.routes {
+        for (ri, rule) in route.rules.iter_mut().enumerate() {
+            let by_rule = owners.get(&(route.name.clone(), Some(ri)));
+            rule.security = by_rule.or_else(|| owners.get(&(route.name.clone(), None))).cloned();
+        }
+    }
+    security::check_consumer_keys(res, &snapshot, diags);
     check_identical_matches(res, diags);
     check_regex_sets(res, diags);
     check_certificate_overlap(res, diags);
@@ -63,5 +82,6 @@ pub(crate) fn compile(res: &Resources, policy: &crate::policy::Policy, diags: &m
     snapshot.upstreams.sort_by(|a, b| a.name.cmp(&b.name));
     snapshot.routes.sort_by(|a, b| a.name.cmp(&b.name));
     snapshot.certificates.sort_by(|a, b| a.name.cmp(&b.name));
+    snapshot.security_policies.sort_by(|a, b| a.name.cmp(&b.name));
     snapshot
 }

@@ -132,6 +132,7 @@ impl Ctx<'_, Route> {
             max_request_body_bytes: rule.max_request_body_bytes,
             fallback,
             rate_limit,
+            security: None,
         }
     }
 

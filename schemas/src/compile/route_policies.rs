@@ -76,14 +76,15 @@ impl Ctx<'_, Route> {
         let burst = self.range(&p("burst"), r.burst.unwrap_or(requests.max(1)), 1, 1_000_000_000, "burst");
         let key = match &r.key {
             None => RateLimitKeySpec::ClientIp,
-            Some(k) => match (k.client_ip, &k.header, &k.api_key) {
-                (Some(true), None, None) => RateLimitKeySpec::ClientIp,
-                (None, Some(h), None) => RateLimitKeySpec::Header(self.header_name(&p("key"), h)),
-                (None, None, Some(h)) => RateLimitKeySpec::ApiKey(self.header_name(&p("key"), h)),
+            Some(k) => match (k.client_ip, &k.header, &k.api_key, k.consumer) {
+                (Some(true), None, None, None) => RateLimitKeySpec::ClientIp,
+                (None, Some(h), None, None) => RateLimitKeySpec::Header(self.header_name(&p("key"), h)),
+                (None, None, Some(h), None) => RateLimitKeySpec::ApiKey(self.header_name(&p("key"), h)),
+                (None, None, None, Some(true)) => RateLimitKeySpec::Consumer,
                 _ => {
                     self.err(
                         &p("key"),
-                        "a rate-limit key is exactly one of `clientIP: true`, `header: NAME` or `apiKey: NAME`",
+                        "a rate-limit key is exactly one of `clientIP: true`, `header: NAME`, `apiKey: NAME` or `consumer: true`",
                         None,
                     );
                     RateLimitKeySpec::ClientIp

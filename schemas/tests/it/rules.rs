@@ -265,6 +265,51 @@ const CASES: &[Case] = &[
         "kind: Route\nname: a\nrules: [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]\n",
         &[(3, 39, "nested more than 32 levels deep")],
     ),
+    (
+        "security policy naming a missing route and rule",
+        "kind: Route\nname: api\nrules:\n  - name: reads\n    backendRefs: [{ upstream: users }]\n---\nkind: SecurityPolicy\nname: p\ntargetRefs:\n  - { kind: Route, name: apj }\n  - { name: api, sectionName: writes }\ncors: { allowOrigins: [\"*\"] }\n",
+        &[(10, 26, "unknown route `apj`"), (11, 31, "route `api` has no rule named `writes`")],
+    ),
+    (
+        "security policy with a malformed CIDR",
+        "kind: Route\nname: api\nrules:\n  - name: reads\n    backendRefs: [{ upstream: users }]\n---\nkind: SecurityPolicy\nname: p\ntargetRefs: [{ name: api }]\nauthorization:\n  rules:\n    - { action: Allow, principal: { clientCIDRs: [10.0.0.1/8, 10.0.0.0/33] } }\n",
+        &[
+            (12, 51, "`10.0.0.1/8` has host bits set; the block is `10.0.0.0/8`"),
+            (12, 63, "`10.0.0.0/33` is not a CIDR block"),
+        ],
+    ),
+    (
+        "security policy with an unknown authorization action",
+        "kind: Route\nname: api\nrules:\n  - name: reads\n    backendRefs: [{ upstream: users }]\n---\nkind: SecurityPolicy\nname: p\ntargetRefs: [{ name: api }]\nauthorization:\n  rules:\n    - { action: Permit }\n",
+        &[(12, 17, "unknown variant `Permit`, expected `Allow` or `Deny`")],
+    ),
+    (
+        "api keys in clear and passwords that are not bcrypt",
+        "kind: Route\nname: api\nrules:\n  - name: reads\n    backendRefs: [{ upstream: users }]\n---\nkind: SecurityPolicy\nname: p\ntargetRefs: [{ name: api }]\napiKeyAuth:\n  consumers: [{ name: app, sha256: my-secret-key }]\nbasicAuth:\n  forwardUsernameHeader: x-user\n  htpasswd: [\"bob:secret\", \"eve:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\"]\n",
+        &[
+            (11, 36, "not a SHA-256: 64 hex digits are expected"),
+            (14, 14, "the entry of `bob` is not a hash (a password in clear, or crypt()); only bcrypt is accepted"),
+            (14, 28, "the entry of `eve` is a SHA-1 hash; only bcrypt is accepted"),
+        ],
+    ),
+    (
+        "two policies on one route, and a consumer rule without authentication",
+        "kind: Route\nname: api\nrules:\n  - name: reads\n    backendRefs: [{ upstream: users }]\n---\nkind: SecurityPolicy\nname: p\ntargetRefs: [{ name: api }]\ncors: { allowOrigins: [\"https://a.example\"] }\n---\nkind: SecurityPolicy\nname: q\ntargetRefs: [{ name: api }]\nauthorization: { rules: [{ action: Allow, principal: { consumers: [app] } }] }\n",
+        &[
+            (14, 14, "route `api` is already guarded by security policy `p`"),
+            (15, 67, "a consumer condition needs `apiKeyAuth` or `basicAuth` in the same policy"),
+        ],
+    ),
+    (
+        "a rate limit keyed by consumer on an unguarded rule",
+        "kind: Route\nname: api\nrules:\n  - backendRefs: [{ upstream: users }]\n    rateLimit: { requests: 5, key: { consumer: true } }\n",
+        &[(5, 36, "this rate limit is keyed by consumer, but no security policy authenticates this rule")],
+    ),
+    (
+        "a CORS origin with a path",
+        "kind: Route\nname: api\nrules:\n  - name: reads\n    backendRefs: [{ upstream: users }]\n---\nkind: SecurityPolicy\nname: p\ntargetRefs: [{ name: api }]\ncors: { allowOrigins: [\"https://a.example/app\"] }\n",
+        &[(10, 24, "invalid origin `https://a.example/app`: an origin has no path, query or user")],
+    ),
 ];
 
 #[test]

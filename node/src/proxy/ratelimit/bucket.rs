@@ -56,7 +56,7 @@ impl RateLimiter {
     }
 
     /// The bucket key of a request.
-    pub fn key(&self, headers: &HeaderMap, client: IpAddr) -> u64 {
+    pub fn key(&self, headers: &HeaderMap, client: IpAddr, consumer: Option<&str>) -> u64 {
         let ip = || match client {
             IpAddr::V4(a) => keyed_hash(b'i', &a.octets()),
             IpAddr::V6(a) => keyed_hash(b'i', &a.octets()),
@@ -68,6 +68,7 @@ impl RateLimiter {
                 Some(v) if !v.is_empty() => keyed_hash(b'k', v.as_bytes()),
                 _ => ip(),
             },
+            RateLimitKeySpec::Consumer => consumer.map_or_else(ip, |c| keyed_hash(b'c', c.as_bytes())),
         }
     }
 
@@ -197,13 +198,13 @@ mod tests {
         let l = RateLimiter::new("r", &spec, Arc::new(AtomicUsize::new(1)));
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
         let mut h = HeaderMap::new();
-        let anonymous = l.key(&h, ip);
+        let anonymous = l.key(&h, ip, None);
         h.insert("x-api-key", "secret-1".parse().unwrap());
-        let k1 = l.key(&h, ip);
+        let k1 = l.key(&h, ip, None);
         h.insert("x-api-key", "secret-2".parse().unwrap());
-        assert_ne!(k1, l.key(&h, ip));
+        assert_ne!(k1, l.key(&h, ip, None));
         assert_ne!(k1, anonymous);
-        assert_eq!(anonymous, l.key(&HeaderMap::new(), ip));
-        assert_ne!(anonymous, l.key(&HeaderMap::new(), "10.0.0.2".parse().unwrap()));
+        assert_eq!(anonymous, l.key(&HeaderMap::new(), ip, None));
+        assert_ne!(anonymous, l.key(&HeaderMap::new(), "10.0.0.2".parse().unwrap(), None));
     }
 }

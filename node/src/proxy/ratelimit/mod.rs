@@ -6,11 +6,13 @@
 
 pub mod bucket;
 
+use std::net::IpAddr;
+
 use http::{HeaderMap, HeaderName, HeaderValue, Request};
 use hyper::body::Incoming;
 
 use super::clock;
-use super::context::{ConnInfo, RequestCtx};
+use super::context::RequestCtx;
 use super::error::ProxyError;
 use super::route::Routed;
 use bucket::Decision;
@@ -19,11 +21,11 @@ use bucket::Decision;
 pub(crate) fn admit(
     route: &Routed<'_>,
     req: &Request<Incoming>,
-    conn: &ConnInfo,
+    client: IpAddr,
     ctx: &mut RequestCtx,
 ) -> Result<(), ProxyError> {
     let Some(limiter) = &route.rule.rate_limit else { return Ok(()) };
-    let d = limiter.check(limiter.key(req.headers(), conn.peer.ip()), clock::now_ns());
+    let d = limiter.check(limiter.key(req.headers(), client, ctx.consumer.as_deref()), clock::now_ns());
     ctx.rate = Some(d);
     if d.allowed {
         Ok(())
