@@ -5,7 +5,9 @@
 #   proxy-bench.sh start              start backend (:9000), nginx, haproxy and raftgated, pinned
 #   proxy-bench.sh stop               stop everything "start" launched (by recorded pid only)
 #   proxy-bench.sh run  NAME=URL ...  interleaved wrk (or h2load with H2=1) comparison of the targets
-#   proxy-bench.sh all                start; run direct+nginx+haproxy+raftgate (h1, then h2c); stop
+#   proxy-bench.sh all                start; run direct+nginx+haproxy+raftgate (h1, then h2c), then
+#                                     raftgate's open route against its guarded ones (auth); stop
+#   proxy-bench.sh auth               start; only the guarded-route comparison; stop
 #
 # Default ports:  backend 9000 | h1: nginx 8081 haproxy 8082 raftgate 8084 | h2c: 8181 8182 8084
 #
@@ -99,8 +101,14 @@ start_servers() {
     RUNDIR=$RUN/haproxy spawn haproxy "$PROXY_CPU" haproxy -db -f "$CONF/haproxy.cfg"
     [[ -x $RAFTGATED ]] || die "build raftgated first (cargo build --release --workspace)"
     # One worker thread, as nginx and HAProxy get; no access log, as nginx.conf has none.
+    # The benchmark config plus guarded routes (JWT ES256, API key, basic auth) whose
+    # credentials are made fresh for the run.
+    rm -rf "$RUN/raftgate-conf" && mkdir -p "$RUN/raftgate-conf"
+    cp "$CONF/raftgate/"*.yaml "$RUN/raftgate-conf/"
+    python3 "$HERE/auth-setup.py" "$RUN/auth" "$TARGET_DIR/release/raftgate" >"$RUN/auth-headers"
+    cp "$RUN/auth/auth.yaml" "$RUN/raftgate-conf/"
     spawn raftgate "$PROXY_CPU" env ${RG_ENV:-X=1} "$RAFTGATED" --workers 1 --access-log off --log-format text \
-        --http-addr 127.0.0.1:8084 --admin-addr 127.0.0.1:9984 --config-dir "$CONF/raftgate"
+        --http-addr 127.0.0.1:8084 --admin-addr 127.0.0.1:9984 --config-dir "$RUN/raftgate-conf"
     local p; for p in 9000 8081 8082 8084 8181 8182; do wait_port 127.0.0.1:$p; done
     curl -sf http://127.0.0.1:9000/ >/dev/null || die "backend not answering"
     for p in 8081 8082 8084; do curl -sf "http://127.0.0.1:$p/" >/dev/null || die "proxy on :$p not answering"; done
@@ -168,27 +176,32 @@ to_us() { # "123.45us" | "1.2ms" | "2.1s" -> microseconds
         else print "NaN" }'
 }
 
-warmup() { # url  (unmeasured; fills connection pools, caches, Go heap)
+# Request headers by target name (the credentials of guarded routes), from auth-setup.py.
+declare -A HDR=()
+
+warmup() { # url [header]  (unmeasured; fills connection pools, caches, Go heap)
+    local h=(); [[ -n ${2:-} ]] && h=(-H "$2")
     if [[ $H2 == 1 ]]; then
-        (pin "$LOAD_CPU" h2load -t1 -c "$H2_CONNS" -m "$H2_STREAMS" -D "$WARMUP" "$1") >/dev/null 2>&1 || true
+        (pin "$LOAD_CPU" h2load -t1 -c "$H2_CONNS" -m "$H2_STREAMS" -D "$WARMUP" "${h[@]}" "$1") >/dev/null 2>&1 || true
     else
-        (pin "$LOAD_CPU" wrk -t"$THREADS" -c"$CONNS" -d"${WARMUP}s" "$1") >/dev/null 2>&1 || true
+        (pin "$LOAD_CPU" wrk -t"$THREADS" -c"$CONNS" -d"${WARMUP}s" "${h[@]}" "$1") >/dev/null 2>&1 || true
     fi
 }
 
 # one measured run -> "rps p50_us p99_us errors"
-measure() { # url
-    local url=$1 out rps p50 p99 err
+measure() { # url [header]
+    local url=$1 out rps p50 p99 err h=()
+    [[ -n ${2:-} ]] && h=(-H "$2")
     if [[ $H2 == 1 ]]; then
         rm -f "$RUN/h2load.log"          # h2load appends to an existing log file
         out=$(pin "$LOAD_CPU" h2load -t1 -c "$H2_CONNS" -m "$H2_STREAMS" -D "$DURATION" \
-              --log-file="$RUN/h2load.log" "$url" 2>&1) || true
+              --log-file="$RUN/h2load.log" "${h[@]}" "$url" 2>&1) || true
         rps=$(awk '/^finished in/{for(i=1;i<=NF;i++) if($(i+1)=="req/s,"){gsub(",","",$i); print $i}}' <<<"$out")
         err=$(awk '/^requests:/{for(i=1;i<=NF;i++){if($(i+1)=="failed,")f=$i; if($(i+1)=="errored,")e=$i}; print f+e}' <<<"$out")
         read -r p50 p99 < <(cut -f3 "$RUN/h2load.log" | sort -n | awk '{v[NR]=$1} END{
             if(NR==0){print "NaN NaN"; exit} printf "%d %d\n", v[int(NR*0.50)+1], v[int(NR*0.99)+1]}')
     else
-        out=$(pin "$LOAD_CPU" wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --latency "$url" 2>&1) || true
+        out=$(pin "$LOAD_CPU" wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --latency "${h[@]}" "$url" 2>&1) || true
         rps=$(awk '/^Requests\/sec:/{print $2}' <<<"$out")
         p50=$(to_us "$(awk '$1=="50%"{print $2}' <<<"$out")")
         p99=$(to_us "$(awk '$1=="99%"{print $2}' <<<"$out")")
@@ -209,14 +222,15 @@ run_targets() {
         log "${names[$i]}: ${urls[$i]}  server pids: ${pids[$i]:-?}"
     done
     for i in "${!urls[@]}"; do
-        curl -sf $([[ $H2 == 1 ]] && echo --http2-prior-knowledge) -o /dev/null "${urls[$i]}" \
+        local hh=(); [[ -n ${HDR[${names[$i]}]:-} ]] && hh=(-H "${HDR[${names[$i]}]}")
+        curl -sf $([[ $H2 == 1 ]] && echo --http2-prior-knowledge) "${hh[@]}" -o /dev/null "${urls[$i]}" \
             || die "${names[$i]} (${urls[$i]}) does not answer 200"
     done
     mkdir -p "$RESULTS" "$RUN"
     local stamp tool csv
     stamp=$(date +%Y%m%d-%H%M%S)
     if [[ $H2 == 1 ]]; then tool="h2load -t1 -c$H2_CONNS -m$H2_STREAMS"; else tool="wrk -t$THREADS -c$CONNS"; fi
-    csv=$RESULTS/$stamp-$([[ $H2 == 1 ]] && echo h2 || echo h1).csv
+    csv=$RESULTS/$stamp-${KIND:-$([[ $H2 == 1 ]] && echo h2 || echo h1)}.csv
     echo "round,name,url,rps,p50_us,p99_us,errors,srv_cpu_us_per_req,$(seq -s, -f 'cpu%g_busy' 0 $((NCPU-1))),steal_max" >"$csv"
     NOISY=0
     log "# $tool ${DURATION}s x $ROUNDS rounds (+${WARMUP}s warm-up each), load cpu=$LOAD_CPU; csv: $csv"
@@ -225,9 +239,9 @@ run_targets() {
             i=$(((k + r) % n))              # rotate the order every round
             wait_quiet
             local s1 s2 m b t1 t2 rps cpu_us
-            warmup "${urls[$i]}"
+            warmup "${urls[$i]}" "${HDR[${names[$i]}]:-}"
             s1=$(cpu_snap); t1=$(proc_ticks ${pids[$i]})
-            m=$(measure "${urls[$i]}")
+            m=$(measure "${urls[$i]}" "${HDR[${names[$i]}]:-}")
             s2=$(cpu_snap); t2=$(proc_ticks ${pids[$i]})
             b=$(cpu_busy "$s1" "$s2")
             # server CPU time per request (µs) over the measured run
@@ -286,6 +300,17 @@ busy% = median per-CPU busy during the measured runs: the load-generator CPU sho
 PY
 }
 
+# The cost of identity: raftgated's open route against the same route behind a JWT (ES256,
+# verified-token cache), an API key and basic auth (bcrypt cost 10, cached), CPU per request
+# compared within raftgated.
+auth_targets() {
+    local line
+    while IFS= read -r line; do HDR[${line%%=*}]=${line#*=}; done <"$RUN/auth-headers"
+    H2=0 KIND=auth BASE=raftgate run_targets raftgate=http://127.0.0.1:8084/ \
+        raftgate-jwt=http://127.0.0.1:8084/jwt raftgate-key=http://127.0.0.1:8084/key \
+        raftgate-basic=http://127.0.0.1:8084/basic
+}
+
 # ---------------------------------------------------------------- main
 cmd=${1:-}; shift || true
 case $cmd in
@@ -298,6 +323,12 @@ all)
     H2=0 run_targets direct=http://127.0.0.1:9000/ nginx=http://127.0.0.1:8081/ \
         haproxy=http://127.0.0.1:8082/ raftgate=http://127.0.0.1:8084/
     H2=1 run_targets nginx=http://127.0.0.1:8181/ haproxy=http://127.0.0.1:8182/ raftgate=http://127.0.0.1:8084/
+    auth_targets
+    ;;
+auth) # only the guarded routes beside the open one
+    trap stop_servers EXIT INT TERM
+    start_servers
+    auth_targets
     ;;
 *) awk 'NR>1 && /^#/{sub(/^# ?/,""); print; next} NR>1{exit}' "$0"; exit 2 ;;
 esac

@@ -39,7 +39,7 @@ def load(kind):
             "cpu_us_per_request": st.median(f(r["srv_cpu_us_per_req"]) for r in rs),
             "errors": sum(int(f(r["errors"])) for r in rs),
         }
-        for base in ("nginx", "haproxy"):
+        for base in ("nginx", "haproxy", "raftgate"):
             pair = [f(v[n]["rps"]) / f(v[base]["rps"]) for v in rounds.values() if n in v and base in v and f(v[base]["rps"]) > 0]
             if pair and n != base:
                 t[f"paired_rps_ratio_vs_{base}"] = round(st.median(pair), 3)
@@ -57,7 +57,7 @@ for m in re.finditer(r"^(route_lookup|compile_and_swap)/(\d+)\s+time:\s+\[\S+ \S
     crit.setdefault(group, {})[n] = round(float(value) * scale, 1)
 rss = {line.split()[0]: int(line.split()[1]) for line in open(a.rss) if line.strip()}
 
-report = {"stamp": a.stamp, "host": a.host, "h1": load("h1"), "h2c": load("h2"),
+report = {"stamp": a.stamp, "host": a.host, "h1": load("h1"), "h2c": load("h2"), "auth": load("auth"),
           "criterion_ns": crit, "rss_kib_by_routes": rss,
           "layout": "proxy under test and upstream pinned to CPU 0, load generator alone on CPU 1; one worker per proxy"}
 json.dump(report, open(os.path.join(a.results, f"{a.stamp}.json"), "w"), indent=2)
@@ -76,6 +76,18 @@ for kind, title, tool in (("h1", "HTTP/1.1 keep-alive", "wrk -c32"), ("h2c", "h2
                   f"{t.get('cpu_per_request_ratio_vs_nginx', 1.0 if n == 'nginx' else float('nan')):.2f}× | "
                   f"{t.get('p99_ratio_vs_nginx', 1.0 if n == 'nginx' else float('nan')):.2f}× | "
                   f"{t.get('paired_rps_ratio_vs_haproxy', 1.0 if n == 'haproxy' else float('nan')):.2f}× | {t['errors']} |")
+    md.append("")
+r = report["auth"]
+if r:
+    md += [f"## The cost of identity (wrk -c32, {r['rounds']} interleaved rounds, one raftgated)", "",
+           "Each guarded route is the open route behind a `SecurityPolicy`; the same client sends the same valid",
+           "credential on every request (JWT ES256 with the verified-token cache, API key, basic auth with bcrypt",
+           "cost 10 and its cache). Goals (issue #16): JWT ≤ 1.3×, API key ≤ 1.05×, basic auth ≤ 2× the open route's CPU per request.", "",
+           "| route | rps (median) | p99 µs | CPU µs/req | CPU/req vs open | paired rps vs open | errors |", "|---|---|---|---|---|---|---|"]
+    for n, t in r["targets"].items():
+        md.append(f"| {n} | {t['rps_median']:.0f} | {t['p99_us']:.0f} | {t['cpu_us_per_request']:.1f} | "
+                  f"{t.get('cpu_per_request_ratio_vs_raftgate', 1.0 if n == 'raftgate' else float('nan')):.2f}× | "
+                  f"{t.get('paired_rps_ratio_vs_raftgate', 1.0 if n == 'raftgate' else float('nan')):.2f}× | {t['errors']} |")
     md.append("")
 md += ["## Route lookup and compile+swap (criterion, median)", "", "| routes (3 rules each) | lookup | compile + swap |", "|---|---|---|"]
 for n in ("10", "1000", "10000"):

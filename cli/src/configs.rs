@@ -188,6 +188,7 @@ pub fn route_rows(s: &ConfigSnapshot) -> Vec<RouteRow> {
 fn guard_summary(s: &ConfigSnapshot, name: &str) -> String {
     let Some(p) = s.security_policies.iter().find(|p| p.name == name) else { return name.to_string() };
     let checks: Vec<&str> = [
+        (p.jwt.is_some(), "jwt"),
         (p.api_key_auth.is_some(), "apiKey"),
         (p.basic_auth.is_some(), "basic"),
         (p.authorization.is_some(), "authz"),

@@ -18,6 +18,7 @@ mod client;
 mod cluster;
 mod configs;
 mod context;
+mod credentials;
 mod output;
 mod rollout;
 #[cfg(test)]
@@ -96,6 +97,9 @@ enum Command {
     /// Create a cluster CA and node and operator certificates.
     #[command(subcommand)]
     Certs(certs::CertsCommand),
+    /// Make API keys and htpasswd lines for security policies (only hashes go into Git).
+    #[command(subcommand)]
+    Credentials(credentials::CredentialsCommand),
     /// Print a shell completion script: `raftgate completions bash > /etc/bash_completion.d/raftgate`.
     Completions { shell: clap_complete::Shell },
 }
@@ -170,6 +174,15 @@ fn main() -> ExitCode {
             clap_complete::generate(*shell, &mut Cli::command(), "raftgate", &mut std::io::stdout());
             return ExitCode::SUCCESS;
         }
+        Command::Credentials(cmd) => {
+            return match credentials::run(cmd) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("raftgate: {e}");
+                    ExitCode::from(2)
+                }
+            };
+        }
         Command::Certs(cmd) => {
             return match certs::run(cmd) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -234,7 +247,8 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Upstreams { node } => configs::upstreams(&on(node).await?, format).await,
         Command::Config(ConfigCommand::Validate(_) | ConfigCommand::Schema)
         | Command::Completions { .. }
-        | Command::Certs(_) => {
+        | Command::Certs(_)
+        | Command::Credentials(_) => {
             unreachable!("handled before connecting")
         }
     }

@@ -38,8 +38,8 @@ kind_tag!(
 );
 
 mod security;
-pub use security::AuthzAction;
 pub(crate) use security::*;
+pub use security::{AuthzAction, ClaimValueType};
 
 /// Any one resource document. Used to generate the JSON Schema for resource files; the
 /// loader picks the concrete type from `kind` before decoding.
@@ -370,6 +370,10 @@ pub(crate) struct RateLimitKey {
     /// without one are limited per client IP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consumer: Option<bool>,
+    /// One bucket per value of this claim of the request's verified JSON Web Token
+    /// (`sub`, `client_id`); requests without it are limited per client IP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -246,6 +246,8 @@ pub enum RateLimitKeySpec {
     ApiKey(String),
     /// The consumer a `SecurityPolicy` authenticated; client IP without one.
     Consumer,
+    /// A claim of the verified JSON Web Token; client IP without one.
+    Claim(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]

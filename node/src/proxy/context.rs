@@ -136,6 +136,8 @@ pub struct RequestCtx {
     /// `security::admit`: the query to forward when a credential was cut out of it
     /// (empty: none is left).
     pub forward_query: Option<String>,
+    /// `security::admit`: the verified JSON Web Token, when the request carried one.
+    pub jwt: Option<super::security::jwt::Verified>,
     /// `security::admit`: the CORS headers an allowed cross-origin request's answer gets.
     pub cors: Option<super::security::cors::CorsReply>,
     /// `security::admit`: the request named an `Origin` on a CORS route (`Vary: Origin`).

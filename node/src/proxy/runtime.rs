@@ -277,7 +277,7 @@ impl Runtime {
         let built = Built {
             upstreams: build_upstreams(&snapshot, env)?,
             limiters: build_limiters(&snapshot, env),
-            security: build_security(&snapshot)?,
+            security: build_security(&snapshot, env.roots)?,
         };
         // The table compiles the rules of one route one after the other.
         let mut shared: Option<RouteShared> = None;
@@ -313,12 +313,15 @@ struct Built {
 /// Every security policy, with the key and password files it names read on this node. A
 /// file that cannot be read keeps the node on its previous config (shown in `raftgate
 /// status`) rather than serving the routes open or closed by accident.
-fn build_security(snapshot: &ConfigSnapshot) -> anyhow::Result<HashMap<String, Arc<Security>>> {
+fn build_security(
+    snapshot: &ConfigSnapshot,
+    roots: &Arc<rustls::RootCertStore>,
+) -> anyhow::Result<HashMap<String, Arc<Security>>> {
     snapshot
         .security_policies
         .iter()
         .map(|p| {
-            let sec = Security::build(p).map_err(|e| anyhow::anyhow!("security policy `{}`: {e}", p.name))?;
+            let sec = Security::build(p, roots).map_err(|e| anyhow::anyhow!("security policy `{}`: {e}", p.name))?;
             Ok((p.name.clone(), Arc::new(sec)))
         })
         .collect()

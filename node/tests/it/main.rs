@@ -9,6 +9,7 @@ mod features;
 mod gitops;
 mod harness;
 mod hostile;
+mod jwt;
 mod mtls;
 mod multinode;
 mod nodes;

@@ -8,6 +8,7 @@
 mod certificate;
 mod ctx;
 mod filters;
+mod jwt;
 mod limits;
 mod matches;
 mod names;

@@ -76,15 +76,16 @@ impl Ctx<'_, Route> {
         let burst = self.range(&p("burst"), r.burst.unwrap_or(requests.max(1)), 1, 1_000_000_000, "burst");
         let key = match &r.key {
             None => RateLimitKeySpec::ClientIp,
-            Some(k) => match (k.client_ip, &k.header, &k.api_key, k.consumer) {
-                (Some(true), None, None, None) => RateLimitKeySpec::ClientIp,
-                (None, Some(h), None, None) => RateLimitKeySpec::Header(self.header_name(&p("key"), h)),
-                (None, None, Some(h), None) => RateLimitKeySpec::ApiKey(self.header_name(&p("key"), h)),
-                (None, None, None, Some(true)) => RateLimitKeySpec::Consumer,
+            Some(k) => match (k.client_ip, &k.header, &k.api_key, k.consumer, &k.claim) {
+                (Some(true), None, None, None, None) => RateLimitKeySpec::ClientIp,
+                (None, Some(h), None, None, None) => RateLimitKeySpec::Header(self.header_name(&p("key"), h)),
+                (None, None, Some(h), None, None) => RateLimitKeySpec::ApiKey(self.header_name(&p("key"), h)),
+                (None, None, None, Some(true), None) => RateLimitKeySpec::Consumer,
+                (None, None, None, None, Some(c)) if !c.is_empty() => RateLimitKeySpec::Claim(c.clone()),
                 _ => {
                     self.err(
                         &p("key"),
-                        "a rate-limit key is exactly one of `clientIP: true`, `header: NAME`, `apiKey: NAME` or `consumer: true`",
+                        "a rate-limit key is exactly one of `clientIP: true`, `header: NAME`, `apiKey: NAME`, `consumer: true` or `claim: NAME`",
                         None,
                     );
                     RateLimitKeySpec::ClientIp

@@ -12,7 +12,7 @@ use crate::load::{Loaded, Resources};
 use crate::model::{ApiKeyAuth, Authorization, AuthzAction, BasicAuth, Cors, SecurityPolicy};
 use crate::snapshot::{
     parse_htpasswd_line, ApiKeyAuthSpec, ApiKeyConsumerSpec, AuthorizationSpec, AuthzRuleSpec, BasicAuthSpec,
-    ConfigSnapshot, CorsSpec, KeySourceSpec, RateLimitKeySpec, SecurityPolicySpec,
+    ConfigSnapshot, CorsSpec, JwtSpec, KeySourceSpec, RateLimitKeySpec, SecurityPolicySpec,
 };
 use crate::yaml::{at, Seg};
 
@@ -33,11 +33,16 @@ impl Ctx<'_, SecurityPolicy> {
     pub(super) fn security_policy(&mut self, p: &SecurityPolicy, routes: &Resources) -> (SecurityPolicySpec, Targets) {
         self.name(&p.name, "security policy");
         let targets = self.targets(p, routes);
-        if p.cors.is_none() && p.api_key_auth.is_none() && p.basic_auth.is_none() && p.authorization.is_none() {
+        if p.cors.is_none()
+            && p.api_key_auth.is_none()
+            && p.basic_auth.is_none()
+            && p.jwt.is_none()
+            && p.authorization.is_none()
+        {
             self.err(
                 at!["name"],
                 "this security policy sets nothing",
-                Some("add at least one of `cors`, `apiKeyAuth`, `basicAuth`, `authorization`".to_string()),
+                Some("add at least one of `cors`, `jwt`, `apiKeyAuth`, `basicAuth`, `authorization`".to_string()),
             );
         }
         let cors = p.cors.as_ref().map(|c| self.cors(c));
@@ -53,9 +58,10 @@ impl Ctx<'_, SecurityPolicy> {
                 );
             }
         }
-        let authenticates = api_key_auth.is_some() || basic_auth.is_some();
-        let authorization = p.authorization.as_ref().map(|a| self.authorization(a, authenticates));
-        (SecurityPolicySpec { name: p.name.clone(), cors, api_key_auth, basic_auth, authorization }, targets)
+        let jwt = p.jwt.as_ref().map(|j| self.jwt(j));
+        let authenticates = api_key_auth.is_some() || basic_auth.is_some() || jwt.is_some();
+        let authorization = p.authorization.as_ref().map(|a| self.authorization(a, authenticates, jwt.as_ref()));
+        (SecurityPolicySpec { name: p.name.clone(), cors, api_key_auth, basic_auth, authorization, jwt }, targets)
     }
 
     fn targets(&mut self, p: &SecurityPolicy, res: &Resources) -> Targets {
@@ -170,7 +176,7 @@ impl Ctx<'_, SecurityPolicy> {
         out
     }
 
-    fn forward_header(&mut self, path: &[Seg<'_>], name: Option<&String>) -> String {
+    pub(super) fn forward_header(&mut self, path: &[Seg<'_>], name: Option<&String>) -> String {
         let Some(name) = name else { return DEFAULT_CONSUMER_HEADER.to_string() };
         let name = self.header_name(path, name);
         if PROTECTED_HEADERS.contains(&name.as_str()) || name == "authorization" || name == "x-request-id" {
@@ -301,7 +307,7 @@ impl Ctx<'_, SecurityPolicy> {
         BasicAuthSpec { users, htpasswd_file, realm, forward_header }
     }
 
-    fn authorization(&mut self, a: &Authorization, authenticates: bool) -> AuthorizationSpec {
+    fn authorization(&mut self, a: &Authorization, authenticates: bool, jwt: Option<&JwtSpec>) -> AuthorizationSpec {
         if a.rules.len() > MAX_AUTHZ_RULES {
             self.err(at!["authorization", "rules"], format!("more than {MAX_AUTHZ_RULES} rules"), None);
         }
@@ -325,7 +331,7 @@ impl Ctx<'_, SecurityPolicy> {
             if !principal.consumers.is_empty() && !authenticates {
                 self.err(
                     &[&here("principal")[..], at!["consumers"]].concat(),
-                    "a consumer condition needs `apiKeyAuth` or `basicAuth` in the same policy",
+                    "a consumer condition needs `apiKeyAuth`, `basicAuth` or `jwt` in the same policy",
                     Some("without authentication there is never a consumer to match".into()),
                 );
             }
@@ -344,12 +350,23 @@ impl Ctx<'_, SecurityPolicy> {
                 list.sort();
                 list.dedup();
             }
-            rules.push(AuthzRuleSpec { name: r.name.clone(), action: r.action, client_cidrs, consumers, methods });
+            let jwt_rule = principal
+                .jwt
+                .as_ref()
+                .map(|j| self.jwt_principal(&[&here("principal")[..], at!["jwt"]].concat(), j, jwt));
+            rules.push(AuthzRuleSpec {
+                name: r.name.clone(),
+                action: r.action,
+                client_cidrs,
+                consumers,
+                methods,
+                jwt: jwt_rule,
+            });
         }
         AuthorizationSpec { default_action: a.default_action.unwrap_or(AuthzAction::Deny), rules }
     }
 
-    fn absolute_path(&mut self, path: &[Seg<'_>], f: &str) -> String {
+    pub(super) fn absolute_path(&mut self, path: &[Seg<'_>], f: &str) -> String {
         if !f.starts_with('/') {
             self.err(
                 path,
@@ -440,10 +457,21 @@ pub(super) fn check_consumer_keys(res: &Resources, snapshot: &ConfigSnapshot, di
     for route in &snapshot.routes {
         let Some(loaded) = res.routes.iter().find(|r| r.value.name == route.name) else { continue };
         for (ri, rule) in route.rules.iter().enumerate() {
-            if rule.rate_limit.as_ref().map(|r| &r.key) != Some(&RateLimitKeySpec::Consumer) {
+            let key = rule.rate_limit.as_ref().map(|r| &r.key);
+            let policy = rule.security.as_ref().and_then(|n| snapshot.security_policies.iter().find(|p| p.name == *n));
+            if let Some(RateLimitKeySpec::Claim(_)) = key {
+                if policy.is_none_or(|p| p.jwt.is_none()) {
+                    diags.push(loaded.diag(
+                        at!["rules", ri, "rateLimit", "key"],
+                        "this rate limit is keyed by a token claim, but no security policy with `jwt` guards this rule",
+                        Some("target the rule with a SecurityPolicy that has `jwt`".into()),
+                    ));
+                }
                 continue;
             }
-            let policy = rule.security.as_ref().and_then(|n| snapshot.security_policies.iter().find(|p| p.name == *n));
+            if key != Some(&RateLimitKeySpec::Consumer) {
+                continue;
+            }
             if !policy.is_some_and(SecurityPolicySpec::authenticates) {
                 diags.push(loaded.diag(
                     at!["rules", ri, "rateLimit", "key"],

@@ -34,6 +34,9 @@ pub(crate) struct SecurityPolicy {
     /// Require an API key, mapped to a named consumer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key_auth: Option<ApiKeyAuth>,
+    /// Require a JSON Web Token signed by one of the providers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt: Option<Jwt>,
     /// Require HTTP basic authentication against bcrypt htpasswd entries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub basic_auth: Option<BasicAuth>,
@@ -125,6 +128,105 @@ pub(crate) struct ApiKeyConsumer {
     pub sha256: String,
 }
 
+/// JSON Web Token authentication: a token verified by one of the providers passes.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct Jwt {
+    /// At least one.
+    pub providers: Vec<JwtProvider>,
+}
+
+/// Who issues tokens, and where their keys are.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct JwtProvider {
+    /// Names the provider in authorization rules, metrics and logs.
+    pub name: String,
+    /// The `iss` a token must carry. Absent: any issuer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// A token's `aud` must name one of these. Absent: any audience.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub audiences: Vec<String>,
+    /// A JWKS fetched by each node in the background: `https://`, or `http://` to a
+    /// loopback address only.
+    #[serde(default, rename = "remoteJWKS", skip_serializing_if = "Option::is_none")]
+    pub remote_jwks: Option<RemoteJwks>,
+    /// A JWKS file on each node.
+    #[serde(default, rename = "localJWKS", skip_serializing_if = "Option::is_none")]
+    pub local_jwks: Option<LocalJwks>,
+    /// The secret of HS256/384/512 tokens, from a file or the environment of each node;
+    /// never written in the config.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hmac_secret: Option<SecretSource>,
+    /// Where the token is read, in order. Default: `Authorization: Bearer`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extract_from: Option<TokenSources>,
+    /// Claims copied into request headers for the upstream.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub claim_to_headers: Vec<ClaimToHeader>,
+    /// Tolerance for `exp` and `nbf` against this node's clock, at most `5m`. Default: `30s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_skew: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct RemoteJwks {
+    pub uri: String,
+    /// How often the key set is fetched again. Default: `5m`; at least `10s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_duration: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct LocalJwks {
+    /// Absolute path of a JWKS (JSON) file on each node.
+    pub file: String,
+}
+
+/// Exactly one of `file` or `env`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct SecretSource {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct TokenSources {
+    /// Headers, with the text before the token (`Bearer `).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<TokenHeader>,
+    /// Cookie names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cookies: Vec<String>,
+    /// Query parameter names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub params: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct TokenHeader {
+    pub name: String,
+    /// Text before the token, compared without regard to case. Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_prefix: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct ClaimToHeader {
+    pub header: String,
+    /// A claim name; `a.b` reads `b` inside the object claim `a`.
+    pub claim: String,
+}
+
 /// HTTP basic authentication.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -183,9 +285,45 @@ pub(crate) struct Principal {
     /// address). The client is the real one when the node trusts the proxies in front.
     #[serde(default, rename = "clientCIDRs", skip_serializing_if = "Vec::is_empty")]
     pub client_cidrs: Vec<String>,
-    /// The consumer authenticated by `apiKeyAuth` or `basicAuth` is one of these.
+    /// The consumer authenticated by `apiKeyAuth` or `basicAuth` (or a token's `sub`) is
+    /// one of these.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub consumers: Vec<String>,
+    /// The request's JSON Web Token says so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt: Option<JwtPrincipal>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct JwtPrincipal {
+    /// The token came from this provider. Absent: any of the policy's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// Every claim listed must hold one of its values.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub claims: Vec<JwtClaim>,
+    /// Every scope listed must be in the token's `scope` (space-separated) or `scp` claim.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct JwtClaim {
+    /// A claim name; `a.b` reads `b` inside the object claim `a`.
+    pub name: String,
+    /// `String` (default): the claim equals one of `values`. `StringArray`: the claim is a
+    /// list holding at least one of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_type: Option<ClaimValueType>,
+    pub values: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ClaimValueType {
+    String,
+    StringArray,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]

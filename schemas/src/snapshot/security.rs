@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::duration::Duration;
-pub use crate::model::AuthzAction;
+pub use crate::model::{AuthzAction, ClaimValueType};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -14,12 +14,13 @@ pub struct SecurityPolicySpec {
     pub api_key_auth: Option<ApiKeyAuthSpec>,
     pub basic_auth: Option<BasicAuthSpec>,
     pub authorization: Option<AuthorizationSpec>,
+    pub jwt: Option<JwtSpec>,
 }
 
 impl SecurityPolicySpec {
     /// Does a request need credentials to pass?
     pub fn authenticates(&self) -> bool {
-        self.api_key_auth.is_some() || self.basic_auth.is_some()
+        self.api_key_auth.is_some() || self.basic_auth.is_some() || self.jwt.is_some()
     }
 
     /// The request headers that carry the verified identity upstream: whatever a client
@@ -27,7 +28,8 @@ impl SecurityPolicySpec {
     pub fn identity_headers(&self) -> impl Iterator<Item = &str> {
         let a = self.api_key_auth.as_ref().map(|a| a.forward_header.as_str());
         let b = self.basic_auth.as_ref().map(|b| b.forward_header.as_str());
-        a.into_iter().chain(b)
+        let claims = self.jwt.iter().flat_map(|j| j.providers.iter()).flat_map(|p| p.claim_to_headers.iter());
+        a.into_iter().chain(b).chain(claims.map(|(h, _)| h.as_str()))
     }
 }
 
@@ -77,6 +79,53 @@ pub struct ApiKeyConsumerSpec {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+pub struct JwtSpec {
+    /// In the order written: a token is tried against the providers in turn.
+    pub providers: Vec<JwtProviderSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JwtProviderSpec {
+    pub name: String,
+    pub issuer: Option<String>,
+    /// Sorted, unique.
+    pub audiences: Vec<String>,
+    pub remote_jwks: Option<RemoteJwksSpec>,
+    pub local_jwks: Option<String>,
+    pub hmac_secret: Option<SecretSpec>,
+    /// In the order written; never empty.
+    pub extract_from: Vec<TokenSourceSpec>,
+    /// `(lower-cased header, claim)`, in the order written.
+    pub claim_to_headers: Vec<(String, String)>,
+    pub clock_skew: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RemoteJwksSpec {
+    pub uri: String,
+    pub cache_duration: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum SecretSpec {
+    File(String),
+    Env(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum TokenSourceSpec {
+    /// Lower-cased name, and the prefix before the token (may be empty).
+    Header(String, String),
+    Cookie(String),
+    Param(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct BasicAuthSpec {
     /// `(user, bcrypt hash)`, sorted by user.
     pub users: Vec<(String, String)>,
@@ -105,6 +154,26 @@ pub struct AuthzRuleSpec {
     pub consumers: Vec<String>,
     /// Sorted, unique; empty: any method.
     pub methods: Vec<String>,
+    pub jwt: Option<JwtPrincipalSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JwtPrincipalSpec {
+    pub provider: Option<String>,
+    /// In the order written.
+    pub claims: Vec<JwtClaimSpec>,
+    /// Sorted, unique.
+    pub scopes: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JwtClaimSpec {
+    pub name: String,
+    pub value_type: ClaimValueType,
+    /// Sorted, unique.
+    pub values: Vec<String>,
 }
 
 /// bcrypt costs accepted: below 4 the crate refuses, above 12 one check takes over 200 ms

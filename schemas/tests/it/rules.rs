@@ -297,7 +297,7 @@ const CASES: &[Case] = &[
         "kind: Route\nname: api\nrules:\n  - name: reads\n    backendRefs: [{ upstream: users }]\n---\nkind: SecurityPolicy\nname: p\ntargetRefs: [{ name: api }]\ncors: { allowOrigins: [\"https://a.example\"] }\n---\nkind: SecurityPolicy\nname: q\ntargetRefs: [{ name: api }]\nauthorization: { rules: [{ action: Allow, principal: { consumers: [app] } }] }\n",
         &[
             (14, 14, "route `api` is already guarded by security policy `p`"),
-            (15, 67, "a consumer condition needs `apiKeyAuth` or `basicAuth` in the same policy"),
+            (15, 67, "a consumer condition needs `apiKeyAuth`, `basicAuth` or `jwt` in the same policy"),
         ],
     ),
     (
@@ -309,6 +309,30 @@ const CASES: &[Case] = &[
         "a CORS origin with a path",
         "kind: Route\nname: api\nrules:\n  - name: reads\n    backendRefs: [{ upstream: users }]\n---\nkind: SecurityPolicy\nname: p\ntargetRefs: [{ name: api }]\ncors: { allowOrigins: [\"https://a.example/app\"] }\n",
         &[(10, 24, "invalid origin `https://a.example/app`: an origin has no path, query or user")],
+    ),
+    (
+        "a JWT provider fetching keys over plain http, and an unknown provider in a rule",
+        "kind: Route\nname: api\nrules:\n  - name: reads\n    backendRefs: [{ upstream: users }]\n---\nkind: SecurityPolicy\nname: p\ntargetRefs: [{ name: api }]\njwt:\n  providers:\n    - name: idp\n      remoteJWKS: { uri: \"http://idp.example.com/jwks\" }\nauthorization:\n  rules: [{ action: Allow, principal: { jwt: { provider: ipd, claims: [{ name: groups, valueType: StringArray, values: [] }] } } }]\n",
+        &[
+            (13, 26, "`http://idp.example.com/jwks` fetches keys over plain http from another host"),
+            (15, 58, "unknown JWT provider `ipd`"),
+            (15, 120, "no values: the claim could never match"),
+        ],
+    ),
+    (
+        "an unknown claim value type",
+        "kind: Route\nname: api\nrules:\n  - name: reads\n    backendRefs: [{ upstream: users }]\n---\nkind: SecurityPolicy\nname: p\ntargetRefs: [{ name: api }]\njwt: { providers: [{ name: idp, localJWKS: { file: /etc/jwks.json } }] }\nauthorization:\n  rules: [{ action: Allow, principal: { jwt: { claims: [{ name: groups, valueType: Regex, values: [a] }] } } }]\n",
+        &[(12, 84, "unknown variant `Regex`, expected `String` or `StringArray`")],
+    ),
+    (
+        "a provider without keys, and an HMAC secret written in the config",
+        "kind: Route\nname: api\nrules:\n  - name: reads\n    backendRefs: [{ upstream: users }]\n---\nkind: SecurityPolicy\nname: p\ntargetRefs: [{ name: api }]\njwt:\n  providers:\n    - name: a\n    - name: b\n      hmacSecret: { env: my-secret-value }\n",
+        &[(12, 7, "provider `a` has no keys"), (14, 19, "a secret is exactly one of `file: /abs/path` or `env: VARIABLE`")],
+    ),
+    (
+        "a rate limit keyed by a claim on a rule without JWT",
+        "kind: Route\nname: api\nrules:\n  - backendRefs: [{ upstream: users }]\n    rateLimit: { requests: 5, key: { claim: sub } }\n",
+        &[(5, 36, "this rate limit is keyed by a token claim, but no security policy with `jwt` guards this rule")],
     ),
 ];
 

@@ -15,6 +15,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use http::HeaderMap;
+
+use super::super::security::jwt::Verified;
 use schemas::snapshot::{RateLimitKeySpec, RateLimitScope, RateLimitSpec};
 
 /// Requests refused by any rate limit since the node started, for `raftgate status`.
@@ -56,7 +58,7 @@ impl RateLimiter {
     }
 
     /// The bucket key of a request.
-    pub fn key(&self, headers: &HeaderMap, client: IpAddr, consumer: Option<&str>) -> u64 {
+    pub fn key(&self, headers: &HeaderMap, client: IpAddr, consumer: Option<&str>, token: Option<&Verified>) -> u64 {
         let ip = || match client {
             IpAddr::V4(a) => keyed_hash(b'i', &a.octets()),
             IpAddr::V6(a) => keyed_hash(b'i', &a.octets()),
@@ -69,6 +71,11 @@ impl RateLimiter {
                 _ => ip(),
             },
             RateLimitKeySpec::Consumer => consumer.map_or_else(ip, |c| keyed_hash(b'c', c.as_bytes())),
+            RateLimitKeySpec::Claim(name) => match token.and_then(|t| t.claim(name)) {
+                Some(serde_json::Value::String(s)) => keyed_hash(b'j', s.as_bytes()),
+                Some(other) => keyed_hash(b'j', other.to_string().as_bytes()),
+                None => ip(),
+            },
         }
     }
 
@@ -198,13 +205,13 @@ mod tests {
         let l = RateLimiter::new("r", &spec, Arc::new(AtomicUsize::new(1)));
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
         let mut h = HeaderMap::new();
-        let anonymous = l.key(&h, ip, None);
+        let anonymous = l.key(&h, ip, None, None);
         h.insert("x-api-key", "secret-1".parse().unwrap());
-        let k1 = l.key(&h, ip, None);
+        let k1 = l.key(&h, ip, None, None);
         h.insert("x-api-key", "secret-2".parse().unwrap());
-        assert_ne!(k1, l.key(&h, ip, None));
+        assert_ne!(k1, l.key(&h, ip, None, None));
         assert_ne!(k1, anonymous);
-        assert_eq!(anonymous, l.key(&HeaderMap::new(), ip, None));
-        assert_ne!(anonymous, l.key(&HeaderMap::new(), "10.0.0.2".parse().unwrap(), None));
+        assert_eq!(anonymous, l.key(&HeaderMap::new(), ip, None, None));
+        assert_ne!(anonymous, l.key(&HeaderMap::new(), "10.0.0.2".parse().unwrap(), None, None));
     }
 }

@@ -25,7 +25,8 @@ pub(crate) fn admit(
     ctx: &mut RequestCtx,
 ) -> Result<(), ProxyError> {
     let Some(limiter) = &route.rule.rate_limit else { return Ok(()) };
-    let d = limiter.check(limiter.key(req.headers(), client, ctx.consumer.as_deref()), clock::now_ns());
+    let d =
+        limiter.check(limiter.key(req.headers(), client, ctx.consumer.as_deref(), ctx.jwt.as_ref()), clock::now_ns());
     ctx.rate = Some(d);
     if d.allowed {
         Ok(())

@@ -167,7 +167,7 @@ fn query_value(uri: &Uri, name: &str) -> Option<Vec<u8>> {
 }
 
 /// The URI without any `name=` parameter; every other byte of the query stays as sent.
-fn without_query_param(uri: &Uri, name: &str) -> Uri {
+pub(crate) fn without_query_param(uri: &Uri, name: &str) -> Uri {
     let Some(q) = uri.query() else { return uri.clone() };
     let kept: Vec<&str> = q
         .split('&')

@@ -12,6 +12,8 @@ pub mod apikey;
 pub mod authz;
 pub mod basic;
 pub mod cors;
+pub mod jwks;
+pub mod jwt;
 pub mod policy;
 
 use std::net::IpAddr;
@@ -45,7 +47,17 @@ pub(crate) async fn admit<B>(
     for h in &sec.identity_headers {
         req.headers_mut().remove(h);
     }
-    let authenticated = if let Some(keys) = sec.api_keys.as_ref().filter(|k| k.presented(req)) {
+    let authenticated = if let Some(jwt) = sec.jwt.as_ref().filter(|j| j.presented(req)) {
+        let (verified, cut) = jwt.authenticate(req).await.map_err(|d| deny(sec, d))?;
+        if let Some(uri) = cut {
+            ctx.forward_query = Some(uri.query().unwrap_or("").to_string());
+            *req.uri_mut() = uri.clone();
+            ctx.redacted_uri = Some(uri);
+        }
+        ctx.consumer = verified.claim("sub").and_then(|s| s.as_str()).map(std::sync::Arc::from);
+        ctx.jwt = Some(verified);
+        None
+    } else if let Some(keys) = sec.api_keys.as_ref().filter(|k| k.presented(req)) {
         let mut cut = apikey::QueryCut::default();
         let found = keys.authenticate(req, &mut cut);
         (ctx.redacted_uri, ctx.forward_query) = (cut.redacted_uri, cut.forward_query);
@@ -64,7 +76,7 @@ pub(crate) async fn admit<B>(
         ctx.consumer = Some(consumer);
     }
     if let Some(authz) = &sec.authz {
-        if let Some(rule) = authz.denies(client, ctx.consumer.as_deref(), &down.method) {
+        if let Some(rule) = authz.denies(client, ctx.consumer.as_deref(), &down.method, ctx.jwt.as_ref()) {
             ctx.denied_by = rule;
             return Err(deny(sec, Denial::Forbidden).into());
         }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use http::{HeaderName, HeaderValue};
 use schemas::snapshot::SecurityPolicySpec;
 
-use super::{apikey, authz, basic, cors};
+use super::{apikey, authz, basic, cors, jwt};
 
 /// One policy, ready to serve; shared by every rule it guards.
 #[derive(Debug)]
@@ -15,6 +15,7 @@ pub struct Security {
     pub cors: Option<cors::Cors>,
     pub api_keys: Option<apikey::ApiKeys>,
     pub basic: Option<basic::Basic>,
+    pub jwt: Option<jwt::Jwt>,
     pub authz: Option<authz::Authz>,
     /// Headers that carry a verified identity upstream: never taken from the client.
     pub identity_headers: Vec<HeaderName>,
@@ -24,11 +25,16 @@ pub struct Security {
 
 impl Security {
     /// Builds a policy, reading the files it names on this node (key and password files).
-    pub fn build(spec: &SecurityPolicySpec) -> anyhow::Result<Self> {
+    pub fn build(spec: &SecurityPolicySpec, roots: &Arc<rustls::RootCertStore>) -> anyhow::Result<Self> {
         let api_keys = spec.api_key_auth.as_ref().map(|a| apikey::ApiKeys::build(a, &spec.name)).transpose()?;
         let basic = spec.basic_auth.as_ref().map(basic::Basic::build).transpose()?;
-        let challenges: Vec<String> =
-            api_keys.iter().map(|a| a.challenge()).chain(basic.iter().map(|b| b.challenge())).collect();
+        let jwt = spec.jwt.as_ref().map(|j| jwt::Jwt::build(j, roots)).transpose()?;
+        let challenges: Vec<String> = jwt
+            .iter()
+            .map(|j| j.challenge())
+            .chain(api_keys.iter().map(|a| a.challenge()))
+            .chain(basic.iter().map(|b| b.challenge()))
+            .collect();
         let challenge = (!challenges.is_empty())
             .then(|| HeaderValue::from_str(&challenges.join(", ")))
             .transpose()
@@ -38,6 +44,7 @@ impl Security {
             cors: spec.cors.as_ref().map(cors::Cors::new),
             api_keys,
             basic,
+            jwt,
             authz: spec.authorization.as_ref().map(authz::Authz::new),
             identity_headers: spec
                 .identity_headers()
