@@ -191,6 +191,7 @@ fn guard_summary(s: &ConfigSnapshot, name: &str) -> String {
         (p.jwt.is_some(), "jwt"),
         (p.api_key_auth.is_some(), "apiKey"),
         (p.basic_auth.is_some(), "basic"),
+        (p.ext_auth.is_some(), "extAuth"),
         (p.authorization.is_some(), "authz"),
         (p.cors.is_some(), "cors"),
     ]

@@ -39,6 +39,10 @@ pub enum ProxyError {
     /// A security policy refused the request; `challenge` is the `WWW-Authenticate` of a 401.
     #[error("{reason}")]
     Denied { reason: Denial, challenge: Option<HeaderValue> },
+    /// The external authorization service refused the request with `status`; `headers`
+    /// (its `WWW-Authenticate`, `Location`) go to the client.
+    #[error("access denied by the authorization service")]
+    ExtAuthDenied { status: StatusCode, headers: http::HeaderMap },
 }
 
 /// Why a security policy refused a request. The messages say what was wrong, never which
@@ -55,6 +59,8 @@ pub enum Denial {
     CorsRefused,
     #[error("too many credential checks at once; retry shortly")]
     Overloaded,
+    #[error("the authorization service cannot be reached; retry shortly")]
+    ExtAuthUnavailable,
 }
 
 impl Denial {
@@ -65,6 +71,7 @@ impl Denial {
             Denial::Forbidden => "forbidden",
             Denial::CorsRefused => "cors_refused",
             Denial::Overloaded => "auth_overloaded",
+            Denial::ExtAuthUnavailable => "ext_auth_unavailable",
         }
     }
 
@@ -72,7 +79,7 @@ impl Denial {
         match self {
             Denial::CredentialsMissing | Denial::CredentialsInvalid => StatusCode::UNAUTHORIZED,
             Denial::Forbidden | Denial::CorsRefused => StatusCode::FORBIDDEN,
-            Denial::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Denial::Overloaded | Denial::ExtAuthUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -93,6 +100,7 @@ impl ProxyError {
             }
             ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::Denied { reason, .. } => reason.status(),
+            ProxyError::ExtAuthDenied { status, .. } => *status,
         }
     }
 
@@ -113,6 +121,7 @@ impl ProxyError {
             ProxyError::NoHealthyEndpoint { .. } => "no_healthy_endpoint",
             ProxyError::RateLimited { .. } => "rate_limited",
             ProxyError::Denied { reason, .. } => reason.code(),
+            ProxyError::ExtAuthDenied { .. } => "ext_auth_denied",
         }
     }
 
@@ -148,7 +157,12 @@ impl ProxyError {
             ProxyError::Denied { challenge: Some(c), .. } => {
                 h.insert(header::WWW_AUTHENTICATE, c.clone());
             }
-            ProxyError::Denied { reason: Denial::Overloaded, .. } => {
+            ProxyError::ExtAuthDenied { headers, .. } => {
+                for (name, value) in headers {
+                    h.insert(name.clone(), value.clone());
+                }
+            }
+            ProxyError::Denied { reason: Denial::Overloaded | Denial::ExtAuthUnavailable, .. } => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from(1));
             }
             _ => {}

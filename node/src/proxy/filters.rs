@@ -80,6 +80,12 @@ pub fn add_proxy_headers(
     if let Ok(v) = HeaderValue::from_str(&xff) {
         headers.insert(XFF.clone(), v);
     }
+    if !peer_trusted {
+        // Other spellings of the same claims, which an upstream might read instead.
+        static REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+        headers.remove(header::FORWARDED);
+        headers.remove(&REAL_IP);
+    }
     if !(peer_trusted && headers.contains_key(&XFP)) {
         headers.insert(XFP.clone(), HeaderValue::from_static(if https { "https" } else { "http" }));
     }

@@ -110,9 +110,9 @@ impl Proxy {
         // from the head alone: who the caller is and whether it may call, the declared body
         // size, the rate limit (which may count per consumer found here).
         redirect::admit(&route, &down.conn)?;
-        security::admit(rule.security.as_deref(), down, down.client, &mut req, ctx).await.inspect_err(|e| {
-            if let Stop::Error(ProxyError::Denied { reason, .. }) = e {
-                metrics::counter!("raftgate_auth_denied_total", "route" => rule.route.to_string(), "reason" => reason.code())
+        security::admit(rule.security.as_deref(), down, &route.host, &mut req, ctx).await.inspect_err(|e| {
+            if let Stop::Error(e @ (ProxyError::Denied { .. } | ProxyError::ExtAuthDenied { .. })) = e {
+                metrics::counter!("raftgate_auth_denied_total", "route" => rule.route.to_string(), "reason" => e.code())
                     .increment(1);
             }
         })?;

@@ -169,13 +169,16 @@ async fn tokens_are_verified_refused_and_keys_rotate_without_failures() {
     // RS256, ES256 and EdDSA are accepted; claims reach the upstream, the token does not.
     for (signer, sub) in [(&rs, "ada"), (&es, "bob"), (&eddsa, "cy")] {
         let t = signer.token(&claims(sub, json!({"org": {"tenant": "acme"}})));
-        let (s, _, body) = call("GET", "/orders", bearer(t)).await;
+        let mut h = bearer(t);
+        h.push(("x-raftgate-consumer", "admin".into()));
+        let (s, _, body) = call("GET", "/orders", h).await;
         assert_eq!(s, StatusCode::OK, "{:?}: {body}", signer.alg);
         let seen = json(&body);
         assert_eq!(
             (seen["headers"]["x-user"].as_str(), seen["headers"]["x-tenant"].as_str()),
             (Some(sub), Some("acme"))
         );
+        assert_eq!(seen["headers"]["x-raftgate-consumer"], sub, "the token's sub, never the client's claim");
         assert!(seen["headers"].get("authorization").is_none());
     }
     // Refusals, each a 401 with a Bearer challenge.
@@ -200,6 +203,9 @@ async fn tokens_are_verified_refused_and_keys_rotate_without_failures() {
         ("wrong issuer", rs.token(&claims("ada", json!({"iss": "https://evil.test"})))),
         ("wrong audience", es.token(&claims("ada", json!({"aud": "other"})))),
         ("no expiry", eddsa.token(&json!({"iss": "https://idp.test", "aud": "api", "sub": "ada"}))),
+        ("no issuer", eddsa.token(&json!({"aud": "api", "sub": "ada", "exp": now() + 600}))),
+        ("no audience", rs.token(&json!({"iss": "https://idp.test", "sub": "ada", "exp": now() + 600}))),
+        ("an audience of the wrong type", es.token(&claims("ada", json!({"aud": 7})))),
         ("bad signature", bad_sig),
         ("alg none", none),
         ("HS256 keyed with the RSA public key", confused),
@@ -302,7 +308,7 @@ async fn tokens_are_verified_refused_and_keys_rotate_without_failures() {
     let m = get(&format!("http://{}/metrics", gw.admin), &[]).await.2;
     assert!(m.lines().any(|l| l.starts_with("raftgate_jwks_fetches_total{outcome=\"error\"}")), "the outage was seen");
     assert!(
-        m.lines().any(|l| l == r#"raftgate_auth_denied_total{route="orders",reason="credentials_invalid"} 14"#),
+        m.lines().any(|l| l == r#"raftgate_auth_denied_total{route="orders",reason="credentials_invalid"} 17"#),
         "{}",
         m.lines().filter(|l| l.contains("auth_denied")).collect::<Vec<_>>().join("\n")
     );

@@ -209,3 +209,118 @@ async fn a_missing_key_file_keeps_the_previous_config() {
     );
     assert_eq!(get(&gw.url("/keys"), &[]).await.0, StatusCode::OK, "still the previous config");
 }
+
+/// A real HTTP authorization service: allows `Authorization: Bearer good` (naming the user
+/// in `x-auth-user`), answers 401 with a challenge otherwise, and can be made slow.
+async fn auth_service(
+    slow: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) -> std::net::SocketAddr {
+    use std::sync::atomic::Ordering;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let (slow, seen) = (slow.clone(), seen.clone());
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let (slow, seen) = (slow.clone(), seen.clone());
+                    async move {
+                        let h = req.headers();
+                        seen.lock().unwrap().push(format!(
+                            "{} {} fwd-uri={} fwd-method={} fwd-for={} cookie={} other={}",
+                            req.method(),
+                            req.uri(),
+                            h.get("x-forwarded-uri").map_or("", |v| v.to_str().unwrap()),
+                            h.get("x-forwarded-method").map_or("", |v| v.to_str().unwrap()),
+                            h.get("x-forwarded-for").map_or("", |v| v.to_str().unwrap()),
+                            h.contains_key("cookie"),
+                            h.contains_key("x-other"),
+                        ));
+                        if slow.load(Ordering::SeqCst) {
+                            tokio::time::sleep(Duration::from_secs(3)).await;
+                        }
+                        let good = h.get("authorization").is_some_and(|v| v == "Bearer good");
+                        let resp = if good {
+                            http::Response::builder()
+                                .status(200)
+                                .header("x-auth-user", "ada")
+                                .header("x-not-copied", "1")
+                        } else {
+                            http::Response::builder().status(401).header("www-authenticate", "Bearer realm=\"corp\"")
+                        };
+                        Ok::<_, std::convert::Infallible>(
+                            resp.body(http_body_util::Full::new(bytes::Bytes::from("no"))).unwrap(),
+                        )
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_external_authorization_service_decides() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let slow = std::sync::Arc::new(AtomicBool::new(false));
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let authz = auth_service(slow.clone(), seen.clone()).await;
+    let u = Upstream::start("u", Behaviour::Echo).await;
+    let policy = |name: &str, route: &str, extra: &str| {
+        format!(
+            "---\nkind: SecurityPolicy\nname: {name}\ntargetRefs: [{{ name: {route} }}]\nextAuth:\n  http:\n    url: http://{authz}/check\n\
+             \x20   headersToBackend: [x-auth-user]\n  headersToExtAuth: [authorization, cookie]\n  timeout: 1s\n{extra}"
+        )
+    };
+    let cfg = upstreams(&[("u", &u)])
+        + &route("closed", "/closed", "")
+        + &route("open-on-failure", "/lenient", "")
+        + &policy("closed", "closed", "")
+        + &policy("lenient", "open-on-failure", "  failOpen: true\n");
+    let gw = Gateway::start(&[("c.yaml", &cfg)], &[]);
+    let c = client();
+    let call = |path: &'static str, headers: Vec<(&'static str, &'static str)>| {
+        let (c, url) = (c.clone(), gw.url(path));
+        async move { send(&c, "GET", &url, &headers, bytes::Bytes::new()).await }
+    };
+    // Allowed: the named header reaches the upstream, a forged one does not survive.
+    let (s, _, body) = call(
+        "/closed/a?b=1",
+        vec![("authorization", "Bearer good"), ("cookie", "s=1"), ("x-other", "1"), ("x-auth-user", "mallory")],
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let up = json(&body);
+    assert_eq!(up["headers"]["x-auth-user"], "ada");
+    assert!(up["headers"].get("x-not-copied").is_none());
+    let asked = seen.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(
+        asked,
+        "GET /check/closed/a?b=1 fwd-uri=/closed/a?b=1 fwd-method=GET fwd-for=127.0.0.1 cookie=true other=false"
+    );
+    // Denied with the service's status and challenge; a forged identity does not help.
+    let (s, h, body) = call("/closed", vec![("authorization", "Bearer bad"), ("x-auth-user", "ada")]).await;
+    assert_eq!((s, json(&body)["error"].as_str()), (StatusCode::UNAUTHORIZED, Some("ext_auth_denied")));
+    assert_eq!(h["www-authenticate"], "Bearer realm=\"corp\"");
+    // The service is too slow: closed by default (503), open where the policy says so.
+    slow.store(true, Ordering::SeqCst);
+    let started = std::time::Instant::now();
+    let (s, h, body) = call("/closed", vec![("authorization", "Bearer good")]).await;
+    assert_eq!((s, json(&body)["error"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("ext_auth_unavailable")));
+    assert!(h.contains_key("retry-after"));
+    assert!(started.elapsed() < Duration::from_millis(2_500), "the timeout holds: {:?}", started.elapsed());
+    let (s, _, body) = call("/lenient", vec![]).await;
+    assert_eq!(s, StatusCode::OK, "fail open: {body}");
+    let m = metrics(&gw).await;
+    for series in [
+        r#"raftgate_auth_denied_total{route="closed",reason="ext_auth_denied"} 1"#,
+        r#"raftgate_auth_denied_total{route="closed",reason="ext_auth_unavailable"} 1"#,
+    ] {
+        assert!(m.lines().any(|l| l == series), "missing {series}");
+    }
+}

@@ -9,10 +9,10 @@ use ipnet::IpNet;
 use crate::diag::{did_you_mean, Diagnostic};
 use crate::duration::Duration;
 use crate::load::{Loaded, Resources};
-use crate::model::{ApiKeyAuth, Authorization, AuthzAction, BasicAuth, Cors, SecurityPolicy};
+use crate::model::{ApiKeyAuth, Authorization, AuthzAction, BasicAuth, Cors, ExtAuth, SecurityPolicy};
 use crate::snapshot::{
     parse_htpasswd_line, ApiKeyAuthSpec, ApiKeyConsumerSpec, AuthorizationSpec, AuthzRuleSpec, BasicAuthSpec,
-    ConfigSnapshot, CorsSpec, JwtSpec, KeySourceSpec, RateLimitKeySpec, SecurityPolicySpec,
+    ConfigSnapshot, CorsSpec, ExtAuthSpec, JwtSpec, KeySourceSpec, RateLimitKeySpec, SecurityPolicySpec,
 };
 use crate::yaml::{at, Seg};
 
@@ -23,8 +23,7 @@ use super::names::valid_name;
 const MAX_TARGETS: usize = 100;
 const MAX_LIST: usize = 1_000;
 const MAX_AUTHZ_RULES: usize = 256;
-/// The header that carries the authenticated consumer upstream unless a policy names another.
-pub const DEFAULT_CONSUMER_HEADER: &str = "x-raftgate-consumer";
+use crate::snapshot::CONSUMER_HEADER as DEFAULT_CONSUMER_HEADER;
 
 /// A policy's targets: `(route, Some(rule index))` for a rule, `(route, None)` for a route.
 pub(super) type Targets = Vec<(String, Option<usize>)>;
@@ -37,12 +36,16 @@ impl Ctx<'_, SecurityPolicy> {
             && p.api_key_auth.is_none()
             && p.basic_auth.is_none()
             && p.jwt.is_none()
+            && p.ext_auth.is_none()
             && p.authorization.is_none()
         {
             self.err(
                 at!["name"],
                 "this security policy sets nothing",
-                Some("add at least one of `cors`, `jwt`, `apiKeyAuth`, `basicAuth`, `authorization`".to_string()),
+                Some(
+                    "add at least one of `cors`, `jwt`, `apiKeyAuth`, `basicAuth`, `extAuth`, `authorization`"
+                        .to_string(),
+                ),
             );
         }
         let cors = p.cors.as_ref().map(|c| self.cors(c));
@@ -61,7 +64,10 @@ impl Ctx<'_, SecurityPolicy> {
         let jwt = p.jwt.as_ref().map(|j| self.jwt(j));
         let authenticates = api_key_auth.is_some() || basic_auth.is_some() || jwt.is_some();
         let authorization = p.authorization.as_ref().map(|a| self.authorization(a, authenticates, jwt.as_ref()));
-        (SecurityPolicySpec { name: p.name.clone(), cors, api_key_auth, basic_auth, authorization, jwt }, targets)
+        let ext_auth = p.ext_auth.as_ref().map(|e| self.ext_auth(e));
+        let spec =
+            SecurityPolicySpec { name: p.name.clone(), cors, api_key_auth, basic_auth, authorization, jwt, ext_auth };
+        (spec, targets)
     }
 
     fn targets(&mut self, p: &SecurityPolicy, res: &Resources) -> Targets {
@@ -155,6 +161,20 @@ impl Ctx<'_, SecurityPolicy> {
             self.err(&p("maxAge"), format!("maxAge `{max_age}` is longer than a day"), None);
         }
         let allow_credentials = c.allow_credentials.unwrap_or(false);
+        if allow_credentials && c.allow_origins.iter().any(|o| o == "*") {
+            self.err(
+                &p("allowOrigins"),
+                "`*` with `allowCredentials: true` would let every site read answers made with the user's cookies",
+                Some("list the origins that may send credentials".into()),
+            );
+        }
+        if allow_credentials && c.expose_headers.iter().any(|h| h == "*") {
+            self.err(
+                &p("exposeHeaders"),
+                "`*` exposes nothing to a page that sends credentials (the Fetch standard takes it literally)",
+                Some("list the headers to expose".into()),
+            );
+        }
         for list in [&mut allow_origins, &mut allow_methods] {
             list.sort();
             list.dedup();
@@ -364,6 +384,42 @@ impl Ctx<'_, SecurityPolicy> {
             });
         }
         AuthorizationSpec { default_action: a.default_action.unwrap_or(AuthzAction::Deny), rules }
+    }
+
+    fn ext_auth(&mut self, e: &ExtAuth) -> ExtAuthSpec {
+        let p = |f: &'static str| [Seg::Key("extAuth"), Seg::Key(f)];
+        let url_ok = e.http.url.parse::<http::Uri>().ok().is_some_and(|u| {
+            matches!(u.scheme_str(), Some("http" | "https"))
+                && u.host().is_some_and(|h| !h.is_empty())
+                && u.query().is_none()
+        });
+        if !url_ok {
+            self.err(
+                at!["extAuth", "http", "url"],
+                format!("`{}` is not an http:// or https:// URL without a query", e.http.url),
+                Some("for example `http://authz.internal:8080/check`".into()),
+            );
+        }
+        let to_auth = e.headers_to_ext_auth.clone().unwrap_or_else(|| vec!["authorization".into(), "cookie".into()]);
+        let headers_to_ext_auth = self.header_list(&p("headersToExtAuth"), &to_auth);
+        let mut headers_to_backend = Vec::new();
+        for (i, h) in e.http.headers_to_backend.iter().enumerate() {
+            headers_to_backend.push(self.forward_header(at!["extAuth", "http", "headersToBackend", i], Some(h)));
+        }
+        headers_to_backend.sort();
+        headers_to_backend.dedup();
+        let timeout = e.timeout.unwrap_or(Duration::from_millis(2_000));
+        self.positive(&p("timeout"), timeout, "timeout");
+        if timeout.as_millis() > 30_000 {
+            self.err(&p("timeout"), format!("timeout `{timeout}` is over 30s"), None);
+        }
+        ExtAuthSpec {
+            url: e.http.url.clone(),
+            headers_to_ext_auth,
+            headers_to_backend,
+            timeout,
+            fail_open: e.fail_open.unwrap_or(false),
+        }
     }
 
     pub(super) fn absolute_path(&mut self, path: &[Seg<'_>], f: &str) -> String {

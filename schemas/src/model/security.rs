@@ -40,6 +40,9 @@ pub(crate) struct SecurityPolicy {
     /// Require HTTP basic authentication against bcrypt htpasswd entries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub basic_auth: Option<BasicAuth>,
+    /// Ask an external HTTP service whether the request may pass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ext_auth: Option<ExtAuth>,
     /// Allow or deny by client address, consumer and method; first matching rule wins.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authorization: Option<Authorization>,
@@ -225,6 +228,36 @@ pub(crate) struct ClaimToHeader {
     pub header: String,
     /// A claim name; `a.b` reads `b` inside the object claim `a`.
     pub claim: String,
+}
+
+/// External authorization (Envoy Gateway's `extAuth`): the request's method, path, host and
+/// chosen headers go to an HTTP service; a 2xx lets it through, anything else is the answer.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct ExtAuth {
+    pub http: ExtAuthHttp,
+    /// Request headers sent to the service. Default: `[authorization, cookie]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers_to_ext_auth: Option<Vec<String>>,
+    /// How long to wait for the service. Default: `2s`; at most `30s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+    /// Let requests through when the service cannot be asked (down, timed out, a 5xx).
+    /// Default: false (refused with 503).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fail_open: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct ExtAuthHttp {
+    /// `http://` or `https://` URL of the service; the request's path and query are
+    /// appended to its path.
+    pub url: String,
+    /// Headers of the service's 2xx answer copied onto the request for the upstream
+    /// (client-sent copies are removed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers_to_backend: Vec<String>,
 }
 
 /// HTTP basic authentication.

@@ -6,6 +6,10 @@ use serde::{Deserialize, Serialize};
 use crate::duration::Duration;
 pub use crate::model::{AuthzAction, ClaimValueType};
 
+/// The header that carries the authenticated consumer upstream unless a policy names
+/// another (a token's `sub` always goes in it).
+pub const CONSUMER_HEADER: &str = "x-raftgate-consumer";
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SecurityPolicySpec {
@@ -15,6 +19,19 @@ pub struct SecurityPolicySpec {
     pub basic_auth: Option<BasicAuthSpec>,
     pub authorization: Option<AuthorizationSpec>,
     pub jwt: Option<JwtSpec>,
+    pub ext_auth: Option<ExtAuthSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExtAuthSpec {
+    pub url: String,
+    /// Lower-cased, sorted, unique.
+    pub headers_to_ext_auth: Vec<String>,
+    /// Lower-cased, sorted, unique.
+    pub headers_to_backend: Vec<String>,
+    pub timeout: Duration,
+    pub fail_open: bool,
 }
 
 impl SecurityPolicySpec {
@@ -29,7 +46,9 @@ impl SecurityPolicySpec {
         let a = self.api_key_auth.as_ref().map(|a| a.forward_header.as_str());
         let b = self.basic_auth.as_ref().map(|b| b.forward_header.as_str());
         let claims = self.jwt.iter().flat_map(|j| j.providers.iter()).flat_map(|p| p.claim_to_headers.iter());
-        a.into_iter().chain(b).chain(claims.map(|(h, _)| h.as_str()))
+        let ext = self.ext_auth.iter().flat_map(|e| e.headers_to_backend.iter().map(String::as_str));
+        let token = self.jwt.as_ref().map(|_| CONSUMER_HEADER);
+        a.into_iter().chain(b).chain(claims.map(|(h, _)| h.as_str())).chain(ext).chain(token)
     }
 }
 

@@ -24,12 +24,13 @@ const CACHE_ENTRIES: usize = 10_000;
 /// How long a request waits for a free verification slot before getting a 503.
 const QUEUE_WAIT: Duration = Duration::from_secs(1);
 const MAX_FILE_BYTES: u64 = 16 << 20;
-/// A valid cost-5 hash of a random password, for unknown users.
-const DUMMY_HASH: &str = "$2y$05$c4WoMPo3SXsafkva.HHa6uXQZWr7oboPiC2bT/r7q1BB8I2s0BRqC";
 
 #[derive(Debug)]
 pub struct Basic {
     users: HashMap<String, Arc<str>>,
+    /// Checked for unknown users, at the highest cost of the known ones, so that the time
+    /// of an answer does not tell whether a user exists.
+    dummy: Arc<str>,
     realm: String,
     forward: HeaderName,
     /// Salted hash of the `Authorization` value → (user or failure, when it expires).
@@ -58,8 +59,11 @@ impl Basic {
                 users.insert(user, Arc::from(hash.as_str()));
             }
         }
+        let cost = users.values().filter_map(|h| h.split('$').nth(2)?.parse::<u32>().ok()).max().unwrap_or(5);
+        let dummy = bcrypt::hash(fastrand::u64(..).to_string(), cost).map_err(|e| anyhow::anyhow!("bcrypt: {e}"))?;
         Ok(Basic {
             users,
+            dummy: Arc::from(dummy.as_str()),
             realm: spec.realm.clone(),
             forward: HeaderName::from_bytes(spec.forward_header.as_bytes())?,
             cache: quick_cache::sync::Cache::new(CACHE_ENTRIES),
@@ -88,7 +92,7 @@ impl Basic {
         let (user, password) = decode(&value.as_bytes()[6..]).ok_or(Denial::CredentialsInvalid)?;
         let (hash, known) = match self.users.get(&user) {
             Some(h) => (h.clone(), true),
-            None => (Arc::from(DUMMY_HASH), false),
+            None => (self.dummy.clone(), false),
         };
         let ok = verify(password, hash).await? && known;
         let who = ok.then(|| Arc::from(user.as_str()));

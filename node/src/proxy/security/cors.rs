@@ -131,6 +131,7 @@ impl Cors {
         *resp.status_mut() = StatusCode::NO_CONTENT;
         let h: &mut HeaderMap = resp.headers_mut();
         h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+        h.insert(header::VARY, HeaderValue::from_static("Origin"));
         // With credentials a `*` would be taken literally by the browser: name what was asked.
         let methods = match (self.any_method, method) {
             (true, Some(m)) => m.clone(),

@@ -75,6 +75,9 @@ impl KeySet {
 }
 
 fn key_of(jwk: &Jwk) -> Result<Option<Key>, String> {
+    if jwk.common.public_key_use == Some(jsonwebtoken::jwk::PublicKeyUse::Encryption) {
+        return Ok(None);
+    }
     let family: Vec<Algorithm> = match &jwk.algorithm {
         AlgorithmParameters::RSA(_) => {
             vec![
@@ -178,6 +181,11 @@ pub fn shared(uri: &str, every: Duration, roots: &Arc<rustls::RootCertStore>) ->
 }
 
 impl Fetcher {
+    /// Counts the key sets fetched so far.
+    pub fn generation(&self) -> u64 {
+        *self.generation.borrow()
+    }
+
     /// Asks for an early refresh (at most one per `ON_DEMAND_INTERVAL`) and waits up to
     /// `ON_DEMAND_WAIT` for a new key set. True when one arrived.
     pub async fn refresh_now(&self) -> bool {
@@ -195,12 +203,14 @@ impl Fetcher {
     }
 }
 
-type FetchClient = hyper_util::client::legacy::Client<
+/// A client for the gateway's own calls (JWKS fetches, external authorization): TLS with
+/// the node's roots, empty request bodies.
+pub type FetchClient = hyper_util::client::legacy::Client<
     hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
     Empty<Bytes>,
 >;
 
-fn client(roots: &Arc<rustls::RootCertStore>) -> FetchClient {
+pub fn client(roots: &Arc<rustls::RootCertStore>) -> FetchClient {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

@@ -74,7 +74,8 @@ struct Provider {
 #[derive(Debug)]
 pub struct Jwt {
     providers: Vec<Provider>,
-    cache: quick_cache::sync::Cache<[u8; 32], (Verified, Instant)>,
+    /// Salted token hash → (what it says, until when, the key generation that verified it).
+    cache: quick_cache::sync::Cache<[u8; 32], (Verified, Instant, u64)>,
     salt: [u8; 16],
 }
 
@@ -96,16 +97,17 @@ impl Jwt {
         self.providers.iter().any(|p| p.token(req).is_some())
     }
 
-    /// The verified token, the headers its claims fill in, and its consumer (`sub`). A
-    /// token in the query is cut from the URI the log shows (and forwards).
-    pub async fn authenticate<B>(&self, req: &mut Request<B>) -> Result<(Verified, Option<Uri>), Denial> {
+    /// The verified token, with the headers its claims fill in set on the request; and, for
+    /// a token in the query, the URI without it (for the log, whatever the outcome, and to
+    /// forward).
+    pub async fn authenticate<B>(&self, req: &mut Request<B>) -> (Result<Verified, Denial>, Option<Uri>) {
         let mut last = Denial::CredentialsMissing;
+        let mut cut: Option<Uri> = None;
         for p in &self.providers {
             let Some((token, source)) = p.token(req) else { continue };
-            let cut = match source {
-                TokenSourceSpec::Param(name) => Some(super::apikey::without_query_param(req.uri(), name)),
-                _ => None,
-            };
+            if let TokenSourceSpec::Param(name) = source {
+                cut = Some(super::apikey::without_query_param(cut.as_ref().unwrap_or(req.uri()), name));
+            }
             match self.verify(p, &token).await {
                 Ok(v) => {
                     for (h, claim) in &p.claim_headers {
@@ -119,12 +121,12 @@ impl Jwt {
                             req.headers_mut().remove(header::AUTHORIZATION);
                         }
                     }
-                    return Ok((v, cut));
+                    return (Ok(v), cut);
                 }
                 Err(d) => last = d,
             }
         }
-        Err(last)
+        (Err(last), cut)
     }
 
     async fn verify(&self, p: &Provider, token: &str) -> Result<Verified, Denial> {
@@ -138,23 +140,20 @@ impl Jwt {
             .chain_update(token.as_bytes())
             .finalize()
             .into();
-        if let Some((v, until)) = self.cache.get(&hash) {
-            if Instant::now() < until {
+        // An entry is good until the token expires and while the provider's keys are the
+        // ones that verified it: a key withdrawn from the JWKS takes its tokens with it.
+        let generation = p.remote.as_ref().map_or(0, |r| r.generation());
+        if let Some((v, until, g)) = self.cache.get(&hash) {
+            if Instant::now() < until && g == generation {
                 return Ok(v);
             }
         }
         let header = jsonwebtoken::decode_header(token).map_err(|_| Denial::CredentialsInvalid)?;
         let mut key = p.key(&header);
-        if key.is_none()
-            && header.alg != Algorithm::HS256
-            && header.alg != Algorithm::HS384
-            && header.alg != Algorithm::HS512
-        {
+        if key.is_none() && !matches!(header.alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) {
             // An unknown key id may be a rotation the node has not seen yet.
             if let Some(remote) = &p.remote {
-                if remote.refresh_now().await {
-                    self.cache.clear();
-                }
+                remote.refresh_now().await;
                 key = p.key(&header);
             }
         }
@@ -165,7 +164,11 @@ impl Jwt {
         let mut v = Validation::new(header.alg);
         v.leeway = p.skew_secs;
         v.validate_nbf = true;
-        v.set_required_spec_claims(&["exp"]);
+        // A configured issuer or audience must be present, not just right when present.
+        let mut required = vec!["exp"];
+        required.extend(p.issuer.as_ref().map(|_| "iss"));
+        required.extend((!p.audiences.is_empty()).then_some("aud"));
+        v.set_required_spec_claims(&required);
         match &p.issuer {
             Some(iss) => v.set_issuer(&[iss]),
             None => v.iss = None,
@@ -183,7 +186,8 @@ impl Jwt {
         let exp = verified.claim("exp").and_then(Value::as_u64).unwrap_or(0);
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let ttl = Duration::from_secs(exp.saturating_sub(now)).min(CACHE_TTL);
-        self.cache.insert(hash, (verified.clone(), Instant::now() + ttl));
+        let generation = p.remote.as_ref().map_or(0, |r| r.generation());
+        self.cache.insert(hash, (verified.clone(), Instant::now() + ttl, generation));
         Ok(verified)
     }
 }

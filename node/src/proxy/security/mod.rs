@@ -12,11 +12,10 @@ pub mod apikey;
 pub mod authz;
 pub mod basic;
 pub mod cors;
+pub mod extauth;
 pub mod jwks;
 pub mod jwt;
 pub mod policy;
-
-use std::net::IpAddr;
 
 use http::{HeaderValue, Request};
 
@@ -28,7 +27,7 @@ pub use policy::Security;
 pub(crate) async fn admit<B>(
     security: Option<&Security>,
     down: &Downstream,
-    client: IpAddr,
+    host: &str,
     req: &mut Request<B>,
     ctx: &mut RequestCtx,
 ) -> Result<(), Stop> {
@@ -48,15 +47,17 @@ pub(crate) async fn admit<B>(
         req.headers_mut().remove(h);
     }
     let authenticated = if let Some(jwt) = sec.jwt.as_ref().filter(|j| j.presented(req)) {
-        let (verified, cut) = jwt.authenticate(req).await.map_err(|d| deny(sec, d))?;
+        let (verified, cut) = jwt.authenticate(req).await;
         if let Some(uri) = cut {
             ctx.forward_query = Some(uri.query().unwrap_or("").to_string());
             *req.uri_mut() = uri.clone();
             ctx.redacted_uri = Some(uri);
         }
-        ctx.consumer = verified.claim("sub").and_then(|s| s.as_str()).map(std::sync::Arc::from);
+        let verified = verified.map_err(|d| deny(sec, d))?;
+        let consumer: Option<std::sync::Arc<str>> =
+            verified.claim("sub").and_then(|s| s.as_str()).map(std::sync::Arc::from);
         ctx.jwt = Some(verified);
-        None
+        consumer.map(|c| (http::HeaderName::from_static(schemas::snapshot::CONSUMER_HEADER), c))
     } else if let Some(keys) = sec.api_keys.as_ref().filter(|k| k.presented(req)) {
         let mut cut = apikey::QueryCut::default();
         let found = keys.authenticate(req, &mut cut);
@@ -75,8 +76,19 @@ pub(crate) async fn admit<B>(
         }
         ctx.consumer = Some(consumer);
     }
+    if let Some(ext) = &sec.ext_auth {
+        match ext.check(req, host, down.client, down.conn.https).await {
+            extauth::Verdict::Allow(add) => {
+                for (name, value) in add {
+                    req.headers_mut().insert(name, value);
+                }
+            }
+            extauth::Verdict::Deny(status, headers) => return Err(ProxyError::ExtAuthDenied { status, headers }.into()),
+            extauth::Verdict::Unavailable => return Err(deny(sec, Denial::ExtAuthUnavailable).into()),
+        }
+    }
     if let Some(authz) = &sec.authz {
-        if let Some(rule) = authz.denies(client, ctx.consumer.as_deref(), &down.method, ctx.jwt.as_ref()) {
+        if let Some(rule) = authz.denies(down.client, ctx.consumer.as_deref(), &down.method, ctx.jwt.as_ref()) {
             ctx.denied_by = rule;
             return Err(deny(sec, Denial::Forbidden).into());
         }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use http::{HeaderName, HeaderValue};
 use schemas::snapshot::SecurityPolicySpec;
 
-use super::{apikey, authz, basic, cors, jwt};
+use super::{apikey, authz, basic, cors, extauth, jwks, jwt};
 
 /// One policy, ready to serve; shared by every rule it guards.
 #[derive(Debug)]
@@ -16,6 +16,7 @@ pub struct Security {
     pub api_keys: Option<apikey::ApiKeys>,
     pub basic: Option<basic::Basic>,
     pub jwt: Option<jwt::Jwt>,
+    pub ext_auth: Option<extauth::ExtAuth>,
     pub authz: Option<authz::Authz>,
     /// Headers that carry a verified identity upstream: never taken from the client.
     pub identity_headers: Vec<HeaderName>,
@@ -29,6 +30,7 @@ impl Security {
         let api_keys = spec.api_key_auth.as_ref().map(|a| apikey::ApiKeys::build(a, &spec.name)).transpose()?;
         let basic = spec.basic_auth.as_ref().map(basic::Basic::build).transpose()?;
         let jwt = spec.jwt.as_ref().map(|j| jwt::Jwt::build(j, roots)).transpose()?;
+        let ext_auth = spec.ext_auth.as_ref().map(|e| extauth::ExtAuth::build(e, jwks::client(roots))).transpose()?;
         let challenges: Vec<String> = jwt
             .iter()
             .map(|j| j.challenge())
@@ -45,6 +47,7 @@ impl Security {
             api_keys,
             basic,
             jwt,
+            ext_auth,
             authz: spec.authorization.as_ref().map(authz::Authz::new),
             identity_headers: spec
                 .identity_headers()
