@@ -155,6 +155,19 @@ pub(crate) struct UpstreamTls {
     /// Skip certificate verification. Only for testing; never in production.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub insecure_skip_verify: Option<bool>,
+    /// The certificate and key raftgate presents to endpoints that require client
+    /// certificates (mTLS), from files or the environment of each node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_certificate: Option<ClientCertificate>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct ClientCertificate {
+    /// Where each node finds the PEM certificate chain.
+    pub certificate: PemSource,
+    /// Where each node finds the PEM private key.
+    pub private_key: PemSource,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]

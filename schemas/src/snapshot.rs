@@ -127,6 +127,8 @@ pub struct UpstreamTlsSpec {
     pub sni: Option<String>,
     pub ca_file: Option<String>,
     pub insecure_skip_verify: bool,
+    /// `(certificate, private key)` presented to endpoints that ask for one.
+    pub client_certificate: Option<(PemSourceSpec, PemSourceSpec)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -82,6 +82,28 @@ pub fn config_file(path: &str) -> anyhow::Result<Vec<u8>> {
         .map_err(|why| anyhow::anyhow!("cannot read {path}: {why}"))
 }
 
+/// A certificate chain and key from the node (file or environment), for raftgate to present
+/// as a TLS client; checked to belong together.
+pub fn client_identity(
+    cert: &PemSourceSpec,
+    key: &PemSourceSpec,
+) -> anyhow::Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&read_pem(cert)?)
+        .collect::<Result<_, _>>()
+        .map_err(|e| anyhow::anyhow!("bad certificate PEM: {e}"))?;
+    if chain.is_empty() {
+        anyhow::bail!("no certificate in the PEM");
+    }
+    let key =
+        PrivateKeyDer::from_pem_slice(&read_pem(key)?).map_err(|e| anyhow::anyhow!("bad private key PEM: {e}"))?;
+    let provider = rustls::crypto::ring::default_provider();
+    let signing = provider.key_provider.load_private_key(key.clone_key())?;
+    CertifiedKey::new(chain.clone(), signing)
+        .keys_match()
+        .map_err(|e| anyhow::anyhow!("certificate and private key do not match: {e}"))?;
+    Ok((chain, key))
+}
+
 fn load_one(spec: &CertificateSpec) -> anyhow::Result<CertifiedKey> {
     let chain_pem = read_pem(&spec.certificate)?;
     let key_pem = read_pem(&spec.private_key)?;

@@ -84,13 +84,20 @@ impl Upstream {
         http.set_nodelay(true);
         http.set_connect_timeout(Some(spec.connect_timeout.to_std()));
         let (scheme, connector) = match &spec.tls {
-            None => (Scheme::HTTP, https_connector(http, client_tls(tls_roots, false)?, None)),
+            None => (Scheme::HTTP, https_connector(http, client_tls(tls_roots, false, None)?, None)),
             Some(tls) => {
                 let roots = match &tls.ca_file {
                     Some(path) => Arc::new(load_roots(path)?),
                     None => tls_roots.clone(),
                 };
-                let mut cfg = client_tls(&roots, tls.insecure_skip_verify)?;
+                let identity = match &tls.client_certificate {
+                    Some((cert, key)) => Some(
+                        super::tls::client_identity(cert, key)
+                            .map_err(|e| anyhow::anyhow!("upstream `{}`: client certificate: {e}", spec.name))?,
+                    ),
+                    None => None,
+                };
+                let mut cfg = client_tls(&roots, tls.insecure_skip_verify, identity)?;
                 if spec.protocol == UpstreamProtocol::Http2 {
                     cfg.alpn_protocols = vec![b"h2".to_vec()];
                 }
@@ -211,16 +218,26 @@ fn https_connector(
     b.enable_http1().enable_http2().wrap_connector(http)
 }
 
-fn client_tls(roots: &Arc<rustls::RootCertStore>, insecure: bool) -> anyhow::Result<rustls::ClientConfig> {
+/// A certificate chain and its key, presented to upstreams that ask for one.
+type ClientIdentity = (Vec<rustls_pki_types::CertificateDer<'static>>, rustls_pki_types::PrivateKeyDer<'static>);
+
+fn client_tls(
+    roots: &Arc<rustls::RootCertStore>,
+    insecure: bool,
+    identity: Option<ClientIdentity>,
+) -> anyhow::Result<rustls::ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder =
         rustls::ClientConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
-    let cfg = if insecure {
-        builder.dangerous().with_custom_certificate_verifier(Arc::new(NoVerify(provider))).with_no_client_auth()
+    let builder = if insecure {
+        builder.dangerous().with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
     } else {
-        builder.with_root_certificates(roots.clone()).with_no_client_auth()
+        builder.with_root_certificates(roots.clone())
     };
-    Ok(cfg)
+    Ok(match identity {
+        Some((chain, key)) => builder.with_client_auth_cert(chain, key)?,
+        None => builder.with_no_client_auth(),
+    })
 }
 
 pub fn load_roots(path: &str) -> anyhow::Result<rustls::RootCertStore> {

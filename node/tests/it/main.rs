@@ -17,3 +17,4 @@ mod protocols;
 mod resilience;
 mod security;
 mod swap;
+mod upstream_mtls;

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 
 use crate::diag::Diagnostic;
 use crate::load::Resources;
-use crate::model::{Certificate, PemSource};
-use crate::snapshot::{CertificateSpec, PemSourceSpec};
+use crate::model::Certificate;
+use crate::snapshot::CertificateSpec;
 use crate::yaml::at;
 
 use super::ctx::Ctx;
@@ -22,50 +22,9 @@ impl Ctx<'_, Certificate> {
             );
         }
         let hostnames = self.hostnames(&c.hostnames);
-        let certificate = self.pem_source("certificate", &c.certificate);
-        let private_key = self.pem_source("privateKey", &c.private_key);
+        let certificate = self.pem_source(at!["certificate"], &c.certificate);
+        let private_key = self.pem_source(at!["privateKey"], &c.private_key);
         CertificateSpec { name: c.name.clone(), hostnames, certificate, private_key }
-    }
-
-    fn pem_source(&mut self, field: &str, src: &PemSource) -> PemSourceSpec {
-        let looks_like_pem = |s: &Option<String>| s.as_deref().is_some_and(|v| v.contains("-----BEGIN"));
-        if looks_like_pem(&src.file) || looks_like_pem(&src.env) {
-            self.err(
-                at![field],
-                "PEM text is written in the config: keys and certificates never go into Git",
-                Some("put the PEM on each node and reference it with `file: /path` or `env: VARIABLE`".to_string()),
-            );
-            return PemSourceSpec::File(String::new());
-        }
-        match (&src.file, &src.env) {
-            (Some(f), None) => {
-                if !f.starts_with('/') {
-                    self.err(
-                        at![field, "file"],
-                        format!("`{f}` is not an absolute path"),
-                        Some("write the absolute path of the PEM file as it is on every node".to_string()),
-                    );
-                }
-                PemSourceSpec::File(f.clone())
-            }
-            (None, Some(e)) => {
-                let ok = !e.is_empty()
-                    && !e.starts_with(|c: char| c.is_ascii_digit())
-                    && e.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
-                if !ok {
-                    self.err(
-                        at![field, "env"],
-                        format!("`{e}` is not an environment variable name"),
-                        Some("use upper-case letters, digits and `_`, not starting with a digit".to_string()),
-                    );
-                }
-                PemSourceSpec::Env(e.clone())
-            }
-            _ => {
-                self.err(at![field], "give exactly one of `file` or `env`", None);
-                PemSourceSpec::File(String::new())
-            }
-        }
     }
 }
 

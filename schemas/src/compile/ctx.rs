@@ -7,6 +7,8 @@ use std::str::FromStr;
 use crate::diag::{one_line, Diagnostic};
 use crate::duration::Duration;
 use crate::load::Loaded;
+use crate::model::PemSource;
+use crate::snapshot::PemSourceSpec;
 use crate::yaml::{at, Seg};
 
 use super::limits::MAX_HOSTNAMES;
@@ -98,6 +100,48 @@ impl<T> Ctx<'_, T> {
                 format!("invalid regular expression `{pattern}`: {}", one_line(&crate::patterns::reason(&e))),
                 Some("the syntax is that of the Rust regex crate (RE2-like, no look-around or back-references)".into()),
             );
+        }
+    }
+
+    /// A PEM file or environment variable of each node; PEM text in the config is refused.
+    pub(super) fn pem_source(&mut self, field: &[Seg<'_>], src: &PemSource) -> PemSourceSpec {
+        let looks_like_pem = |s: &Option<String>| s.as_deref().is_some_and(|v| v.contains("-----BEGIN"));
+        if looks_like_pem(&src.file) || looks_like_pem(&src.env) {
+            self.err(
+                field,
+                "PEM text is written in the config: keys and certificates never go into Git",
+                Some("put the PEM on each node and reference it with `file: /path` or `env: VARIABLE`".to_string()),
+            );
+            return PemSourceSpec::File(String::new());
+        }
+        match (&src.file, &src.env) {
+            (Some(f), None) => {
+                if !f.starts_with('/') {
+                    self.err(
+                        &[field, at!["file"]].concat(),
+                        format!("`{f}` is not an absolute path"),
+                        Some("write the absolute path of the PEM file as it is on every node".to_string()),
+                    );
+                }
+                PemSourceSpec::File(f.clone())
+            }
+            (None, Some(e)) => {
+                let ok = !e.is_empty()
+                    && !e.starts_with(|c: char| c.is_ascii_digit())
+                    && e.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+                if !ok {
+                    self.err(
+                        &[field, at!["env"]].concat(),
+                        format!("`{e}` is not an environment variable name"),
+                        Some("use upper-case letters, digits and `_`, not starting with a digit".to_string()),
+                    );
+                }
+                PemSourceSpec::Env(e.clone())
+            }
+            _ => {
+                self.err(field, "give exactly one of `file` or `env`", None);
+                PemSourceSpec::File(String::new())
+            }
         }
     }
 }

@@ -97,10 +97,15 @@ impl Ctx<'_, Upstream> {
                     )),
                 );
             }
+            let client_certificate = t.client_certificate.as_ref().map(|c| {
+                let path = |f: &'static str| [Seg::Key("tls"), Seg::Key("clientCertificate"), Seg::Key(f)];
+                (self.pem_source(&path("certificate"), &c.certificate), self.pem_source(&path("privateKey"), &c.private_key))
+            });
             UpstreamTlsSpec {
                 sni,
                 ca_file: t.ca_file.clone(),
                 insecure_skip_verify: t.insecure_skip_verify.unwrap_or(false),
+                client_certificate,
             }
         });
         let hc = u.health_check.as_ref();

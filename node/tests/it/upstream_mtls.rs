@@ -1,0 +1,113 @@
+//! raftgated as a TLS client with a certificate of its own: nginx with
+//! `ssl_verify_client on` refuses an upstream connection without one and accepts
+//! raftgated's when the upstream's `tls.clientCertificate` names it.
+
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use http::StatusCode;
+
+use crate::harness::*;
+
+struct Nginx {
+    child: Child,
+    _dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn nginx_mtls(server: (&std::path::Path, &std::path::Path), ca: &std::path::Path) -> Nginx {
+    let dir = tempfile::tempdir().unwrap();
+    let port = testkit::free_port();
+    let d = dir.path().display();
+    let conf = format!(
+        "daemon off; master_process off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log;\n\
+         events {{ worker_connections 64; }}\n\
+         http {{\n\
+           client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fcgi;\n\
+           uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi; access_log off;\n\
+           server {{\n\
+             listen 127.0.0.1:{port} ssl;\n\
+             ssl_certificate {}; ssl_certificate_key {};\n\
+             ssl_client_certificate {}; ssl_verify_client on;\n\
+             location / {{ return 200 \"client=$ssl_client_s_dn verify=$ssl_client_verify\\n\"; }}\n\
+           }}\n\
+         }}\n",
+        server.0.display(),
+        server.1.display(),
+        ca.display()
+    );
+    std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
+    let child = Command::new("nginx")
+        .arg("-p")
+        .arg(dir.path())
+        .arg("-c")
+        .arg(dir.path().join("nginx.conf"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("nginx is not installed: run `make deps` (nginx-light)");
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "nginx did not start: {:?}",
+            std::fs::read_to_string(dir.path().join("error.log"))
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Nginx { child, _dir: dir, port }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upstream_that_requires_a_client_certificate_gets_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = trust::gen::Ca::new("upstreams", 1).unwrap();
+    ca.save(dir.path()).unwrap();
+    let server = ca.node(1, &["orders.internal".to_string()], &["127.0.0.1".parse().unwrap()], 1).unwrap();
+    let server_files = server.save(dir.path(), "nginx").unwrap();
+    let gateway = ca.client("raftgate-gateway", 1).unwrap();
+    let (cert, key) = gateway.save(dir.path(), "gateway").unwrap();
+    let ca_pem = dir.path().join("ca.pem");
+    let nginx = nginx_mtls((&server_files.0, &server_files.1), &ca_pem);
+
+    let upstream = |name: &str, client_cert: &str| {
+        format!(
+            "---\nkind: Upstream\nname: {name}\nendpoints: [{{ address: \"127.0.0.1:{}\" }}]\n\
+             tls: {{ sni: orders.internal, caFile: {}{client_cert} }}\n",
+            nginx.port,
+            ca_pem.display()
+        )
+    };
+    let cfg = upstream(
+        "with-cert",
+        &format!(", clientCertificate: {{ certificate: {{ file: {} }}, privateKey: {{ file: {} }} }}", cert.display(), key.display()),
+    ) + &upstream("without-cert", "")
+        + "---\nkind: Route\nname: r\nrules:\n  - matches: [{ path: { value: /with } }]\n    backendRefs: [{ upstream: with-cert }]\n\
+           \x20 - matches: [{ path: { value: /without } }]\n    backendRefs: [{ upstream: without-cert }]\n";
+    let gw = Gateway::start(&[("c.yaml", &cfg)], &[]);
+    let (s, _, body) = get(&gw.url("/with"), &[]).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert!(body.contains("CN=raftgate-gateway") && body.contains("verify=SUCCESS"), "{body}");
+    let (s, _, body) = get(&gw.url("/without"), &[]).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "nginx refuses a connection without a client certificate: {body}");
+    assert!(body.contains("No required SSL certificate was sent"), "{body}");
+
+    // A key that does not belong to the certificate keeps the node on its previous config.
+    let other = ca.client("someone-else", 1).unwrap();
+    let (_, other_key) = other.save(dir.path(), "other").unwrap();
+    let old = gw.config_hash();
+    gw.write("c.yaml", &cfg.replace(&key.display().to_string(), &other_key.display().to_string()));
+    let line = testkit::eventually("the node refuses the mismatched key", Duration::from_secs(10), || {
+        gw.logs().into_iter().find(|l| l.contains("could not be applied"))
+    });
+    assert!(line.contains("do not match"), "{line}");
+    assert_eq!(gw.config_hash(), old);
+    assert_eq!(get(&gw.url("/with"), &[]).await.0, StatusCode::OK, "still serving the previous config");
+}
