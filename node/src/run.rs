@@ -416,8 +416,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(addr) = args.https_addr {
         let l = bind(addr, "https").await?;
         https_addr = Some(l.local_addr()?.to_string());
-        let acceptor = tokio_rustls::TlsAcceptor::from(crate::proxy::tls::server_config(engine.cert_lookup())?);
-        tasks.spawn(server::serve(l, Some(acceptor), proxy.clone(), settings.clone(), stop_rx.clone()));
+        let tls = server::TlsListener {
+            default: crate::proxy::tls::server_config(engine.cert_lookup())?,
+            by_name: Arc::new(engine.mtls_lookup()),
+        };
+        tasks.spawn(server::serve(l, Some(tls), proxy.clone(), settings.clone(), stop_rx.clone()));
     }
     let node = Arc::new(NodeInfo {
         version: env!("CARGO_PKG_VERSION"),

@@ -11,7 +11,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
-use tokio_rustls::TlsAcceptor;
 
 use crate::coarse_timer::CoarseTimer;
 use crate::conn::{Activity, PerIp, Tracked, WriteDeadline};
@@ -88,7 +87,7 @@ fn builder(settings: &ServerSettings) -> auto::Builder<TokioExecutor> {
 /// timeout).
 pub async fn serve(
     listener: TcpListener,
-    tls: Option<TlsAcceptor>,
+    tls: Option<TlsListener>,
     proxy: Arc<Proxy>,
     settings: ServerSettings,
     mut shutdown: watch::Receiver<bool>,
@@ -158,12 +157,14 @@ pub async fn serve(
             // The connection's slots go with every tunnel it hands off, so an upgraded
             // connection counts against the caps until the tunnel ends.
             let slot: crate::proxy::ConnSlot = Arc::new((permit, ip_slot));
-            let conn = ConnInfo { peer, https: tls.is_some(), local_port, slot: Some(slot) };
+            let mut conn = ConnInfo { peer, https: tls.is_some(), local_port, slot: Some(slot), client_cert: None };
             open.increment(1.0);
             match tls {
                 None => drive(&builder, TokioIo::new(stream), proxy, conn, timers, &mut stop).await,
-                Some(acceptor) => match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                Some(tls) => match tokio::time::timeout(handshake_timeout, tls.accept(stream)).await {
                     Ok(Ok(tls_stream)) => {
+                        conn.client_cert =
+                            tls_stream.get_ref().1.peer_certificates().and_then(|c| client_cert_header(c.first()?));
                         drive(&builder, TokioIo::new(tls_stream), proxy, conn, timers, &mut stop).await;
                     }
                     Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
@@ -176,6 +177,44 @@ pub async fn serve(
     // Draining: every permit comes back when its connection ends.
     let all = u32::try_from(settings.max_connections).unwrap_or(u32::MAX);
     let _ = tokio::time::timeout(settings.drain_timeout, limit.acquire_many(all)).await;
+}
+
+/// The TLS side of a proxy listener: the config of the current certificates, or, for a
+/// host name whose certificate verifies client certificates, that certificate's own
+/// config (chosen from the ClientHello's SNI, so each host name can ask for one or not).
+#[derive(Clone)]
+pub struct TlsListener {
+    pub default: Arc<rustls::ServerConfig>,
+    pub by_name: ConfigByName,
+}
+
+/// The server config of a host name, when it has one of its own.
+pub type ConfigByName = Arc<dyn Fn(&str) -> Option<Arc<rustls::ServerConfig>> + Send + Sync>;
+
+impl TlsListener {
+    async fn accept<IO>(&self, io: IO) -> std::io::Result<tokio_rustls::server::TlsStream<IO>>
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let start = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io).await?;
+        let config = start.client_hello().server_name().and_then(|n| (self.by_name)(n));
+        start.into_stream(config.unwrap_or_else(|| self.default.clone())).await
+    }
+}
+
+/// `x-forwarded-client-cert` for a verified client certificate, in Envoy's format:
+/// `Hash=<sha-256 of the DER>;Subject="CN=…";DNS=…` (a SAN per `DNS=`).
+fn client_cert_header(cert: &rustls_pki_types::CertificateDer<'_>) -> Option<http::HeaderValue> {
+    use sha2::{Digest, Sha256};
+    let info = trust::identity::inspect(cert.as_ref(), "")?;
+    let mut v = format!("Hash={}", hex::encode(Sha256::digest(cert.as_ref())));
+    if let Some(cn) = info.common_name.filter(|cn| !cn.contains(['"', ';', ','])) {
+        v += &format!(";Subject=\"CN={cn}\"");
+    }
+    for name in info.names.iter().filter(|n| !n.contains(['"', ';', ','])) {
+        v += &format!(";DNS={name}");
+    }
+    http::HeaderValue::from_str(&v).ok()
 }
 
 /// The client a PROXY protocol header names (the TCP peer for a header that names none),

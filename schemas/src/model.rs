@@ -638,6 +638,21 @@ pub(crate) struct Certificate {
     pub certificate: PemSource,
     /// Where each node finds the PEM private key.
     pub private_key: PemSource,
+    /// Require clients of these host names to present a certificate signed by a CA
+    /// (Gateway API frontend client-certificate validation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_validation: Option<ClientValidation>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct ClientValidation {
+    /// Absolute path of a PEM CA bundle on each node.
+    pub ca_file: String,
+    /// Let clients without a certificate in (their requests carry no client identity);
+    /// a certificate that does not verify is refused either way. Default: false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optional: Option<bool>,
 }
 
 /// Exactly one of `file` or `env`.

@@ -344,6 +344,16 @@ pub struct CertificateSpec {
     pub hostnames: Vec<String>,
     pub certificate: PemSourceSpec,
     pub private_key: PemSourceSpec,
+    /// Clients of these host names present a certificate from this CA.
+    pub client_validation: Option<ClientValidationSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientValidationSpec {
+    pub ca_file: String,
+    /// A client without a certificate is let in (one with a bad certificate never is).
+    pub optional: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -58,6 +58,9 @@ pub struct ConnInfo {
     /// The listener's port, for redirects that keep it.
     pub local_port: u16,
     pub slot: Option<ConnSlot>,
+    /// The client certificate the TLS handshake verified, as `x-forwarded-client-cert`
+    /// shows it to upstreams.
+    pub client_cert: Option<HeaderValue>,
 }
 
 impl std::fmt::Debug for ConnInfo {
@@ -209,7 +212,13 @@ mod tests {
             req = req.header("x-request-id", id);
         }
         let mut req = req.body(()).unwrap();
-        let conn = ConnInfo { peer: "127.0.0.1:1000".parse().unwrap(), https: false, local_port: 80, slot: None };
+        let conn = ConnInfo {
+            peer: "127.0.0.1:1000".parse().unwrap(),
+            https: false,
+            local_port: 80,
+            slot: None,
+            client_cert: None,
+        };
         let d = Downstream::new(&mut req, conn, &TrustedProxies::default());
         (req, d)
     }

@@ -89,6 +89,12 @@ fn headers_and_target(
     let filters = &route.rule.filters;
     filters::strip_hop_by_hop(headers, upgrading);
     filters::add_proxy_headers(headers, down.conn.peer.ip(), down.peer_trusted, down.conn.https, &route.host, version);
+    // The client certificate this node verified, never one a client claims to have.
+    static XFCC: http::HeaderName = http::HeaderName::from_static("x-forwarded-client-cert");
+    match &down.conn.client_cert {
+        Some(v) => headers.insert(XFCC.clone(), v.clone()),
+        None => headers.remove(&XFCC),
+    };
     let new_path = filters.request(headers, &route.path, route.path_kind, route.matched_path);
     if let Some(h) = &filters.rewrite_host {
         headers.insert(header::HOST, h.clone());

@@ -534,6 +534,13 @@ impl Engine {
         move |name| current.load().certs.get(name)
     }
 
+    /// The server config for a TLS handshake's SNI name when its certificate verifies client
+    /// certificates, from the current config.
+    pub fn mtls_lookup(&self) -> impl Fn(&str) -> Option<Arc<rustls::ServerConfig>> + Send + Sync + 'static {
+        let current = self.current.clone();
+        move |name| current.load().certs.mtls(name)
+    }
+
     /// Sets the gauges that describe live policy state (breaker phase, ejected endpoints);
     /// called before each metrics scrape, as that state changes with time alone.
     pub fn refresh_gauges(&self) {

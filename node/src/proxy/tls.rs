@@ -12,13 +12,16 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use schemas::snapshot::{CertificateSpec, PemSourceSpec};
+use schemas::snapshot::{CertificateSpec, ClientValidationSpec, PemSourceSpec};
 
 /// Certificates by host name: exact names and `*.` wildcards.
 #[derive(Debug, Default)]
 pub struct CertStore {
     exact: HashMap<String, Arc<CertifiedKey>>,
     wildcard: HashMap<String, Arc<CertifiedKey>>,
+    /// The server configs of certificates that verify client certificates, by the same
+    /// keys as `exact` and `wildcard` (`*.` kept on wildcards).
+    mtls: HashMap<String, Arc<rustls::ServerConfig>>,
     /// Names of certificates that could not be loaded on this node, with why.
     pub errors: Vec<String>,
 }
@@ -29,10 +32,17 @@ impl CertStore {
     pub fn load(specs: &[CertificateSpec]) -> Self {
         let mut store = CertStore::default();
         for spec in specs {
-            match load_one(spec) {
-                Ok(key) => {
-                    let key = Arc::new(key);
+            let loaded = load_one(spec).and_then(|key| {
+                let key = Arc::new(key);
+                let mtls = spec.client_validation.as_ref().map(|v| mtls_config(key.clone(), v)).transpose()?;
+                Ok((key, mtls))
+            });
+            match loaded {
+                Ok((key, mtls)) => {
                     for h in &spec.hostnames {
+                        if let Some(cfg) = &mtls {
+                            store.mtls.insert(h.clone(), cfg.clone());
+                        }
                         match h.strip_prefix("*.") {
                             Some(suffix) => store.wildcard.insert(suffix.to_string(), key.clone()),
                             None => store.exact.insert(h.clone(), key.clone()),
@@ -46,6 +56,22 @@ impl CertStore {
             }
         }
         store
+    }
+
+    /// The server config for `sni` when its certificate verifies client certificates.
+    pub fn mtls(&self, sni: &str) -> Option<Arc<rustls::ServerConfig>> {
+        let sni = sni.to_ascii_lowercase();
+        if self.exact.contains_key(&sni) {
+            return self.mtls.get(&sni).cloned();
+        }
+        let mut rest = sni.as_str();
+        while let Some(dot) = rest.find('.') {
+            rest = &rest[dot + 1..];
+            if self.wildcard.contains_key(rest) {
+                return self.mtls.get(&format!("*.{rest}")).cloned();
+            }
+        }
+        None
     }
 
     pub fn get(&self, sni: &str) -> Option<Arc<CertifiedKey>> {
@@ -80,6 +106,22 @@ pub fn config_file(path: &str) -> anyhow::Result<Vec<u8>> {
     use trust::material::{read_bounded, Symlinks, MAX_PEM_BYTES};
     read_bounded(std::path::Path::new(path), MAX_PEM_BYTES, Symlinks::Refuse)
         .map_err(|why| anyhow::anyhow!("cannot read {path}: {why}"))
+}
+
+/// A PEM CA bundle a config names (an upstream's `tls.caFile`, a certificate's
+/// `clientValidation.caFile`).
+pub fn load_roots(path: &str) -> anyhow::Result<rustls::RootCertStore> {
+    use rustls_pki_types::pem::PemObject;
+    let pem = config_file(path)?;
+    let mut store = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|e| anyhow::anyhow!("bad PEM in CA file {path}: {e}"))?;
+        store.add(cert).map_err(|e| anyhow::anyhow!("bad certificate in {path}: {e}"))?;
+    }
+    if store.is_empty() {
+        anyhow::bail!("CA file {path} holds no certificate");
+    }
+    Ok(store)
 }
 
 /// A certificate chain and key from the node (file or environment), for raftgate to present
@@ -135,6 +177,31 @@ impl<F: Fn(&str) -> Option<Arc<CertifiedKey>> + Send + Sync> ResolvesServerCert 
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         (self.0)(hello.server_name()?)
     }
+}
+
+/// Serves one certificate whatever the SNI (the config was picked by SNI already).
+#[derive(Debug)]
+struct Fixed(Arc<CertifiedKey>);
+
+impl ResolvesServerCert for Fixed {
+    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+}
+
+/// The server config of a certificate whose clients must present one from `v.ca_file`.
+fn mtls_config(key: Arc<CertifiedKey>, v: &ClientValidationSpec) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    let roots = Arc::new(load_roots(&v.ca_file)?);
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::server::WebPkiClientVerifier::builder_with_provider(roots, provider.clone());
+    let verifier = if v.optional { builder.allow_unauthenticated().build()? } else { builder.build()? };
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(Arc::new(Fixed(key)));
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    cfg.ignore_client_order = true;
+    Ok(Arc::new(cfg))
 }
 
 /// The server TLS config: TLS 1.2 and 1.3, ALPN h2 and http/1.1, certificates by SNI from

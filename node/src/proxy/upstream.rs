@@ -87,7 +87,7 @@ impl Upstream {
             None => (Scheme::HTTP, https_connector(http, client_tls(tls_roots, false, None)?, None)),
             Some(tls) => {
                 let roots = match &tls.ca_file {
-                    Some(path) => Arc::new(load_roots(path)?),
+                    Some(path) => Arc::new(super::tls::load_roots(path)?),
                     None => tls_roots.clone(),
                 };
                 let identity = match &tls.client_certificate {
@@ -238,20 +238,6 @@ fn client_tls(
         Some((chain, key)) => builder.with_client_auth_cert(chain, key)?,
         None => builder.with_no_client_auth(),
     })
-}
-
-pub fn load_roots(path: &str) -> anyhow::Result<rustls::RootCertStore> {
-    use rustls_pki_types::pem::PemObject;
-    let pem = super::tls::config_file(path)?;
-    let mut store = rustls::RootCertStore::empty();
-    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(&pem) {
-        let cert = cert.map_err(|e| anyhow::anyhow!("bad PEM in CA file {path}: {e}"))?;
-        store.add(cert).map_err(|e| anyhow::anyhow!("bad certificate in {path}: {e}"))?;
-    }
-    if store.is_empty() {
-        anyhow::bail!("CA file {path} holds no certificate");
-    }
-    Ok(store)
 }
 
 /// `insecureSkipVerify: true`: accepts any server certificate. Signatures are still checked

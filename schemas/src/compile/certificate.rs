@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use crate::diag::Diagnostic;
 use crate::load::Resources;
 use crate::model::Certificate;
-use crate::snapshot::CertificateSpec;
+use crate::snapshot::{CertificateSpec, ClientValidationSpec};
 use crate::yaml::at;
 
 use super::ctx::Ctx;
@@ -24,7 +24,17 @@ impl Ctx<'_, Certificate> {
         let hostnames = self.hostnames(&c.hostnames);
         let certificate = self.pem_source(at!["certificate"], &c.certificate);
         let private_key = self.pem_source(at!["privateKey"], &c.private_key);
-        CertificateSpec { name: c.name.clone(), hostnames, certificate, private_key }
+        let client_validation = c.client_validation.as_ref().map(|v| {
+            if !v.ca_file.starts_with('/') {
+                self.err(
+                    at!["clientValidation", "caFile"],
+                    format!("`{}` is not an absolute path", v.ca_file),
+                    Some("write the absolute path of the CA bundle as it is on every node".to_string()),
+                );
+            }
+            ClientValidationSpec { ca_file: v.ca_file.clone(), optional: v.optional.unwrap_or(false) }
+        });
+        CertificateSpec { name: c.name.clone(), hostnames, certificate, private_key, client_validation }
     }
 }
 
