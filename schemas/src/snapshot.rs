@@ -18,7 +18,9 @@ pub use crate::model::{PathMatchType, RateLimitScope, RetryOn, StringMatchType, 
 pub(crate) const SNAPSHOT_FORMAT: u32 = 4;
 
 mod security;
+mod source;
 pub use security::*;
+pub use source::PemSourceSpec;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -354,11 +356,4 @@ pub struct ClientValidationSpec {
     pub ca_file: String,
     /// A client without a certificate is let in (one with a bad certificate never is).
     pub optional: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum PemSourceSpec {
-    File(String),
-    Env(String),
 }

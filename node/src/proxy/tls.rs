@@ -90,7 +90,9 @@ impl CertStore {
     }
 }
 
-fn read_pem(src: &PemSourceSpec) -> anyhow::Result<Vec<u8>> {
+/// The bytes a config names on this node: a file (see `config_file`) or an environment
+/// variable.
+pub(crate) fn read_pem(src: &PemSourceSpec) -> anyhow::Result<Vec<u8>> {
     match src {
         PemSourceSpec::File(path) => config_file(path),
         PemSourceSpec::Env(var) => std::env::var(var)
@@ -106,6 +108,15 @@ pub fn config_file(path: &str) -> anyhow::Result<Vec<u8>> {
     use trust::material::{read_bounded, Symlinks, MAX_PEM_BYTES};
     read_bounded(std::path::Path::new(path), MAX_PEM_BYTES, Symlinks::Refuse)
         .map_err(|why| anyhow::anyhow!("cannot read {path}: {why}"))
+}
+
+/// A text file a config names (key and password lists), read like `config_file` but with
+/// its own size bound.
+pub fn config_text(path: &str, limit: u64) -> anyhow::Result<String> {
+    use trust::material::{read_bounded, Symlinks};
+    let bytes = read_bounded(std::path::Path::new(path), limit, Symlinks::Refuse)
+        .map_err(|why| anyhow::anyhow!("cannot read {path}: {why}"))?;
+    String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("{path}: not UTF-8"))
 }
 
 /// A PEM CA bundle a config names (an upstream's `tls.caFile`, a certificate's

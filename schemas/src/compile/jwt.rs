@@ -4,7 +4,7 @@
 use crate::duration::Duration;
 use crate::model::{ClaimValueType, Jwt, JwtPrincipal, JwtProvider, SecurityPolicy};
 use crate::snapshot::{
-    JwtClaimSpec, JwtPrincipalSpec, JwtProviderSpec, JwtSpec, RemoteJwksSpec, SecretSpec, TokenSourceSpec,
+    JwtClaimSpec, JwtPrincipalSpec, JwtProviderSpec, JwtSpec, PemSourceSpec, RemoteJwksSpec, TokenSourceSpec,
 };
 use crate::yaml::{at, Seg};
 
@@ -113,16 +113,16 @@ impl Ctx<'_, SecurityPolicy> {
             p.local_jwks.as_ref().map(|l| self.absolute_path(&[&here("localJWKS")[..], at!["file"]].concat(), &l.file));
         let hmac_secret = p.hmac_secret.as_ref().map(|s| match (&s.file, &s.env) {
             (Some(f), None) => {
-                SecretSpec::File(self.absolute_path(&[&here("hmacSecret")[..], at!["file"]].concat(), f))
+                PemSourceSpec::File(self.absolute_path(&[&here("hmacSecret")[..], at!["file"]].concat(), f))
             }
-            (None, Some(e)) if valid_env(e) => SecretSpec::Env(e.clone()),
+            (None, Some(e)) if valid_env(e) => PemSourceSpec::Env(e.clone()),
             _ => {
                 self.err(
                     &here("hmacSecret"),
                     "a secret is exactly one of `file: /abs/path` or `env: VARIABLE`",
                     Some("the secret itself never goes into the config".into()),
                 );
-                SecretSpec::Env(String::new())
+                PemSourceSpec::Env(String::new())
             }
         });
         let extract_from = self.token_sources(i, p);

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::source::PemSourceSpec;
 use crate::duration::Duration;
 pub use crate::model::{AuthzAction, ClaimValueType};
 
@@ -112,7 +113,8 @@ pub struct JwtProviderSpec {
     pub audiences: Vec<String>,
     pub remote_jwks: Option<RemoteJwksSpec>,
     pub local_jwks: Option<String>,
-    pub hmac_secret: Option<SecretSpec>,
+    /// A file or environment variable of each node, as a certificate's PEM sources are.
+    pub hmac_secret: Option<PemSourceSpec>,
     /// In the order written; never empty.
     pub extract_from: Vec<TokenSourceSpec>,
     /// `(lower-cased header, claim)`, in the order written.
@@ -125,13 +127,6 @@ pub struct JwtProviderSpec {
 pub struct RemoteJwksSpec {
     pub uri: String,
     pub cache_duration: Duration,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum SecretSpec {
-    File(String),
-    Env(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -43,13 +43,7 @@ impl ApiKeys {
         let mut entries: Vec<(String, String)> =
             spec.consumers.iter().map(|c| (c.name.clone(), c.sha256.clone())).collect();
         if let Some(path) = &spec.consumers_file {
-            let text = trust::material::read_bounded(
-                std::path::Path::new(path),
-                MAX_FILE_BYTES,
-                trust::material::Symlinks::Refuse,
-            )
-            .map_err(|why| anyhow::anyhow!("security policy `{policy}`: cannot read {path}: {why}"))?;
-            let text = String::from_utf8(text).map_err(|_| anyhow::anyhow!("{path}: not UTF-8"))?;
+            let text = super::super::tls::config_text(path, MAX_FILE_BYTES)?;
             entries.extend(parse_consumers_file(&text).map_err(|e| anyhow::anyhow!("{path}: {e}"))?);
         }
         let mut by_prefix = KeyTable::new();

@@ -43,13 +43,7 @@ impl Basic {
         let mut users: HashMap<String, Arc<str>> =
             spec.users.iter().map(|(u, h)| (u.clone(), Arc::from(h.as_str()))).collect();
         if let Some(path) = &spec.htpasswd_file {
-            let text = trust::material::read_bounded(
-                std::path::Path::new(path),
-                MAX_FILE_BYTES,
-                trust::material::Symlinks::Refuse,
-            )
-            .map_err(|why| anyhow::anyhow!("cannot read {path}: {why}"))?;
-            let text = String::from_utf8(text).map_err(|_| anyhow::anyhow!("{path}: not UTF-8"))?;
+            let text = super::super::tls::config_text(path, MAX_FILE_BYTES)?;
             for (n, line) in text.lines().enumerate() {
                 let line = line.trim();
                 if line.is_empty() || line.starts_with('#') {

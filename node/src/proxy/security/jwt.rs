@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use http::{header, HeaderName, HeaderValue, Request, Uri};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use schemas::snapshot::{JwtProviderSpec, JwtSpec, SecretSpec, TokenSourceSpec};
+use schemas::snapshot::{JwtProviderSpec, JwtSpec, TokenSourceSpec};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
@@ -204,12 +204,7 @@ impl Provider {
         };
         let hmac = match &spec.hmac_secret {
             Some(src) => {
-                let secret = match src {
-                    SecretSpec::File(path) => super::super::tls::config_file(path).map_err(|e| what(e.to_string()))?,
-                    SecretSpec::Env(var) => std::env::var(var)
-                        .map(String::into_bytes)
-                        .map_err(|_| what(format!("environment variable {var} is not set")))?,
-                };
+                let secret = super::super::tls::read_pem(src).map_err(|e| what(e.to_string()))?;
                 let secret = secret.trim_ascii_end().to_vec();
                 if secret.len() < MIN_SECRET_BYTES {
                     return Err(what(format!(
