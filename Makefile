@@ -9,9 +9,10 @@ CARGO ?= cargo
 # clients and servers we did not write, for the abuse tests: Python's h2 (HTTP/2 floods)
 # and nginx (the upstream of the smuggling test; its packaged service is not started);
 # HAProxy (a load balancer in front of raftgated speaking the PROXY protocol; its service
-# is not started either); libfaketime to step one node's wall clock.
+# is not started either); libfaketime to step one node's wall clock; headless Chromium,
+# a browser enforcing CORS.
 DEPS := clang libclang-dev protobuf-compiler git pkg-config libssl-dev ca-certificates openssh-client \
-	python3-h2 nginx-light haproxy faketime
+	python3-h2 nginx-light haproxy faketime chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all deps build run test lint fmt bench testbed schema clean fuzz soak chaos tls-check

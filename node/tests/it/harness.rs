@@ -16,6 +16,17 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
+/// Says why a test cannot run here, on stderr and in `$RAFTGATE_SKIP_LOG` (where `make test`
+/// counts it as skipped rather than passed).
+pub fn skip(why: &str) {
+    eprintln!("SKIPPED: {why}");
+    if let Some(log) = std::env::var_os("RAFTGATE_SKIP_LOG") {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().append(true).open(log).unwrap();
+        writeln!(f, "{why}").unwrap();
+    }
+}
+
 /// A running `raftgated`. Killed when dropped.
 pub struct Gateway {
     child: Child,

@@ -157,14 +157,7 @@ async fn endpoints_on_metadata_or_own_listeners_need_the_operators_consent() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_disk_on_one_node_keeps_it_serving_and_it_recovers() {
     if !is_root() {
-        let msg = "hostile::a_full_disk_on_one_node: needs root to mount a tmpfs";
-        eprintln!("SKIPPED: {msg}");
-        if let Some(log) = std::env::var_os("RAFTGATE_SKIP_LOG") {
-            use std::io::Write;
-            let mut f = std::fs::OpenOptions::new().append(true).open(log).unwrap();
-            writeln!(f, "{msg}").unwrap();
-        }
-        return;
+        return skip("hostile::a_full_disk_on_one_node: needs root to mount a tmpfs");
     }
     let mut c = TestCluster::bootstrap(&[]).await;
     c.join(2, 1, false);

@@ -3,6 +3,7 @@
 
 mod abuse;
 mod badinput;
+mod browser;
 mod clientip;
 mod cluster;
 mod features;
