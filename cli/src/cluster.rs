@@ -22,6 +22,11 @@ pub struct StatusView {
     /// The latest commit the cluster refused, until a good one arrives.
     pub refused: Option<RefusalView>,
     pub nodes: Vec<NodeRow>,
+    /// How many certificates the nodes serve and which expires first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub certificates: Option<String>,
+    /// Worth knowing, not (yet) unhealthy: certificates expiring within 14 days.
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -193,7 +198,14 @@ pub fn status_view(s: &ClusterStatus, now: u64) -> StatusView {
         problems.push(format!("node {} serves no config", n.id));
     }
     problems.extend(not_served);
+    let statuses: Vec<(u64, &schemas::admin::NodeStatus)> =
+        s.nodes.iter().filter_map(|n| Some((n.member.as_ref().map_or(0, |m| m.id), n.status.as_ref()?))).collect();
+    let certs = crate::certificates::certificates_view(&statuses, now);
+    // Files a node cannot use are already among its config warnings.
+    problems.extend(certs.problems.iter().cloned());
     StatusView {
+        certificates: certs.summary(),
+        warnings: certs.warnings,
         leader: s.leader_id,
         term: s.term,
         commit_index: s.commit_index,
@@ -260,6 +272,12 @@ pub fn render_status(v: &StatusView) -> String {
             insecure.join(", ")
         );
         out += &format!("\n{}", wrap(&line, 2));
+    }
+    if let Some(line) = &v.certificates {
+        out += &format!("\n{}", wrap(line, 2));
+    }
+    for w in &v.warnings {
+        out += &format!("\n{}", wrap(&format!("warning: {w}"), 2));
     }
     if let Some(r) = &v.refused {
         out += &format!("\nrefused commit {} at step {}:", short(&r.commit), r.step);

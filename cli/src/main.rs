@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
+mod certificates;
 mod certs;
 mod client;
 mod cluster;
@@ -94,6 +95,9 @@ enum Command {
         #[arg(long)]
         node: Option<u64>,
     },
+    /// The TLS certificates the nodes serve to clients: host names, expiry, days left, and
+    /// nodes that serve different ones. Exits 1 when one is expired, not served, or differs.
+    Certificates,
     /// Create a cluster CA and node and operator certificates.
     #[command(subcommand)]
     Certs(certs::CertsCommand),
@@ -229,6 +233,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
     let format = cli.output;
     match cli.command {
         Command::Status => cluster::status(&target, format).await,
+        Command::Certificates => certificates::run(&target, format).await,
         Command::Members(cmd) => cluster::members(&target, format, cmd).await,
         Command::Config(ConfigCommand::Show { node }) => configs::show(&on(node).await?, format).await,
         Command::Config(ConfigCommand::History { node }) => configs::history(&on(node).await?, format).await,

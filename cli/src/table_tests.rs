@@ -32,7 +32,20 @@ fn node(id: u64, role: Role, commit: &str, applied: u64) -> NodeStatus {
             log_index: applied,
             ..AppliedConfig::default()
         }),
+        certificates: vec![cert("api", &["api.example.com", "*.api.example.com"], 'a', 80)],
         ..NodeStatus::default()
+    }
+}
+
+/// A served certificate with `days` left, its fingerprint made of `fp`.
+fn cert(name: &str, hosts: &[&str], fp: char, days: i64) -> CertificateState {
+    CertificateState {
+        name: name.into(),
+        hostnames: hosts.iter().map(|h| h.to_string()).collect(),
+        not_after: NOW as i64 + days * 86_400 + 3600,
+        fingerprint: fp.to_string().repeat(64),
+        loaded_at: NOW - 600,
+        ..CertificateState::default()
     }
 }
 
@@ -58,6 +71,8 @@ fn cluster(unhealthy: bool) -> ClusterStatus {
     }
     let mut n2 = node(2, Role::Follower, if unhealthy { old } else { sha }, 40);
     if unhealthy {
+        // Node 2 was renewed by hand; the others were not (yet).
+        n2.certificates = vec![cert("api", &["api.example.com", "*.api.example.com"], 'b', 89)];
         n2.refusal = Some(Refusal {
             commit: "ffeeddccbbaa99887766554433221100ffeeddcc".into(),
             step: "validate".into(),
@@ -95,6 +110,32 @@ fn cluster(unhealthy: bool) -> ClusterStatus {
             n3,
         ],
     }
+}
+
+#[test]
+fn certificates_table() {
+    use crate::certificates::{certificates_view, render};
+    let mut a = node(1, Role::Leader, "4f1c", 42);
+    let mut b = node(2, Role::Follower, "4f1c", 42);
+    let mut c = node(3, Role::Follower, "4f1c", 42);
+    b.certificates[0] = cert("api", &["api.example.com", "*.api.example.com"], 'b', 89);
+    for n in [&mut a, &mut b, &mut c] {
+        n.certificates.push(cert("legacy", &["old.example.com"], 'c', 9));
+        n.certificates.push(CertificateState { default: true, ..cert("fallback", &[], 'd', 365) });
+    }
+    c.certificates[2].error = "certificate and private key do not match".into();
+    c.certificates.push(CertificateState {
+        error: "cannot read /etc/tls/new.pem: No such file or directory (os error 2)".into(),
+        ..CertificateState { fingerprint: String::new(), not_after: 0, ..cert("new", &["new.example.com"], 'e', 0) }
+    });
+    let view = certificates_view(&[(1, &a), (2, &b), (3, &c)], NOW);
+    assert_eq!(view.warnings.len(), 1, "{:?}", view.warnings);
+    assert_eq!(view.problems.len(), 1, "{:?}", view.problems);
+    assert_eq!(view.file_errors.len(), 2, "{:?}", view.file_errors);
+    insta::assert_snapshot!("certificates", fits(&render(&view)));
+    let ok = certificates_view(&[(1, &node(1, Role::Leader, "4f1c", 42))], NOW);
+    assert!(ok.warnings.is_empty() && ok.problems.is_empty() && ok.file_errors.is_empty());
+    assert_eq!(ok.summary().as_deref(), Some("certificates: 1; the first to expire is `api`, in 80 day(s)"));
 }
 
 #[test]

@@ -28,6 +28,10 @@ pub struct Args {
     /// TLS listener (HTTP/1.1 and HTTP/2 by ALPN), certificates chosen by SNI. Off when absent.
     #[arg(long, value_name = "ADDR")]
     pub https_addr: Option<SocketAddr>,
+    /// How often the files of the config's certificates are checked for changes; a renewed
+    /// certificate is served to new handshakes from the next check, without a commit.
+    #[arg(long, value_name = "DURATION", default_value = "500ms", value_parser = parse_duration)]
+    pub certificate_check_interval: Duration,
     /// Admin listener: the gRPC admin API (the `raftgate` CLI) and /healthz, /readyz,
     /// /metrics, /status.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9900")]
@@ -421,6 +425,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             by_name: Arc::new(engine.mtls_lookup()),
         };
         tasks.spawn(server::serve(l, Some(tls), proxy.clone(), settings.clone(), stop_rx.clone()));
+        let node = args.node_id.map_or_else(|| "local".to_string(), |id| id.to_string());
+        tasks.spawn(watch_certificates(engine.clone(), node, args.certificate_check_interval, stop_rx.clone()));
     }
     let node = Arc::new(NodeInfo {
         version: env!("CARGO_PKG_VERSION"),
@@ -552,6 +558,19 @@ fn advertised_loopback(addr: &str) -> bool {
         .and_then(|(_, host)| host.parse::<std::net::IpAddr>().ok())
         .is_some_and(|ip| ip.is_loopback())
         || addr.starts_with("localhost:")
+}
+
+/// Renewal without a commit: checks the certificates' files every `interval` until
+/// shutdown (see `proxy::certs`).
+async fn watch_certificates(engine: Arc<Engine>, node: String, interval: Duration, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(interval.max(Duration::from_millis(50)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => engine.refresh_certificates(&node).await,
+            _ = stop.changed() => return,
+        }
+    }
 }
 
 /// The webhook listener's TLS: its own files, else the config's Certificates by SNI.

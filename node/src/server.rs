@@ -188,8 +188,9 @@ pub struct TlsListener {
     pub by_name: ConfigByName,
 }
 
-/// The server config of a host name, when it has one of its own.
-pub type ConfigByName = Arc<dyn Fn(&str) -> Option<Arc<rustls::ServerConfig>> + Send + Sync>;
+/// The server config of a host name (`None`: the client sent no SNI), when it has one of
+/// its own.
+pub type ConfigByName = Arc<dyn Fn(Option<&str>) -> Option<Arc<rustls::ServerConfig>> + Send + Sync>;
 
 impl TlsListener {
     async fn accept<IO>(&self, io: IO) -> std::io::Result<tokio_rustls::server::TlsStream<IO>>
@@ -197,7 +198,7 @@ impl TlsListener {
         IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
         let start = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io).await?;
-        let config = start.client_hello().server_name().and_then(|n| (self.by_name)(n));
+        let config = (self.by_name)(start.client_hello().server_name());
         start.into_stream(config.unwrap_or_else(|| self.default.clone())).await
     }
 }

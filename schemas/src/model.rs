@@ -632,8 +632,14 @@ pub(crate) struct Certificate {
     pub kind: CertificateKind,
     /// Unique among certificates.
     pub name: String,
-    /// SNI names served with this certificate: exact or `*.` wildcard.
+    /// SNI names served with this certificate: exact or `*.` wildcard. May be empty on
+    /// the default certificate.
+    #[serde(default)]
     pub hostnames: Vec<String>,
+    /// Served to clients that send no SNI name, or one no certificate lists (at most one
+    /// certificate may be the default). Without a default, such clients are refused.
+    #[serde(default, rename = "default", skip_serializing_if = "Option::is_none")]
+    pub is_default: Option<bool>,
     /// Where each node finds the PEM certificate chain.
     pub certificate: PemSource,
     /// Where each node finds the PEM private key.

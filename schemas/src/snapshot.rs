@@ -15,7 +15,7 @@ pub use crate::model::{PathMatchType, RateLimitScope, RetryOn, StringMatchType, 
 
 /// Bumped whenever the meaning of a snapshot changes, so a node never runs a snapshot it
 /// would misread.
-pub(crate) const SNAPSHOT_FORMAT: u32 = 4;
+pub(crate) const SNAPSHOT_FORMAT: u32 = 5;
 
 mod security;
 mod source;
@@ -344,6 +344,8 @@ pub struct CertificateSpec {
     pub name: String,
     /// Lower-cased, sorted, unique.
     pub hostnames: Vec<String>,
+    /// Served when no certificate matches the client's SNI name, or it sent none.
+    pub is_default: bool,
     pub certificate: PemSourceSpec,
     pub private_key: PemSourceSpec,
     /// Clients of these host names present a certificate from this CA.

@@ -34,6 +34,11 @@ impl Drop for Node {
 
 /// Starts node `id` syncing from `repo`, with `extra` flags; returns once it listens.
 fn start(id: u64, repo: &Path, extra: &[&str]) -> Node {
+    start_env(id, repo, extra, &[])
+}
+
+/// `start`, with environment variables for the node's process.
+fn start_env(id: u64, repo: &Path, extra: &[&str], env: &[(&str, &str)]) -> Node {
     let data = tempfile::tempdir().unwrap();
     let admin = format!("127.0.0.1:{}", free_port());
     let raft = format!("127.0.0.1:{}", free_port());
@@ -47,18 +52,21 @@ fn start(id: u64, repo: &Path, extra: &[&str]) -> Node {
         .arg("--git-url")
         .arg(repo)
         .args(extra)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("raftgated starts");
     let out = BufReader::new(child.stdout.take().unwrap());
     let (tx, rx) = std::sync::mpsc::channel();
+    // http, admin and raft; https too when asked for.
+    let listeners = if extra.contains(&"--https-addr") { 4 } else { 3 };
     std::thread::spawn(move || {
         let mut listening = 0;
         for line in out.lines().map_while(Result::ok) {
             if line.contains("\"listening\"") {
                 listening += 1;
-                if listening == 3 {
+                if listening == listeners {
                     let _ = tx.send(());
                 }
             }
@@ -420,4 +428,87 @@ fn status_over_tls_with_a_certificate_or_a_token_and_refused_without() {
         .output()
         .unwrap();
     ok_json(&o);
+}
+
+/// A certificate and key made by `openssl req`, valid for `days`: (PEM, key PEM).
+fn openssl_cert(dir: &Path, name: &str, days: u32) -> (String, String) {
+    let (crt, key) = (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")));
+    let out = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&crt)
+        .args(["-subj", "/CN=edge.test", "-addext", "subjectAltName=DNS:edge.test", "-days", &days.to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "openssl req: {}", stderr(&out));
+    (std::fs::read_to_string(crt).unwrap(), std::fs::read_to_string(key).unwrap())
+}
+
+/// `raftgate certificates` on a cluster whose nodes serve different material for one
+/// certificate (from each node's environment, as a renewal that reached some nodes only
+/// would), and a certificate close to expiry; `raftgate status` says the same.
+#[test]
+fn certificates_show_expiry_and_nodes_that_differ() {
+    let repo = tempfile::tempdir().unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let (a_cert, a_key) = openssl_cert(files.path(), "a", 90);
+    let (b_cert, b_key) = openssl_cert(files.path(), "b", 60);
+    openssl_cert(files.path(), "soon", 10);
+    git(repo.path(), &["init", "-q", "-b", "main"]);
+    let certs = format!(
+        "---\nkind: Certificate\nname: edge\nhostnames: [edge.test]\ncertificate: {{ env: EDGE_CERT }}\nprivateKey: {{ env: EDGE_KEY }}\n\
+         ---\nkind: Certificate\nname: soon\ndefault: true\ncertificate: {{ file: {0}/soon.crt }}\nprivateKey: {{ file: {0}/soon.key }}\n",
+        files.path().display()
+    );
+    let first = commit(repo.path(), &(config(&[("users", "/users")]) + &certs), "certificates");
+    let ea = [("EDGE_CERT", a_cert.as_str()), ("EDGE_KEY", a_key.as_str())];
+    let eb = [("EDGE_CERT", b_cert.as_str()), ("EDGE_KEY", b_key.as_str())];
+    let https = ["--https-addr", "127.0.0.1:0"];
+    let n1 = start_env(1, repo.path(), &[&https[..], &["--bootstrap"]].concat(), &ea);
+    let join = [&https[..], &["--join", n1.admin.as_str()]].concat();
+    let _n2 = start_env(2, repo.path(), &join, &ea);
+    let _n3 = start_env(3, repo.path(), &join, &eb);
+    ok_json(&rg(&n1.admin, &["rollout", "wait", &first, "--timeout", "30s"]));
+
+    let out = eventually("all three nodes report their certificates", || {
+        let o = rg(&n1.admin, &["certificates"]);
+        let v: Value = serde_json::from_str(&stdout(&o)).ok()?;
+        let nodes: usize =
+            v["certificates"].as_array()?.iter().map(|c| c["nodes"].as_array().map_or(0, Vec::len)).sum();
+        (nodes == 6).then_some((o, v))
+    });
+    let (o, v) = out;
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let rows = v["certificates"].as_array().unwrap();
+    let edge: Vec<&Value> = rows.iter().filter(|r| r["name"] == "edge").collect();
+    assert_eq!(edge.len(), 2, "{v}");
+    let by_nodes = |n: Value| edge.iter().find(|r| r["nodes"] == n).copied().unwrap_or_else(|| panic!("{v}"));
+    assert_eq!(by_nodes(serde_json::json!([1, 2]))["daysLeft"], 89);
+    assert_eq!(by_nodes(serde_json::json!([3]))["daysLeft"], 59);
+    let soon = rows.iter().find(|r| r["name"] == "soon").unwrap();
+    assert_eq!((soon["default"].as_bool(), soon["daysLeft"].as_i64()), (Some(true), Some(9)), "{soon}");
+    assert_eq!(soon["nodes"], serde_json::json!([1, 2, 3]));
+    let problems = v["problems"].to_string();
+    assert!(problems.contains("certificate `edge` differs between nodes"), "{problems}");
+    assert!(v["warnings"].to_string().contains("certificate `soon` expires in 9 day(s) on node(s) 1,2,3"), "{v}");
+    assert!(stderr(&o).contains("certificates need attention"), "{}", stderr(&o));
+
+    // The table, as a person reads it.
+    let table = Command::new(env!("CARGO_BIN_EXE_raftgate"))
+        .args(["--admin", &n1.admin, "certificates"])
+        .env("RAFTGATE_CONFIG", "/nonexistent/raftgate/config.yaml")
+        .output()
+        .unwrap();
+    let text = stdout(&table);
+    assert!(text.contains("NAME") && text.contains("edge.test") && text.contains("(default)"), "{text}");
+    assert!(text.contains("warning: certificate `soon` expires in 9 day(s)"), "{text}");
+
+    // status: unhealthy for the difference, a warning for the expiry.
+    let o = rg(&n1.admin, &["status"]);
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(v["problems"].to_string().contains("certificate `edge` differs between nodes"), "{v}");
+    assert!(v["warnings"].to_string().contains("`soon` expires in 9 day(s)"), "{v}");
+    assert!(v["certificates"].as_str().unwrap().contains("the first to expire is `soon`, in 9 day(s)"), "{v}");
 }

@@ -160,7 +160,21 @@ impl AdminService {
             http_addr: self.node.http_addr.clone().unwrap_or_default(),
             transport: self.node.transport.to_string(),
             resilience: Some(ResilienceView::of(&rt).into()),
-            config_warnings: rt.certs.errors.clone(),
+            config_warnings: rt.certs.errors(),
+            certificates: rt
+                .certs
+                .views()
+                .into_iter()
+                .map(|c| CertificateState {
+                    name: c.name,
+                    hostnames: c.hostnames,
+                    default: c.default,
+                    not_after: c.not_after,
+                    fingerprint: c.fingerprint,
+                    loaded_at: c.loaded_at,
+                    error: c.error,
+                })
+                .collect(),
             ..NodeStatus::default()
         };
         let Some(cluster) = &self.cluster else { return status };

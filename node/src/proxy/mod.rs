@@ -26,6 +26,7 @@ pub mod balancer;
 pub mod body;
 pub(crate) mod bodylimit;
 pub mod breaker;
+pub mod certs;
 pub mod clientip;
 pub mod clock;
 pub mod connlimit;

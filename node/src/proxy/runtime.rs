@@ -18,13 +18,13 @@ use schemas::snapshot::{FallbackSpec, RetrySpec, RouteSpec};
 use schemas::{ConfigSnapshot, ContentHash, Duration};
 
 use super::breaker::Phase;
+use super::certs::CertStore;
 use super::clock;
 use super::filters::{header_pairs, RuleFilters};
 use super::prober;
 use super::ratelimit::bucket::RateLimiter;
 use super::router::RouteTable;
 use super::security::policy::Security;
-use super::tls::CertStore;
 use super::upstream::Upstream;
 
 /// Where a config came from, for status and metrics.
@@ -288,7 +288,11 @@ impl Runtime {
         })
         .map_err(|e| anyhow::anyhow!("{e}"))?;
         let Built { upstreams, limiters, .. } = built;
-        let certs = if env.tls { CertStore::load(&snapshot.certificates) } else { CertStore::default() };
+        let certs = if env.tls {
+            CertStore::load(&snapshot.certificates, env.previous.map(|p| &p.certs))
+        } else {
+            CertStore::default()
+        };
         Ok(Runtime {
             snapshot,
             hash,
@@ -528,17 +532,35 @@ impl Engine {
         self.current.load_full()
     }
 
-    /// The certificate for a TLS handshake's SNI name, from the current config.
-    pub fn cert_lookup(&self) -> impl Fn(&str) -> Option<Arc<rustls::sign::CertifiedKey>> + Send + Sync + 'static {
+    /// The certificate for a TLS handshake's SNI name (`None`: no SNI), from the current
+    /// config.
+    pub fn cert_lookup(
+        &self,
+    ) -> impl Fn(Option<&str>) -> Option<Arc<rustls::sign::CertifiedKey>> + Send + Sync + 'static {
         let current = self.current.clone();
         move |name| current.load().certs.get(name)
     }
 
     /// The server config for a TLS handshake's SNI name when its certificate verifies client
     /// certificates, from the current config.
-    pub fn mtls_lookup(&self) -> impl Fn(&str) -> Option<Arc<rustls::ServerConfig>> + Send + Sync + 'static {
+    pub fn mtls_lookup(&self) -> impl Fn(Option<&str>) -> Option<Arc<rustls::ServerConfig>> + Send + Sync + 'static {
         let current = self.current.clone();
         move |name| current.load().certs.mtls(name)
+    }
+
+    /// Serves the certificates whose files changed on disk (renewals) and exports their
+    /// expiry; run every `--certificate-check-interval`. A config swap reusing the same
+    /// slots meanwhile is safe: each slot loads under its own lock.
+    pub async fn refresh_certificates(&self, node: &str) {
+        let rt = self.current();
+        let rt = tokio::task::spawn_blocking(move || {
+            rt.certs.refresh();
+            rt
+        })
+        .await;
+        if let Ok(rt) = rt {
+            rt.certs.export_expiry(node);
+        }
     }
 
     /// Sets the gauges that describe live policy state (breaker phase, ejected endpoints);
@@ -627,16 +649,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let engine = Engine::new(Arc::new(rustls::RootCertStore::empty()), true).unwrap();
         let lookup = engine.cert_lookup();
-        assert!(lookup("a.example").is_none());
+        assert!(lookup(Some("a.example")).is_none());
         for (host, route, gone) in [("a.example", "ra", None), ("b.example", "rb", Some("a.example"))] {
             let snapshot = config(dir.path(), host, route);
             let hash = snapshot.content_hash();
             engine.apply(snapshot, hash, ConfigOrigin::default()).await.unwrap();
             let rt = engine.current();
             assert_eq!(rt.snapshot.routes[0].name, route);
-            assert!(rt.certs.get(host).is_some() && lookup(host).is_some(), "{host} is served with {route}");
+            assert!(
+                rt.certs.get(Some(host)).is_some() && lookup(Some(host)).is_some(),
+                "{host} is served with {route}"
+            );
             if let Some(old) = gone {
-                assert!(lookup(old).is_none(), "{old} left with its config");
+                assert!(lookup(Some(old)).is_none(), "{old} left with its config");
             }
         }
     }

@@ -1,94 +1,17 @@
-//! TLS termination: the certificates of the current config, chosen by SNI.
+//! TLS termination: the server configs, and reading the PEM material a config names.
 //!
-//! The rustls `ServerConfig` is built once; its certificate resolver reads the certificate
-//! set of whatever config is current (the certificates are part of the `Runtime`, swapped
-//! with its routes), so a new config brings new certificates without a restart and without
-//! touching open connections.
+//! The rustls `ServerConfig` is built once; its certificate resolver reads the certificates
+//! of whatever config is current (`certs::CertStore`, part of the `Runtime`, swapped with
+//! its routes), so a new config or a renewed file brings new certificates without a
+//! restart and without touching open connections.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use schemas::snapshot::{CertificateSpec, ClientValidationSpec, PemSourceSpec};
-
-/// Certificates by host name: exact names and `*.` wildcards.
-#[derive(Debug, Default)]
-pub struct CertStore {
-    exact: HashMap<String, Arc<CertifiedKey>>,
-    wildcard: HashMap<String, Arc<CertifiedKey>>,
-    /// The server configs of certificates that verify client certificates, by the same
-    /// keys as `exact` and `wildcard` (`*.` kept on wildcards).
-    mtls: HashMap<String, Arc<rustls::ServerConfig>>,
-    /// Names of certificates that could not be loaded on this node, with why.
-    pub errors: Vec<String>,
-}
-
-impl CertStore {
-    /// Loads every certificate from this node's files or environment. A certificate that
-    /// cannot be loaded is left out and reported; it never takes the other ones down.
-    pub fn load(specs: &[CertificateSpec]) -> Self {
-        let mut store = CertStore::default();
-        for spec in specs {
-            let loaded = load_one(spec).and_then(|key| {
-                let key = Arc::new(key);
-                let mtls = spec.client_validation.as_ref().map(|v| mtls_config(key.clone(), v)).transpose()?;
-                Ok((key, mtls))
-            });
-            match loaded {
-                Ok((key, mtls)) => {
-                    for h in &spec.hostnames {
-                        if let Some(cfg) = &mtls {
-                            store.mtls.insert(h.clone(), cfg.clone());
-                        }
-                        match h.strip_prefix("*.") {
-                            Some(suffix) => store.wildcard.insert(suffix.to_string(), key.clone()),
-                            None => store.exact.insert(h.clone(), key.clone()),
-                        };
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(certificate = %spec.name, error = %e, "cannot load certificate; its host names get no TLS");
-                    store.errors.push(format!("certificate `{}`: {e}", spec.name));
-                }
-            }
-        }
-        store
-    }
-
-    /// The server config for `sni` when its certificate verifies client certificates.
-    pub fn mtls(&self, sni: &str) -> Option<Arc<rustls::ServerConfig>> {
-        let sni = sni.to_ascii_lowercase();
-        if self.exact.contains_key(&sni) {
-            return self.mtls.get(&sni).cloned();
-        }
-        let mut rest = sni.as_str();
-        while let Some(dot) = rest.find('.') {
-            rest = &rest[dot + 1..];
-            if self.wildcard.contains_key(rest) {
-                return self.mtls.get(&format!("*.{rest}")).cloned();
-            }
-        }
-        None
-    }
-
-    pub fn get(&self, sni: &str) -> Option<Arc<CertifiedKey>> {
-        let sni = sni.to_ascii_lowercase();
-        if let Some(k) = self.exact.get(&sni) {
-            return Some(k.clone());
-        }
-        let mut rest = sni.as_str();
-        while let Some(dot) = rest.find('.') {
-            rest = &rest[dot + 1..];
-            if let Some(k) = self.wildcard.get(rest) {
-                return Some(k.clone());
-            }
-        }
-        None
-    }
-}
+use schemas::snapshot::{ClientValidationSpec, PemSourceSpec};
 
 /// The bytes a config names on this node: a file (see `config_file`) or an environment
 /// variable.
@@ -102,19 +25,22 @@ pub(crate) fn read_pem(src: &PemSourceSpec) -> anyhow::Result<Vec<u8>> {
 }
 
 /// A file a config names (a certificate, a key, a CA bundle): a regular file of at most
-/// `trust::material::MAX_PEM_BYTES`, never reached through a symlink. The commit chose
-/// the path, so this is the one guard between a config repository and this node's files.
+/// `trust::material::MAX_PEM_BYTES`. The commit chose the path, so this is the one guard
+/// between a config repository and this node's files: devices, FIFOs and sockets are
+/// refused, also behind a link (checked on what the link names, then again on the opened
+/// descriptor). Links are followed because renewal tools publish through them (certbot's
+/// `live/` directory, Kubernetes secret volumes).
 pub fn config_file(path: &str) -> anyhow::Result<Vec<u8>> {
     use trust::material::{read_bounded, Symlinks, MAX_PEM_BYTES};
-    read_bounded(std::path::Path::new(path), MAX_PEM_BYTES, Symlinks::Refuse)
+    read_bounded(std::path::Path::new(path), MAX_PEM_BYTES, Symlinks::Follow)
         .map_err(|why| anyhow::anyhow!("cannot read {path}: {why}"))
 }
 
-/// A text file a config names (key and password lists), read like `config_file` but with
-/// its own size bound.
+/// A text file a config names (key and password lists), read like `config_file` (links
+/// followed, as Kubernetes mounts secrets through them) but with its own size bound.
 pub fn config_text(path: &str, limit: u64) -> anyhow::Result<String> {
     use trust::material::{read_bounded, Symlinks};
-    let bytes = read_bounded(std::path::Path::new(path), limit, Symlinks::Refuse)
+    let bytes = read_bounded(std::path::Path::new(path), limit, Symlinks::Follow)
         .map_err(|why| anyhow::anyhow!("cannot read {path}: {why}"))?;
     String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("{path}: not UTF-8"))
 }
@@ -157,9 +83,10 @@ pub fn client_identity(
     Ok((chain, key))
 }
 
-fn load_one(spec: &CertificateSpec) -> anyhow::Result<CertifiedKey> {
-    let chain_pem = read_pem(&spec.certificate)?;
-    let key_pem = read_pem(&spec.private_key)?;
+/// A certificate chain and its key, read from the node and checked to belong together.
+pub(crate) fn load_certified_key(cert: &PemSourceSpec, key: &PemSourceSpec) -> anyhow::Result<CertifiedKey> {
+    let chain_pem = read_pem(cert)?;
+    let key_pem = read_pem(key)?;
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&chain_pem)
         .collect::<Result<_, _>>()
         .map_err(|e| anyhow::anyhow!("bad certificate PEM: {e}"))?;
@@ -184,9 +111,9 @@ impl<F> std::fmt::Debug for SniResolver<F> {
     }
 }
 
-impl<F: Fn(&str) -> Option<Arc<CertifiedKey>> + Send + Sync> ResolvesServerCert for SniResolver<F> {
+impl<F: Fn(Option<&str>) -> Option<Arc<CertifiedKey>> + Send + Sync> ResolvesServerCert for SniResolver<F> {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        (self.0)(hello.server_name()?)
+        (self.0)(hello.server_name())
     }
 }
 
@@ -201,7 +128,10 @@ impl ResolvesServerCert for Fixed {
 }
 
 /// The server config of a certificate whose clients must present one from `v.ca_file`.
-fn mtls_config(key: Arc<CertifiedKey>, v: &ClientValidationSpec) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+pub(crate) fn mtls_config(
+    key: Arc<CertifiedKey>,
+    v: &ClientValidationSpec,
+) -> anyhow::Result<Arc<rustls::ServerConfig>> {
     let roots = Arc::new(load_roots(&v.ca_file)?);
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::server::WebPkiClientVerifier::builder_with_provider(roots, provider.clone());
@@ -216,10 +146,10 @@ fn mtls_config(key: Arc<CertifiedKey>, v: &ClientValidationSpec) -> anyhow::Resu
 }
 
 /// The server TLS config: TLS 1.2 and 1.3, ALPN h2 and http/1.1, certificates by SNI from
-/// `lookup` (`Engine::cert_lookup`). The server's cipher order wins over the client's
+/// `lookup` (`Engine::cert_lookup`; `None` when the client sent no SNI). The server's cipher order wins over the client's
 /// (rustls lists AEAD suites only, strongest first), as testssl.sh expects of a server.
 pub fn server_config(
-    lookup: impl Fn(&str) -> Option<Arc<CertifiedKey>> + Send + Sync + 'static,
+    lookup: impl Fn(Option<&str>) -> Option<Arc<CertifiedKey>> + Send + Sync + 'static,
 ) -> anyhow::Result<Arc<rustls::ServerConfig>> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)

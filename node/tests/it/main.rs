@@ -4,6 +4,7 @@
 mod abuse;
 mod badinput;
 mod browser;
+mod certificates;
 mod clientip;
 mod cluster;
 mod features;

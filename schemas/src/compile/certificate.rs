@@ -14,11 +14,16 @@ use super::ctx::Ctx;
 impl Ctx<'_, Certificate> {
     pub(super) fn certificate(&mut self, c: &Certificate) -> CertificateSpec {
         self.name(&c.name, "certificate");
-        if c.hostnames.is_empty() {
+        let is_default = c.is_default.unwrap_or(false);
+        if c.hostnames.is_empty() && !is_default {
             self.err(
                 at!["hostnames"],
                 "a certificate needs at least one host name",
-                Some("list the SNI names it serves, e.g. `hostnames: [api.example.com]`".to_string()),
+                Some(
+                    "list the SNI names it serves, e.g. `hostnames: [api.example.com]`, or make it the \
+                     certificate for clients without SNI with `default: true`"
+                        .to_string(),
+                ),
             );
         }
         let hostnames = self.hostnames(&c.hostnames);
@@ -34,13 +39,25 @@ impl Ctx<'_, Certificate> {
             }
             ClientValidationSpec { ca_file: v.ca_file.clone(), optional: v.optional.unwrap_or(false) }
         });
-        CertificateSpec { name: c.name.clone(), hostnames, certificate, private_key, client_validation }
+        CertificateSpec { name: c.name.clone(), hostnames, is_default, certificate, private_key, client_validation }
     }
 }
 
+/// Every host name picks exactly one certificate, and at most one is the default.
 pub(super) fn check_certificate_overlap(res: &Resources, diags: &mut Vec<Diagnostic>) {
     let mut seen: HashMap<String, (String, String)> = HashMap::new();
+    let mut default: Option<(String, String)> = None;
     for c in &res.certificates {
+        if c.value.is_default == Some(true) {
+            match &default {
+                Some((name, file)) => diags.push(c.diag(
+                    at!["default"],
+                    format!("certificate `{name}` ({file}) is already the default"),
+                    Some("one certificate answers clients without SNI; set `default: true` on one only".into()),
+                )),
+                None => default = Some((c.value.name.clone(), c.file.clone())),
+            }
+        }
         for (i, h) in c.value.hostnames.iter().enumerate() {
             let h = h.to_ascii_lowercase();
             if let Some((name, file)) = seen.get(&h) {

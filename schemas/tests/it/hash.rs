@@ -110,4 +110,4 @@ fn the_hash_is_pinned() {
     assert_eq!(a.hash.to_string(), PINNED, "snapshot JSON: {}", serde_json::to_string(&a.snapshot).unwrap());
 }
 
-const PINNED: &str = "7982b915251908a01b4d409238adab9c6d2816d0a0268ad29171f239ccf15693";
+const PINNED: &str = "e2a25b4f78effb9e58cc136354fa6387a24806e3966ab58d43017027cc2d26ec";

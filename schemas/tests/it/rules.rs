@@ -221,6 +221,11 @@ const CASES: &[Case] = &[
         &[(9, 13, "host name `a.com` is already served by certificate `c`")],
     ),
     (
+        "two default certificates",
+        "kind: Certificate\nname: c\ndefault: true\ncertificate: { file: /c.pem }\nprivateKey: { file: /c.key }\n---\nkind: Certificate\nname: d\nhostnames: [d.com]\ndefault: true\ncertificate: { file: /d.pem }\nprivateKey: { file: /d.key }\n",
+        &[(10, 10, "certificate `c` (route.yaml) is already the default")],
+    ),
+    (
         "zero body limit",
         "kind: Route\nname: a\nrules:\n  - backendRefs: [{ upstream: users }]\n    maxRequestBodyBytes: 0\n",
         &[(5, 26, "maxRequestBodyBytes is 0")],

@@ -1,0 +1,278 @@
+//! The certificates a node serves, chosen by SNI, and their renewal without a commit.
+//!
+//! Each `Certificate` of the config is a `CertSlot`: the material last loaded from its files
+//! (chain, key, client CA), swapped in place when the files change on disk. Tools that
+//! renew certificates (certbot, cert-manager, an internal CA agent) write files; a node
+//! checks their metadata every `--certificate-check-interval` and loads what changed, so
+//! new handshakes get the new certificate within that interval, open connections keep
+//! theirs, and no commit is needed. A file that does not parse (half-written) or a key that
+//! does not match its certificate leaves the last good material served and is reported in
+//! `raftgate status` until the files are right.
+//!
+//! A new config reuses the slots of certificates whose spec did not change, so a config
+//! swap neither re-reads their files nor loses a renewal.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwapOption;
+use rustls::sign::CertifiedKey;
+use schemas::snapshot::{CertificateSpec, PemSourceSpec};
+
+use super::tls::{load_certified_key, mtls_config};
+
+/// Certificates by host name: exact names, `*.` wildcards, and the default.
+#[derive(Debug, Default)]
+pub struct CertStore {
+    exact: HashMap<String, usize>,
+    wildcard: HashMap<String, usize>,
+    default: Option<usize>,
+    slots: Vec<Arc<CertSlot>>,
+}
+
+/// One certificate as this node serves it.
+#[derive(Debug)]
+pub struct CertSlot {
+    pub spec: CertificateSpec,
+    served: ArcSwapOption<Served>,
+    watch: Mutex<Watch>,
+}
+
+/// Material that loaded and matched: what handshakes get.
+#[derive(Debug)]
+struct Served {
+    key: Arc<CertifiedKey>,
+    /// The server config of a certificate that verifies client certificates.
+    mtls: Option<Arc<rustls::ServerConfig>>,
+    not_after: i64,
+    fingerprint: String,
+    loaded_at: u64,
+}
+
+/// What the files looked like when last read, and what was wrong with them.
+#[derive(Debug, Default)]
+struct Watch {
+    seen: Vec<Option<FileSig>>,
+    error: Option<String>,
+}
+
+/// A file's identity and version as `stat` sees it (following links, as certbot's `live/`
+/// and Kubernetes secret volumes renew by pointing a link at a new file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileSig {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+fn sig(path: &str) -> Option<FileSig> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some(FileSig {
+        dev: m.dev(),
+        ino: m.ino(),
+        len: m.len(),
+        mtime: (m.mtime(), m.mtime_nsec()),
+        ctime: (m.ctime(), m.ctime_nsec()),
+    })
+}
+
+/// What `raftgate status` and `raftgate certificates` show of one certificate on a node.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CertView {
+    pub name: String,
+    pub hostnames: Vec<String>,
+    pub default: bool,
+    /// Unix seconds; 0 when nothing is served.
+    pub not_after: i64,
+    /// Hex SHA-256 of the served leaf certificate; empty when nothing is served.
+    pub fingerprint: String,
+    /// Unix seconds when the served material was read from the files.
+    pub loaded_at: u64,
+    /// Why the files are not (or no longer) what is served; empty when they are.
+    pub error: String,
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+impl CertSlot {
+    fn new(spec: CertificateSpec) -> Self {
+        let slot = CertSlot { spec, served: ArcSwapOption::empty(), watch: Mutex::default() };
+        slot.check();
+        slot
+    }
+
+    /// The files a node re-reads when they change (environment variables are read once).
+    fn files(&self) -> impl Iterator<Item = &str> {
+        fn pem(s: &PemSourceSpec) -> Option<&str> {
+            match s {
+                PemSourceSpec::File(path) => Some(path.as_str()),
+                PemSourceSpec::Env(_) => None,
+            }
+        }
+        let spec = &self.spec;
+        [pem(&spec.certificate), pem(&spec.private_key), spec.client_validation.as_ref().map(|v| v.ca_file.as_str())]
+            .into_iter()
+            .flatten()
+    }
+
+    /// Loads the files when they changed since the last look; returns whether it served
+    /// new material.
+    fn check(&self) -> bool {
+        let sigs: Vec<Option<FileSig>> = self.files().map(sig).collect();
+        let mut watch = self.watch.lock().unwrap_or_else(|p| p.into_inner());
+        if !watch.seen.is_empty() && watch.seen == sigs {
+            return false;
+        }
+        // Recorded before reading: a file still being written changes again, and is read
+        // again at the next look.
+        watch.seen = sigs;
+        let renewal = self.served.load().is_some();
+        match self.load() {
+            Ok(served) => {
+                let same = self.served.load().as_ref().is_some_and(|s| s.fingerprint == served.fingerprint);
+                if renewal && !same {
+                    tracing::info!(certificate = %self.spec.name, fingerprint = %served.fingerprint, not_after = served.not_after, "serving the renewed certificate");
+                }
+                watch.error = None;
+                self.served.store(Some(Arc::new(served)));
+                !same
+            }
+            Err(e) => {
+                let e = format!("{e:#}");
+                if renewal {
+                    tracing::warn!(certificate = %self.spec.name, error = %e, "the certificate's files changed but cannot be used; still serving the last good ones");
+                } else {
+                    tracing::error!(certificate = %self.spec.name, error = %e, "cannot load certificate; its host names get no TLS");
+                }
+                watch.error = Some(e);
+                false
+            }
+        }
+    }
+
+    fn load(&self) -> anyhow::Result<Served> {
+        let key = Arc::new(load_certified_key(&self.spec.certificate, &self.spec.private_key)?);
+        let mtls = self.spec.client_validation.as_ref().map(|v| mtls_config(key.clone(), v)).transpose()?;
+        let leaf = key.end_entity_cert().map_err(|e| anyhow::anyhow!("{e}"))?;
+        let not_after = trust::identity::inspect(leaf.as_ref(), "")
+            .map(|i| i.not_after)
+            .ok_or_else(|| anyhow::anyhow!("the certificate is not X.509"))?;
+        use sha2::Digest;
+        let fingerprint = hex::encode(sha2::Sha256::digest(leaf.as_ref()));
+        Ok(Served { key, mtls, not_after, fingerprint, loaded_at: now_secs() })
+    }
+
+    pub fn view(&self) -> CertView {
+        let served = self.served.load();
+        let error = self.watch.lock().unwrap_or_else(|p| p.into_inner()).error.clone().unwrap_or_default();
+        CertView {
+            name: self.spec.name.clone(),
+            hostnames: self.spec.hostnames.clone(),
+            default: self.spec.is_default,
+            not_after: served.as_ref().map_or(0, |s| s.not_after),
+            fingerprint: served.as_ref().map(|s| s.fingerprint.clone()).unwrap_or_default(),
+            loaded_at: served.as_ref().map_or(0, |s| s.loaded_at),
+            error,
+        }
+    }
+}
+
+impl CertStore {
+    /// The certificates of a config: those whose spec is unchanged from `previous` keep
+    /// their slot (and what it serves); the others are loaded from this node's files or
+    /// environment now. A certificate that cannot be loaded is left out of TLS and
+    /// reported; it never takes the other ones down.
+    pub fn load(specs: &[CertificateSpec], previous: Option<&CertStore>) -> Self {
+        let mut store = CertStore::default();
+        for spec in specs {
+            let reused = previous.and_then(|p| p.slots.iter().find(|s| s.spec == *spec)).cloned();
+            let slot = reused.unwrap_or_else(|| Arc::new(CertSlot::new(spec.clone())));
+            let i = store.slots.len();
+            for h in &spec.hostnames {
+                match h.strip_prefix("*.") {
+                    Some(suffix) => store.wildcard.insert(suffix.to_string(), i),
+                    None => store.exact.insert(h.clone(), i),
+                };
+            }
+            if spec.is_default {
+                store.default = Some(i);
+            }
+            store.slots.push(slot);
+        }
+        store
+    }
+
+    /// Re-reads the files that changed; returns how many certificates now serve new
+    /// material.
+    pub fn refresh(&self) -> usize {
+        self.slots.iter().filter(|s| s.check()).count()
+    }
+
+    /// The slot serving `sni`: its own certificate, a wildcard's, else the default.
+    fn slot(&self, sni: Option<&str>) -> Option<&CertSlot> {
+        let Some(sni) = sni else { return self.default.map(|i| &*self.slots[i]) };
+        let sni = sni.to_ascii_lowercase();
+        let i = self.exact.get(&sni).copied().or_else(|| {
+            let mut rest = sni.as_str();
+            while let Some(dot) = rest.find('.') {
+                rest = &rest[dot + 1..];
+                if let Some(&i) = self.wildcard.get(rest) {
+                    return Some(i);
+                }
+            }
+            None
+        });
+        i.or(self.default).map(|i| &*self.slots[i])
+    }
+
+    /// The certificate for a handshake's SNI name (`None`: the client sent none).
+    pub fn get(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
+        self.slot(sni)?.served.load().as_ref().map(|s| s.key.clone())
+    }
+
+    /// The server config for `sni` when its certificate verifies client certificates.
+    pub fn mtls(&self, sni: Option<&str>) -> Option<Arc<rustls::ServerConfig>> {
+        self.slot(sni)?.served.load().as_ref()?.mtls.clone()
+    }
+
+    pub fn views(&self) -> Vec<CertView> {
+        self.slots.iter().map(|s| s.view()).collect()
+    }
+
+    /// Certificates this node cannot serve as their files say, each with why: not loaded
+    /// at all, or renewed files that cannot be used (the last good ones still served).
+    pub fn errors(&self) -> Vec<String> {
+        self.views()
+            .into_iter()
+            .filter(|v| !v.error.is_empty())
+            .map(|v| match v.fingerprint.is_empty() {
+                true => format!("certificate `{}`: {}", v.name, v.error),
+                false => format!(
+                    "certificate `{}`: its files changed but cannot be used ({}); still serving the one loaded at {}",
+                    v.name,
+                    v.error,
+                    humantime::format_rfc3339_seconds(UNIX_EPOCH + std::time::Duration::from_secs(v.loaded_at))
+                ),
+            })
+            .collect()
+    }
+
+    /// Sets `raftgate_certificate_expiry_seconds` (seconds left, negative once expired)
+    /// for each served certificate.
+    pub fn export_expiry(&self, node: &str) {
+        let now = now_secs() as i64;
+        for s in &self.slots {
+            if let Some(served) = s.served.load().as_ref() {
+                metrics::gauge!("raftgate_certificate_expiry_seconds", "certificate" => s.spec.name.clone(), "node" => node.to_string())
+                    .set((served.not_after - now) as f64);
+            }
+        }
+    }
+}
