@@ -304,6 +304,9 @@ pub struct DiffView {
     pub routes: KindDiff,
     pub certificates: KindDiff,
     pub security_policies: KindDiff,
+    /// The HTTPS listener's `TLSPolicy`, as one entry named `listener` (its `name`
+    /// among the fields; empty for the defaults).
+    pub tls_policy: KindDiff,
 }
 
 #[derive(Debug, Default, Serialize, PartialEq)]
@@ -332,7 +335,7 @@ pub struct FieldChange {
 
 impl DiffView {
     pub fn is_empty(&self) -> bool {
-        [&self.upstreams, &self.routes, &self.certificates, &self.security_policies]
+        [&self.upstreams, &self.routes, &self.certificates, &self.security_policies, &self.tls_policy]
             .iter()
             .all(|k| k.added.is_empty() && k.removed.is_empty() && k.changed.is_empty())
     }
@@ -366,7 +369,20 @@ pub fn diff(from: &str, to: &str, a: &ConfigSnapshot, b: &ConfigSnapshot) -> Dif
         routes: kind(json(&a.routes), json(&b.routes)),
         certificates: kind(json(&a.certificates), json(&b.certificates)),
         security_policies: kind(json(&a.security_policies), json(&b.security_policies)),
+        tls_policy: kind(listener(&a.tls_policy), listener(&b.tls_policy)),
     }
+}
+
+/// The TLS policy as a one-entry list keyed `listener`, so a policy renamed, added or
+/// removed shows as changed fields rather than as a different entry.
+fn listener(p: &schemas::snapshot::TlsPolicySpec) -> Value {
+    let mut v = json(p);
+    if let Value::Object(o) = &mut v {
+        let name = o.remove("name").unwrap_or_default();
+        o.insert("policy".into(), name);
+        o.insert("name".into(), Value::String("listener".into()));
+    }
+    Value::Array(vec![v])
 }
 
 fn json<T: Serialize>(v: &T) -> Value {
@@ -420,6 +436,7 @@ pub fn render_diff(d: &DiffView) -> String {
         ("route", &d.routes),
         ("certificate", &d.certificates),
         ("security policy", &d.security_policies),
+        ("TLS policy", &d.tls_policy),
     ] {
         for n in &k.added {
             rows.push(vec!["+".into(), kind.into(), n.clone(), "added".into()]);

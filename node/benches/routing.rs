@@ -36,7 +36,7 @@ fn lookup(c: &mut Criterion) {
     for n in [10usize, 1_000, 10_000] {
         let snapshot = Arc::new(config(n));
         let (roots, nodes) = (roots(), Default::default());
-        let env = BuildEnv { previous: None, roots: &roots, tls: false, nodes: &nodes, allow_internal: false };
+        let env = BuildEnv { previous: None, roots: &roots, tls: None, nodes: &nodes, allow_internal: false };
         let rt = Runtime::build(snapshot.clone(), snapshot.content_hash(), ConfigOrigin::default(), &env).unwrap();
         let hosts = (n / 10).max(1);
         let headers = HeaderMap::new();
@@ -67,7 +67,7 @@ fn compile_and_swap(c: &mut Criterion) {
     for n in [10usize, 1_000, 10_000] {
         let snapshot = Arc::new(config(n));
         let (roots, nodes) = (roots(), Default::default());
-        let env = BuildEnv { previous: None, roots: &roots, tls: false, nodes: &nodes, allow_internal: false };
+        let env = BuildEnv { previous: None, roots: &roots, tls: None, nodes: &nodes, allow_internal: false };
         let first = Runtime::build(snapshot.clone(), snapshot.content_hash(), ConfigOrigin::default(), &env).unwrap();
         let current = ArcSwap::from_pointee(first);
         group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
@@ -78,7 +78,7 @@ fn compile_and_swap(c: &mut Criterion) {
                 let env = BuildEnv {
                     previous: Some(&previous),
                     roots: &roots,
-                    tls: false,
+                    tls: None,
                     nodes: &nodes,
                     allow_internal: false,
                 };

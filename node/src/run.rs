@@ -28,6 +28,16 @@ pub struct Args {
     /// TLS listener (HTTP/1.1 and HTTP/2 by ALPN), certificates chosen by SNI. Off when absent.
     #[arg(long, value_name = "ADDR")]
     pub https_addr: Option<SocketAddr>,
+    /// A file of at least 32 random bytes, the same on every node, from which the TLS
+    /// session-ticket keys are derived, so a client resumes its session on any node
+    /// (`head -c 48 /dev/urandom > ticket.key; chmod 600 ticket.key`). Without it each
+    /// node has its own random keys.
+    #[arg(long, value_name = "FILE", requires = "https_addr")]
+    pub tls_ticket_key_file: Option<PathBuf>,
+    /// How long one session-ticket key issues tickets; a ticket is accepted for up to two
+    /// rotations.
+    #[arg(long, value_name = "DURATION", default_value = "6h", value_parser = parse_duration)]
+    pub tls_ticket_key_rotation: Duration,
     /// How often the files of the config's certificates are checked for changes; a renewed
     /// certificate is served to new handshakes from the next check, without a commit.
     #[arg(long, value_name = "DURATION", default_value = "500ms", value_parser = parse_duration)]
@@ -300,7 +310,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     for cert in rustls_native_certs::load_native_certs().certs {
         let _ = roots.add(cert);
     }
-    let engine = Arc::new(Engine::new(Arc::new(roots), args.https_addr.is_some())?);
+    let sessions = match (&args.https_addr, &args.tls_ticket_key_file) {
+        (None, _) => None,
+        (Some(_), None) => Some(crate::proxy::tls::Sessions::node_local()?),
+        (Some(_), Some(file)) => Some(shared_ticket_keys(file, args.tls_ticket_key_rotation)?),
+    };
+    let engine = Arc::new(Engine::with_sessions(Arc::new(roots), sessions)?);
     engine.allow_internal_endpoints(args.allow_internal_endpoints);
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -420,10 +435,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(addr) = args.https_addr {
         let l = bind(addr, "https").await?;
         https_addr = Some(l.local_addr()?.to_string());
-        let tls = server::TlsListener {
-            default: crate::proxy::tls::server_config(engine.cert_lookup())?,
-            by_name: Arc::new(engine.mtls_lookup()),
-        };
+        let tls = server::TlsListener { config_for: Arc::new(engine.tls_lookup()) };
         tasks.spawn(server::serve(l, Some(tls), proxy.clone(), settings.clone(), stop_rx.clone()));
         let node = args.node_id.map_or_else(|| "local".to_string(), |id| id.to_string());
         tasks.spawn(watch_certificates(engine.clone(), node, args.certificate_check_interval, stop_rx.clone()));
@@ -558,6 +570,17 @@ fn advertised_loopback(addr: &str) -> bool {
         .and_then(|(_, host)| host.parse::<std::net::IpAddr>().ok())
         .is_some_and(|ip| ip.is_loopback())
         || addr.starts_with("localhost:")
+}
+
+/// Session tickets with keys derived from `file` (see `proxy::tickets`).
+fn shared_ticket_keys(file: &std::path::Path, rotation: Duration) -> anyhow::Result<crate::proxy::tls::Sessions> {
+    let secret = trust::material::read_bounded(file, 4096, trust::material::Symlinks::Follow)
+        .map_err(|why| anyhow::anyhow!("--tls-ticket-key-file {}: {why}", file.display()))?;
+    trust::material::warn_if_exposed(file, "the TLS ticket key file");
+    let tickets = crate::proxy::tickets::SharedTickets::new(&secret, rotation)
+        .with_context(|| format!("--tls-ticket-key-file {}", file.display()))?;
+    tracing::info!(key = %tickets.fingerprint(), "TLS session tickets use keys shared by the nodes with the same --tls-ticket-key-file");
+    Ok(crate::proxy::tls::Sessions::new(Arc::new(tickets)))
 }
 
 /// Renewal without a commit: checks the certificates' files every `interval` until

@@ -179,17 +179,16 @@ pub async fn serve(
     let _ = tokio::time::timeout(settings.drain_timeout, limit.acquire_many(all)).await;
 }
 
-/// The TLS side of a proxy listener: the config of the current certificates, or, for a
-/// host name whose certificate verifies client certificates, that certificate's own
-/// config (chosen from the ClientHello's SNI, so each host name can ask for one or not).
+/// The TLS side of a proxy listener: the server config for a handshake, chosen from the
+/// ClientHello's SNI (`Engine::tls_lookup`): the current config's `TLSPolicy` and
+/// certificates, or, for a host name whose certificate verifies client certificates, that
+/// certificate's own config (so each host name can ask for one or not).
 #[derive(Clone)]
 pub struct TlsListener {
-    pub default: Arc<rustls::ServerConfig>,
-    pub by_name: ConfigByName,
+    pub config_for: ConfigByName,
 }
 
-/// The server config of a host name (`None`: the client sent no SNI), when it has one of
-/// its own.
+/// The server config of a host name (`None`: the client sent no SNI).
 pub type ConfigByName = Arc<dyn Fn(Option<&str>) -> Option<Arc<rustls::ServerConfig>> + Send + Sync>;
 
 impl TlsListener {
@@ -198,8 +197,10 @@ impl TlsListener {
         IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
         let start = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io).await?;
-        let config = (self.by_name)(start.client_hello().server_name());
-        start.into_stream(config.unwrap_or_else(|| self.default.clone())).await
+        let Some(config) = (self.config_for)(start.client_hello().server_name()) else {
+            return Err(std::io::Error::other("no TLS config loaded"));
+        };
+        start.into_stream(config).await
     }
 }
 

@@ -53,8 +53,13 @@ impl Compiled {
             1 => ", 1 security policy".to_string(),
             k => format!(", {k} security policies"),
         };
+        let tls = if self.snapshot.tls_policy.name.is_empty() {
+            String::new()
+        } else {
+            format!(", TLS policy `{}`", self.snapshot.tls_policy.name)
+        };
         format!(
-            "{}, {}, {}{policies} in {}",
+            "{}, {}, {}{policies}{tls} in {}",
             n(self.snapshot.upstreams.len(), "upstream"),
             n(self.snapshot.routes.len(), "route"),
             n(self.snapshot.certificates.len(), "certificate"),

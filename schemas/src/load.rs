@@ -4,7 +4,7 @@
 use serde::de::DeserializeOwned;
 
 use crate::diag::{did_you_mean, one_line, Diagnostic};
-use crate::model::{Certificate, Route, SecurityPolicy, Upstream};
+use crate::model::{Certificate, Route, SecurityPolicy, TlsPolicy, Upstream};
 use crate::yaml::{self, Limits, Node, NodeKind, Pos};
 
 /// One file of a config tree, already read into memory.
@@ -59,9 +59,10 @@ pub(crate) struct Resources {
     pub routes: Vec<Loaded<Route>>,
     pub certificates: Vec<Loaded<Certificate>>,
     pub security_policies: Vec<Loaded<SecurityPolicy>>,
+    pub tls_policies: Vec<Loaded<TlsPolicy>>,
 }
 
-pub(crate) const KINDS: [&str; 4] = ["Upstream", "Route", "Certificate", "SecurityPolicy"];
+pub(crate) const KINDS: [&str; 5] = ["Upstream", "Route", "Certificate", "SecurityPolicy", "TLSPolicy"];
 
 /// Decodes every document of every file. Problems are pushed to `diags`; a document with a
 /// problem is left out, the others are still decoded, so one run reports them all.
@@ -203,6 +204,12 @@ fn load_file(path: &str, text: &str, limits: Limits, out: &mut Resources, diags:
                 if let Some(v) = decode::<SecurityPolicy>(de, path, diags) {
                     let (file, root) = loaded(path);
                     out.security_policies.push(Loaded { value: v, file, root });
+                }
+            }
+            Some("TLSPolicy") => {
+                if let Some(v) = decode::<TlsPolicy>(de, path, diags) {
+                    let (file, root) = loaded(path);
+                    out.tls_policies.push(Loaded { value: v, file, root });
                 }
             }
             other => {

@@ -38,8 +38,10 @@ kind_tag!(
 );
 
 mod security;
+mod tls;
 pub(crate) use security::*;
 pub use security::{AuthzAction, ClaimValueType};
+pub(crate) use tls::*;
 
 /// Any one resource document. Used to generate the JSON Schema for resource files; the
 /// loader picks the concrete type from `kind` before decoding.
@@ -53,6 +55,7 @@ pub(crate) enum ResourceDocument {
     Route(Route),
     Certificate(Certificate),
     SecurityPolicy(SecurityPolicy),
+    TlsPolicy(TlsPolicy),
 }
 
 // ---------------------------------------------------------------------------------------
@@ -648,6 +651,10 @@ pub(crate) struct Certificate {
     /// (Gateway API frontend client-certificate validation).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_validation: Option<ClientValidation>,
+    /// Absolute path of a DER OCSP response for this certificate on each node, stapled to
+    /// handshakes; refreshed by the operator's tooling, re-read when it changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ocsp_response_file: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]

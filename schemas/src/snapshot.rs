@@ -19,8 +19,10 @@ pub(crate) const SNAPSHOT_FORMAT: u32 = 5;
 
 mod security;
 mod source;
+mod tls;
 pub use security::*;
 pub use source::PemSourceSpec;
+pub use tls::*;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -34,6 +36,8 @@ pub struct ConfigSnapshot {
     pub certificates: Vec<CertificateSpec>,
     /// Sorted by name.
     pub security_policies: Vec<SecurityPolicySpec>,
+    /// The HTTPS listener's TLS settings (the defaults when the config has no `TLSPolicy`).
+    pub tls_policy: TlsPolicySpec,
 }
 
 impl Default for ConfigSnapshot {
@@ -44,6 +48,7 @@ impl Default for ConfigSnapshot {
             routes: Vec::new(),
             certificates: Vec::new(),
             security_policies: Vec::new(),
+            tls_policy: TlsPolicySpec::default(),
         }
     }
 }
@@ -350,6 +355,8 @@ pub struct CertificateSpec {
     pub private_key: PemSourceSpec,
     /// Clients of these host names present a certificate from this CA.
     pub client_validation: Option<ClientValidationSpec>,
+    /// A DER OCSP response on each node, stapled to handshakes.
+    pub ocsp_response_file: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -106,6 +106,31 @@ pub fn inspect(der: &[u8], cluster: &str) -> Option<CertInfo> {
     Some(CertInfo { node_ids, names, common_name, not_after: cert.validity().not_after.timestamp() })
 }
 
+/// Checks that `der` is an OCSP response a client would accept the shape of (RFC 6960
+/// `OCSPResponse`: a successful status with a response body), before it is stapled:
+/// stapling an error response or a file of something else makes strict clients fail the
+/// handshake. Its signature and freshness are the responder's and the client's business.
+pub fn check_ocsp_response(der: &[u8]) -> Result<(), String> {
+    use x509_parser::der_parser::der::parse_der;
+    let (rest, obj) =
+        parse_der(der).map_err(|_| "not DER (an OCSP response file is binary DER, not PEM)".to_string())?;
+    if !rest.is_empty() {
+        return Err("trailing bytes after the OCSP response".into());
+    }
+    let seq = obj.as_sequence().map_err(|_| "not an OCSP response (expected a DER SEQUENCE)".to_string())?;
+    let status = seq.first().and_then(|s| s.as_u64().ok()).ok_or("not an OCSP response (no responseStatus)")?;
+    const STATUS: [&str; 7] =
+        ["successful", "malformedRequest", "internalError", "tryLater", "(unused)", "sigRequired", "unauthorized"];
+    if status != 0 {
+        let name = STATUS.get(status as usize).copied().unwrap_or("unknown");
+        return Err(format!("the OCSP response's status is {name}, not successful"));
+    }
+    if seq.len() < 2 {
+        return Err("the OCSP response has no responseBytes".into());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

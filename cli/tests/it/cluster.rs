@@ -455,6 +455,8 @@ fn certificates_show_expiry_and_nodes_that_differ() {
     let (a_cert, a_key) = openssl_cert(files.path(), "a", 90);
     let (b_cert, b_key) = openssl_cert(files.path(), "b", 60);
     openssl_cert(files.path(), "soon", 10);
+    // Valid from this second for whole days: a second later, 89 whole days are left of 90.
+    std::thread::sleep(Duration::from_millis(1100));
     git(repo.path(), &["init", "-q", "-b", "main"]);
     let certs = format!(
         "---\nkind: Certificate\nname: edge\nhostnames: [edge.test]\ncertificate: {{ env: EDGE_CERT }}\nprivateKey: {{ env: EDGE_KEY }}\n\

@@ -14,7 +14,7 @@ fn the_example_config_is_valid() {
     let text = stdout(&out);
     assert_eq!(text.lines().count(), 1, "one summary line: {text}");
     assert!(
-        text.starts_with("valid: 4 upstreams, 3 routes, 1 certificate, 2 security policies in 5 files; content hash "),
+        text.starts_with("valid: 4 upstreams, 3 routes, 1 certificate, 2 security policies, TLS policy `edge` in 6 files; content hash "),
         "{text}"
     );
 }

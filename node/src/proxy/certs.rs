@@ -20,11 +20,21 @@ use arc_swap::ArcSwapOption;
 use rustls::sign::CertifiedKey;
 use schemas::snapshot::{CertificateSpec, PemSourceSpec};
 
-use super::tls::{load_certified_key, mtls_config};
+use super::tls::{config_file, load_certified_key, mtls_config, policy_config, TlsBuild};
+
+/// The certificates of a config and the listener settings of its `TLSPolicy`: what a TLS
+/// handshake on the proxy listener uses.
+#[derive(Debug, Default)]
+pub struct CertStore {
+    names: Arc<Names>,
+    /// The listener config (policy, sessions, certificates by SNI from `names`); `None`
+    /// when the node does not terminate TLS.
+    listener: Option<Arc<rustls::ServerConfig>>,
+}
 
 /// Certificates by host name: exact names, `*.` wildcards, and the default.
 #[derive(Debug, Default)]
-pub struct CertStore {
+struct Names {
     exact: HashMap<String, usize>,
     wildcard: HashMap<String, usize>,
     default: Option<usize>,
@@ -35,6 +45,8 @@ pub struct CertStore {
 #[derive(Debug)]
 pub struct CertSlot {
     pub spec: CertificateSpec,
+    /// The policy and session state its client-certificate config is built with.
+    tls: TlsBuild,
     served: ArcSwapOption<Served>,
     watch: Mutex<Watch>,
 }
@@ -102,8 +114,8 @@ fn now_secs() -> u64 {
 }
 
 impl CertSlot {
-    fn new(spec: CertificateSpec) -> Self {
-        let slot = CertSlot { spec, served: ArcSwapOption::empty(), watch: Mutex::default() };
+    fn new(spec: CertificateSpec, tls: TlsBuild) -> Self {
+        let slot = CertSlot { spec, tls, served: ArcSwapOption::empty(), watch: Mutex::default() };
         slot.check();
         slot
     }
@@ -117,9 +129,14 @@ impl CertSlot {
             }
         }
         let spec = &self.spec;
-        [pem(&spec.certificate), pem(&spec.private_key), spec.client_validation.as_ref().map(|v| v.ca_file.as_str())]
-            .into_iter()
-            .flatten()
+        [
+            pem(&spec.certificate),
+            pem(&spec.private_key),
+            spec.client_validation.as_ref().map(|v| v.ca_file.as_str()),
+            spec.ocsp_response_file.as_deref(),
+        ]
+        .into_iter()
+        .flatten()
     }
 
     /// Loads the files when they changed since the last look; returns whether it served
@@ -158,8 +175,16 @@ impl CertSlot {
     }
 
     fn load(&self) -> anyhow::Result<Served> {
-        let key = Arc::new(load_certified_key(&self.spec.certificate, &self.spec.private_key)?);
-        let mtls = self.spec.client_validation.as_ref().map(|v| mtls_config(key.clone(), v)).transpose()?;
+        let mut key = load_certified_key(&self.spec.certificate, &self.spec.private_key)?;
+        if let Some(path) = &self.spec.ocsp_response_file {
+            let der = config_file(path)?;
+            trust::identity::check_ocsp_response(&der).map_err(|why| anyhow::anyhow!("{path}: {why}"))?;
+            key.ocsp = Some(der);
+        }
+        let key = Arc::new(key);
+        let (policy, sessions) = (&self.tls.policy, &self.tls.sessions);
+        let mtls =
+            self.spec.client_validation.as_ref().map(|v| mtls_config(key.clone(), v, policy, sessions)).transpose()?;
         let leaf = key.end_entity_cert().map_err(|e| anyhow::anyhow!("{e}"))?;
         let not_after = trust::identity::inspect(leaf.as_ref(), "")
             .map(|i| i.not_after)
@@ -185,65 +210,58 @@ impl CertSlot {
 }
 
 impl CertStore {
-    /// The certificates of a config: those whose spec is unchanged from `previous` keep
-    /// their slot (and what it serves); the others are loaded from this node's files or
-    /// environment now. A certificate that cannot be loaded is left out of TLS and
-    /// reported; it never takes the other ones down.
-    pub fn load(specs: &[CertificateSpec], previous: Option<&CertStore>) -> Self {
-        let mut store = CertStore::default();
+    /// The certificates of a config: those whose spec (and listener policy) is unchanged
+    /// from `previous` keep their slot (and what it serves); the others are loaded from
+    /// this node's files or environment now. A certificate that cannot be loaded is left
+    /// out of TLS and reported; it never takes the other ones down.
+    pub fn load(specs: &[CertificateSpec], previous: Option<&CertStore>, tls: &TlsBuild) -> anyhow::Result<Self> {
+        let mut names = Names::default();
         for spec in specs {
-            let reused = previous.and_then(|p| p.slots.iter().find(|s| s.spec == *spec)).cloned();
-            let slot = reused.unwrap_or_else(|| Arc::new(CertSlot::new(spec.clone())));
-            let i = store.slots.len();
+            let reused = previous
+                .and_then(|p| p.names.slots.iter().find(|s| s.spec == *spec && s.tls.policy == tls.policy))
+                .cloned();
+            let slot = reused.unwrap_or_else(|| Arc::new(CertSlot::new(spec.clone(), tls.clone())));
+            let i = names.slots.len();
             for h in &spec.hostnames {
                 match h.strip_prefix("*.") {
-                    Some(suffix) => store.wildcard.insert(suffix.to_string(), i),
-                    None => store.exact.insert(h.clone(), i),
+                    Some(suffix) => names.wildcard.insert(suffix.to_string(), i),
+                    None => names.exact.insert(h.clone(), i),
                 };
             }
             if spec.is_default {
-                store.default = Some(i);
+                names.default = Some(i);
             }
-            store.slots.push(slot);
+            names.slots.push(slot);
         }
-        store
+        let names = Arc::new(names);
+        let listener = policy_config(&tls.policy, &tls.sessions, Arc::new(Resolver(names.clone())))?;
+        Ok(CertStore { names, listener: Some(listener) })
     }
 
     /// Re-reads the files that changed; returns how many certificates now serve new
     /// material.
     pub fn refresh(&self) -> usize {
-        self.slots.iter().filter(|s| s.check()).count()
+        self.names.slots.iter().filter(|s| s.check()).count()
     }
 
-    /// The slot serving `sni`: its own certificate, a wildcard's, else the default.
-    fn slot(&self, sni: Option<&str>) -> Option<&CertSlot> {
-        let Some(sni) = sni else { return self.default.map(|i| &*self.slots[i]) };
-        let sni = sni.to_ascii_lowercase();
-        let i = self.exact.get(&sni).copied().or_else(|| {
-            let mut rest = sni.as_str();
-            while let Some(dot) = rest.find('.') {
-                rest = &rest[dot + 1..];
-                if let Some(&i) = self.wildcard.get(rest) {
-                    return Some(i);
-                }
-            }
-            None
-        });
-        i.or(self.default).map(|i| &*self.slots[i])
+    /// The server config for a handshake: the certificate's own when it verifies client
+    /// certificates, else the listener's. `None` when this node does not terminate TLS.
+    pub fn config_for(&self, sni: Option<&str>) -> Option<Arc<rustls::ServerConfig>> {
+        self.mtls(sni).or_else(|| self.listener.clone())
     }
 
     /// The certificate for a handshake's SNI name (`None`: the client sent none).
     pub fn get(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
-        self.slot(sni)?.served.load().as_ref().map(|s| s.key.clone())
+        self.names.slot(sni)?.served.load().as_ref().map(|s| s.key.clone())
     }
 
     /// The server config for `sni` when its certificate verifies client certificates.
     pub fn mtls(&self, sni: Option<&str>) -> Option<Arc<rustls::ServerConfig>> {
-        self.slot(sni)?.served.load().as_ref()?.mtls.clone()
+        self.names.slot(sni)?.served.load().as_ref()?.mtls.clone()
     }
 
     pub fn views(&self) -> Vec<CertView> {
-        self.slots.iter().map(|s| s.view()).collect()
+        self.names.slots.iter().map(|s| s.view()).collect()
     }
 
     /// Certificates this node cannot serve as their files say, each with why: not loaded
@@ -268,11 +286,40 @@ impl CertStore {
     /// for each served certificate.
     pub fn export_expiry(&self, node: &str) {
         let now = now_secs() as i64;
-        for s in &self.slots {
+        for s in &self.names.slots {
             if let Some(served) = s.served.load().as_ref() {
                 metrics::gauge!("raftgate_certificate_expiry_seconds", "certificate" => s.spec.name.clone(), "node" => node.to_string())
                     .set((served.not_after - now) as f64);
             }
         }
+    }
+}
+
+impl Names {
+    /// The slot serving `sni`: its own certificate, a wildcard's, else the default.
+    fn slot(&self, sni: Option<&str>) -> Option<&CertSlot> {
+        let Some(sni) = sni else { return self.default.map(|i| &*self.slots[i]) };
+        let sni = sni.to_ascii_lowercase();
+        let i = self.exact.get(&sni).copied().or_else(|| {
+            let mut rest = sni.as_str();
+            while let Some(dot) = rest.find('.') {
+                rest = &rest[dot + 1..];
+                if let Some(&i) = self.wildcard.get(rest) {
+                    return Some(i);
+                }
+            }
+            None
+        });
+        i.or(self.default).map(|i| &*self.slots[i])
+    }
+}
+
+/// Resolves a handshake's SNI from one config's certificates.
+#[derive(Debug)]
+struct Resolver(Arc<Names>);
+
+impl rustls::server::ResolvesServerCert for Resolver {
+    fn resolve(&self, hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.0.slot(hello.server_name())?.served.load().as_ref().map(|s| s.key.clone())
     }
 }

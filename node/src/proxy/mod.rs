@@ -50,6 +50,7 @@ pub(crate) mod route;
 pub mod router;
 pub mod runtime;
 pub mod security;
+pub mod tickets;
 pub mod tls;
 pub(crate) mod upgrade;
 pub mod upstream;

@@ -25,6 +25,7 @@ use super::prober;
 use super::ratelimit::bucket::RateLimiter;
 use super::router::RouteTable;
 use super::security::policy::Security;
+use super::tls::{Sessions, TlsBuild};
 use super::upstream::Upstream;
 
 /// Where a config came from, for status and metrics.
@@ -257,8 +258,8 @@ pub struct BuildEnv<'a> {
     /// The runtime being replaced, whose unchanged upstreams and rate limiters are reused.
     pub previous: Option<&'a Runtime>,
     pub roots: &'a Arc<rustls::RootCertStore>,
-    /// The node terminates TLS, so certificates must be loaded.
-    pub tls: bool,
+    /// The node terminates TLS (certificates must be loaded), with this session state.
+    pub tls: Option<&'a Sessions>,
     /// The cluster's member count, which cluster-wide rate limits divide by.
     pub nodes: &'a Arc<AtomicUsize>,
     /// Endpoint names may resolve to link-local addresses (--allow-internal-endpoints).
@@ -288,10 +289,12 @@ impl Runtime {
         })
         .map_err(|e| anyhow::anyhow!("{e}"))?;
         let Built { upstreams, limiters, .. } = built;
-        let certs = if env.tls {
-            CertStore::load(&snapshot.certificates, env.previous.map(|p| &p.certs))
-        } else {
-            CertStore::default()
+        let certs = match env.tls {
+            Some(sessions) => {
+                let tls = TlsBuild { policy: snapshot.tls_policy.clone(), sessions: sessions.clone() };
+                CertStore::load(&snapshot.certificates, env.previous.map(|p| &p.certs), &tls)?
+            }
+            None => CertStore::default(),
         };
         Ok(Runtime {
             snapshot,
@@ -493,7 +496,9 @@ pub struct Engine {
     /// whatever runtime is current.
     current: Arc<ArcSwap<Runtime>>,
     roots: Arc<rustls::RootCertStore>,
-    tls: bool,
+    /// Session state of the TLS listener (cache, ticket keys), kept across configs; `None`
+    /// when the node does not terminate TLS.
+    sessions: Option<Sessions>,
     /// Members of the Raft cluster (1 for a single node), kept current by `cluster`.
     pub nodes: Arc<AtomicUsize>,
     loaded: std::sync::atomic::AtomicBool,
@@ -504,17 +509,24 @@ pub struct Engine {
 
 impl Engine {
     /// An engine serving an empty config (every request gets 404) until the first swap.
-    /// `tls`: the node terminates TLS, so certificates must be loaded.
+    /// `tls`: the node terminates TLS, so certificates must be loaded (session tickets with
+    /// keys of this node only).
     pub fn new(roots: Arc<rustls::RootCertStore>, tls: bool) -> anyhow::Result<Self> {
+        Self::with_sessions(roots, if tls { Some(Sessions::node_local()?) } else { None })
+    }
+
+    /// An engine whose TLS listener uses `sessions` (`None`: no TLS).
+    pub fn with_sessions(roots: Arc<rustls::RootCertStore>, sessions: Option<Sessions>) -> anyhow::Result<Self> {
         let snapshot = Arc::new(ConfigSnapshot::default());
         let hash = snapshot.content_hash();
         let nodes = Arc::new(AtomicUsize::new(1));
-        let env = BuildEnv { previous: None, roots: &roots, tls, nodes: &nodes, allow_internal: false };
+        let env =
+            BuildEnv { previous: None, roots: &roots, tls: sessions.as_ref(), nodes: &nodes, allow_internal: false };
         let rt = Runtime::build(snapshot, hash, ConfigOrigin::default(), &env)?;
         Ok(Self {
             current: Arc::new(ArcSwap::from_pointee(rt)),
             roots,
-            tls,
+            sessions,
             nodes,
             loaded: false.into(),
             swap_lock: tokio::sync::Mutex::new(()),
@@ -541,11 +553,12 @@ impl Engine {
         move |name| current.load().certs.get(name)
     }
 
-    /// The server config for a TLS handshake's SNI name when its certificate verifies client
-    /// certificates, from the current config.
-    pub fn mtls_lookup(&self) -> impl Fn(Option<&str>) -> Option<Arc<rustls::ServerConfig>> + Send + Sync + 'static {
+    /// The server config for a TLS handshake's SNI name, from the current config: its
+    /// `TLSPolicy` and certificates, or the certificate's own config when it verifies
+    /// client certificates.
+    pub fn tls_lookup(&self) -> impl Fn(Option<&str>) -> Option<Arc<rustls::ServerConfig>> + Send + Sync + 'static {
         let current = self.current.clone();
-        move |name| current.load().certs.mtls(name)
+        move |name| current.load().certs.config_for(name)
     }
 
     /// Serves the certificates whose files changed on disk (renewals) and exports their
@@ -597,11 +610,17 @@ impl Engine {
         let _guard = self.swap_lock.lock().await;
         let previous = self.current();
         let roots = self.roots.clone();
-        let tls = self.tls;
+        let sessions = self.sessions.clone();
         let nodes = self.nodes.clone();
         let allow_internal = self.allow_internal.load(std::sync::atomic::Ordering::Relaxed);
         let build = tokio::task::spawn_blocking(move || {
-            let env = BuildEnv { previous: Some(&previous), roots: &roots, tls, nodes: &nodes, allow_internal };
+            let env = BuildEnv {
+                previous: Some(&previous),
+                roots: &roots,
+                tls: sessions.as_ref(),
+                nodes: &nodes,
+                allow_internal,
+            };
             Runtime::build(snapshot, hash, origin, &env)
         });
         // A build that does not finish in time is abandoned (its thread finishes on its

@@ -5,13 +5,13 @@
 //! its routes), so a new config or a renewed file brings new certificates without a
 //! restart and without touching open connections.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::server::{ClientHello, ProducesTickets, ResolvesServerCert, StoresServerSessions};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use schemas::snapshot::{ClientValidationSpec, PemSourceSpec};
+use schemas::snapshot::{ClientValidationSpec, PemSourceSpec, TlsPolicySpec};
 
 /// The bytes a config names on this node: a file (see `config_file`) or an environment
 /// variable.
@@ -127,36 +127,139 @@ impl ResolvesServerCert for Fixed {
     }
 }
 
+/// Session state every listener config shares for the node's life, so resumption
+/// survives config swaps: the session cache (by size) and the ticket keys.
+#[derive(Debug, Clone)]
+pub struct Sessions {
+    ticketer: Arc<dyn ProducesTickets>,
+    cache: Arc<Mutex<Option<SizedCache>>>,
+}
+
+/// A session cache and the size it was made with.
+type SizedCache = (u32, Arc<dyn StoresServerSessions>);
+
+impl Sessions {
+    /// Tickets from `ticketer` (`tickets::SharedTickets` for keys shared by the cluster).
+    pub fn new(ticketer: Arc<dyn ProducesTickets>) -> Self {
+        Sessions { ticketer, cache: Arc::default() }
+    }
+
+    /// Ticket keys of this node only, random and rotating (rustls's ticketer).
+    pub fn node_local() -> anyhow::Result<Self> {
+        Ok(Self::new(rustls::crypto::ring::Ticketer::new()?))
+    }
+
+    fn cache(&self, size: u32) -> Arc<dyn StoresServerSessions> {
+        let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        match &*c {
+            Some((n, cache)) if *n == size => cache.clone(),
+            _ => {
+                let cache: Arc<dyn StoresServerSessions> = rustls::server::ServerSessionMemoryCache::new(size as usize);
+                *c = Some((size, cache.clone()));
+                cache
+            }
+        }
+    }
+}
+
+/// What a config's TLS listener settings are built from: its policy and the node's
+/// session state.
+#[derive(Debug, Clone)]
+pub struct TlsBuild {
+    pub policy: TlsPolicySpec,
+    pub sessions: Sessions,
+}
+
+/// rustls's *ring* provider with the policy's cipher suites, in its order.
+fn provider(policy: &TlsPolicySpec) -> anyhow::Result<rustls::crypto::CryptoProvider> {
+    let mut provider = rustls::crypto::ring::default_provider();
+    let all = std::mem::take(&mut provider.cipher_suites);
+    for name in &policy.cipher_suites {
+        let suite = all
+            .iter()
+            .find(|s| format!("{:?}", s.suite()) == *name)
+            .ok_or_else(|| anyhow::anyhow!("cipher suite {name} is not supported by this node"))?;
+        provider.cipher_suites.push(*suite);
+    }
+    Ok(provider)
+}
+
+/// A listener config for `policy`: its versions, suites and order, the shared session
+/// state, ALPN h2 and http/1.1, certificates from `resolver`, and client certificates
+/// checked by `client_auth` when given.
+fn listener_config(
+    policy: &TlsPolicySpec,
+    sessions: &Sessions,
+    client_auth: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
+    resolver: Arc<dyn ResolvesServerCert>,
+) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    let versions: &[&'static rustls::SupportedProtocolVersion] = if policy.tls13_only {
+        &[&rustls::version::TLS13]
+    } else {
+        &[&rustls::version::TLS13, &rustls::version::TLS12]
+    };
+    let builder =
+        rustls::ServerConfig::builder_with_provider(Arc::new(provider(policy)?)).with_protocol_versions(versions)?;
+    let builder = match client_auth {
+        Some(verifier) => builder.with_client_cert_verifier(verifier),
+        None => builder.with_no_client_auth(),
+    };
+    let mut cfg = builder.with_cert_resolver(resolver);
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    cfg.ignore_client_order = policy.server_cipher_order;
+    cfg.session_storage = match policy.session_cache_size {
+        0 => Arc::new(rustls::server::NoServerSessionStorage {}),
+        n => sessions.cache(n),
+    };
+    if policy.tickets {
+        cfg.ticketer = sessions.ticketer.clone();
+    }
+    Ok(Arc::new(cfg))
+}
+
 /// The server config of a certificate whose clients must present one from `v.ca_file`.
 pub(crate) fn mtls_config(
     key: Arc<CertifiedKey>,
     v: &ClientValidationSpec,
+    policy: &TlsPolicySpec,
+    sessions: &Sessions,
 ) -> anyhow::Result<Arc<rustls::ServerConfig>> {
     let roots = Arc::new(load_roots(&v.ca_file)?);
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::server::WebPkiClientVerifier::builder_with_provider(roots, provider.clone());
+    let builder = rustls::server::WebPkiClientVerifier::builder_with_provider(roots, Arc::new(provider(policy)?));
     let verifier = if v.optional { builder.allow_unauthenticated().build()? } else { builder.build()? };
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_client_cert_verifier(verifier)
-        .with_cert_resolver(Arc::new(Fixed(key)));
-    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    cfg.ignore_client_order = true;
-    Ok(Arc::new(cfg))
+    listener_config(policy, sessions, Some(verifier), Arc::new(Fixed(key)))
 }
 
-/// The server TLS config: TLS 1.2 and 1.3, ALPN h2 and http/1.1, certificates by SNI from
-/// `lookup` (`Engine::cert_lookup`; `None` when the client sent no SNI). The server's cipher order wins over the client's
-/// (rustls lists AEAD suites only, strongest first), as testssl.sh expects of a server.
+/// A config's listener settings, certificates by SNI from `resolver`.
+pub(crate) fn policy_config(
+    policy: &TlsPolicySpec,
+    sessions: &Sessions,
+    resolver: Arc<dyn ResolvesServerCert>,
+) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    listener_config(policy, sessions, None, resolver)
+}
+
+/// A server config with the default policy (TLS 1.2 and 1.3, the server's order of
+/// rustls's AEAD suites, strongest first, as testssl.sh expects of a server), certificates
+/// by SNI from `lookup` (`Engine::cert_lookup`; `None` when the client sent no SNI). For
+/// listeners that do not follow the config's `TLSPolicy` (webhooks).
 pub fn server_config(
     lookup: impl Fn(Option<&str>) -> Option<Arc<CertifiedKey>> + Send + Sync + 'static,
 ) -> anyhow::Result<Arc<rustls::ServerConfig>> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(SniResolver(lookup)));
-    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    cfg.ignore_client_order = true;
-    Ok(Arc::new(cfg))
+    listener_config(&TlsPolicySpec::default(), &Sessions::node_local()?, None, Arc::new(SniResolver(lookup)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The names a config may write (schemas) are exactly the suites this node has.
+    #[test]
+    fn every_cipher_suite_name_is_one_of_ours() {
+        let ours: Vec<String> =
+            rustls::crypto::ring::default_provider().cipher_suites.iter().map(|s| format!("{:?}", s.suite())).collect();
+        assert_eq!(ours, schemas::snapshot::CIPHER_SUITES);
+        let p = provider(&TlsPolicySpec::default()).unwrap();
+        assert_eq!(p.cipher_suites.len(), ours.len());
+    }
 }

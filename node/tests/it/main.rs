@@ -19,4 +19,5 @@ mod protocols;
 mod resilience;
 mod security;
 mod swap;
+mod tls_policy;
 mod upstream_mtls;

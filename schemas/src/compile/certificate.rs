@@ -39,7 +39,22 @@ impl Ctx<'_, Certificate> {
             }
             ClientValidationSpec { ca_file: v.ca_file.clone(), optional: v.optional.unwrap_or(false) }
         });
-        CertificateSpec { name: c.name.clone(), hostnames, is_default, certificate, private_key, client_validation }
+        if let Some(f) = c.ocsp_response_file.as_deref().filter(|f| !f.starts_with('/')) {
+            self.err(
+                at!["ocspResponseFile"],
+                format!("`{f}` is not an absolute path"),
+                Some("write the absolute path of the DER OCSP response as it is on every node".to_string()),
+            );
+        }
+        CertificateSpec {
+            name: c.name.clone(),
+            hostnames,
+            is_default,
+            certificate,
+            private_key,
+            client_validation,
+            ocsp_response_file: c.ocsp_response_file.clone(),
+        }
     }
 }
 

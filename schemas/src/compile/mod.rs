@@ -15,6 +15,7 @@ mod names;
 mod route;
 mod route_policies;
 mod security;
+mod tls_policy;
 mod upstream;
 
 use std::collections::BTreeSet;
@@ -68,6 +69,15 @@ pub(crate) fn compile(res: &Resources, policy: &crate::policy::Policy, diags: &m
             snapshot.security_policies.push(spec);
         }
     }
+    // Every policy is checked; a second one is an error of its own (below).
+    for (i, p) in res.tls_policies.iter().enumerate() {
+        let mut d = Ctx { res: p, diags: &mut *diags, failed: false };
+        let spec = d.tls_policy(&p.value);
+        if !d.failed && i == 0 {
+            snapshot.tls_policy = spec;
+        }
+    }
+    tls_policy::check_single_policy(res, diags);
     let owners = security::check_policy_targets(&res.security_policies, &targets, diags);
     for route in &mut snapshot.routes {
         for (ri, rule) in route.rules.iter_mut().enumerate() {

@@ -110,4 +110,4 @@ fn the_hash_is_pinned() {
     assert_eq!(a.hash.to_string(), PINNED, "snapshot JSON: {}", serde_json::to_string(&a.snapshot).unwrap());
 }
 
-const PINNED: &str = "e2a25b4f78effb9e58cc136354fa6387a24806e3966ab58d43017027cc2d26ec";
+const PINNED: &str = "aaf9e1cde7972e1229e8bb5b843977a31ca3b976bafbd5bf1413a985dab8dc97";

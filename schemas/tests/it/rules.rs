@@ -226,6 +226,36 @@ const CASES: &[Case] = &[
         &[(10, 10, "certificate `c` (route.yaml) is already the default")],
     ),
     (
+        "unknown cipher suite",
+        "kind: TLSPolicy\nname: t\ncipherSuites: [TLS13_AES_256_GCM_SHA384, TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA]\n",
+        &[(3, 42, "unknown or unsupported cipher suite `TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA`")],
+    ),
+    (
+        "TLS 1.2 suites in a TLS 1.3 policy",
+        "kind: TLSPolicy\nname: t\nminVersion: 1.3\ncipherSuites: [TLS13_AES_256_GCM_SHA384, TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384]\n",
+        &[(4, 15, "TLS 1.2 cipher suites listed with `minVersion: \"1.3\"`")],
+    ),
+    (
+        "no TLS 1.3 suite",
+        "kind: TLSPolicy\nname: t\ncipherSuites: [TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384]\n",
+        &[(3, 15, "no TLS 1.3 cipher suite")],
+    ),
+    (
+        "old TLS version",
+        "kind: TLSPolicy\nname: t\nminVersion: \"1.0\"\n",
+        &[(3, 13, "unsupported TLS version `1.0`")],
+    ),
+    (
+        "two TLS policies",
+        "kind: TLSPolicy\nname: a\n---\nkind: TLSPolicy\nname: b\nminVersion: 1.3\n",
+        &[(4, 7, "a second TLSPolicy; `a` (route.yaml) already sets the listener's TLS")],
+    ),
+    (
+        "relative OCSP path",
+        "kind: Certificate\nname: c\nhostnames: [a.com]\ncertificate: { file: /c.pem }\nprivateKey: { file: /c.key }\nocspResponseFile: ocsp.der\n",
+        &[(6, 19, "`ocsp.der` is not an absolute path")],
+    ),
+    (
         "zero body limit",
         "kind: Route\nname: a\nrules:\n  - backendRefs: [{ upstream: users }]\n    maxRequestBodyBytes: 0\n",
         &[(5, 26, "maxRequestBodyBytes is 0")],
