@@ -294,6 +294,29 @@ pub(crate) struct Route {
     /// The rules, tried by Gateway API precedence (exact path over prefix, longer prefix
     /// first, more matches first, then order).
     pub rules: Vec<Rule>,
+    /// Plain-HTTP requests to this route are redirected to HTTPS (`true`, or the port and
+    /// status to use); HTTPS requests are served by the rules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub https_redirect: Option<HttpsRedirect>,
+}
+
+/// `true` for the defaults (port 443, status 308), or the settings.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub(crate) enum HttpsRedirect {
+    On(bool),
+    With(HttpsRedirectSettings),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct HttpsRedirectSettings {
+    /// The port in the `Location` (left out when 443). Default: 443.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// 301, 302, 303, 307 or 308 (default: 308, which keeps the method and body).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_code: Option<u16>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -651,10 +674,30 @@ pub(crate) struct Certificate {
     /// (Gateway API frontend client-certificate validation).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_validation: Option<ClientValidation>,
+    /// `Strict-Transport-Security` on every answer sent over HTTPS to these host names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hsts: Option<Hsts>,
     /// Absolute path of a DER OCSP response for this certificate on each node, stapled to
     /// handshakes; refreshed by the operator's tooling, re-read when it changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ocsp_response_file: Option<String>,
+}
+
+/// HTTP Strict Transport Security (RFC 6797): browsers use only HTTPS for the host for
+/// `maxAge`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct Hsts {
+    /// How long browsers remember it, in seconds (a year: 31536000); 0 tells them to
+    /// forget it.
+    pub max_age_seconds: u64,
+    /// Also for every subdomain. Default: false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub include_sub_domains: Option<bool>,
+    /// Ask to be in browsers' preload lists (needs a `maxAgeSeconds` of a year or more and
+    /// `includeSubDomains`). Default: false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preload: Option<bool>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]

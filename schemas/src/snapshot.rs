@@ -200,6 +200,16 @@ pub struct RouteSpec {
     pub hostnames: Vec<String>,
     /// In the order written.
     pub rules: Vec<RuleSpec>,
+    /// Plain-HTTP requests are redirected to HTTPS.
+    pub https_redirect: Option<HttpsRedirectSpec>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpsRedirectSpec {
+    /// `None`: 443, left out of the `Location`.
+    pub port: Option<u16>,
+    pub status_code: u16,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -357,6 +367,8 @@ pub struct CertificateSpec {
     pub client_validation: Option<ClientValidationSpec>,
     /// A DER OCSP response on each node, stapled to handshakes.
     pub ocsp_response_file: Option<String>,
+    /// The `Strict-Transport-Security` value for these host names over HTTPS.
+    pub hsts: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

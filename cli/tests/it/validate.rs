@@ -148,7 +148,11 @@ fn validates_git_commits_without_checkout() {
     let repo_arg = r.to_str().unwrap();
     let out = raftgate(&["config", "validate", "--git", repo_arg, "--rev", &good, "--path", "gateway"]);
     assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
-    assert!(stdout(&out).starts_with("valid: 4 upstreams, 1 route, 1 certificate in 3 files;"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).starts_with("valid: 4 upstreams, 1 route, 1 certificate, TLS policy `edge` in 4 files;"),
+        "{}",
+        stdout(&out)
+    );
 
     let out = raftgate(&["config", "validate", "--git", repo_arg, "--rev", "main", "--path", "gateway"]);
     assert_eq!(out.status.code(), Some(1));

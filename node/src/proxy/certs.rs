@@ -39,6 +39,8 @@ struct Names {
     wildcard: HashMap<String, usize>,
     default: Option<usize>,
     slots: Vec<Arc<CertSlot>>,
+    /// Some certificate sends HSTS (most configs: none, and requests skip the lookup).
+    any_hsts: bool,
 }
 
 /// One certificate as this node serves it.
@@ -47,6 +49,8 @@ pub struct CertSlot {
     pub spec: CertificateSpec,
     /// The policy and session state its client-certificate config is built with.
     tls: TlsBuild,
+    /// `Strict-Transport-Security` for its host names over HTTPS.
+    hsts: Option<http::HeaderValue>,
     served: ArcSwapOption<Served>,
     watch: Mutex<Watch>,
 }
@@ -115,7 +119,8 @@ fn now_secs() -> u64 {
 
 impl CertSlot {
     fn new(spec: CertificateSpec, tls: TlsBuild) -> Self {
-        let slot = CertSlot { spec, tls, served: ArcSwapOption::empty(), watch: Mutex::default() };
+        let hsts = spec.hsts.as_deref().and_then(|v| http::HeaderValue::from_str(v).ok());
+        let slot = CertSlot { spec, tls, hsts, served: ArcSwapOption::empty(), watch: Mutex::default() };
         slot.check();
         slot
     }
@@ -231,6 +236,7 @@ impl CertStore {
             if spec.is_default {
                 names.default = Some(i);
             }
+            names.any_hsts |= slot.hsts.is_some();
             names.slots.push(slot);
         }
         let names = Arc::new(names);
@@ -262,6 +268,15 @@ impl CertStore {
 
     pub fn views(&self) -> Vec<CertView> {
         self.names.slots.iter().map(|s| s.view()).collect()
+    }
+
+    /// The `Strict-Transport-Security` value for a request to `host` over HTTPS: from the
+    /// certificate that lists the host (never the default's for a name it does not list).
+    pub fn hsts(&self, host: &str) -> Option<http::HeaderValue> {
+        if !self.names.any_hsts {
+            return None;
+        }
+        self.names.listed(host).and_then(|i| self.names.slots[i].hsts.clone())
     }
 
     /// Certificates this node cannot serve as their files say, each with why: not loaded
@@ -298,10 +313,15 @@ impl CertStore {
 impl Names {
     /// The slot serving `sni`: its own certificate, a wildcard's, else the default.
     fn slot(&self, sni: Option<&str>) -> Option<&CertSlot> {
-        let Some(sni) = sni else { return self.default.map(|i| &*self.slots[i]) };
-        let sni = sni.to_ascii_lowercase();
-        let i = self.exact.get(&sni).copied().or_else(|| {
-            let mut rest = sni.as_str();
+        let listed = sni.and_then(|name| self.listed(name));
+        listed.or(self.default).map(|i| &*self.slots[i])
+    }
+
+    /// The certificate that lists `name`, exactly or by a wildcard.
+    fn listed(&self, name: &str) -> Option<usize> {
+        let name = name.to_ascii_lowercase();
+        self.exact.get(&name).copied().or_else(|| {
+            let mut rest = name.as_str();
             while let Some(dot) = rest.find('.') {
                 rest = &rest[dot + 1..];
                 if let Some(&i) = self.wildcard.get(rest) {
@@ -309,8 +329,7 @@ impl Names {
                 }
             }
             None
-        });
-        i.or(self.default).map(|i| &*self.slots[i])
+        })
     }
 }
 

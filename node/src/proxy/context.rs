@@ -132,6 +132,8 @@ impl Downstream {
 pub struct RequestCtx {
     /// `route`: the rule serving the request.
     pub rule: Option<Arc<RuleRuntime>>,
+    /// `route`: `Strict-Transport-Security` for the host, on HTTPS only.
+    pub hsts: Option<http::HeaderValue>,
     /// `security::admit`: the consumer the request authenticated as.
     pub consumer: Option<Arc<str>>,
     /// `security::admit`: the request URI with credentials cut out, for the access log.

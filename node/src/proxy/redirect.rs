@@ -1,9 +1,10 @@
-//! Phase `admit`, first step: a rule with a `RequestRedirect` filter answers with the
-//! redirect itself and never reaches an upstream.
+//! Phase `admit`, first step: a plain-HTTP request to a route with `httpsRedirect`, or
+//! any request to a rule with a `RequestRedirect` filter, is answered with the redirect
+//! itself and never reaches an upstream.
 
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
-use schemas::snapshot::FilterSpec;
+use schemas::snapshot::{FilterSpec, HttpsRedirectSpec};
 
 use super::body::full;
 use super::context::{ConnInfo, Stop};
@@ -11,18 +12,39 @@ use super::error::ProxyError;
 use super::filters::modify_path;
 use super::route::Routed;
 
-/// Answers with the rule's redirect, if it has one.
+/// Answers with the route's HTTPS redirect (plain HTTP only) or the rule's redirect, if
+/// it has one.
 pub fn admit(route: &Routed<'_>, conn: &ConnInfo) -> Result<(), Stop> {
-    let Some(filter) = &route.rule.filters.redirect else { return Ok(()) };
-    match location(filter, route, conn) {
-        Some((status, location)) => {
+    let found = match (&route.rule.https_redirect, &route.rule.filters.redirect) {
+        (Some(to), _) if !conn.https => Some(to_https(to, route)),
+        (_, Some(filter)) => Some(location(filter, route, conn)),
+        _ => None,
+    };
+    match found {
+        None => Ok(()),
+        Some(Some((status, location))) => {
             let mut resp = Response::new(full(bytes::Bytes::new()));
             *resp.status_mut() = status;
             resp.headers_mut().insert(header::LOCATION, location);
             Err(Stop::Answer(Box::new(resp)))
         }
-        None => Err(ProxyError::BadRequest("the redirect target is not a valid URL").into()),
+        Some(None) => Err(ProxyError::BadRequest("the redirect target is not a valid URL").into()),
     }
+}
+
+/// The same request over HTTPS: the routed host, the route's port (443 left out), the
+/// path and query.
+fn to_https(to: &HttpsRedirectSpec, route: &Routed<'_>) -> Option<(StatusCode, HeaderValue)> {
+    let mut location = format!("https://{}", route.host);
+    if let Some(p) = to.port {
+        location.push_str(&format!(":{p}"));
+    }
+    location.push_str(&route.path);
+    if let Some(q) = route.query {
+        location.push('?');
+        location.push_str(q);
+    }
+    Some((StatusCode::from_u16(to.status_code).ok()?, HeaderValue::from_str(&location).ok()?))
 }
 
 /// The status and `Location` of a `RequestRedirect` filter for this request.

@@ -3,7 +3,7 @@
 //!
 //! Upstream answers are framed for the client's protocol, lose their hop-by-hop headers and
 //! get the rule's response header modifiers; every answer carries the request id and, on a
-//! rate-limited rule, the `RateLimit-*` headers.
+//! rate-limited rule, the `RateLimit-*` headers; over HTTPS, the host's HSTS.
 
 use http::{Response, StatusCode};
 
@@ -33,6 +33,10 @@ pub fn filter(down: &Downstream, ctx: &RequestCtx, answer: Answer) -> Response<R
     }
     if ctx.cors_vary {
         security::cors::set_headers(h, ctx.cors.as_ref(), true);
+    }
+    if let Some(v) = &ctx.hsts {
+        // The certificate's policy wins over an upstream's own header.
+        h.insert(http::header::STRICT_TRANSPORT_SECURITY, v.clone());
     }
     h.entry(&X_REQUEST_ID).or_insert_with(|| down.request_id.clone());
     resp

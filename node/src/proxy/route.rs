@@ -46,6 +46,10 @@ pub fn route<'a>(
         return Err(ProxyError::BadRequest("more than one Host header").into());
     }
     let (host, _port) = request_host(&down.uri, down.host_header.as_ref())?;
+    if down.conn.https {
+        // Before the rule lookup: a 404 over HTTPS carries HSTS too.
+        ctx.hsts = rt.certs.hsts(&host);
+    }
     let query = down.uri.query();
     let path = match path::clean(down.uri.path(), escaped) {
         Ok(Clean::Path(p)) => p,

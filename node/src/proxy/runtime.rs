@@ -14,7 +14,7 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, StatusCode};
 use metrics::{Counter, Histogram};
-use schemas::snapshot::{FallbackSpec, RetrySpec, RouteSpec};
+use schemas::snapshot::{FallbackSpec, HttpsRedirectSpec, RetrySpec, RouteSpec};
 use schemas::{ConfigSnapshot, ContentHash, Duration};
 
 use super::breaker::Phase;
@@ -110,6 +110,8 @@ pub struct RuleRuntime {
     pub rate_limit: Option<Arc<RateLimiter>>,
     /// The rule's `SecurityPolicy`, shared with every rule it guards.
     pub security: Option<Arc<Security>>,
+    /// The route's `httpsRedirect`: plain-HTTP requests get this redirect.
+    pub https_redirect: Option<HttpsRedirectSpec>,
     pub latency: Histogram,
     /// `raftgate_requests_total` for answers the gateway gave before a backend was chosen
     /// (redirects, refusals), by status class; registered by the first such answer, since
@@ -180,6 +182,7 @@ impl RuleRuntime {
             total_weight: backends.iter().map(|b| u64::from(b.weight)).sum(),
             backends,
             filters: RuleFilters::compile(&rule.filters),
+            https_redirect: route.https_redirect,
             request_timeout: rule.request_timeout,
             backend_timeout: rule.backend_request_timeout,
             max_body_bytes: rule.max_request_body_bytes,

@@ -182,3 +182,42 @@ async fn a_bad_ocsp_file_is_refused_with_a_reason() {
     let errors = s["config"]["certificateErrors"].to_string();
     assert!(errors.contains("certificate `site`") && errors.contains("not DER"), "{errors}");
 }
+
+/// `httpsRedirect` sends plain-HTTP requests to HTTPS, and the certificate's `hsts` goes on
+/// every HTTPS answer for its host names (never over plain HTTP, never for other hosts),
+/// checked with curl following the redirect.
+#[tokio::test(flavor = "multi_thread")]
+async fn plain_http_is_redirected_to_https_which_carries_hsts() {
+    let up = Upstream::start("up", Behaviour::Echo).await;
+    let dir = tempfile::tempdir().unwrap();
+    pki(dir.path());
+    let gw = Gateway::start(&[("c.yaml", &base(&up, dir.path(), ""))], &["--https-addr", "127.0.0.1:0"]);
+    let (http, https) = (gw.http, gw.https.unwrap());
+    let old = gw.config_hash();
+    let cfg = base(&up, dir.path(), "hsts: { maxAgeSeconds: 31536000, includeSubDomains: true }\n")
+        .replace("name: r\nrules:", &format!("name: r\nhttpsRedirect: {{ port: {} }}\nrules:", https.port()))
+        + "---\nkind: Route\nname: other\nhostnames: [other.test]\nrules:\n  - backendRefs: [{ upstream: up }]\n";
+    gw.write("c.yaml", &cfg);
+    gw.wait_for_new_config(&old);
+
+    let curl = |args: String| {
+        sh(dir.path(), &format!("curl -s -o /dev/null -D - --cacert ca.pem --resolve site.test:{}:127.0.0.1 --resolve site.test:{}:127.0.0.1 {args}", http.port(), https.port()))
+    };
+    let (plain, followed, other) = tokio::task::block_in_place(|| {
+        (
+            curl(format!("http://site.test:{}/a/b?c=1", http.port())),
+            curl(format!("-L http://site.test:{}/a/b?c=1", http.port())),
+            curl(format!("-H 'Host: other.test' http://site.test:{}/", http.port())),
+        )
+    });
+    let lower = plain.to_ascii_lowercase();
+    assert!(plain.starts_with("HTTP/1.1 308"), "{plain}");
+    assert!(lower.contains(&format!("location: https://site.test:{}/a/b?c=1", https.port())), "{plain}");
+    assert!(!lower.contains("strict-transport-security"), "never over plain HTTP: {plain}");
+    // Followed: the 308, then the HTTPS answer from the upstream, with HSTS.
+    let last = followed.rsplit("HTTP/").next().unwrap().to_ascii_lowercase();
+    assert!(last.starts_with("2 200") || last.starts_with("1.1 200"), "{followed}");
+    assert!(last.contains("strict-transport-security: max-age=31536000; includesubdomains"), "{followed}");
+    // A route without httpsRedirect is served over plain HTTP.
+    assert!(other.starts_with("HTTP/1.1 200"), "{other}");
+}

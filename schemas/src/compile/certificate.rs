@@ -46,8 +46,39 @@ impl Ctx<'_, Certificate> {
                 Some("write the absolute path of the DER OCSP response as it is on every node".to_string()),
             );
         }
+        let hsts = c.hsts.as_ref().map(|h| {
+            const YEAR: u64 = 365 * 24 * 3600;
+            let secs = h.max_age_seconds;
+            let (sub, preload) = (h.include_sub_domains.unwrap_or(false), h.preload.unwrap_or(false));
+            if secs > 2 * YEAR {
+                self.err(
+                    at!["hsts", "maxAgeSeconds"],
+                    "maxAgeSeconds is over two years",
+                    Some("a year (31536000) is the usual value".into()),
+                );
+            }
+            if preload && (secs < YEAR || !sub) {
+                self.err(
+                    at!["hsts", "preload"],
+                    "preload lists accept only a `maxAgeSeconds` of a year or more with `includeSubDomains: true`",
+                    Some("set `maxAgeSeconds: 31536000` and `includeSubDomains: true`, or leave `preload` out".into()),
+                );
+            }
+            if c.hostnames.is_empty() {
+                self.err(at!["hsts"], "HSTS is sent for a certificate's host names, and this one lists none", None);
+            }
+            let mut v = format!("max-age={secs}");
+            if sub {
+                v += "; includeSubDomains";
+            }
+            if preload {
+                v += "; preload";
+            }
+            v
+        });
         CertificateSpec {
             name: c.name.clone(),
+            hsts,
             hostnames,
             is_default,
             certificate,

@@ -4,8 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use crate::diag::did_you_mean;
-use crate::model::{Route, Rule};
-use crate::snapshot::{BackendSpec, MatchSpec, RouteSpec, RuleSpec};
+use crate::model::{HttpsRedirect, Route, Rule};
+use crate::snapshot::{BackendSpec, HttpsRedirectSpec, MatchSpec, RouteSpec, RuleSpec};
 use crate::yaml::at;
 
 use super::ctx::Ctx;
@@ -25,7 +25,25 @@ impl Ctx<'_, Route> {
             self.err(at!["rules"], format!("more than {MAX_RULES} rules"), Some("split the route".into()));
         }
         let rules = r.rules.iter().enumerate().map(|(i, rule)| self.rule(i, rule, upstreams)).collect();
-        RouteSpec { name: r.name.clone(), hostnames, rules }
+        let https_redirect = match &r.https_redirect {
+            None | Some(HttpsRedirect::On(false)) => None,
+            Some(HttpsRedirect::On(true)) => Some(HttpsRedirectSpec { port: None, status_code: 308 }),
+            Some(HttpsRedirect::With(w)) => {
+                let status_code = w.status_code.unwrap_or(308);
+                if ![301, 302, 303, 307, 308].contains(&status_code) {
+                    self.err(
+                        at!["httpsRedirect", "statusCode"],
+                        format!("{status_code} is not a redirect status"),
+                        Some("use 301, 302, 303, 307 or 308 (308 keeps the method and body)".into()),
+                    );
+                }
+                if w.port == Some(0) {
+                    self.err(at!["httpsRedirect", "port"], "port 0 cannot be reached", None);
+                }
+                Some(HttpsRedirectSpec { port: w.port.filter(|p| *p != 443), status_code })
+            }
+        };
+        RouteSpec { name: r.name.clone(), hostnames, rules, https_redirect }
     }
 
     fn rule(&mut self, ri: usize, rule: &Rule, upstreams: &BTreeSet<&str>) -> RuleSpec {

@@ -110,4 +110,4 @@ fn the_hash_is_pinned() {
     assert_eq!(a.hash.to_string(), PINNED, "snapshot JSON: {}", serde_json::to_string(&a.snapshot).unwrap());
 }
 
-const PINNED: &str = "aaf9e1cde7972e1229e8bb5b843977a31ca3b976bafbd5bf1413a985dab8dc97";
+const PINNED: &str = "2f77e31cc8fe63faa3115548a494b69bf5033350a19dab21beee72680ace086f";

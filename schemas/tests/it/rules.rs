@@ -256,6 +256,16 @@ const CASES: &[Case] = &[
         &[(6, 19, "`ocsp.der` is not an absolute path")],
     ),
     (
+        "HSTS preload without subdomains",
+        "kind: Certificate\nname: c\nhostnames: [a.com]\ncertificate: { file: /c.pem }\nprivateKey: { file: /c.key }\nhsts: { maxAgeSeconds: 31536000, preload: true }\n",
+        &[(6, 43, "preload lists accept only a `maxAgeSeconds` of a year or more")],
+    ),
+    (
+        "HTTPS redirect with a non-redirect status",
+        "kind: Route\nname: a\nhttpsRedirect: { statusCode: 200 }\nrules:\n  - backendRefs: [{ upstream: users }]\n",
+        &[(3, 30, "200 is not a redirect status")],
+    ),
+    (
         "zero body limit",
         "kind: Route\nname: a\nrules:\n  - backendRefs: [{ upstream: users }]\n    maxRequestBodyBytes: 0\n",
         &[(5, 26, "maxRequestBodyBytes is 0")],
