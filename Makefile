@@ -110,8 +110,9 @@ chaos: deps
 	$${CARGO_TARGET_DIR:-target}/release/testbed chaos --topology testbed/topologies/three-regions.yaml \
 	  --duration $(CHAOS_DURATION) --seed $(CHAOS_SEED)
 
-## testssl.sh against the HTTPS listener: no protocol, cipher or vulnerability finding above
-## LOW; the report in testkit/results/.
+## testssl.sh against the HTTPS listener, with the default TLS policy and a TLS 1.3-only one:
+## no protocol, cipher or vulnerability finding above LOW, and the policy's versions, cipher
+## order, ticket resumption and OCSP stapling as testssl sees them; reports in testkit/results/.
 tls-check: deps
 	@dpkg -s testssl.sh >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends testssl.sh; }
 	$(CARGO) build --release -q --workspace

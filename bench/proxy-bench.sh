@@ -8,8 +8,11 @@
 #   proxy-bench.sh all                start; run direct+nginx+haproxy+raftgate (h1, then h2c), then
 #                                     raftgate's open route against its guarded ones (auth); stop
 #   proxy-bench.sh auth               start; only the guarded-route comparison; stop
+#   proxy-bench.sh tls                start; HTTPS against nginx (TLS 1.3 keep-alive with HTTP/1.1
+#                                     and h2, and a new handshake per request); stop
 #
 # Default ports:  backend 9000 | h1: nginx 8081 haproxy 8082 raftgate 8084 | h2c: 8181 8182 8084
+#                 HTTPS (TLS 1.3, one ECDSA P-256 certificate made per run): nginx 8443 raftgate 8444
 #
 # Pinning (defaults, 2 vCPUs): proxy under test AND backend on CPU 0, load generator alone on CPU 1.
 # So CPU 0 is the bottleneck and wrk keeps ~50% headroom (a proxy ~2x faster than nginx is still
@@ -97,7 +100,13 @@ start_servers() {
         -c "$CONF/backend-nginx.conf" ;;
     *) die "BACKEND must be hyper or nginx" ;;
     esac
-    spawn nginx "$PROXY_CPU" nginx -p "$RUN/nginx/" -e "$RUN/nginx/error.log" -c "$CONF/nginx.conf"
+    # One certificate for both TLS listeners, made for the run (never committed).
+    mkdir -p "$RUN/nginx/tls"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=bench.test \
+        -addext subjectAltName=DNS:bench.test,IP:127.0.0.1 -keyout "$RUN/nginx/tls/key.pem" \
+        -out "$RUN/nginx/tls/cert.pem" 2>/dev/null
+    cp "$CONF/nginx.conf" "$RUN/nginx/nginx.conf"
+    spawn nginx "$PROXY_CPU" nginx -p "$RUN/nginx/" -e "$RUN/nginx/error.log" -c "$RUN/nginx/nginx.conf"
     RUNDIR=$RUN/haproxy spawn haproxy "$PROXY_CPU" haproxy -db -f "$CONF/haproxy.cfg"
     [[ -x $RAFTGATED ]] || die "build raftgated first (cargo build --release --workspace)"
     # One worker thread, as nginx and HAProxy get; no access log, as nginx.conf has none.
@@ -107,13 +116,31 @@ start_servers() {
     cp "$CONF/raftgate/"*.yaml "$RUN/raftgate-conf/"
     python3 "$HERE/auth-setup.py" "$RUN/auth" "$TARGET_DIR/release/raftgate" >"$RUN/auth-headers"
     cp "$RUN/auth/auth.yaml" "$RUN/raftgate-conf/"
+    # The same certificate as nginx's, served to every client (wrk sends no usable SNI), and
+    # the same protocol: TLS 1.3 only.
+    cat >"$RUN/raftgate-conf/tls.yaml" <<EOF
+kind: Certificate
+name: bench
+hostnames: [bench.test]
+default: true
+certificate: { file: $RUN/nginx/tls/cert.pem }
+privateKey: { file: $RUN/nginx/tls/key.pem }
+---
+kind: TLSPolicy
+name: bench
+minVersion: "1.3"
+cipherSuites: [TLS13_AES_256_GCM_SHA384, TLS13_CHACHA20_POLY1305_SHA256, TLS13_AES_128_GCM_SHA256]
+EOF
     spawn raftgate "$PROXY_CPU" env ${RG_ENV:-X=1} "$RAFTGATED" --workers 1 --access-log off --log-format text \
-        --http-addr 127.0.0.1:8084 --admin-addr 127.0.0.1:9984 --config-dir "$RUN/raftgate-conf"
-    local p; for p in 9000 8081 8082 8084 8181 8182; do wait_port 127.0.0.1:$p; done
+        --http-addr 127.0.0.1:8084 --https-addr 127.0.0.1:8444 --admin-addr 127.0.0.1:9984 \
+        --config-dir "$RUN/raftgate-conf"
+    local p; for p in 9000 8081 8082 8084 8181 8182 8443 8444; do wait_port 127.0.0.1:$p; done
     curl -sf http://127.0.0.1:9000/ >/dev/null || die "backend not answering"
     for p in 8081 8082 8084; do curl -sf "http://127.0.0.1:$p/" >/dev/null || die "proxy on :$p not answering"; done
     for p in 8181 8182 8084; do curl -sf --http2-prior-knowledge "http://127.0.0.1:$p/" >/dev/null \
         || die "h2c proxy on :$p not answering"; done
+    for p in 8443 8444; do curl -sf --cacert "$RUN/nginx/tls/cert.pem" --http2 --tlsv1.3 "https://127.0.0.1:$p/" \
+        >/dev/null || die "HTTPS proxy on :$p not answering"; done
     log "all servers up (backend=$BACKEND)"
 }
 
@@ -223,7 +250,8 @@ run_targets() {
     done
     for i in "${!urls[@]}"; do
         local hh=(); [[ -n ${HDR[${names[$i]}]:-} ]] && hh=(-H "${HDR[${names[$i]}]}")
-        curl -sf $([[ $H2 == 1 ]] && echo --http2-prior-knowledge) "${hh[@]}" -o /dev/null "${urls[$i]}" \
+        local h2=(); [[ $H2 == 1 && ${urls[$i]} == http:* ]] && h2=(--http2-prior-knowledge)
+        curl -sfk "${h2[@]}" "${hh[@]}" -o /dev/null "${urls[$i]}" \
             || die "${names[$i]} (${urls[$i]}) does not answer 200"
     done
     mkdir -p "$RESULTS" "$RUN"
@@ -311,6 +339,17 @@ auth_targets() {
         raftgate-basic=http://127.0.0.1:8084/basic
 }
 
+# HTTPS against nginx, the same certificate (ECDSA P-256) and TLS 1.3 on both: keep-alive
+# with HTTP/1.1 (wrk) and h2 (h2load, ALPN), and a full handshake per request
+# (`Connection: close`: every request opens a new TLS connection; neither client resumes).
+tls_targets() {
+    H2=0 KIND=https run_targets nginx=https://127.0.0.1:8443/ raftgate=https://127.0.0.1:8444/
+    H2=1 KIND=h2tls run_targets nginx=https://127.0.0.1:8443/ raftgate=https://127.0.0.1:8444/
+    HDR[nginx]="Connection: close"; HDR[raftgate]="Connection: close"
+    H2=0 KIND=handshakes run_targets nginx=https://127.0.0.1:8443/ raftgate=https://127.0.0.1:8444/
+    unset 'HDR[nginx]' 'HDR[raftgate]'
+}
+
 # ---------------------------------------------------------------- main
 cmd=${1:-}; shift || true
 case $cmd in
@@ -324,6 +363,12 @@ all)
         haproxy=http://127.0.0.1:8082/ raftgate=http://127.0.0.1:8084/
     H2=1 run_targets nginx=http://127.0.0.1:8181/ haproxy=http://127.0.0.1:8182/ raftgate=http://127.0.0.1:8084/
     auth_targets
+    tls_targets
+    ;;
+tls) # only the HTTPS comparison
+    trap stop_servers EXIT INT TERM
+    start_servers
+    tls_targets
     ;;
 auth) # only the guarded routes beside the open one
     trap stop_servers EXIT INT TERM

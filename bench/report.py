@@ -58,12 +58,16 @@ for m in re.finditer(r"^(route_lookup|compile_and_swap)/(\d+)\s+time:\s+\[\S+ \S
 rss = {line.split()[0]: int(line.split()[1]) for line in open(a.rss) if line.strip()}
 
 report = {"stamp": a.stamp, "host": a.host, "h1": load("h1"), "h2c": load("h2"), "auth": load("auth"),
+          "https": load("https"), "h2_tls": load("h2tls"), "handshakes": load("handshakes"),
           "criterion_ns": crit, "rss_kib_by_routes": rss,
           "layout": "proxy under test and upstream pinned to CPU 0, load generator alone on CPU 1; one worker per proxy"}
 json.dump(report, open(os.path.join(a.results, f"{a.stamp}.json"), "w"), indent=2)
 
 md = [f"# Benchmark {a.stamp}", "", f"Host: {a.host}. {report['layout']}.", ""]
-for kind, title, tool in (("h1", "HTTP/1.1 keep-alive", "wrk -c32"), ("h2c", "h2c (prior knowledge)", "h2load -c8 -m4")):
+for kind, title, tool in (("h1", "HTTP/1.1 keep-alive", "wrk -c32"), ("h2c", "h2c (prior knowledge)", "h2load -c8 -m4"),
+                          ("https", "HTTPS, TLS 1.3, HTTP/1.1 keep-alive", "wrk -c32"),
+                          ("h2_tls", "HTTPS, TLS 1.3, h2 by ALPN", "h2load -c8 -m4"),
+                          ("handshakes", "HTTPS, TLS 1.3, a new handshake per request (rps = handshakes/s)", "wrk -c32, Connection: close")):
     r = report[kind]
     if not r:
         continue

@@ -54,6 +54,13 @@ fn served(addr: std::net::SocketAddr, sni: Option<&str>) -> Result<String, Strin
     }
 }
 
+/// curl with `ca` as its only trust anchor: (exit code, body).
+fn curl(ca: &Path, url: &str) -> (Option<i32>, String) {
+    let out = Command::new("curl").args(["-sS", "--max-time", "5", "--cacert"]).arg(ca).arg(url).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code(), text)
+}
+
 /// Waits until handshakes with `sni` get the certificate `want`; returns how long it took.
 fn until_served(addr: std::net::SocketAddr, sni: Option<&str>, want: &str) -> Duration {
     let start = Instant::now();
@@ -116,6 +123,12 @@ async fn certificates_renew_from_their_files_without_a_commit() {
         // No SNI, or a name no certificate lists: the default certificate.
         assert_eq!(served(addr, None), Ok(fallback[0].fingerprint.clone()));
         assert_eq!(served(addr, Some("unknown.test")), Ok(fallback[0].fingerprint.clone()));
+        // curl to the address sends no SNI, and trusts the default certificate (IP SAN).
+        let ca = dir.path().join("default-ca.pem");
+        std::fs::write(&ca, &fallback[0].cert).unwrap();
+        let (code, body) = curl(&ca, &format!("https://{addr}/by-ip"));
+        assert_eq!(code, Some(0), "{body}");
+        assert!(body.contains("\"path\":\"/by-ip\""), "{body}");
     });
 
     // Load: a new TLS handshake per request (no SNI: wrk names an IP), through both renewals.
@@ -216,5 +229,9 @@ async fn without_a_default_certificate_clients_without_sni_are_refused() {
         assert_eq!(served(addr, Some("site.test")), Ok(site.fingerprint.clone()));
         assert!(served(addr, None).is_err());
         assert!(served(addr, Some("other.test")).is_err());
+        // curl to the address: the handshake is refused (curl exit 35, an alert).
+        let ca = dir.path().join("c.pem");
+        let (code, text) = curl(&ca, &format!("https://{addr}/"));
+        assert_eq!(code, Some(35), "{text}");
     });
 }
