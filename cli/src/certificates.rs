@@ -34,12 +34,11 @@ impl CertificatesView {
         let soonest = self.certificates.iter().filter(|c| c.days_left.is_some()).min_by_key(|c| c.not_after)?;
         let mut names: Vec<&str> = self.certificates.iter().map(|c| c.name.as_str()).collect();
         names.dedup();
-        Some(format!(
-            "certificates: {}; the first to expire is `{}`, in {} day(s)",
-            names.len(),
-            soonest.name,
-            soonest.days_left.unwrap_or_default()
-        ))
+        let when = match soonest.days_left.unwrap_or_default() {
+            d if d < 0 => "has EXPIRED".to_string(),
+            d => format!("expires in {d} day(s)"),
+        };
+        Some(format!("certificates: {}; the first to expire is `{}`, which {when}", names.len(), soonest.name))
     }
 }
 
@@ -74,6 +73,7 @@ pub fn certificates_view(nodes: &[(u64, &NodeStatus)], now: u64) -> Certificates
                     nodes: Vec::new(),
                     fingerprint: c.fingerprint.clone(),
                     not_after: c.not_after,
+                    // Whole days left, rounded down (negative once expired).
                     days_left: (!c.fingerprint.is_empty()).then(|| (c.not_after - now as i64).div_euclid(86_400)),
                     errors: Vec::new(),
                 });
@@ -107,9 +107,9 @@ pub fn certificates_view(nodes: &[(u64, &NodeStatus)], now: u64) -> Certificates
                     ));
                     continue;
                 }
-                Some(d) if r.not_after < now as i64 => problems.push(format!(
-                    "certificate `{name}` expired {} day(s) ago on node(s) {}",
-                    -d,
+                Some(_) if r.not_after < now as i64 => problems.push(format!(
+                    "certificate `{name}` expired on {} on node(s) {}: renew it",
+                    output::utc(r.not_after.max(0) as u64),
                     ids(&r.nodes)
                 )),
                 Some(d) if d < WARN_DAYS => warnings

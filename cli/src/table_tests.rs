@@ -135,7 +135,10 @@ fn certificates_table() {
     insta::assert_snapshot!("certificates", fits(&render(&view)));
     let ok = certificates_view(&[(1, &node(1, Role::Leader, "4f1c", 42))], NOW);
     assert!(ok.warnings.is_empty() && ok.problems.is_empty() && ok.file_errors.is_empty());
-    assert_eq!(ok.summary().as_deref(), Some("certificates: 1; the first to expire is `api`, in 80 day(s)"));
+    assert_eq!(
+        ok.summary().as_deref(),
+        Some("certificates: 1; the first to expire is `api`, which expires in 80 day(s)")
+    );
 }
 
 #[test]

@@ -157,14 +157,16 @@ pub async fn serve(
             // The connection's slots go with every tunnel it hands off, so an upgraded
             // connection counts against the caps until the tunnel ends.
             let slot: crate::proxy::ConnSlot = Arc::new((permit, ip_slot));
-            let mut conn = ConnInfo { peer, https: tls.is_some(), local_port, slot: Some(slot), client_cert: None };
+            let mut conn =
+                ConnInfo { peer, https: tls.is_some(), local_port, slot: Some(slot), client_cert: None, sni: None };
             open.increment(1.0);
             match tls {
                 None => drive(&builder, TokioIo::new(stream), proxy, conn, timers, &mut stop).await,
                 Some(tls) => match tokio::time::timeout(handshake_timeout, tls.accept(stream)).await {
                     Ok(Ok(tls_stream)) => {
-                        conn.client_cert =
-                            tls_stream.get_ref().1.peer_certificates().and_then(|c| client_cert_header(c.first()?));
+                        let session = tls_stream.get_ref().1;
+                        conn.client_cert = session.peer_certificates().and_then(|c| client_cert_header(c.first()?));
+                        conn.sni = session.server_name().map(Arc::from);
                         drive(&builder, TokioIo::new(tls_stream), proxy, conn, timers, &mut stop).await;
                     }
                     Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),

@@ -301,11 +301,32 @@ pub(crate) struct Route {
 }
 
 /// `true` for the defaults (port 443, status 308), or the settings.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(untagged)]
 pub(crate) enum HttpsRedirect {
     On(bool),
     With(HttpsRedirectSettings),
+}
+
+// By hand rather than `untagged`, so a mistyped field gets its own error and help.
+impl<'de> Deserialize<'de> for HttpsRedirect {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = HttpsRedirect;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("`true`, or `{ port, statusCode }`")
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<HttpsRedirect, E> {
+                Ok(HttpsRedirect::On(v))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<HttpsRedirect, A::Error> {
+                HttpsRedirectSettings::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(HttpsRedirect::With)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]

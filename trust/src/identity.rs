@@ -106,29 +106,95 @@ pub fn inspect(der: &[u8], cluster: &str) -> Option<CertInfo> {
     Some(CertInfo { node_ids, names, common_name, not_after: cert.validity().not_after.timestamp() })
 }
 
-/// Checks that `der` is an OCSP response a client would accept the shape of (RFC 6960
-/// `OCSPResponse`: a successful status with a response body), before it is stapled:
-/// stapling an error response or a file of something else makes strict clients fail the
-/// handshake. Its signature and freshness are the responder's and the client's business.
-pub fn check_ocsp_response(der: &[u8]) -> Result<(), String> {
+/// Checks that `der` is an OCSP response (RFC 6960) a client would accept for the
+/// certificate `leaf` (DER) at `now` (Unix seconds), before it is stapled: successful,
+/// about this certificate's serial number, status good, already valid and not past its
+/// `nextUpdate`. Stapling an error response, another certificate's, or an expired one
+/// makes strict clients fail the handshake. Returns the `nextUpdate` (Unix seconds), when
+/// the response has one, after which it must not be stapled any more. The responder's
+/// signature is the client's to check.
+pub fn check_ocsp_response(der: &[u8], leaf: &[u8], now: i64) -> Result<Option<i64>, String> {
+    use x509_parser::der_parser::ber::{BerObject, BerObjectContent};
     use x509_parser::der_parser::der::parse_der;
-    let (rest, obj) =
-        parse_der(der).map_err(|_| "not DER (an OCSP response file is binary DER, not PEM)".to_string())?;
-    if !rest.is_empty() {
-        return Err("trailing bytes after the OCSP response".into());
+    fn parse<'a>(bytes: &'a [u8], what: &str) -> Result<BerObject<'a>, String> {
+        match parse_der(bytes) {
+            Ok(([], obj)) => Ok(obj),
+            _ => Err(format!("not an OCSP response ({what} is not DER; the file must be binary DER, not PEM)")),
+        }
     }
-    let seq = obj.as_sequence().map_err(|_| "not an OCSP response (expected a DER SEQUENCE)".to_string())?;
-    let status = seq.first().and_then(|s| s.as_u64().ok()).ok_or("not an OCSP response (no responseStatus)")?;
+    fn seq<'a, 'b>(o: &'b BerObject<'a>, what: &str) -> Result<&'b Vec<BerObject<'a>>, String> {
+        o.as_sequence().map_err(|_| format!("not an OCSP response ({what} is not a SEQUENCE)"))
+    }
+    /// The content of an explicitly tagged value.
+    fn inner<'a>(o: &BerObject<'a>, what: &str) -> Result<BerObject<'a>, String> {
+        match &o.content {
+            BerObjectContent::Unknown(any) => parse(any.data, what),
+            BerObjectContent::Tagged(_, _, b) => Ok((**b).clone()),
+            _ => Err(format!("not an OCSP response ({what} is not tagged)")),
+        }
+    }
+    fn time(o: &BerObject<'_>) -> Option<i64> {
+        match &o.content {
+            BerObjectContent::GeneralizedTime(t) => t.to_datetime().ok().map(|d| d.unix_timestamp()),
+            _ => None,
+        }
+    }
+    let strip = |b: &[u8]| -> Vec<u8> { b.iter().copied().skip_while(|x| *x == 0).collect() };
+    let (_, cert) =
+        x509_parser::certificate::X509Certificate::from_der(leaf).map_err(|_| "the certificate is not X.509")?;
+    let serial = strip(cert.raw_serial());
+
+    let top = parse(der, "the file")?;
+    let top = seq(&top, "the file")?;
     const STATUS: [&str; 7] =
         ["successful", "malformedRequest", "internalError", "tryLater", "(unused)", "sigRequired", "unauthorized"];
+    let status = top.first().and_then(|s| s.as_u64().ok()).ok_or("not an OCSP response (no responseStatus)")?;
     if status != 0 {
         let name = STATUS.get(status as usize).copied().unwrap_or("unknown");
         return Err(format!("the OCSP response's status is {name}, not successful"));
     }
-    if seq.len() < 2 {
-        return Err("the OCSP response has no responseBytes".into());
+    let bytes = inner(top.get(1).ok_or("the OCSP response has no responseBytes")?, "responseBytes")?;
+    let body = seq(&bytes, "responseBytes")?.get(1).and_then(|o| o.as_slice().ok()).ok_or("no BasicOCSPResponse")?;
+    let basic = parse(body, "the BasicOCSPResponse")?;
+    let tbs = seq(&basic, "the BasicOCSPResponse")?.first().ok_or("no tbsResponseData")?;
+    let tbs = seq(tbs, "tbsResponseData")?;
+    // version [0]? responderID, producedAt, responses: the first SEQUENCE after producedAt.
+    let at = tbs.iter().position(|o| time(o).is_some()).ok_or("no producedAt in the OCSP response")?;
+    let responses = tbs.get(at + 1).ok_or("no responses in the OCSP response")?;
+    for single in seq(responses, "responses")? {
+        let single = seq(single, "a SingleResponse")?;
+        let cert_id = seq(single.first().ok_or("no certID")?, "certID")?;
+        let their = cert_id.get(3).and_then(|o| o.as_slice().ok()).map(strip).ok_or("no serial in certID")?;
+        if their != serial {
+            continue;
+        }
+        let state = single.get(1).ok_or("no certStatus")?;
+        match state.header.tag().0 {
+            0 => {}
+            1 => return Err("the OCSP response says the certificate is revoked".into()),
+            _ => return Err("the OCSP response says the certificate's status is unknown".into()),
+        }
+        let this_update = single.get(2).and_then(time).ok_or("no thisUpdate in the OCSP response")?;
+        if this_update > now + 300 {
+            return Err(format!(
+                "the OCSP response is not valid yet (thisUpdate {this_update}, now {now}): is this node's clock right?"
+            ));
+        }
+        let next_update = single
+            .get(3)
+            .filter(|o| o.header.tag().0 == 0)
+            .and_then(|o| inner(o, "nextUpdate").ok())
+            .and_then(|t| time(&t));
+        if let Some(next) = next_update.filter(|n| *n <= now) {
+            return Err(format!("the OCSP response expired (nextUpdate {next}, now {now}); fetch a fresh one"));
+        }
+        return Ok(next_update);
     }
-    Ok(())
+    Err(format!("the OCSP response is for another certificate (this one's serial is {})", hex_upper(&serial)))
+}
+
+fn hex_upper(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02X}")).collect()
 }
 
 #[cfg(test)]

@@ -512,5 +512,8 @@ fn certificates_show_expiry_and_nodes_that_differ() {
     assert_eq!(o.status.code(), Some(1));
     assert!(v["problems"].to_string().contains("certificate `edge` differs between nodes"), "{v}");
     assert!(v["warnings"].to_string().contains("`soon` expires in 9 day(s)"), "{v}");
-    assert!(v["certificates"].as_str().unwrap().contains("the first to expire is `soon`, in 9 day(s)"), "{v}");
+    assert!(
+        v["certificates"].as_str().unwrap().contains("the first to expire is `soon`, which expires in 9 day(s)"),
+        "{v}"
+    );
 }

@@ -173,6 +173,7 @@ impl AdminService {
                     fingerprint: c.fingerprint,
                     loaded_at: c.loaded_at,
                     error: c.error,
+                    ocsp: c.ocsp,
                 })
                 .collect(),
             ..NodeStatus::default()

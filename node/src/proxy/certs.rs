@@ -41,6 +41,8 @@ struct Names {
     slots: Vec<Arc<CertSlot>>,
     /// Some certificate sends HSTS (most configs: none, and requests skip the lookup).
     any_hsts: bool,
+    /// Some certificate verifies client certificates.
+    any_mtls: bool,
 }
 
 /// One certificate as this node serves it.
@@ -64,14 +66,25 @@ struct Served {
     not_after: i64,
     fingerprint: String,
     loaded_at: u64,
+    /// The stapled OCSP response's `nextUpdate`: past it, the staple is dropped.
+    ocsp_until: Option<i64>,
+    /// Why the configured OCSP response is not stapled (the certificate is served without).
+    ocsp_problem: Option<String>,
 }
 
 /// What the files looked like when last read, and what was wrong with them.
 #[derive(Debug, Default)]
 struct Watch {
-    seen: Vec<Option<FileSig>>,
+    /// `None` before the first look.
+    seen: Option<Vec<Option<FileSig>>>,
     error: Option<String>,
+    /// A failed load is tried again from then even if the files do not change (the cause
+    /// may have been a full descriptor table or a permission since fixed).
+    retry_at: Option<std::time::Instant>,
 }
+
+/// How long a failed load waits before it is tried again with unchanged files.
+const RETRY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A file's identity and version as `stat` sees it (following links, as certbot's `live/`
 /// and Kubernetes secret volumes renew by pointing a link at a new file).
@@ -111,6 +124,8 @@ pub struct CertView {
     pub loaded_at: u64,
     /// Why the files are not (or no longer) what is served; empty when they are.
     pub error: String,
+    /// `stapled`, `none` (no `ocspResponseFile`), or why the response is not stapled.
+    pub ocsp: String,
 }
 
 fn now_secs() -> u64 {
@@ -144,17 +159,22 @@ impl CertSlot {
         .flatten()
     }
 
-    /// Loads the files when they changed since the last look; returns whether it served
-    /// new material.
+    /// Loads the files when they changed since the last look (or a failed load is due
+    /// again, or the stapled OCSP response expired); returns whether it served new material.
     fn check(&self) -> bool {
         let sigs: Vec<Option<FileSig>> = self.files().map(sig).collect();
         let mut watch = self.watch.lock().unwrap_or_else(|p| p.into_inner());
-        if !watch.seen.is_empty() && watch.seen == sigs {
+        let now = std::time::Instant::now();
+        let changed = watch.seen.as_ref() != Some(&sigs);
+        let retry = watch.retry_at.is_some_and(|t| now >= t);
+        let staple_expired =
+            self.served.load().as_ref().and_then(|s| s.ocsp_until).is_some_and(|until| until <= now_secs() as i64);
+        if !changed && !retry && !staple_expired {
             return false;
         }
         // Recorded before reading: a file still being written changes again, and is read
         // again at the next look.
-        watch.seen = sigs;
+        watch.seen = Some(sigs);
         let renewal = self.served.load().is_some();
         match self.load() {
             Ok(served) => {
@@ -162,18 +182,25 @@ impl CertSlot {
                 if renewal && !same {
                     tracing::info!(certificate = %self.spec.name, fingerprint = %served.fingerprint, not_after = served.not_after, "serving the renewed certificate");
                 }
-                watch.error = None;
+                if let Some(why) = &served.ocsp_problem {
+                    tracing::warn!(certificate = %self.spec.name, %why, "serving the certificate without an OCSP staple");
+                }
+                (watch.error, watch.retry_at) = (None, None);
                 self.served.store(Some(Arc::new(served)));
                 !same
             }
             Err(e) => {
                 let e = format!("{e:#}");
-                if renewal {
-                    tracing::warn!(certificate = %self.spec.name, error = %e, "the certificate's files changed but cannot be used; still serving the last good ones");
-                } else {
-                    tracing::error!(certificate = %self.spec.name, error = %e, "cannot load certificate; its host names get no TLS");
+                // Logged once per distinct problem, not at every retry.
+                if watch.error.as_deref() != Some(e.as_str()) {
+                    if renewal {
+                        tracing::warn!(certificate = %self.spec.name, error = %e, "the certificate's files changed but cannot be used; still serving the last good ones");
+                    } else {
+                        tracing::error!(certificate = %self.spec.name, error = %e, "cannot load certificate; its host names get no TLS");
+                    }
                 }
                 watch.error = Some(e);
+                watch.retry_at = Some(now + RETRY);
                 false
             }
         }
@@ -181,22 +208,30 @@ impl CertSlot {
 
     fn load(&self) -> anyhow::Result<Served> {
         let mut key = load_certified_key(&self.spec.certificate, &self.spec.private_key)?;
+        let leaf = key.end_entity_cert().map_err(|e| anyhow::anyhow!("{e}"))?.clone().into_owned();
+        // A response that cannot be stapled leaves the certificate served without one.
+        let (mut ocsp_until, mut ocsp_problem) = (None, None);
         if let Some(path) = &self.spec.ocsp_response_file {
-            let der = config_file(path)?;
-            trust::identity::check_ocsp_response(&der).map_err(|why| anyhow::anyhow!("{path}: {why}"))?;
-            key.ocsp = Some(der);
+            let checked = config_file(path).map_err(|e| format!("{e:#}")).and_then(|der| {
+                trust::identity::check_ocsp_response(&der, leaf.as_ref(), now_secs() as i64).map(|until| (der, until))
+            });
+            match checked {
+                Ok((der, until)) => {
+                    key.ocsp = Some(der);
+                    ocsp_until = until;
+                }
+                Err(why) => ocsp_problem = Some(format!("{path}: {why}")),
+            }
         }
         let key = Arc::new(key);
-        let (policy, sessions) = (&self.tls.policy, &self.tls.sessions);
         let mtls =
-            self.spec.client_validation.as_ref().map(|v| mtls_config(key.clone(), v, policy, sessions)).transpose()?;
-        let leaf = key.end_entity_cert().map_err(|e| anyhow::anyhow!("{e}"))?;
+            self.spec.client_validation.as_ref().map(|v| mtls_config(key.clone(), v, &self.tls.policy)).transpose()?;
         let not_after = trust::identity::inspect(leaf.as_ref(), "")
             .map(|i| i.not_after)
             .ok_or_else(|| anyhow::anyhow!("the certificate is not X.509"))?;
         use sha2::Digest;
         let fingerprint = hex::encode(sha2::Sha256::digest(leaf.as_ref()));
-        Ok(Served { key, mtls, not_after, fingerprint, loaded_at: now_secs() })
+        Ok(Served { key, mtls, not_after, fingerprint, loaded_at: now_secs(), ocsp_until, ocsp_problem })
     }
 
     pub fn view(&self) -> CertView {
@@ -210,6 +245,14 @@ impl CertSlot {
             fingerprint: served.as_ref().map(|s| s.fingerprint.clone()).unwrap_or_default(),
             loaded_at: served.as_ref().map_or(0, |s| s.loaded_at),
             error,
+            ocsp: match (&self.spec.ocsp_response_file, served.as_ref()) {
+                (None, _) => "none".into(),
+                (Some(_), None) => String::new(),
+                (Some(_), Some(s)) => match &s.ocsp_problem {
+                    Some(why) => format!("not stapled: {why}"),
+                    None => "stapled".into(),
+                },
+            },
         }
     }
 }
@@ -237,6 +280,7 @@ impl CertStore {
                 names.default = Some(i);
             }
             names.any_hsts |= slot.hsts.is_some();
+            names.any_mtls |= spec.client_validation.is_some();
             names.slots.push(slot);
         }
         let names = Arc::new(names);
@@ -270,6 +314,18 @@ impl CertStore {
         self.names.slots.iter().map(|s| s.view()).collect()
     }
 
+    /// Whether a request for `host` on a TLS connection made for `sni` must be refused:
+    /// the host's certificate verifies client certificates and the connection was made
+    /// under another certificate (whose handshake did not check them, or with another CA).
+    pub fn misdirected(&self, host: &str, sni: Option<&str>) -> bool {
+        if !self.names.any_mtls {
+            return false;
+        }
+        let n = &self.names;
+        let Some(h) = n.listed(host).or(n.default) else { return false };
+        n.slots[h].spec.client_validation.is_some() && sni.and_then(|s| n.listed(s)).or(n.default) != Some(h)
+    }
+
     /// The `Strict-Transport-Security` value for a request to `host` over HTTPS: from the
     /// certificate that lists the host (never the default's for a name it does not list).
     pub fn hsts(&self, host: &str) -> Option<http::HeaderValue> {
@@ -282,7 +338,13 @@ impl CertStore {
     /// Certificates this node cannot serve as their files say, each with why: not loaded
     /// at all, or renewed files that cannot be used (the last good ones still served).
     pub fn errors(&self) -> Vec<String> {
-        self.views()
+        let views = self.views();
+        let ocsp = views
+            .iter()
+            .filter(|v| v.ocsp.starts_with("not stapled"))
+            .map(|v| format!("certificate `{}`: OCSP response {}", v.name, v.ocsp))
+            .collect::<Vec<_>>();
+        views
             .into_iter()
             .filter(|v| !v.error.is_empty())
             .map(|v| match v.fingerprint.is_empty() {
@@ -294,6 +356,7 @@ impl CertStore {
                     humantime::format_rfc3339_seconds(UNIX_EPOCH + std::time::Duration::from_secs(v.loaded_at))
                 ),
             })
+            .chain(ocsp)
             .collect()
     }
 

@@ -61,6 +61,8 @@ pub struct ConnInfo {
     /// The client certificate the TLS handshake verified, as `x-forwarded-client-cert`
     /// shows it to upstreams.
     pub client_cert: Option<HeaderValue>,
+    /// The SNI name the TLS connection was made for (`None`: plain, or no SNI).
+    pub sni: Option<Arc<str>>,
 }
 
 impl std::fmt::Debug for ConnInfo {
@@ -220,6 +222,7 @@ mod tests {
             local_port: 80,
             slot: None,
             client_cert: None,
+            sni: None,
         };
         let d = Downstream::new(&mut req, conn, &TrustedProxies::default());
         (req, d)

@@ -16,6 +16,12 @@ pub enum ProxyError {
     MissingHost,
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    /// The request names a host whose certificate requires a client certificate, on a TLS
+    /// connection made for another name (or none): it must connect with that host's SNI.
+    #[error(
+        "this connection was not made for host `{host}`; connect with its name (SNI) to present a client certificate"
+    )]
+    Misdirected { host: String },
     #[error("the request path is longer than {limit} bytes")]
     UriTooLong { limit: usize },
     #[error("request body is larger than the limit of {limit} bytes")]
@@ -89,6 +95,7 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
             ProxyError::MissingHost | ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::Misdirected { .. } => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
@@ -110,6 +117,7 @@ impl ProxyError {
             ProxyError::NoRoute { .. } => "no_route",
             ProxyError::MissingHost => "missing_host",
             ProxyError::BadRequest(_) => "bad_request",
+            ProxyError::Misdirected { .. } => "misdirected_request",
             ProxyError::UriTooLong { .. } => "uri_too_long",
             ProxyError::BodyTooLarge { .. } => "body_too_large",
             ProxyError::BodyTimeout { .. } => "body_timeout",

@@ -49,6 +49,11 @@ pub fn route<'a>(
     if down.conn.https {
         // Before the rule lookup: a 404 over HTTPS carries HSTS too.
         ctx.hsts = rt.certs.hsts(&host);
+        // A host that requires client certificates is reached only on a connection made
+        // for it: another name's handshake checked no certificate (or another CA's).
+        if rt.certs.misdirected(&host, down.conn.sni.as_deref()) {
+            return Err(ProxyError::Misdirected { host: host.to_string() }.into());
+        }
     }
     let query = down.uri.query();
     let path = match path::clean(down.uri.path(), escaped) {
@@ -125,7 +130,15 @@ fn split_host(raw: &str) -> Result<(Cow<'_, str>, Option<u16>), ProxyError> {
         _ => (raw, None),
     };
     let host = host.trim_end_matches('.');
-    if host.is_empty() || host.bytes().any(|b| b.is_ascii_whitespace() || b == b'/' || b == b'@') {
+    // Only what a host name or an IP literal is made of: the host is written into redirects
+    // (`Location`) and upstream headers, where `evil.com#.site.test` or `a?b` would change
+    // what the URL points at.
+    let literal = host.strip_prefix('[').and_then(|h| h.strip_suffix(']'));
+    let valid = match literal {
+        Some(ip) => !ip.is_empty() && ip.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.'),
+        None => host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_'),
+    };
+    if host.is_empty() || !valid {
         return Err(ProxyError::BadRequest("invalid Host header"));
     }
     if host.len() > MAX_HOST_BYTES {
@@ -170,5 +183,15 @@ mod tests {
         check("/a", Some("host:port"), Err("bad_request"));
         check("/a", Some("user@host"), Err("bad_request"));
         check("/a", Some(""), Err("bad_request"));
+        // Nothing that would change a URL built from the host (redirects, Location).
+        for bad in ["evil.com#.site.test", "a?b", "a%2eb", "a\\b", "a\"b", "[::1x]", "[]", "a b"] {
+            if let Ok(v) = HeaderValue::from_str(bad) {
+                let uri: Uri = "/a".parse().unwrap();
+                let got = request_host(&uri, Some(&v)).map(|(h, p)| (h.into_owned(), p));
+                assert!(got.is_err(), "{bad}: {got:?}");
+            }
+        }
+        check("/a", Some("under_score.example.com"), Ok(("under_score.example.com", None)));
+        check("/a", Some("10.0.0.5:8443"), Ok(("10.0.0.5", Some(8443))));
     }
 }

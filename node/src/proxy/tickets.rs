@@ -19,6 +19,9 @@ use ring::rand::{SecureRandom, SystemRandom};
 
 /// A secret shorter than this is refused.
 pub const MIN_SECRET_BYTES: usize = 32;
+/// Tickets are accepted for up to two rotations, which TLS 1.3 caps at 7 days (RFC 8446
+/// section 4.6.1), so a rotation is at most half of that.
+const MAX_ROTATION_SECS: u64 = 7 * 24 * 3600 / 2;
 const NAME_LEN: usize = 16;
 
 /// `ProducesTickets` with keys derived from a shared secret and the epoch.
@@ -57,7 +60,11 @@ impl SharedTickets {
              (e.g. `head -c 48 /dev/urandom > ticket.key`, the same file on every node)",
             secret.len()
         );
-        anyhow::ensure!(rotation.as_secs() >= 60, "the ticket key rotation must be at least 1m");
+        anyhow::ensure!(
+            (60..=MAX_ROTATION_SECS).contains(&rotation.as_secs()),
+            "the ticket key rotation must be between 1m and 84h (a ticket lives up to two rotations, and TLS 1.3 \
+             allows at most 7 days)"
+        );
         Ok(SharedTickets {
             prk: Salt::new(HKDF_SHA256, b"raftgate session tickets v1").extract(secret),
             rotation_secs: rotation.as_secs(),

@@ -85,21 +85,33 @@ pub fn client_identity(
 
 /// A certificate chain and its key, read from the node and checked to belong together.
 pub(crate) fn load_certified_key(cert: &PemSourceSpec, key: &PemSourceSpec) -> anyhow::Result<CertifiedKey> {
+    let (c, k) = (source_name(cert), source_name(key));
     let chain_pem = read_pem(cert)?;
     let key_pem = read_pem(key)?;
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&chain_pem)
         .collect::<Result<_, _>>()
-        .map_err(|e| anyhow::anyhow!("bad certificate PEM: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("bad certificate PEM in {c}: {e}"))?;
     if chain.is_empty() {
-        anyhow::bail!("no certificate in the PEM");
+        anyhow::bail!("no certificate in {c} (a half-written file?)");
     }
-    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| anyhow::anyhow!("bad private key PEM: {e}"))?;
+    let key =
+        PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| anyhow::anyhow!("bad private key PEM in {k}: {e}"))?;
     let provider = rustls::crypto::ring::default_provider();
     let signing =
-        provider.key_provider.load_private_key(key).map_err(|e| anyhow::anyhow!("unusable private key: {e}"))?;
+        provider.key_provider.load_private_key(key).map_err(|e| anyhow::anyhow!("unusable private key in {k}: {e}"))?;
     let ck = CertifiedKey::new(chain, signing);
-    ck.keys_match().map_err(|e| anyhow::anyhow!("certificate and private key do not match: {e}"))?;
+    ck.keys_match().map_err(|e| {
+        anyhow::anyhow!("the certificate in {c} and the private key in {k} do not match ({e}); write both files")
+    })?;
     Ok(ck)
+}
+
+/// Where PEM material comes from, for messages: a path or `$VARIABLE`.
+fn source_name(src: &PemSourceSpec) -> String {
+    match src {
+        PemSourceSpec::File(path) => path.clone(),
+        PemSourceSpec::Env(var) => format!("${var}"),
+    }
 }
 
 /// Resolves SNI with `lookup`, which reads the current config's certificates.
@@ -184,12 +196,24 @@ fn provider(policy: &TlsPolicySpec) -> anyhow::Result<rustls::crypto::CryptoProv
     Ok(provider)
 }
 
-/// A listener config for `policy`: its versions, suites and order, the shared session
-/// state, ALPN h2 and http/1.1, certificates from `resolver`, and client certificates
-/// checked by `client_auth` when given.
+/// The session state a listener config resumes sessions from.
+enum Resumption<'a> {
+    /// The node's: a cache and ticket keys that outlive configs (and, with a shared key
+    /// file, work on every node).
+    Shared(&'a Sessions),
+    /// A cache of this config only and no tickets: for configs that verify client
+    /// certificates. A resumed session keeps the client identity (or its absence) it was
+    /// made with, so a session from before `clientValidation` was added, or from before a
+    /// CA was replaced to revoke it, must never resume under the new rules.
+    Isolated,
+}
+
+/// A listener config for `policy`: its versions, suites and order, session resumption,
+/// ALPN h2 and http/1.1, certificates from `resolver`, and client certificates checked by
+/// `client_auth` when given.
 fn listener_config(
     policy: &TlsPolicySpec,
-    sessions: &Sessions,
+    resumption: Resumption<'_>,
     client_auth: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
     resolver: Arc<dyn ResolvesServerCert>,
 ) -> anyhow::Result<Arc<rustls::ServerConfig>> {
@@ -207,27 +231,33 @@ fn listener_config(
     let mut cfg = builder.with_cert_resolver(resolver);
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     cfg.ignore_client_order = policy.server_cipher_order;
-    cfg.session_storage = match policy.session_cache_size {
-        0 => Arc::new(rustls::server::NoServerSessionStorage {}),
-        n => sessions.cache(n),
+    cfg.session_storage = match (policy.session_cache_size, &resumption) {
+        (0, _) => Arc::new(rustls::server::NoServerSessionStorage {}),
+        (n, Resumption::Shared(sessions)) => sessions.cache(n),
+        (n, Resumption::Isolated) => rustls::server::ServerSessionMemoryCache::new(n.min(MTLS_CACHE) as usize),
     };
-    if policy.tickets {
-        cfg.ticketer = sessions.ticketer.clone();
+    match resumption {
+        Resumption::Shared(sessions) if policy.tickets => cfg.ticketer = sessions.ticketer.clone(),
+        // rustls's default: no tickets.
+        _ => {}
     }
     Ok(Arc::new(cfg))
 }
 
-/// The server config of a certificate whose clients must present one from `v.ca_file`.
+/// Sessions a client-certificate config remembers (its own cache, see `Resumption`).
+const MTLS_CACHE: u32 = 1_000;
+
+/// The server config of a certificate whose clients must present one from `v.ca_file`:
+/// the listener's policy, its own session cache and no tickets.
 pub(crate) fn mtls_config(
     key: Arc<CertifiedKey>,
     v: &ClientValidationSpec,
     policy: &TlsPolicySpec,
-    sessions: &Sessions,
 ) -> anyhow::Result<Arc<rustls::ServerConfig>> {
     let roots = Arc::new(load_roots(&v.ca_file)?);
     let builder = rustls::server::WebPkiClientVerifier::builder_with_provider(roots, Arc::new(provider(policy)?));
     let verifier = if v.optional { builder.allow_unauthenticated().build()? } else { builder.build()? };
-    listener_config(policy, sessions, Some(verifier), Arc::new(Fixed(key)))
+    listener_config(policy, Resumption::Isolated, Some(verifier), Arc::new(Fixed(key)))
 }
 
 /// A config's listener settings, certificates by SNI from `resolver`.
@@ -236,7 +266,7 @@ pub(crate) fn policy_config(
     sessions: &Sessions,
     resolver: Arc<dyn ResolvesServerCert>,
 ) -> anyhow::Result<Arc<rustls::ServerConfig>> {
-    listener_config(policy, sessions, None, resolver)
+    listener_config(policy, Resumption::Shared(sessions), None, resolver)
 }
 
 /// A server config with the default policy (TLS 1.2 and 1.3, the server's order of
@@ -246,7 +276,8 @@ pub(crate) fn policy_config(
 pub fn server_config(
     lookup: impl Fn(Option<&str>) -> Option<Arc<CertifiedKey>> + Send + Sync + 'static,
 ) -> anyhow::Result<Arc<rustls::ServerConfig>> {
-    listener_config(&TlsPolicySpec::default(), &Sessions::node_local()?, None, Arc::new(SniResolver(lookup)))
+    let sessions = Sessions::node_local()?;
+    listener_config(&TlsPolicySpec::default(), Resumption::Shared(&sessions), None, Arc::new(SniResolver(lookup)))
 }
 
 #[cfg(test)]

@@ -168,19 +168,29 @@ async fn sessions_resume_on_every_node_that_shares_the_ticket_key_and_ocsp_is_st
     });
 }
 
-/// An OCSP response file that is not a successful response is not stapled: the node
-/// keeps what it served and says why.
+/// An OCSP response that must not be stapled (not DER; another certificate's) leaves the
+/// certificate served without a staple, and the node says why.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_bad_ocsp_file_is_refused_with_a_reason() {
+async fn an_unusable_ocsp_response_is_not_stapled_and_the_certificate_is_still_served() {
     let up = Upstream::start("up", Behaviour::Echo).await;
     let dir = tempfile::tempdir().unwrap();
     pki(dir.path());
+    let other = tempfile::tempdir().unwrap();
+    pki(other.path());
     std::fs::write(dir.path().join("bad.der"), b"-----BEGIN OCSP-----\nnot der\n").unwrap();
-    let cfg = base(&up, dir.path(), &format!("ocspResponseFile: {}/bad.der\n", dir.path().display()));
-    let gw = Gateway::start(&[("c.yaml", &cfg)], &["--https-addr", "127.0.0.1:0"]);
-    let s = json(&get(&format!("http://{}/status", gw.admin), &[]).await.2);
-    let errors = s["config"]["certificateErrors"].to_string();
-    assert!(errors.contains("certificate `site`") && errors.contains("not DER"), "{errors}");
+    for (file, why) in [
+        (dir.path().join("bad.der"), "not DER"),
+        (other.path().join("ocsp.der"), "the OCSP response is for another certificate"),
+    ] {
+        let cfg = base(&up, dir.path(), &format!("ocspResponseFile: {}\n", file.display()));
+        let gw = Gateway::start(&[("c.yaml", &cfg)], &["--https-addr", "127.0.0.1:0"]);
+        let s = json(&get(&format!("http://{}/status", gw.admin), &[]).await.2);
+        let errors = s["config"]["certificateErrors"].to_string();
+        assert!(errors.contains("certificate `site`: OCSP response not stapled") && errors.contains(why), "{errors}");
+        let out = tokio::task::block_in_place(|| s_client(dir.path(), gw.https.unwrap(), "-status"));
+        assert!(cipher(&out).is_some() && out.contains("Verify return code: 0 (ok)"), "{out}");
+        assert!(out.contains("OCSP response: no response sent"), "{out}");
+    }
 }
 
 /// `httpsRedirect` sends plain-HTTP requests to HTTPS, and the certificate's `hsts` goes on
@@ -210,6 +220,11 @@ async fn plain_http_is_redirected_to_https_which_carries_hsts() {
             curl(format!("-H 'Host: other.test' http://site.test:{}/", http.port())),
         )
     });
+    // Over HTTPS, a host the certificate does not list gets no HSTS.
+    let other_tls =
+        tokio::task::block_in_place(|| curl(format!("-H 'Host: other.test' https://site.test:{}/", https.port())));
+    assert!(other_tls.starts_with("HTTP/2 200") || other_tls.starts_with("HTTP/1.1 200"), "{other_tls}");
+    assert!(!other_tls.to_ascii_lowercase().contains("strict-transport-security"), "{other_tls}");
     let lower = plain.to_ascii_lowercase();
     assert!(plain.starts_with("HTTP/1.1 308"), "{plain}");
     assert!(lower.contains(&format!("location: https://site.test:{}/a/b?c=1", https.port())), "{plain}");

@@ -179,4 +179,10 @@ async fn edge_client_certificates_are_required_per_host_name() {
     let (code, body) = tokio::task::block_in_place(|| curl(https, "open.test", &ca_pem, None, &forged));
     assert_eq!(code, 0, "{body}");
     assert!(json(&body)["headers"].get("x-forwarded-client-cert").is_none(), "{body}");
+    // A connection made for open.test cannot ask for secure.test: 421, nothing forwarded.
+    let before = u.traffic();
+    let (code, body) = tokio::task::block_in_place(|| curl(https, "open.test", &ca_pem, None, &["Host: secure.test"]));
+    assert_eq!(code, 0, "{body}");
+    assert_eq!(json(&body)["error"], "misdirected_request", "{body}");
+    assert_eq!(u.traffic(), before, "nothing reached the upstream");
 }

@@ -266,6 +266,11 @@ const CASES: &[Case] = &[
         &[(3, 30, "200 is not a redirect status")],
     ),
     (
+        "HTTPS redirect with a mistyped field",
+        "kind: Route\nname: a\nhttpsRedirect: { prot: 8443 }\nrules:\n  - backendRefs: [{ upstream: users }]\n",
+        &[(3, 18, "unknown field `prot`, expected `port` or `statusCode`")],
+    ),
+    (
         "zero body limit",
         "kind: Route\nname: a\nrules:\n  - backendRefs: [{ upstream: users }]\n    maxRequestBodyBytes: 0\n",
         &[(5, 26, "maxRequestBodyBytes is 0")],
