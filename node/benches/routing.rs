@@ -90,5 +90,40 @@ fn compile_and_swap(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, lookup, compile_and_swap);
+/// Request-size cost: a lookup against 1,000 `PathPrefix` routes of 1,000 different lengths
+/// (one host), for paths of 1 KiB, 8 KiB (the longest a node accepts: `path::MAX_PATH_BYTES`)
+/// and 60 KiB (the router alone), made of one-letter segments so every length is a segment
+/// boundary. The walk hashes the path only at prefix lengths that exist, so the cost grows
+/// with the path's length, never with its square.
+fn lookup_by_path_length(c: &mut Criterion) {
+    let mut yaml = String::from("kind: Upstream\nname: up\nendpoints: [{ address: 127.0.0.1:9000 }]\n");
+    for i in 1..=1_000usize {
+        // `/a/a/…/zNNN`: prefixes that share the request's shape but never match it.
+        let prefix = format!("{}/z{i}", "/a".repeat(i % 500));
+        yaml.push_str(&format!(
+            "---\nkind: Route\nname: p{i}\nrules:\n  - matches: [{{ path: {{ value: \"{prefix}\" }} }}]\n    backendRefs: [{{ upstream: up }}]\n"
+        ));
+    }
+    yaml.push_str("---\nkind: Route\nname: root\nrules:\n  - backendRefs: [{ upstream: up }]\n");
+    let files = [schemas::SourceFile { path: "bench.yaml".into(), contents: yaml.into_bytes() }];
+    let snapshot = Arc::new(schemas::compile_tree(&files).expect("valid bench config").snapshot);
+    let (roots, nodes) = (roots(), Default::default());
+    let env = BuildEnv { previous: None, roots: &roots, tls: None, nodes: &nodes, allow_internal: false };
+    let rt = Runtime::build(snapshot.clone(), snapshot.content_hash(), ConfigOrigin::default(), &env).unwrap();
+    let (headers, method) = (HeaderMap::new(), Method::GET);
+    let mut group = c.benchmark_group("route_lookup_path_bytes");
+    for len in [1024usize, 8 * 1024, 60 * 1024] {
+        let path = "/a".repeat(len / 2);
+        group.bench_with_input(BenchmarkId::from_parameter(len), &len, |b, _| {
+            b.iter(|| {
+                let view =
+                    RequestView { host: "h.example.com", path: &path, query: None, method: &method, headers: &headers };
+                black_box(rt.router.lookup(&view).is_some())
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, lookup, compile_and_swap, lookup_by_path_length);
 criterion_main!(benches);
