@@ -153,6 +153,12 @@ fn dot_kind(seg: &str) -> Result<Option<bool>, PathError> {
         _ => {}
     }
     let name = seg.split(';').next().unwrap_or("");
+    // A disguised dot segment is at most `%2e%2e` (6 bytes) of dots and `%2e`s: anything
+    // longer, or without a `.` or `%`, is an ordinary name (no allocation on this path,
+    // which every segment of every request takes).
+    if name.len() > 6 || !name.bytes().any(|b| b == b'.' || b == b'%') {
+        return Ok(None);
+    }
     let lower = name.to_ascii_lowercase();
     let decoded = lower.replace("%2e", ".");
     if !decoded.is_empty() && decoded.chars().all(|c| c == '.') && decoded.len() <= 2 {

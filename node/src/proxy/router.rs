@@ -15,6 +15,12 @@
 //! matches, then more query matches, then route name and rule order.
 
 use std::collections::HashMap;
+
+/// The router's maps hash every request's host and path prefixes: foldhash, several times
+/// faster than SipHash on short keys. Their keys come from the config, never from
+/// requests, so the flooding SipHash guards against cannot happen here (and foldhash is
+/// seeded per process all the same).
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use std::sync::Arc;
 
 use http::{HeaderMap, Method};
@@ -58,8 +64,8 @@ impl ValueMatch {
 
 #[derive(Debug)]
 struct HostBucket<R> {
-    exact: HashMap<String, Vec<Candidate<R>>>,
-    prefix: HashMap<String, Vec<Candidate<R>>>,
+    exact: Map<String, Vec<Candidate<R>>>,
+    prefix: Map<String, Vec<Candidate<R>>>,
     /// The distinct lengths of the prefixes other than `/`, longest first: a lookup hashes
     /// the request path only at those lengths, so its cost is linear in the path's length
     /// whatever the client sends.
@@ -74,8 +80,8 @@ struct HostBucket<R> {
 impl<R> Default for HostBucket<R> {
     fn default() -> Self {
         Self {
-            exact: HashMap::new(),
-            prefix: HashMap::new(),
+            exact: Map::default(),
+            prefix: Map::default(),
             prefix_lens: Vec::new(),
             regex_set: None,
             regex: Vec::new(),
@@ -88,9 +94,9 @@ impl<R> Default for HostBucket<R> {
 /// `RuleRuntime`); the table only stores and returns it.
 #[derive(Debug)]
 pub struct RouteTable<R> {
-    exact_hosts: HashMap<String, HostBucket<R>>,
+    exact_hosts: Map<String, HostBucket<R>>,
     /// Keyed by the suffix after `*.`.
-    wildcard_hosts: HashMap<String, HostBucket<R>>,
+    wildcard_hosts: Map<String, HostBucket<R>>,
     any_host: HostBucket<R>,
     rules: usize,
 }
@@ -122,8 +128,8 @@ impl<R> RouteTable<R> {
     /// configs it compiled: a config is served whole or not at all.
     pub fn build(routes: &[RouteSpec], mut compile_rule: impl FnMut(&RouteSpec, usize) -> R) -> Result<Self, String> {
         let mut table = RouteTable {
-            exact_hosts: HashMap::new(),
-            wildcard_hosts: HashMap::new(),
+            exact_hosts: Map::default(),
+            wildcard_hosts: Map::default(),
             any_host: HostBucket::default(),
             rules: 0,
         };
