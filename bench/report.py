@@ -63,6 +63,10 @@ report = {"stamp": a.stamp, "host": a.host, "h1": load("h1"), "h2c": load("h2"),
           "layout": "proxy under test and upstream pinned to CPU 0, load generator alone on CPU 1; one worker per proxy"}
 json.dump(report, open(os.path.join(a.results, f"{a.stamp}.json"), "w"), indent=2)
 
+def ratio(v):
+    """`1.23×`, or `–` where the run has no such target."""
+    return "–" if v != v else f"{v:.2f}×"
+
 md = [f"# Benchmark {a.stamp}", "", f"Host: {a.host}. {report['layout']}.", ""]
 for kind, title, tool in (("h1", "HTTP/1.1 keep-alive", "wrk -c32"), ("h2c", "h2c (prior knowledge)", "h2load -c8 -m4"),
                           ("https", "HTTPS, TLS 1.3, HTTP/1.1 keep-alive", "wrk -c32"),
@@ -79,7 +83,7 @@ for kind, title, tool in (("h1", "HTTP/1.1 keep-alive", "wrk -c32"), ("h2c", "h2
                   f"{t.get('paired_rps_ratio_vs_nginx', 1.0 if n == 'nginx' else float('nan')):.2f}× | "
                   f"{t.get('cpu_per_request_ratio_vs_nginx', 1.0 if n == 'nginx' else float('nan')):.2f}× | "
                   f"{t.get('p99_ratio_vs_nginx', 1.0 if n == 'nginx' else float('nan')):.2f}× | "
-                  f"{t.get('paired_rps_ratio_vs_haproxy', 1.0 if n == 'haproxy' else float('nan')):.2f}× | {t['errors']} |")
+                  f"{ratio(t.get('paired_rps_ratio_vs_haproxy', 1.0 if n == 'haproxy' else float('nan')))} | {t['errors']} |")
     md.append("")
 r = report["auth"]
 if r:
