@@ -67,38 +67,47 @@ pub fn client_identity(
     cert: &PemSourceSpec,
     key: &PemSourceSpec,
 ) -> anyhow::Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&read_pem(cert)?)
-        .collect::<Result<_, _>>()
-        .map_err(|e| anyhow::anyhow!("bad certificate PEM: {e}"))?;
-    if chain.is_empty() {
-        anyhow::bail!("no certificate in the PEM");
-    }
-    let key =
-        PrivateKeyDer::from_pem_slice(&read_pem(key)?).map_err(|e| anyhow::anyhow!("bad private key PEM: {e}"))?;
-    let provider = rustls::crypto::ring::default_provider();
-    let signing = provider.key_provider.load_private_key(key.clone_key())?;
-    CertifiedKey::new(chain.clone(), signing)
-        .keys_match()
-        .map_err(|e| anyhow::anyhow!("certificate and private key do not match: {e}"))?;
-    Ok((chain, key))
+    let (chain, private) = read_pair(cert, key)?;
+    certify(chain.clone(), private.clone_key(), cert, key)?;
+    Ok((chain, private))
 }
 
 /// A certificate chain and its key, read from the node and checked to belong together.
 pub(crate) fn load_certified_key(cert: &PemSourceSpec, key: &PemSourceSpec) -> anyhow::Result<CertifiedKey> {
+    let (chain, private) = read_pair(cert, key)?;
+    certify(chain, private, cert, key)
+}
+
+/// The chain and key PEM parsed; errors name where each came from.
+fn read_pair(
+    cert: &PemSourceSpec,
+    key: &PemSourceSpec,
+) -> anyhow::Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
     let (c, k) = (source_name(cert), source_name(key));
-    let chain_pem = read_pem(cert)?;
-    let key_pem = read_pem(key)?;
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&chain_pem)
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&read_pem(cert)?)
         .collect::<Result<_, _>>()
         .map_err(|e| anyhow::anyhow!("bad certificate PEM in {c}: {e}"))?;
     if chain.is_empty() {
         anyhow::bail!("no certificate in {c} (a half-written file?)");
     }
-    let key =
-        PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| anyhow::anyhow!("bad private key PEM in {k}: {e}"))?;
+    let private = PrivateKeyDer::from_pem_slice(&read_pem(key)?)
+        .map_err(|e| anyhow::anyhow!("bad private key PEM in {k}: {e}"))?;
+    Ok((chain, private))
+}
+
+/// The signing key, checked to match the chain's leaf.
+fn certify(
+    chain: Vec<CertificateDer<'static>>,
+    private: PrivateKeyDer<'static>,
+    cert: &PemSourceSpec,
+    key: &PemSourceSpec,
+) -> anyhow::Result<CertifiedKey> {
+    let (c, k) = (source_name(cert), source_name(key));
     let provider = rustls::crypto::ring::default_provider();
-    let signing =
-        provider.key_provider.load_private_key(key).map_err(|e| anyhow::anyhow!("unusable private key in {k}: {e}"))?;
+    let signing = provider
+        .key_provider
+        .load_private_key(private)
+        .map_err(|e| anyhow::anyhow!("unusable private key in {k}: {e}"))?;
     let ck = CertifiedKey::new(chain, signing);
     ck.keys_match().map_err(|e| {
         anyhow::anyhow!("the certificate in {c} and the private key in {k} do not match ({e}); write both files")

@@ -132,73 +132,26 @@ fn metric(gw: &Gateway, name: &str) -> Option<f64> {
     (!values.is_empty()).then(|| values.iter().sum())
 }
 
-/// nginx on a free loopback port, logging every request it parses, answering each with
-/// the request's own URI (so a response answering another request shows).
-struct Nginx {
-    child: std::process::Child,
-    dir: tempfile::TempDir,
-    addr: std::net::SocketAddr,
+/// nginx logging every request it parses, answering each with the request's own URI (so
+/// a response answering another request shows).
+fn nginx() -> Nginx {
+    Nginx::start(|d, port| {
+        format!(
+            "log_format seen '$request|$content_length|$http_transfer_encoding|$status';\n\
+             access_log {d}/access.log seen;\n\
+             keepalive_requests 100000;\n\
+             server {{ listen 127.0.0.1:{port}; location / {{ return 200 \"answer to $request_uri\\n\"; }} }}"
+        )
+    })
 }
 
-impl Nginx {
-    fn start() -> Nginx {
-        let nginx = ["/usr/sbin/nginx", "nginx"]
-            .into_iter()
-            .find(|n| Command::new(n).arg("-v").output().is_ok())
-            .expect("nginx is not installed: run `make deps` (nginx-light)");
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let d = dir.path().display();
-        let conf = format!(
-            "daemon off; master_process off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log;\n\
-             events {{ worker_connections 256; }}\n\
-             http {{\n\
-               client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fcgi;\n\
-               uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
-               log_format seen '$request|$content_length|$http_transfer_encoding|$status';\n\
-               access_log {d}/access.log seen;\n\
-               keepalive_requests 100000;\n\
-               server {{ listen 127.0.0.1:{port}; location / {{ return 200 \"answer to $request_uri\\n\"; }} }}\n\
-             }}\n"
-        );
-        std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
-        let child = Command::new(nginx)
-            .arg("-p")
-            .arg(dir.path())
-            .arg("-c")
-            .arg(dir.path().join("nginx.conf"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let started = Instant::now();
-        while std::net::TcpStream::connect(addr).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "nginx did not start: {:?}",
-                std::fs::read_to_string(dir.path().join("error.log"))
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Nginx { child, dir, addr }
-    }
-
-    /// Every request line nginx parsed so far, with its framing and status.
-    fn seen(&self) -> Vec<String> {
-        std::fs::read_to_string(self.dir.path().join("access.log"))
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_string)
-            .collect()
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Every request line nginx parsed so far, with its framing and status.
+fn seen(nginx: &Nginx) -> Vec<String> {
+    std::fs::read_to_string(nginx.dir.path().join("access.log"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
 }
 
 /// Request-smuggling shapes (CL.TE, TE.CL, obfuscated Transfer-Encoding, duplicate and
@@ -208,7 +161,7 @@ impl Drop for Nginx {
 /// upstream connections must answer its own request: no desync.
 #[tokio::test(flavor = "multi_thread")]
 async fn smuggling_shapes_never_desync_a_real_upstream() {
-    let nginx = Nginx::start();
+    let nginx = nginx();
     let cfg = format!(
         "kind: Upstream\nname: nginx\nendpoints: [{{ address: \"{}\" }}]\n---\nkind: Route\nname: r\nrules:\n  - backendRefs: [{{ upstream: nginx }}]\n",
         nginx.addr
@@ -329,7 +282,7 @@ async fn smuggling_shapes_never_desync_a_real_upstream() {
         // nginx is healthy: whatever went wrong was the client's doing, never a 5xx.
         assert!(!statuses.is_empty() && statuses.iter().all(|s| !s.starts_with("HTTP/1.1 5")), "{name}: {statuses:?}");
     }
-    let seen = nginx.seen();
+    let seen = seen(&nginx);
     let report = format!("{}\nnginx saw:\n{}", lines.join("\n"), seen.join("\n"));
     assert!(seen.iter().all(|l| !l.contains("smuggled")), "nginx parsed a hidden request:\n{report}");
     // Each shape reaches nginx at most as itself and its follower.

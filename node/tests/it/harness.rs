@@ -27,6 +27,63 @@ pub fn skip(why: &str) {
     }
 }
 
+/// nginx (from `make deps`) on a free loopback port, one worker, in its own directory;
+/// stopped when dropped. Tests give the lines inside `http { }` that differ.
+pub struct Nginx {
+    child: Child,
+    pub dir: tempfile::TempDir,
+    pub addr: SocketAddr,
+}
+
+impl Nginx {
+    /// `http(dir, port)`: the `http` block's own lines (servers, logs); temp paths are set.
+    pub fn start(http: impl FnOnce(&str, u16) -> String) -> Nginx {
+        let dir = tempfile::tempdir().unwrap();
+        let port = testkit::free_port();
+        let d = dir.path().display().to_string();
+        let conf = format!(
+            "daemon off; master_process off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log;\n\
+             events {{ worker_connections 256; }}\n\
+             http {{\n\
+               client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fcgi;\n\
+               uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n{}\n}}\n",
+            http(&d, port)
+        );
+        std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
+        let nginx = ["/usr/sbin/nginx", "nginx"]
+            .into_iter()
+            .find(|n| Command::new(n).arg("-v").output().is_ok())
+            .expect("nginx is not installed: run `make deps` (nginx-light)");
+        let child = Command::new(nginx)
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(dir.path().join("nginx.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let started = std::time::Instant::now();
+        while std::net::TcpStream::connect(addr).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "nginx did not start: {:?}",
+                std::fs::read_to_string(dir.path().join("error.log"))
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Nginx { child, dir, addr }
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A running `raftgated`. Killed when dropped.
 pub struct Gateway {
     child: Child,

@@ -2,67 +2,30 @@
 //! `ssl_verify_client on` refuses an upstream connection without one and accepts
 //! raftgated's when the upstream's `tls.clientCertificate` names it.
 
-use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use http::StatusCode;
 
 use crate::harness::*;
 
-struct Nginx {
-    child: Child,
-    _dir: tempfile::TempDir,
-    port: u16,
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
+/// nginx serving TLS with `server`, requiring a client certificate from `ca`, and saying
+/// whom it saw.
 fn nginx_mtls(server: (&std::path::Path, &std::path::Path), ca: &std::path::Path) -> Nginx {
-    let dir = tempfile::tempdir().unwrap();
-    let port = testkit::free_port();
-    let d = dir.path().display();
-    let conf = format!(
-        "daemon off; master_process off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log;\n\
-         events {{ worker_connections 64; }}\n\
-         http {{\n\
-           client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fcgi;\n\
-           uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi; access_log off;\n\
-           server {{\n\
-             listen 127.0.0.1:{port} ssl;\n\
-             ssl_certificate {}; ssl_certificate_key {};\n\
-             ssl_client_certificate {}; ssl_verify_client on;\n\
-             location / {{ return 200 \"client=$ssl_client_s_dn verify=$ssl_client_verify\\n\"; }}\n\
-           }}\n\
-         }}\n",
-        server.0.display(),
-        server.1.display(),
-        ca.display()
-    );
-    std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
-    let child = Command::new("nginx")
-        .arg("-p")
-        .arg(dir.path())
-        .arg("-c")
-        .arg(dir.path().join("nginx.conf"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("nginx is not installed: run `make deps` (nginx-light)");
-    let started = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "nginx did not start: {:?}",
-            std::fs::read_to_string(dir.path().join("error.log"))
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Nginx { child, _dir: dir, port }
+    Nginx::start(|_, port| {
+        format!(
+            "access_log off;\n\
+             server {{\n\
+               listen 127.0.0.1:{port} ssl;\n\
+               ssl_certificate {}; ssl_certificate_key {};\n\
+               ssl_client_certificate {}; ssl_verify_client on;\n\
+               location / {{ return 200 \"client=$ssl_client_s_dn verify=$ssl_client_verify\\n\"; }}\n\
+             }}",
+            server.0.display(),
+            server.1.display(),
+            ca.display()
+        )
+    })
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -81,7 +44,7 @@ async fn an_upstream_that_requires_a_client_certificate_gets_one() {
         format!(
             "---\nkind: Upstream\nname: {name}\nendpoints: [{{ address: \"127.0.0.1:{}\" }}]\n\
              tls: {{ sni: orders.internal, caFile: {}{client_cert} }}\n",
-            nginx.port,
+            nginx.addr.port(),
             ca_pem.display()
         )
     };
