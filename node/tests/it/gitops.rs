@@ -274,6 +274,9 @@ async fn webhooks_start_a_sync_at_once_and_bad_signatures_change_nothing() {
     let reply = c.admin(follower).await.config_sync(ConfigSyncRequest { wait: true }).await.unwrap().into_inner();
     let state = reply.state.unwrap();
     assert_eq!((state.head.as_str(), state.outcome.as_str()), (sha.as_str(), "proposed"));
+    // Committed and applied by the state machine when the call returns; the proxy swaps it
+    // in right after (asynchronously, `cluster::follow`), so the leader serves it shortly.
+    c.wait_serving(&[leader], "/r3").await;
     assert_eq!(get(&c.gw(leader).url("/r3"), &[]).await.0, StatusCode::OK);
 }
 
