@@ -95,7 +95,19 @@ pub async fn start(
     let (mut log, sm) =
         raft::open(&dir).map_err(|e| anyhow::anyhow!("cannot open the Raft store in {}: {e}", dir.display()))?;
 
-    // Serve the last applied config before anything else.
+    // Serve the last applied config before anything else: applied here, before `run`
+    // binds the proxy listeners, so a restarted node never answers from an empty config.
+    // (`follow` then keeps the engine on whatever the state machine publishes.)
+    let current = sm.subscribe().borrow().clone();
+    if let Some(applied) = current {
+        let origin = ConfigOrigin {
+            commit: Some(applied.entry.commit.clone()),
+            source: format!("raft log index {}", applied.log_index),
+        };
+        if engine.apply(Arc::clone(&applied.entry.snapshot), applied.entry.hash, origin).await.is_err() {
+            serve_last_served(&engine, &s.data_dir).await;
+        }
+    }
     let last_apply_error = Arc::default();
     let engine_nodes = engine.nodes.clone();
     let data_dir = s.data_dir.clone();
