@@ -92,9 +92,14 @@ fn headers_and_target(
     // The client certificate this node verified, never one a client claims to have.
     static XFCC: http::HeaderName = http::HeaderName::from_static("x-forwarded-client-cert");
     match &down.conn.client_cert {
-        Some(v) => headers.insert(XFCC.clone(), v.clone()),
-        None => headers.remove(&XFCC),
-    };
+        Some(v) => {
+            headers.insert(XFCC.clone(), v.clone());
+        }
+        None if headers.keys().any(|n| n == XFCC) => {
+            headers.remove(&XFCC);
+        }
+        None => {}
+    }
     let new_path = filters.request(headers, &route.path, route.path_kind, route.matched_path);
     if let Some(h) = &filters.rewrite_host {
         headers.insert(header::HOST, h.clone());
