@@ -165,8 +165,7 @@ pub async fn serve(
             // The connection's slots go with every tunnel it hands off, so an upgraded
             // connection counts against the caps until the tunnel ends.
             let slot: crate::proxy::ConnSlot = Arc::new((permit, ip_slot));
-            let mut conn =
-                ConnInfo { peer, https: tls.is_some(), local_port, slot: Some(slot), client_cert: None, sni: None };
+            let mut conn = ConnInfo::new(peer, tls.is_some(), local_port, Some(slot));
             open.increment(1.0);
             match tls {
                 None => drive(&builder, TokioIo::new(stream), proxy, conn, timers, &mut stop).await,

@@ -63,6 +63,18 @@ pub struct ConnInfo {
     pub client_cert: Option<HeaderValue>,
     /// The SNI name the TLS connection was made for (`None`: plain, or no SNI).
     pub sni: Option<Arc<str>>,
+    /// `peer`'s address as `X-Forwarded-For` names it, formatted once per connection
+    /// (formatting an address is about 1,300 instructions, 3 % of a proxied request).
+    pub peer_header: HeaderValue,
+}
+
+impl ConnInfo {
+    pub fn new(peer: SocketAddr, https: bool, local_port: u16, slot: Option<ConnSlot>) -> Self {
+        let ip = super::clientip::canonical(peer.ip()).to_string();
+        let peer_header =
+            HeaderValue::from_maybe_shared(bytes::Bytes::from(ip)).expect("an address is a valid header value");
+        Self { peer, https, local_port, slot, client_cert: None, sni: None, peer_header }
+    }
 }
 
 impl std::fmt::Debug for ConnInfo {
@@ -216,14 +228,7 @@ mod tests {
             req = req.header("x-request-id", id);
         }
         let mut req = req.body(()).unwrap();
-        let conn = ConnInfo {
-            peer: "127.0.0.1:1000".parse().unwrap(),
-            https: false,
-            local_port: 80,
-            slot: None,
-            client_cert: None,
-            sni: None,
-        };
+        let conn = ConnInfo::new("127.0.0.1:1000".parse().unwrap(), false, 80, None);
         let d = Downstream::new(&mut req, conn, &TrustedProxies::default());
         (req, d)
     }

@@ -2,7 +2,6 @@
 //! the rule's header modifiers and URL rewrites (compiled once per config into
 //! `RuleFilters`).
 
-use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use schemas::snapshot::{FilterSpec, HeaderModifierSpec, PathMatchType, PathModifierSpec};
@@ -55,11 +54,11 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 
 /// `X-Forwarded-For` (appended), `X-Forwarded-Proto` and `X-Forwarded-Host` (replaced),
 /// and `Via` (appended).
-/// `peer` sent the request (the TCP peer, or the PROXY protocol's source); `peer_trusted`
-/// says it is one of `--trusted-proxies`.
+/// `peer` sent the request (the TCP peer, or the PROXY protocol's source: its address as a
+/// header value); `peer_trusted` says it is one of `--trusted-proxies`.
 pub fn add_proxy_headers(
     headers: &mut HeaderMap,
-    peer: IpAddr,
+    peer: &HeaderValue,
     peer_trusted: bool,
     https: bool,
     host: &str,
@@ -68,21 +67,21 @@ pub fn add_proxy_headers(
     static XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
     static XFP: HeaderName = HeaderName::from_static("x-forwarded-proto");
     static XFH: HeaderName = HeaderName::from_static("x-forwarded-host");
-    // Header values made from owned bytes (`from_maybe_shared`) are not copied again.
-    let ip = super::clientip::canonical(peer).to_string();
     // A trusted proxy's chain is extended with its own address; anyone else's is replaced:
     // a client's own `X-Forwarded-*` is never passed on as if a proxy had written it.
-    let xff = if peer_trusted {
-        let prev: Vec<&str> = headers.get_all(&XFF).iter().filter_map(|v| v.to_str().ok()).collect();
-        if prev.is_empty() {
-            ip
-        } else {
-            format!("{}, {ip}", prev.join(", "))
-        }
+    let prev: Vec<&str> = if peer_trusted {
+        headers.get_all(&XFF).iter().filter_map(|v| v.to_str().ok()).collect()
     } else {
-        ip
+        Vec::new()
     };
-    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(xff)) {
+    let xff = if prev.is_empty() {
+        Some(peer.clone())
+    } else {
+        let ip = peer.to_str().unwrap_or_default();
+        // Made from owned bytes, the value is not copied again.
+        HeaderValue::from_maybe_shared(bytes::Bytes::from(format!("{}, {ip}", prev.join(", ")))).ok()
+    };
+    if let Some(v) = xff {
         headers.insert(XFF.clone(), v);
     }
     static REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
