@@ -355,6 +355,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let mut cluster = None;
     let mut git_sync = None;
     let mut initial = None;
+    let mut applied_stamp = None;
     if let (Some(id), Some(dir)) = (args.node_id, &args.data_dir) {
         let settings = ClusterSettings {
             node_id: id,
@@ -391,6 +392,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             "--git-url needs --node-id and --data-dir (a single node can run as a one-node cluster with --bootstrap)"
         );
     } else if let Some(dir) = &args.config_dir {
+        // Stamped before it is read: a change made meanwhile shows on the first tick.
+        applied_stamp = schemas::source::dir_stamp(dir).ok();
         let compiled = config_dir::load(dir, &policy(&args))
             .map_err(|e| anyhow::anyhow!("config in {} is invalid:\n{e}", dir.display()))?;
         let origin = ConfigOrigin { commit: None, source: dir.display().to_string() };
@@ -478,7 +481,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             Some(c) => (config_dir::Sink::Cluster(c), schemas::ContentHash([0; 32])),
             None => (config_dir::Sink::Engine(engine.clone()), initial.unwrap_or(schemas::ContentHash([0; 32]))),
         };
-        let watch = config_dir::Watch { dir, interval: args.config_poll_interval, policy: policy(&args) };
+        let watch = config_dir::Watch {
+            dir,
+            interval: args.config_poll_interval,
+            policy: policy(&args),
+            applied: applied_stamp,
+        };
         tasks.spawn(config_dir::watch_dir(watch, sink, hash, stop_rx.clone()));
     }
 

@@ -74,6 +74,43 @@ fn check_size(path: &str, len: u64, total: &mut usize, count: usize, limits: &Tr
     Ok(())
 }
 
+/// What a directory's config files look like without reading them: each file's path,
+/// size, modification time and inode, in path order. A watcher compares stamps to skip
+/// re-reading (and recompiling) a tree that did not change; see [`DirStamp::settled`] for
+/// when an equal stamp is not proof enough.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirStamp {
+    files: Vec<(PathBuf, u64, std::time::SystemTime, u64)>,
+}
+
+impl DirStamp {
+    /// Whether every file was last modified at least `margin` before `now`. A file written
+    /// again at the same size within the file system's timestamp granularity (a few
+    /// milliseconds on ext4, seconds on some) keeps its stamp; only a settled tree's stamp
+    /// can be trusted to say nothing changed.
+    pub fn settled(&self, now: std::time::SystemTime, margin: std::time::Duration) -> bool {
+        self.files.iter().all(|(_, _, modified, _)| now.duration_since(*modified).is_ok_and(|age| age >= margin))
+    }
+}
+
+/// Stamps the config files under `root`: the same files [`read_dir`] would read, not their
+/// contents.
+pub fn dir_stamp(root: &Path) -> Result<DirStamp, SourceError> {
+    use std::os::unix::fs::MetadataExt;
+    let mut paths = Vec::new();
+    walk(root, &mut paths)?;
+    paths.sort();
+    let mut files = Vec::with_capacity(paths.len());
+    for path in paths {
+        let meta =
+            std::fs::metadata(&path).map_err(|source| SourceError::Io { path: path.display().to_string(), source })?;
+        let modified =
+            meta.modified().map_err(|source| SourceError::Io { path: path.display().to_string(), source })?;
+        files.push((path, meta.len(), modified, meta.ino()));
+    }
+    Ok(DirStamp { files })
+}
+
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), SourceError> {
     let io = |source| SourceError::Io { path: dir.display().to_string(), source };
     for entry in std::fs::read_dir(dir).map_err(io)? {
