@@ -57,8 +57,13 @@ impl ConfigSnapshot {
     /// SHA-256 of the canonical JSON encoding. JSON of these types is deterministic: no maps,
     /// no floats, fields in declaration order.
     pub fn content_hash(&self) -> ContentHash {
-        let bytes = serde_json::to_vec(self).expect("a snapshot always serializes");
-        ContentHash(Sha256::digest(&bytes).into())
+        // Streamed into the hash through a small buffer: the JSON of a large config is
+        // megabytes that would otherwise be allocated (and the pages zeroed) only to be
+        // hashed once.
+        let mut out = std::io::BufWriter::with_capacity(64 * 1024, Sha256::new());
+        serde_json::to_writer(&mut out, self).expect("a snapshot always serializes");
+        let hasher = out.into_inner().unwrap_or_else(|_| unreachable!("hashing cannot fail to write"));
+        ContentHash(hasher.finalize().into())
     }
 }
 

@@ -31,9 +31,7 @@ pub async fn apply(
             Err(a) => a.error().code(),
         };
         ctx.fallback = Some(why);
-        if let Some(c) = &rule.fallbacks {
-            c.increment(1);
-        }
+        rule.fallbacks().increment(1);
         match fallback {
             // The upstream's answer, if any, is dropped unread.
             Fallback::Static(spec) => return Err(Stop::Answer(Box::new(static_response(spec, why)))),

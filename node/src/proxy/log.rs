@@ -1,7 +1,7 @@
 //! Phase `log`, last for every request: the request's metrics and its access-log line.
 //!
-//! Every counter and histogram handle was registered when the config was compiled, so this
-//! only increments atomics; the access log formats its line only when it is on.
+//! A rule's counter and histogram handles are registered by its first request and kept, so
+//! this only increments atomics; the access log formats its line only when it is on.
 
 use http::StatusCode;
 
@@ -13,11 +13,11 @@ pub fn record(rt: &Runtime, down: &Downstream, ctx: &RequestCtx, status: StatusC
     let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
     match (&ctx.rule, ctx.backend) {
         (Some(rule), Some(b)) => {
-            rule.latency.record(elapsed.as_secs_f64());
-            rule.backends[b].requests[class].increment(1);
+            rule.latency().record(elapsed.as_secs_f64());
+            rule.backends[b].requests(&rule.route)[class].increment(1);
         }
         (Some(rule), None) => {
-            rule.latency.record(elapsed.as_secs_f64());
+            rule.latency().record(elapsed.as_secs_f64());
             rule.answered_here()[class].increment(1);
         }
         (None, _) => rt.unrouted[class].increment(1),

@@ -53,9 +53,7 @@ pub async fn run(rule: &RuleRuntime, out: &mut Outgoing, ctx: &mut RequestCtx) -
             }
             r => {
                 ctx.attempts += 1;
-                if let Some(c) = &rule.backends[backend].retries {
-                    c.increment(1);
-                }
+                rule.backends[backend].retries(&rule.route).increment(1);
                 result = r;
             }
         }

@@ -190,7 +190,11 @@ impl<R> RouteTable<R> {
         table.for_each_bucket(|b| {
             for list in b.exact.values_mut().chain(b.prefix.values_mut()).chain(b.regex.iter_mut()) {
                 list.sort_by(|x, y| x.rank.cmp(&y.rank));
+                // Most lists hold one candidate; pushing reserved room for four.
+                list.shrink_to_fit();
             }
+            b.exact.shrink_to_fit();
+            b.prefix.shrink_to_fit();
             let mut lens: Vec<usize> = b.prefix.keys().filter(|k| *k != "/").map(String::len).collect();
             lens.sort_unstable_by(|a, b| b.cmp(a));
             lens.dedup();
