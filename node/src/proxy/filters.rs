@@ -2,7 +2,6 @@
 //! the rule's header modifiers and URL rewrites (compiled once per config into
 //! `RuleFilters`).
 
-
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use schemas::snapshot::{FilterSpec, HeaderModifierSpec, PathMatchType, PathModifierSpec};
 
@@ -69,11 +68,8 @@ pub fn add_proxy_headers(
     static XFH: HeaderName = HeaderName::from_static("x-forwarded-host");
     // A trusted proxy's chain is extended with its own address; anyone else's is replaced:
     // a client's own `X-Forwarded-*` is never passed on as if a proxy had written it.
-    let prev: Vec<&str> = if peer_trusted {
-        headers.get_all(&XFF).iter().filter_map(|v| v.to_str().ok()).collect()
-    } else {
-        Vec::new()
-    };
+    let prev: Vec<&str> =
+        if peer_trusted { headers.get_all(&XFF).iter().filter_map(|v| v.to_str().ok()).collect() } else { Vec::new() };
     let xff = if prev.is_empty() {
         Some(peer.clone())
     } else {

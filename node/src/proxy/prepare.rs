@@ -88,7 +88,14 @@ fn headers_and_target(
 ) -> Result<http::uri::PathAndQuery, ProxyError> {
     let filters = &route.rule.filters;
     filters::strip_hop_by_hop(headers, upgrading);
-    filters::add_proxy_headers(headers, &down.conn.peer_header, down.peer_trusted, down.conn.https, &route.host, version);
+    filters::add_proxy_headers(
+        headers,
+        &down.conn.peer_header,
+        down.peer_trusted,
+        down.conn.https,
+        &route.host,
+        version,
+    );
     // The client certificate this node verified, never one a client claims to have.
     static XFCC: http::HeaderName = http::HeaderName::from_static("x-forwarded-client-cert");
     match &down.conn.client_cert {
