@@ -8,6 +8,7 @@
 #   proxy-bench.sh all                start; run direct+nginx+haproxy+raftgate (h1, then h2c), then
 #                                     raftgate's open route against its guarded ones (auth); stop
 #   proxy-bench.sh auth               start; only the guarded-route comparison; stop
+#   proxy-bench.sh extra              start; equal-work, access-log, new-connection and 10k-route rows
 #   proxy-bench.sh tls                start; HTTPS against nginx (TLS 1.3 keep-alive with HTTP/1.1
 #                                     and h2, and a new handshake per request); stop
 #
@@ -134,7 +135,22 @@ EOF
     spawn raftgate "$PROXY_CPU" env ${RG_ENV:-X=1} "$RAFTGATED" --workers 1 --access-log off --log-format text \
         --http-addr 127.0.0.1:8084 --https-addr 127.0.0.1:8444 --admin-addr 127.0.0.1:9984 \
         --config-dir "$RUN/raftgate-conf"
-    local p; for p in 9000 8081 8082 8084 8181 8182 8443 8444; do wait_port 127.0.0.1:$p; done
+    # The same proxy with its access log on, written to a file (its output), as nginx's on
+    # :8093; and the same route shape in a table of 10 and of 10,000 routes (rss.sh's
+    # config), to show what the table's size costs a request.
+    spawn raftgate-log "$PROXY_CPU" "$RAFTGATED" --workers 1 --access-log on --log-format text \
+        --http-addr 127.0.0.1:8094 --admin-addr 127.0.0.1:9985 --config-dir "$RUN/raftgate-conf"
+    local n; for n in 10 10000; do
+        mkdir -p "$RUN/routes-$n"
+        python3 "$HERE/routes.py" "$n" 127.0.0.1:9000 >"$RUN/routes-$n/routes.yaml"
+    done
+    spawn raftgate-10r "$PROXY_CPU" "$RAFTGATED" --workers 1 --access-log off --log-format text \
+        --http-addr 127.0.0.1:8095 --admin-addr 127.0.0.1:9986 --config-dir "$RUN/routes-10"
+    spawn raftgate-10kr "$PROXY_CPU" "$RAFTGATED" --workers 1 --access-log off --log-format text \
+        --http-addr 127.0.0.1:8096 --admin-addr 127.0.0.1:9987 --config-dir "$RUN/routes-10000"
+    local p; for p in 9000 8081 8082 8084 8091 8092 8093 8094 8095 8096 8181 8182 8191 8192 8443 8444; do
+        wait_port 127.0.0.1:$p
+    done
     curl -sf http://127.0.0.1:9000/ >/dev/null || die "backend not answering"
     for p in 8081 8082 8084; do curl -sf "http://127.0.0.1:$p/" >/dev/null || die "proxy on :$p not answering"; done
     for p in 8181 8182 8084; do curl -sf --http2-prior-knowledge "http://127.0.0.1:$p/" >/dev/null \
@@ -146,7 +162,7 @@ EOF
 
 stop_servers() {
     local n pid
-    for n in raftgate haproxy nginx backend; do
+    for n in raftgate raftgate-log raftgate-10r raftgate-10kr haproxy nginx backend; do
         [[ -f $RUN/$n.pid ]] || continue
         pid=$(cat "$RUN/$n.pid")
         if kill -0 "$pid" 2>/dev/null; then
@@ -350,6 +366,28 @@ tls_targets() {
     unset 'HDR[nginx]' 'HDR[raftgate]'
 }
 
+# Issue #17's further rows, EXTRA_ROUNDS interleaved rounds each (6): the comparisons again
+# against nginx and HAProxy doing the same work as raftgated by default (proxy headers, Via,
+# a request id); access logs on for raftgated and nginx, both to a file; a new connection
+# per request (no keep-alive); 1 MiB responses; and one route among 10 against the same
+# among 10,000.
+extra_targets() {
+    local rounds=${EXTRA_ROUNDS:-6}
+    ROUNDS=$rounds H2=0 KIND=h1-equal run_targets nginx=http://127.0.0.1:8091/ \
+        haproxy=http://127.0.0.1:8092/ raftgate=http://127.0.0.1:8084/
+    ROUNDS=$rounds H2=1 KIND=h2-equal run_targets nginx=http://127.0.0.1:8191/ \
+        haproxy=http://127.0.0.1:8192/ raftgate=http://127.0.0.1:8084/
+    ROUNDS=$rounds H2=0 KIND=accesslog run_targets nginx=http://127.0.0.1:8093/ raftgate=http://127.0.0.1:8094/
+    HDR[nginx]="Connection: close"; HDR[raftgate]="Connection: close"
+    ROUNDS=$rounds H2=0 KIND=newconn run_targets nginx=http://127.0.0.1:8081/ raftgate=http://127.0.0.1:8084/
+    unset 'HDR[nginx]' 'HDR[raftgate]'
+    ROUNDS=$rounds H2=0 KIND=large run_targets nginx=http://127.0.0.1:8081/1m raftgate=http://127.0.0.1:8084/1m
+    HDR[routes-10]="Host: h0.example.com"; HDR[routes-10k]="Host: h5.example.com"
+    ROUNDS=$rounds H2=0 KIND=routes BASE=routes-10 run_targets routes-10=http://127.0.0.1:8095/svc5 \
+        routes-10k=http://127.0.0.1:8096/svc5
+    unset 'HDR[routes-10]' 'HDR[routes-10k]'
+}
+
 # ---------------------------------------------------------------- main
 cmd=${1:-}; shift || true
 case $cmd in
@@ -364,6 +402,12 @@ all)
     H2=1 run_targets nginx=http://127.0.0.1:8181/ haproxy=http://127.0.0.1:8182/ raftgate=http://127.0.0.1:8084/
     auth_targets
     tls_targets
+    extra_targets
+    ;;
+extra) # only issue #17's further rows
+    trap stop_servers EXIT INT TERM
+    start_servers
+    extra_targets
     ;;
 tls) # only the HTTPS comparison
     trap stop_servers EXIT INT TERM

@@ -39,7 +39,7 @@ def load(kind):
             "cpu_us_per_request": st.median(f(r["srv_cpu_us_per_req"]) for r in rs),
             "errors": sum(int(f(r["errors"])) for r in rs),
         }
-        for base in ("nginx", "haproxy", "raftgate"):
+        for base in ("nginx", "haproxy", "raftgate", "routes-10"):
             pair = [f(v[n]["rps"]) / f(v[base]["rps"]) for v in rounds.values() if n in v and base in v and f(v[base]["rps"]) > 0]
             if pair and n != base:
                 t[f"paired_rps_ratio_vs_{base}"] = round(st.median(pair), 3)
@@ -56,10 +56,13 @@ for m in re.finditer(r"^(route_lookup|compile_and_swap)/(\d+)\s+time:\s+\[\S+ \S
     scale = {"ps": 1e-3, "ns": 1, "µs": 1e3, "us": 1e3, "ms": 1e6, "s": 1e9}[unit]
     crit.setdefault(group, {})[n] = round(float(value) * scale, 1)
 rss = {line.split()[0]: int(line.split()[1]) for line in open(a.rss) if line.strip()}
+rss_peak = {line.split()[0]: int(line.split()[2]) for line in open(a.rss) if len(line.split()) > 2}
 
 report = {"stamp": a.stamp, "host": a.host, "h1": load("h1"), "h2c": load("h2"), "auth": load("auth"),
           "https": load("https"), "h2_tls": load("h2tls"), "handshakes": load("handshakes"),
-          "criterion_ns": crit, "rss_kib_by_routes": rss,
+          "h1_equal": load("h1-equal"), "h2c_equal": load("h2-equal"), "access_log": load("accesslog"),
+          "new_connections": load("newconn"), "large": load("large"), "routes": load("routes"),
+          "criterion_ns": crit, "rss_kib_by_routes": rss, "rss_peak_kib_by_routes": rss_peak,
           "layout": "proxy under test and upstream pinned to CPU 0, load generator alone on CPU 1; one worker per proxy"}
 json.dump(report, open(os.path.join(a.results, f"{a.stamp}.json"), "w"), indent=2)
 
@@ -71,7 +74,12 @@ md = [f"# Benchmark {a.stamp}", "", f"Host: {a.host}. {report['layout']}.", ""]
 for kind, title, tool in (("h1", "HTTP/1.1 keep-alive", "wrk -c32"), ("h2c", "h2c (prior knowledge)", "h2load -c8 -m4"),
                           ("https", "HTTPS, TLS 1.3, HTTP/1.1 keep-alive", "wrk -c32"),
                           ("h2_tls", "HTTPS, TLS 1.3, h2 by ALPN", "h2load -c8 -m4"),
-                          ("handshakes", "HTTPS, TLS 1.3, a new handshake per request (rps = handshakes/s)", "wrk -c32, Connection: close")):
+                          ("handshakes", "HTTPS, TLS 1.3, a new handshake per request (rps = handshakes/s)", "wrk -c32, Connection: close"),
+                          ("h1_equal", "HTTP/1.1 keep-alive, equal work: nginx and HAProxy add X-Forwarded-*, Via and a request id", "wrk -c32"),
+                          ("h2c_equal", "h2c, equal work", "h2load -c8 -m4"),
+                          ("access_log", "HTTP/1.1 keep-alive with the access log on, written to a file by both", "wrk -c32"),
+                          ("new_connections", "HTTP/1.1, a new connection per request (rps = connections/s)", "wrk -c32, Connection: close"),
+                          ("large", "HTTP/1.1 keep-alive, 1 MiB responses (rps × 1 MiB = throughput)", "wrk -c32")):
     r = report[kind]
     if not r:
         continue
@@ -97,12 +105,22 @@ if r:
                   f"{t.get('cpu_per_request_ratio_vs_raftgate', 1.0 if n == 'raftgate' else float('nan')):.2f}× | "
                   f"{t.get('paired_rps_ratio_vs_raftgate', 1.0 if n == 'raftgate' else float('nan')):.2f}× | {t['errors']} |")
     md.append("")
+r = report["routes"]
+if r:
+    md += [f"## One route among 10 and among 10,000 (wrk -c32, {r['rounds']} interleaved rounds)", "",
+           "| table | rps (median) | p99 µs | CPU µs/req | paired rps vs 10 routes | CPU/req vs 10 routes | errors |", "|---|---|---|---|---|---|---|"]
+    for n, t in r["targets"].items():
+        md.append(f"| {n} | {t['rps_median']:.0f} | {t['p99_us']:.0f} | {t['cpu_us_per_request']:.1f} | "
+                  f"{t.get('paired_rps_ratio_vs_routes-10', 1.0 if n == 'routes-10' else float('nan')):.2f}× | "
+                  f"{t.get('cpu_per_request_ratio_vs_routes-10', 1.0 if n == 'routes-10' else float('nan')):.2f}× | {t['errors']} |")
+    md.append("")
 md += ["## Route lookup and compile+swap (criterion, median)", "", "| routes (3 rules each) | lookup | compile + swap |", "|---|---|---|"]
 for n in ("10", "1000", "10000"):
     lk = crit.get("route_lookup", {}).get(n)
     cs = crit.get("compile_and_swap", {}).get(n)
     md.append(f"| {n} | {lk:.0f} ns | {cs / 1e6:.2f} ms |" if lk is not None and cs is not None else f"| {n} | – | – |")
-md += ["", "## Resident memory of raftgated", "", "| routes | RSS |", "|---|---|"]
-md += [f"| {n} | {kib / 1024:.1f} MiB |" for n, kib in rss.items()]
+md += ["", "## Resident memory of raftgated", "", "serving (after a second of requests), and the peak while loading the config", "",
+       "| routes | RSS serving | peak |", "|---|---|---|"]
+md += [f"| {n} | {kib / 1024:.1f} MiB | {rss_peak.get(n, 0) / 1024:.1f} MiB |" for n, kib in rss.items()]
 open(os.path.join(a.results, f"{a.stamp}.md"), "w").write("\n".join(md) + "\n")
 print("\n".join(md))

@@ -80,6 +80,12 @@ async fn echo_server(listener: TcpListener, name: String) {
 static BODY: &[u8] =
     b"hello from backend 0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz01234567\n";
 
+/// 1 MiB of text, made once and shared by every response.
+fn large_body() -> Bytes {
+    static LARGE: std::sync::OnceLock<Bytes> = std::sync::OnceLock::new();
+    LARGE.get_or_init(|| BODY.iter().copied().cycle().take(1 << 20).collect::<Vec<u8>>().into()).clone()
+}
+
 /// The upstream of `make bench`: the same single-threaded hyper server for every proxy.
 pub(crate) fn bench_backend(addr: SocketAddr) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -89,11 +95,13 @@ pub(crate) fn bench_backend(addr: SocketAddr) -> anyhow::Result<()> {
             let Ok((stream, _)) = listener.accept().await else { continue };
             let _ = stream.set_nodelay(true);
             tokio::spawn(async move {
-                let svc = service_fn(|_req: Request<Incoming>| async {
+                let svc = service_fn(|req: Request<Incoming>| async move {
+                    // `/1m`: a 1 MiB body, for the throughput row; anything else: 100 bytes.
+                    let body = if req.uri().path() == "/1m" { large_body() } else { Bytes::from_static(BODY) };
                     Ok::<_, Infallible>(
                         Response::builder()
                             .header("content-type", "text/plain")
-                            .body(Full::new(Bytes::from_static(BODY)))
+                            .body(Full::new(body))
                             .expect("static response"),
                     )
                 });
