@@ -112,6 +112,10 @@ class Attack:
         self.poll(0.2)
 
     def running(self):
+        # A GOAWAY closes the connection's state at once, while the socket may stay open a
+        # moment longer: sending more would be refused by the library, so the attack is over.
+        if self.conn.state_machine.state == h2.connection.ConnectionState.CLOSED:
+            self.mark_closed()
         return time.monotonic() < self.deadline and self.closed_after is None
 
     def report(self, attack, **extra):

@@ -20,7 +20,7 @@ use super::runtime::{Fallback, RuleRuntime};
 pub async fn run(rule: &RuleRuntime, out: &mut Outgoing, ctx: &mut RequestCtx) -> AttemptResult {
     let backend = out.backend;
     let upstream = &rule.backends[backend].upstream;
-    let spec = rule.retry.as_ref().filter(|_| out.may_retry);
+    let spec = rule.retry.as_deref().filter(|_| out.may_retry);
     let max_attempts = spec.map_or(1, |r| r.attempts);
     // The last attempt may move the headers instead of copying them, unless a fallback
     // upstream may still need them.

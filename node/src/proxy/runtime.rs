@@ -81,7 +81,7 @@ pub struct Runtime {
 /// A rule's fallback, resolved.
 #[derive(Debug)]
 pub enum Fallback {
-    Static(StaticAnswer),
+    Static(Box<StaticAnswer>),
     Upstream(Arc<Upstream>),
 }
 
@@ -93,6 +93,9 @@ pub struct StaticAnswer {
     pub body: Bytes,
 }
 
+/// The filters of every rule that has none.
+static NO_FILTERS: OnceLock<Arc<RuleFilters>> = OnceLock::new();
+
 /// One rule, ready to serve.
 #[derive(Debug)]
 pub struct RuleRuntime {
@@ -100,12 +103,13 @@ pub struct RuleRuntime {
     pub rule: usize,
     pub backends: Vec<Backend>,
     pub total_weight: u64,
-    pub filters: RuleFilters,
+    /// Shared by every rule without filters (most rules): one empty set, not one each.
+    pub filters: Arc<RuleFilters>,
     pub request_timeout: Option<Duration>,
     pub backend_timeout: Option<Duration>,
     /// Overrides the node's request body limit.
     pub max_body_bytes: Option<u64>,
-    pub retry: Option<RetrySpec>,
+    pub retry: Option<Box<RetrySpec>>,
     pub fallback: Option<Fallback>,
     pub rate_limit: Option<Arc<RateLimiter>>,
     /// The rule's `SecurityPolicy`, shared with every rule it guards.
@@ -202,16 +206,20 @@ impl RuleRuntime {
             rule: ri,
             total_weight: backends.iter().map(|b| u64::from(b.weight)).sum(),
             backends,
-            filters: RuleFilters::compile(&rule.filters),
+            filters: if rule.filters.is_empty() {
+                NO_FILTERS.get_or_init(Arc::default).clone()
+            } else {
+                Arc::new(RuleFilters::compile(&rule.filters))
+            },
             https_redirect: route.https_redirect,
             request_timeout: rule.request_timeout,
             backend_timeout: rule.backend_request_timeout,
             max_body_bytes: rule.max_request_body_bytes,
             retry: rule.retry.clone().filter(|r| r.attempts > 1),
-            fallback: rule.fallback.as_ref().and_then(|f| match f {
+            fallback: rule.fallback.as_deref().and_then(|f| match f {
                 FallbackSpec::Upstream(name) => upstreams.get(name).cloned().map(Fallback::Upstream),
                 FallbackSpec::Static { status, headers, body } => {
-                    Some(Fallback::Static(StaticAnswer::compile(*status, headers, body)))
+                    Some(Fallback::Static(Box::new(StaticAnswer::compile(*status, headers, body))))
                 }
             }),
             rate_limit: rule.rate_limit.as_ref().and_then(|_| limiters.get(&(name.clone(), ri)).cloned()),

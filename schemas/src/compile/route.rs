@@ -146,10 +146,10 @@ impl Ctx<'_, Route> {
             backends,
             request_timeout,
             backend_request_timeout,
-            retry,
+            retry: retry.map(Box::new),
             max_request_body_bytes: rule.max_request_body_bytes,
-            fallback,
-            rate_limit,
+            fallback: fallback.map(Box::new),
+            rate_limit: rate_limit.map(Box::new),
             security: None,
         }
     }
