@@ -122,11 +122,16 @@ pub struct RequestView<'a> {
 }
 
 impl<R> RouteTable<R> {
-    /// Builds the table. `compile_rule(route, rule_index)` turns one rule into `R`; rules of
-    /// one route are compiled once and shared by all their matches and host names. Fails
+    /// Builds the table. `compile_rule(route, route_name, rule_index)` turns one rule into
+    /// `R` (`route_name`: the route's name, one allocation shared by its rules and
+    /// candidates); rules of one route are compiled once and shared by all their matches
+    /// and host names. Fails
     /// when a regular expression does not build here, which `schemas` rules out for the
     /// configs it compiled: a config is served whole or not at all.
-    pub fn build(routes: &[RouteSpec], mut compile_rule: impl FnMut(&RouteSpec, usize) -> R) -> Result<Self, String> {
+    pub fn build(
+        routes: &[RouteSpec],
+        mut compile_rule: impl FnMut(&RouteSpec, &Arc<str>, usize) -> R,
+    ) -> Result<Self, String> {
         let mut table = RouteTable {
             exact_hosts: Map::default(),
             wildcard_hosts: Map::default(),
@@ -139,7 +144,7 @@ impl<R> RouteTable<R> {
             let route_name: Arc<str> = Arc::from(route.name.as_str());
             for (ri, rule) in route.rules.iter().enumerate() {
                 table.rules += 1;
-                let compiled = Arc::new(compile_rule(route, ri));
+                let compiled = Arc::new(compile_rule(route, &route_name, ri));
                 for (mi, m) in rule.matches.iter().enumerate() {
                     let hosts: Vec<Option<&str>> = if route.hostnames.is_empty() {
                         vec![None]
@@ -374,7 +379,7 @@ mod tests {
         }];
         tree.push(schemas::SourceFile { path: "r.yaml".into(), contents: yaml.as_bytes().to_vec() });
         let c = schemas::compile_tree(&tree).unwrap_or_else(|d| panic!("{d:#?}"));
-        RouteTable::build(&c.snapshot.routes, |r, i| format!("{}#{}", r.name, i)).unwrap()
+        RouteTable::build(&c.snapshot.routes, |r, _, i| format!("{}#{}", r.name, i)).unwrap()
     }
 
     fn check(

@@ -281,15 +281,9 @@ impl Runtime {
             limiters: build_limiters(&snapshot, env),
             security: build_security(&snapshot, env.roots)?,
         };
-        // The table compiles the rules of one route one after the other: they share its name.
-        let mut name: Arc<str> = Arc::from("");
-        let router = RouteTable::build(&snapshot.routes, |route, ri| {
-            if *name != *route.name {
-                name = Arc::from(route.name.as_str());
-            }
-            RuleRuntime::compile(route, ri, &name, &built)
-        })
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let router =
+            RouteTable::build(&snapshot.routes, |route, name, ri| RuleRuntime::compile(route, ri, name, &built))
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
         let Built { upstreams, limiters, .. } = built;
         let certs = match env.tls {
             Some(sessions) => {

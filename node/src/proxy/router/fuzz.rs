@@ -247,7 +247,7 @@ fn fuzz_router_against_the_reference() {
             }
         };
         let routes = &compiled.snapshot.routes;
-        let table = RouteTable::build(routes, |r, i| format!("{}#{}", r.name, i)).expect("compiled configs build");
+        let table = RouteTable::build(routes, |r, _, i| format!("{}#{}", r.name, i)).expect("compiled configs build");
         for req in &reqs {
             let mut headers = HeaderMap::new();
             if let Some(v) = req.header {
