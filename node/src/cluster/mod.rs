@@ -266,8 +266,18 @@ async fn follow(
             let commit = applied.entry.commit.clone();
             let origin =
                 ConfigOrigin { commit: Some(commit.clone()), source: format!("raft log index {}", applied.log_index) };
+            // Already serving this entry (`start` applied it before the listeners opened):
+            // not compiled a second time.
+            let serving = engine.is_loaded() && {
+                let rt = engine.current();
+                rt.hash == applied.entry.hash && rt.origin.commit == origin.commit && rt.origin.source == origin.source
+            };
             // The hash was checked against the snapshot when the entry was applied.
-            let result = engine.apply(Arc::clone(&applied.entry.snapshot), applied.entry.hash, origin).await;
+            let result = if serving {
+                Ok(applied.entry.hash)
+            } else {
+                engine.apply(Arc::clone(&applied.entry.snapshot), applied.entry.hash, origin).await
+            };
             let error = match result {
                 Ok(_) => {
                     let served = served::Served {
