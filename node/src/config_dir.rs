@@ -122,9 +122,9 @@ pub async fn watch_dir(
         let previous = previous.map(|s| s.stamp.clone());
         let read = tokio::task::spawn_blocking(move || {
             let stamp = dir_stamp(&d).ok();
-            let unchanged = stamp.is_some()
-                && stamp == previous
-                && stamp.as_ref().is_some_and(|s| s.settled(std::time::SystemTime::now(), SETTLED));
+            let unchanged = stamp
+                .as_ref()
+                .is_some_and(|s| previous.as_ref() == Some(s) && s.settled(std::time::SystemTime::now(), SETTLED));
             if unchanged {
                 return None;
             }

@@ -71,8 +71,7 @@ pub struct ConnInfo {
 impl ConnInfo {
     pub fn new(peer: SocketAddr, https: bool, local_port: u16, slot: Option<ConnSlot>) -> Self {
         let ip = super::clientip::canonical(peer.ip()).to_string();
-        let peer_header =
-            HeaderValue::from_maybe_shared(bytes::Bytes::from(ip)).expect("an address is a valid header value");
+        let peer_header = super::filters::owned_value(ip).expect("an address is a valid header value");
         Self { peer, https, local_port, slot, client_cert: None, sni: None, peer_header }
     }
 }

@@ -51,6 +51,21 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
+/// A header value made from an owned string, without copying it again.
+pub fn owned_value(s: String) -> Option<HeaderValue> {
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(s)).ok()
+}
+
+/// Removes `names` when one scan of the header names finds any of them: most requests
+/// carry none, and removing is a hash lookup per name.
+pub fn remove_present(headers: &mut HeaderMap, names: &[&HeaderName]) {
+    if headers.keys().any(|n| names.contains(&n)) {
+        for n in names {
+            headers.remove(*n);
+        }
+    }
+}
+
 /// `X-Forwarded-For` (appended), `X-Forwarded-Proto` and `X-Forwarded-Host` (replaced),
 /// and `Via` (appended).
 /// `peer` sent the request (the TCP peer, or the PROXY protocol's source: its address as a
@@ -74,17 +89,15 @@ pub fn add_proxy_headers(
         Some(peer.clone())
     } else {
         let ip = peer.to_str().unwrap_or_default();
-        // Made from owned bytes, the value is not copied again.
-        HeaderValue::from_maybe_shared(bytes::Bytes::from(format!("{}, {ip}", prev.join(", ")))).ok()
+        owned_value(format!("{}, {ip}", prev.join(", ")))
     };
     if let Some(v) = xff {
         headers.insert(XFF.clone(), v);
     }
-    static REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
-    if !peer_trusted && headers.keys().any(|n| n == header::FORWARDED || n == REAL_IP) {
+    if !peer_trusted {
         // Other spellings of the same claims, which an upstream might read instead.
-        headers.remove(header::FORWARDED);
-        headers.remove(&REAL_IP);
+        static REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+        remove_present(headers, &[&header::FORWARDED, &REAL_IP]);
     }
     if !(peer_trusted && headers.contains_key(&XFP)) {
         headers.insert(XFP.clone(), HeaderValue::from_static(if https { "https" } else { "http" }));
@@ -101,7 +114,7 @@ pub fn add_proxy_headers(
         _ => "1.1 raftgate",
     };
     let via = match headers.get(header::VIA).and_then(|v| v.to_str().ok()) {
-        Some(prev) => HeaderValue::from_maybe_shared(bytes::Bytes::from(format!("{prev}, {via}"))).ok(),
+        Some(prev) => owned_value(format!("{prev}, {via}")),
         None => Some(HeaderValue::from_static(via)),
     };
     if let Some(v) = via {

@@ -102,10 +102,7 @@ fn headers_and_target(
         Some(v) => {
             headers.insert(XFCC.clone(), v.clone());
         }
-        None if headers.keys().any(|n| n == XFCC) => {
-            headers.remove(&XFCC);
-        }
-        None => {}
+        None => filters::remove_present(headers, &[&XFCC]),
     }
     let new_path = filters.request(headers, &route.path, route.path_kind, route.matched_path);
     if let Some(h) = &filters.rewrite_host {
