@@ -269,8 +269,11 @@ rules:
     // log has the cause under that request id.
     assert!(!body.contains("certificate"), "the internal cause leaked to the client: {body}");
     let id = json(&body)["requestId"].as_str().unwrap().to_string();
-    let logged = gw.logs().into_iter().any(|l| l.contains(&id) && l.contains("certificate"));
-    assert!(logged, "the log names the certificate problem under {id}: {:#?}", gw.logs());
+    // The access line is written once the response body is done, which can be just after
+    // the client has read it: wait for it rather than look once.
+    testkit::eventually(&format!("the log names the certificate problem under {id}"), Duration::from_secs(5), || {
+        gw.logs().into_iter().find(|l| l.contains(&id) && l.contains("certificate"))
+    });
 }
 
 /// The server's cipher order wins (testssl.sh reported "Has server cipher order? no (NOT
