@@ -16,5 +16,5 @@ pub mod network;
 pub mod store;
 pub mod types;
 
-pub use store::{open, AppliedConfig, HistoryEntry, LogStore, StateMachineData, StateMachineStore};
+pub use store::{open, AppliedConfig, ConfigHook, HistoryEntry, LogStore, StateMachineData, StateMachineStore};
 pub use types::*;

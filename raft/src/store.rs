@@ -417,6 +417,19 @@ struct StoredSnapshot {
     data: Vec<u8>,
 }
 
+/// Told of each new config entry as it is applied, before its content hash is checked.
+pub type ConfigHook = Arc<dyn Fn(&ApplyConfig) + Send + Sync>;
+
+/// The hook, if the node set one (`StateMachineStore::on_config`).
+#[derive(Clone, Default)]
+struct Hook(Arc<std::sync::OnceLock<ConfigHook>>);
+
+impl std::fmt::Debug for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() { "Hook(set)" } else { "Hook(none)" })
+    }
+}
+
 /// The state machine over RocksDB. Each change of the served config is published on a
 /// `watch` channel for the proxy engine, which never waits on Raft.
 #[derive(Debug, Clone)]
@@ -426,6 +439,7 @@ pub struct StateMachineStore {
     published: watch::Sender<Option<Arc<AppliedConfig>>>,
     refusal: watch::Sender<Option<Arc<Refusal>>>,
     snapshot_counter: Arc<std::sync::atomic::AtomicU64>,
+    hook: Hook,
 }
 
 impl StateMachineStore {
@@ -444,7 +458,16 @@ impl StateMachineStore {
             published,
             refusal,
             snapshot_counter: Arc::new(0.into()),
+            hook: Hook::default(),
         })
+    }
+
+    /// Sets the function told of each new config entry before its hash is checked (once;
+    /// a second call is ignored). The node starts compiling the snapshot there, so that
+    /// the check (SHA-256 over megabytes at 10,000 routes) and the compile run at the same
+    /// time; what it compiled is only served once the entry is applied, so after the check.
+    pub fn on_config(&self, hook: ConfigHook) {
+        let _ = self.hook.0.set(hook);
     }
 
     /// The served config: the current value at once (from disk after a restart), then every
@@ -546,6 +569,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 }
                 EntryPayload::Normal(Request::RecordSync(note)) => next.record_sync(&note),
                 EntryPayload::Normal(Request::ApplyConfig(cfg)) => {
+                    let is_new = next.current.as_ref().is_none_or(|c| c.entry.commit != cfg.commit);
+                    if let (true, Some(hook)) = (is_new, self.hook.0.get()) {
+                        hook(&cfg);
+                    }
                     let r = next.apply_config(entry.log_id.index, &cfg);
                     if let Response::Refused { commit, reason } = &r {
                         tracing::error!(%commit, %reason, "refused a config entry");

@@ -108,6 +108,10 @@ pub async fn start(
             serve_last_served(&engine, &s.data_dir).await;
         }
     }
+    // Each new config entry starts compiling when the state machine takes it, while the
+    // state machine checks its hash; `follow` then swaps in what was compiled.
+    let preparing = Arc::clone(&engine);
+    sm.on_config(Arc::new(move |cfg: &ApplyConfig| preparing.prepare(Arc::clone(&cfg.snapshot), cfg.hash)));
     let last_apply_error = Arc::default();
     let engine_nodes = engine.nodes.clone();
     let data_dir = s.data_dir.clone();
@@ -274,6 +278,8 @@ async fn follow(
             };
             // The hash was checked against the snapshot when the entry was applied.
             let result = if serving {
+                // A build `prepare` started for an entry the state machine then refused.
+                engine.forget_prepared();
                 Ok(applied.entry.hash)
             } else {
                 engine.apply(Arc::clone(&applied.entry.snapshot), applied.entry.hash, origin).await

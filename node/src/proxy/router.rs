@@ -27,7 +27,8 @@ use http::{HeaderMap, Method};
 use regex::{Regex, RegexSet};
 use schemas::snapshot::{MatchSpec, PathMatchType, RouteSpec, StringMatchType, ValueMatchSpec};
 
-/// One match of one rule, as the table stores it.
+/// One match of one rule, as the table stores it. A match of a route with several host
+/// names is built once and cloned into each host's bucket (clones share the regexes).
 #[derive(Debug)]
 struct Candidate<R> {
     rule: Arc<R>,
@@ -37,17 +38,34 @@ struct Candidate<R> {
     /// The matched prefix (for `ReplacePrefixMatch`), or the exact path.
     path: Arc<str>,
     kind: PathMatchType,
-    /// Sort key among candidates for one path: lower wins.
-    rank: (u8, usize, usize, Arc<str>, usize, usize),
+    /// Sort key among candidates for one path: lower wins. Ties between routes go to the
+    /// route whose name sorts first; a snapshot lists routes by name, so its index there
+    /// orders them the same way.
+    rank: (u8, usize, usize, usize, usize, usize),
 }
 
-#[derive(Debug)]
+// By hand: `derive` would ask `R: Clone`, and only the `Arc` is cloned.
+impl<R> Clone for Candidate<R> {
+    fn clone(&self) -> Self {
+        Candidate {
+            rule: self.rule.clone(),
+            method: self.method.clone(),
+            headers: self.headers.clone(),
+            query: self.query.clone(),
+            path: self.path.clone(),
+            kind: self.kind,
+            rank: self.rank,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
 struct ValueMatcher {
     name: String,
     value: ValueMatch,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum ValueMatch {
     Exact(String),
     Regex(Regex),
@@ -64,8 +82,9 @@ impl ValueMatch {
 
 #[derive(Debug)]
 struct HostBucket<R> {
-    exact: Map<String, Vec<Candidate<R>>>,
-    prefix: Map<String, Vec<Candidate<R>>>,
+    // Keyed by the candidates' own `path`: one allocation per path, not two.
+    exact: Map<Arc<str>, Vec<Candidate<R>>>,
+    prefix: Map<Arc<str>, Vec<Candidate<R>>>,
     /// The distinct lengths of the prefixes other than `/`, longest first: a lookup hashes
     /// the request path only at those lengths, so its cost is linear in the path's length
     /// whatever the client sends.
@@ -140,67 +159,51 @@ impl<R> RouteTable<R> {
         };
         // Regex patterns per bucket are collected first, then compiled into one set.
         let mut pending: HashMap<Option<String>, Vec<(String, Candidate<R>)>> = HashMap::new();
-        for route in routes {
+        debug_assert!(routes.windows(2).all(|w| w[0].name < w[1].name), "a snapshot lists routes by name");
+        for (i, route) in routes.iter().enumerate() {
             let route_name: Arc<str> = Arc::from(route.name.as_str());
             for (ri, rule) in route.rules.iter().enumerate() {
                 table.rules += 1;
                 let compiled = Arc::new(compile_rule(route, &route_name, ri));
                 for (mi, m) in rule.matches.iter().enumerate() {
-                    let hosts: Vec<Option<&str>> = if route.hostnames.is_empty() {
-                        vec![None]
-                    } else {
-                        route.hostnames.iter().map(|h| Some(h.as_str())).collect()
-                    };
-                    for host in hosts {
-                        let cand = candidate(&compiled, m, &route_name, ri, mi)
-                            .map_err(|e| format!("route `{}`: {e}", route.name))?;
-                        match m.path.kind {
+                    let cand =
+                        candidate(&compiled, m, (i, ri, mi)).map_err(|e| format!("route `{}`: {e}", route.name))?;
+                    // No host names: one candidate for any host.
+                    let any = route.hostnames.is_empty().then_some(None);
+                    let hosts = any.into_iter().chain(route.hostnames.iter().map(|h| Some(h.as_str())));
+                    let last = route.hostnames.len().saturating_sub(1);
+                    let mut cand = Some(cand);
+                    for (hi, host) in hosts.enumerate() {
+                        // The last host takes the candidate itself; the others a clone.
+                        let c = if hi == last { cand.take() } else { cand.clone() };
+                        let c = c.expect("one candidate per host, the original last");
+                        let list = match m.path.kind {
                             PathMatchType::RegularExpression => {
-                                pending.entry(host.map(str::to_string)).or_default().push((m.path.value.clone(), cand));
+                                pending.entry(host.map(str::to_string)).or_default().push((m.path.value.clone(), c));
+                                continue;
                             }
-                            PathMatchType::Exact => {
-                                table.bucket(host).exact.entry(m.path.value.clone()).or_default().push(cand);
-                            }
-                            PathMatchType::PathPrefix => {
-                                table.bucket(host).prefix.entry(m.path.value.clone()).or_default().push(cand);
-                            }
-                        }
+                            // Most paths have one candidate: room for exactly one, so the
+                            // lists need no shrinking (a copy) once the table is built.
+                            PathMatchType::Exact => table.bucket(host).exact.entry(c.path.clone()),
+                            PathMatchType::PathPrefix => table.bucket(host).prefix.entry(c.path.clone()),
+                        };
+                        list.or_insert_with(|| Vec::with_capacity(1)).push(c);
                     }
                 }
             }
         }
         for (host, patterns) in pending {
-            let bucket = table.bucket(host.as_deref());
-            let mut by_pattern: Vec<(String, Vec<Candidate<R>>)> = Vec::new();
-            for (p, c) in patterns {
-                match by_pattern.iter_mut().find(|(q, _)| *q == p) {
-                    Some((_, list)) => list.push(c),
-                    None => by_pattern.push((p, vec![c])),
-                }
-            }
-            let patterns: Vec<&str> = by_pattern.iter().map(|(p, _)| p.as_str()).collect();
-            let set = schemas::patterns::path_regex_set(&patterns).map_err(|e| {
-                format!(
-                    "the path patterns of {} do not build together: {}",
-                    host.as_deref().unwrap_or("routes without host names"),
-                    schemas::patterns::reason(&e)
-                )
-            })?;
-            bucket.regex_set = Some(set);
-            let mut order: Vec<usize> = (0..by_pattern.len()).collect();
-            order.sort_by(|a, b| by_pattern[*b].0.len().cmp(&by_pattern[*a].0.len()).then(a.cmp(b)));
-            bucket.regex_order = order;
-            bucket.regex = by_pattern.into_iter().map(|(_, c)| c).collect();
+            table.bucket(host.as_deref()).add_patterns(host.as_deref(), patterns)?;
         }
         table.for_each_bucket(|b| {
             for list in b.exact.values_mut().chain(b.prefix.values_mut()).chain(b.regex.iter_mut()) {
-                list.sort_by(|x, y| x.rank.cmp(&y.rank));
+                list.sort_by_key(|x| x.rank);
                 // Most lists hold one candidate; pushing reserved room for four.
                 list.shrink_to_fit();
             }
             b.exact.shrink_to_fit();
             b.prefix.shrink_to_fit();
-            let mut lens: Vec<usize> = b.prefix.keys().filter(|k| *k != "/").map(String::len).collect();
+            let mut lens: Vec<usize> = b.prefix.keys().filter(|k| &***k != "/").map(|k| k.len()).collect();
             lens.sort_unstable_by(|a, b| b.cmp(a));
             lens.dedup();
             b.prefix_lens = lens;
@@ -209,13 +212,18 @@ impl<R> RouteTable<R> {
     }
 
     fn bucket(&mut self, host: Option<&str>) -> &mut HostBucket<R> {
-        match host {
-            None => &mut self.any_host,
+        let (map, key) = match host {
+            None => return &mut self.any_host,
             Some(h) => match h.strip_prefix("*.") {
-                Some(suffix) => self.wildcard_hosts.entry(suffix.to_string()).or_default(),
-                None => self.exact_hosts.entry(h.to_string()).or_default(),
+                Some(suffix) => (&mut self.wildcard_hosts, suffix),
+                None => (&mut self.exact_hosts, h),
             },
+        };
+        // Most calls find the bucket: allocate the key only for a new host.
+        if !map.contains_key(key) {
+            map.insert(key.to_string(), HostBucket::default());
         }
+        map.get_mut(key).expect("inserted above")
     }
 
     fn for_each_bucket(&mut self, mut f: impl FnMut(&mut HostBucket<R>)) {
@@ -255,6 +263,32 @@ impl<R> RouteTable<R> {
 }
 
 impl<R> HostBucket<R> {
+    /// Compiles the bucket's regular-expression paths into one set, candidates grouped by
+    /// pattern, longer patterns first. `host`: for the error message.
+    fn add_patterns(&mut self, host: Option<&str>, patterns: Vec<(String, Candidate<R>)>) -> Result<(), String> {
+        let mut by_pattern: Vec<(String, Vec<Candidate<R>>)> = Vec::new();
+        for (p, c) in patterns {
+            match by_pattern.iter_mut().find(|(q, _)| *q == p) {
+                Some((_, list)) => list.push(c),
+                None => by_pattern.push((p, vec![c])),
+            }
+        }
+        let patterns: Vec<&str> = by_pattern.iter().map(|(p, _)| p.as_str()).collect();
+        let set = schemas::patterns::path_regex_set(&patterns).map_err(|e| {
+            format!(
+                "the path patterns of {} do not build together: {}",
+                host.unwrap_or("routes without host names"),
+                schemas::patterns::reason(&e)
+            )
+        })?;
+        self.regex_set = Some(set);
+        let mut order: Vec<usize> = (0..by_pattern.len()).collect();
+        order.sort_by(|a, b| by_pattern[*b].0.len().cmp(&by_pattern[*a].0.len()).then(a.cmp(b)));
+        self.regex_order = order;
+        self.regex = by_pattern.into_iter().map(|(_, c)| c).collect();
+        Ok(())
+    }
+
     fn lookup<'a>(&'a self, req: &RequestView<'_>, q: &mut Option<Vec<(String, String)>>) -> Option<Matched<'a, R>> {
         if let Some(list) = self.exact.get(req.path) {
             if let Some(m) = first_match(list, req, q) {
@@ -332,7 +366,8 @@ fn parse_query(q: Option<&str>) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
-fn candidate<R>(rule: &Arc<R>, m: &MatchSpec, route: &Arc<str>, ri: usize, mi: usize) -> Result<Candidate<R>, String> {
+/// `at`: where the match is, as (route index in the snapshot, rule index, match index).
+fn candidate<R>(rule: &Arc<R>, m: &MatchSpec, at: (usize, usize, usize)) -> Result<Candidate<R>, String> {
     let matchers = |list: &[ValueMatchSpec]| -> Result<Vec<ValueMatcher>, String> {
         list.iter()
             .map(|v| {
@@ -358,9 +393,9 @@ fn candidate<R>(rule: &Arc<R>, m: &MatchSpec, route: &Arc<str>, ri: usize, mi: u
             u8::from(m.method.is_none()),
             usize::MAX - m.headers.len(),
             usize::MAX - m.query_params.len(),
-            route.clone(),
-            ri,
-            mi,
+            at.0,
+            at.1,
+            at.2,
         ),
     })
 }

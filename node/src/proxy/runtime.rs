@@ -124,7 +124,9 @@ pub struct RuleRuntime {
     latency: OnceLock<Histogram>,
     /// `raftgate_requests_total` for answers the gateway gave before a backend was chosen
     /// (redirects, refusals), by status class.
-    answered_here: OnceLock<[Counter; 5]>,
+    /// Boxed, like `Backend::requests`: most rules never register it, and an empty
+    /// `OnceLock` of five counters is 88 bytes per rule.
+    answered_here: OnceLock<Box<[Counter; 5]>>,
     /// `raftgate_fallbacks_total` for this route.
     fallbacks: OnceLock<Counter>,
 }
@@ -134,14 +136,14 @@ pub struct Backend {
     pub upstream: Arc<Upstream>,
     pub weight: u32,
     /// `raftgate_requests_total` for this route and upstream, by status class 1xx..5xx.
-    requests: OnceLock<[Counter; 5]>,
+    requests: OnceLock<Box<[Counter; 5]>>,
     /// `raftgate_retries_total` for this route and upstream.
     retries: OnceLock<Counter>,
 }
 
 impl Backend {
     pub fn requests(&self, route: &str) -> &[Counter; 5] {
-        self.requests.get_or_init(|| status_counters(route, &self.upstream.spec.name))
+        self.requests.get_or_init(|| Box::new(status_counters(route, &self.upstream.spec.name)))
     }
 
     pub fn retries(&self, route: &str) -> &Counter {
@@ -173,7 +175,7 @@ impl RuleRuntime {
 
     /// The counters of answers given before a backend was chosen.
     pub fn answered_here(&self) -> &[Counter; 5] {
-        self.answered_here.get_or_init(|| status_counters(&self.route, ""))
+        self.answered_here.get_or_init(|| Box::new(status_counters(&self.route, "")))
     }
 
     pub fn latency(&self) -> &Histogram {
@@ -501,6 +503,18 @@ pub struct Engine {
     swap_lock: tokio::sync::Mutex<()>,
     /// The node's --allow-internal-endpoints, for the upstreams it builds.
     allow_internal: std::sync::atomic::AtomicBool,
+    /// A build started by `prepare`, which `apply` takes when it is for the same snapshot.
+    prepared: std::sync::Mutex<Option<Prepared>>,
+}
+
+/// A config compiling ahead of its apply.
+#[derive(Debug)]
+struct Prepared {
+    snapshot: Arc<ConfigSnapshot>,
+    hash: ContentHash,
+    /// The runtime it reuses upstreams and limiters from: must still be current at apply.
+    previous: Arc<Runtime>,
+    build: tokio::task::JoinHandle<anyhow::Result<Runtime>>,
 }
 
 impl Engine {
@@ -527,6 +541,7 @@ impl Engine {
             loaded: false.into(),
             swap_lock: tokio::sync::Mutex::new(()),
             allow_internal: false.into(),
+            prepared: std::sync::Mutex::new(None),
         })
     }
 
@@ -594,6 +609,53 @@ impl Engine {
         self.loaded.load(std::sync::atomic::Ordering::Acquire)
     }
 
+    /// Starts compiling `snapshot`, stated to hash to `hash`, before anything has checked
+    /// that it does: the result is only served if `apply` is then called with this same
+    /// snapshot (after the state machine's check). A newer `prepare` replaces an older one.
+    pub fn prepare(&self, snapshot: Arc<ConfigSnapshot>, hash: ContentHash) {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        let previous = self.current();
+        let build = self.spawn_build(Arc::clone(&snapshot), hash, Arc::clone(&previous));
+        let p = Prepared { snapshot, hash, previous, build };
+        // The replaced build, if any, runs to its end and is dropped.
+        *self.prepared.lock().unwrap_or_else(|e| e.into_inner()) = Some(p);
+    }
+
+    /// Drops a prepared build that will not be applied (its entry was refused, or it is
+    /// already served), so it does not hold a whole config's memory until the next one.
+    pub fn forget_prepared(&self) {
+        drop(self.take_prepared());
+    }
+
+    fn take_prepared(&self) -> Option<Prepared> {
+        self.prepared.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    /// Compiles on a blocking thread, reusing what did not change from `previous`.
+    fn spawn_build(
+        &self,
+        snapshot: Arc<ConfigSnapshot>,
+        hash: ContentHash,
+        previous: Arc<Runtime>,
+    ) -> tokio::task::JoinHandle<anyhow::Result<Runtime>> {
+        let roots = self.roots.clone();
+        let sessions = self.sessions.clone();
+        let nodes = self.nodes.clone();
+        let allow_internal = self.allow_internal.load(std::sync::atomic::Ordering::Relaxed);
+        tokio::task::spawn_blocking(move || {
+            let env = BuildEnv {
+                previous: Some(&previous),
+                roots: &roots,
+                tls: sessions.as_ref(),
+                nodes: &nodes,
+                allow_internal,
+            };
+            Runtime::build(snapshot, hash, ConfigOrigin::default(), &env)
+        })
+    }
+
     /// Compiles `snapshot` (whose content hash is `hash`) off the request path and swaps it
     /// in, routes and certificates together. On failure the current config stays. Swaps are
     /// serialised so two producers cannot interleave.
@@ -605,27 +667,22 @@ impl Engine {
     ) -> anyhow::Result<ContentHash> {
         let _guard = self.swap_lock.lock().await;
         let previous = self.current();
-        let roots = self.roots.clone();
-        let sessions = self.sessions.clone();
-        let nodes = self.nodes.clone();
-        let allow_internal = self.allow_internal.load(std::sync::atomic::Ordering::Relaxed);
-        let build = tokio::task::spawn_blocking(move || {
-            let env = BuildEnv {
-                previous: Some(&previous),
-                roots: &roots,
-                tls: sessions.as_ref(),
-                nodes: &nodes,
-                allow_internal,
-            };
-            Runtime::build(snapshot, hash, origin, &env)
-        });
+        // Compiled ahead by `prepare` if it was this snapshot, against this runtime.
+        let prepared = self
+            .take_prepared()
+            .filter(|p| Arc::ptr_eq(&p.snapshot, &snapshot) && p.hash == hash && Arc::ptr_eq(&p.previous, &previous));
+        let build = match prepared {
+            Some(p) => p.build,
+            None => self.spawn_build(snapshot, hash, previous),
+        };
         // A build that does not finish in time is abandoned (its thread finishes on its
         // own and its result is dropped): the node keeps serving the current config and the
         // next config is not held up behind it.
-        let rt = tokio::time::timeout(APPLY_TIMEOUT, build)
+        let mut rt = tokio::time::timeout(APPLY_TIMEOUT, build)
             .await
             .map_err(|_| anyhow::anyhow!("building the config took longer than {} s", APPLY_TIMEOUT.as_secs()))?
             .map_err(|e| anyhow::anyhow!("config compile panicked: {e}"))??;
+        rt.origin = origin;
         for up in rt.upstreams.values() {
             prober::start(up);
         }
@@ -658,6 +715,51 @@ mod tests {
         );
         let files = [schemas::SourceFile { path: "c.yaml".into(), contents: yaml.into_bytes() }];
         Arc::new(schemas::compile_tree(&files).unwrap().snapshot)
+    }
+
+    /// A build started by `prepare` is never served by itself: only `apply` of that same
+    /// snapshot serves it (with the origin `apply` names), and `apply` of another snapshot
+    /// serves that one.
+    #[tokio::test]
+    async fn a_prepared_config_is_served_only_by_its_apply() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::new(Arc::new(rustls::RootCertStore::empty()), true).unwrap();
+        let (a, b) = (config(dir.path(), "a.example", "ra"), config(dir.path(), "b.example", "rb"));
+        let (ha, hb) = (a.content_hash(), b.content_hash());
+        engine.prepare(Arc::clone(&a), ha);
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert!(engine.current().snapshot.routes.is_empty(), "preparing serves nothing");
+        // Another snapshot is applied: the prepared one is dropped, not served.
+        engine.apply(Arc::clone(&b), hb, ConfigOrigin::default()).await.unwrap();
+        assert_eq!(engine.current().snapshot.routes[0].name, "rb");
+        assert!(engine.take_prepared().is_none());
+        // Prepared, then applied: served, with the origin of the apply.
+        engine.prepare(Arc::clone(&a), ha);
+        let origin = ConfigOrigin { commit: Some("c0ffee".into()), source: "test".into() };
+        engine.apply(Arc::clone(&a), ha, origin).await.unwrap();
+        let rt = engine.current();
+        assert_eq!((rt.snapshot.routes[0].name.as_str(), rt.origin.commit.as_deref()), ("ra", Some("c0ffee")));
+        assert!(rt.certs.get(Some("a.example")).is_some());
+        // A build prepared against a runtime that is no longer current (another swap came
+        // in between, as when `prepare` runs during an `apply`) is not used: it would carry
+        // over that runtime's upstreams, with their pools and breaker state, not the
+        // current ones.
+        engine.prepare(Arc::clone(&b), hb);
+        let c = config(dir.path(), "c.example", "rc");
+        let roots = engine.roots.clone();
+        let env = BuildEnv {
+            previous: None,
+            roots: &roots,
+            tls: engine.sessions.as_ref(),
+            nodes: &engine.nodes,
+            allow_internal: false,
+        };
+        let rc = Arc::new(Runtime::build(c.clone(), c.content_hash(), ConfigOrigin::default(), &env).unwrap());
+        engine.current.store(Arc::clone(&rc));
+        engine.apply(Arc::clone(&b), hb, ConfigOrigin::default()).await.unwrap();
+        let now = engine.current();
+        assert_eq!(now.snapshot.routes[0].name, "rb");
+        assert!(Arc::ptr_eq(&now.upstreams["u"], &rc.upstreams["u"]), "compiled against the runtime current at apply");
     }
 
     /// Certificates live in the runtime and are published with its routes: a resolver made

@@ -1,6 +1,7 @@
 //! raftgate's own apply logic: config entries, history, refusal, publication, restart.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use openraft::storage::{RaftLogStorage, RaftStateMachine};
 use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Membership};
@@ -84,6 +85,26 @@ async fn an_entry_whose_hash_does_not_match_is_refused() {
     let out = sm.apply(vec![apply_entry(2, bad)]).await.unwrap();
     assert!(matches!(&out[0], Response::Refused { commit, .. } if commit == "bad"));
     assert_eq!(sm.data().await.current.unwrap().entry.commit, "good");
+}
+
+/// The node's hook hears of each new config entry, with the snapshot the state machine
+/// then publishes (the same allocation, so the node can tell its early compile is for it),
+/// and not of an entry for the commit already current.
+#[tokio::test]
+async fn the_config_hook_hears_of_new_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_log, mut sm) = raft::open(dir.path()).unwrap();
+    let heard = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let h = Arc::clone(&heard);
+    sm.on_config(Arc::new(move |cfg: &ApplyConfig| {
+        h.lock().unwrap().push((cfg.commit.clone(), Arc::clone(&cfg.snapshot)))
+    }));
+    sm.apply(vec![apply_entry(1, config("c1", "a")), apply_entry(2, config("c1", "a"))]).await.unwrap();
+    sm.apply(vec![apply_entry(3, config("c2", "b"))]).await.unwrap();
+    let heard = heard.lock().unwrap();
+    assert_eq!(heard.iter().map(|(c, _)| c.as_str()).collect::<Vec<_>>(), ["c1", "c2"]);
+    let published = sm.subscribe().borrow().clone().unwrap();
+    assert!(Arc::ptr_eq(&heard[1].1, &published.entry.snapshot));
 }
 
 #[tokio::test]

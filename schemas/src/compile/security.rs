@@ -510,31 +510,26 @@ pub(super) fn check_policy_targets(
 
 /// A rate limit keyed by consumer needs a policy that authenticates one.
 pub(super) fn check_consumer_keys(res: &Resources, snapshot: &ConfigSnapshot, diags: &mut Vec<Diagnostic>) {
-    for route in &snapshot.routes {
-        let Some(loaded) = res.routes.iter().find(|r| r.value.name == route.name) else { continue };
+    // Only rate-limited rules are looked at, and the route's source is searched for only to
+    // report a problem: this runs for every route of configs with 100,000 of them.
+    for route in snapshot.routes.iter().filter(|r| r.rules.iter().any(|rule| rule.rate_limit.is_some())) {
         for (ri, rule) in route.rules.iter().enumerate() {
-            let key = rule.rate_limit.as_ref().map(|r| &r.key);
-            let policy = rule.security.as_ref().and_then(|n| snapshot.security_policies.iter().find(|p| p.name == *n));
-            if let Some(RateLimitKeySpec::Claim(_)) = key {
-                if policy.is_none_or(|p| p.jwt.is_none()) {
-                    diags.push(loaded.diag(
-                        at!["rules", ri, "rateLimit", "key"],
-                        "this rate limit is keyed by a token claim, but no security policy with `jwt` guards this rule",
-                        Some("target the rule with a SecurityPolicy that has `jwt`".into()),
-                    ));
-                }
-                continue;
-            }
-            if key != Some(&RateLimitKeySpec::Consumer) {
-                continue;
-            }
-            if !policy.is_some_and(SecurityPolicySpec::authenticates) {
-                diags.push(loaded.diag(
-                    at!["rules", ri, "rateLimit", "key"],
+            let Some(key) = rule.rate_limit.as_ref().map(|r| &r.key) else { continue };
+            let policy =
+                || rule.security.as_ref().and_then(|n| snapshot.security_policies.iter().find(|p| p.name == *n));
+            let problem = match key {
+                RateLimitKeySpec::Claim(_) if policy().is_none_or(|p| p.jwt.is_none()) => (
+                    "this rate limit is keyed by a token claim, but no security policy with `jwt` guards this rule",
+                    "target the rule with a SecurityPolicy that has `jwt`",
+                ),
+                RateLimitKeySpec::Consumer if !policy().is_some_and(SecurityPolicySpec::authenticates) => (
                     "this rate limit is keyed by consumer, but no security policy authenticates this rule",
-                    Some("target the rule with a SecurityPolicy that has `apiKeyAuth` or `basicAuth`".into()),
-                ));
-            }
+                    "target the rule with a SecurityPolicy that has `apiKeyAuth` or `basicAuth`",
+                ),
+                _ => continue,
+            };
+            let Some(loaded) = res.routes.iter().find(|r| r.value.name == route.name) else { continue };
+            diags.push(loaded.diag(at!["rules", ri, "rateLimit", "key"], problem.0, Some(problem.1.into())));
         }
     }
 }
