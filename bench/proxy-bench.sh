@@ -140,17 +140,26 @@ EOF
     # config), to show what the table's size costs a request.
     spawn raftgate-log "$PROXY_CPU" "$RAFTGATED" --workers 1 --access-log on \
         --http-addr 127.0.0.1:8094 --admin-addr 127.0.0.1:9985 --config-dir "$RUN/raftgate-conf"
-    local n; for n in 10 10000; do
-        mkdir -p "$RUN/routes-$n"
-        python3 "$HERE/routes.py" "$n" 127.0.0.1:9000 >"$RUN/routes-$n/routes.yaml"
+    local n; for n in 10 10000 100000; do
+        rm -rf "$RUN/routes-$n"
+        python3 "$HERE/routes.py" "$n" 127.0.0.1:9000 "$RUN/routes-$n"
     done
     spawn raftgate-10r "$PROXY_CPU" "$RAFTGATED" --workers 1 --access-log off --log-format text \
         --http-addr 127.0.0.1:8095 --admin-addr 127.0.0.1:9986 --config-dir "$RUN/routes-10"
     spawn raftgate-10kr "$PROXY_CPU" "$RAFTGATED" --workers 1 --access-log off --log-format text \
         --http-addr 127.0.0.1:8096 --admin-addr 127.0.0.1:9987 --config-dir "$RUN/routes-10000"
-    local p; for p in 9000 8081 8082 8084 8091 8092 8093 8094 8095 8096 8181 8182 8191 8192 8443 8444; do
+    spawn raftgate-100kr "$PROXY_CPU" "$RAFTGATED" --workers 1 --access-log off --log-format text \
+        --http-addr 127.0.0.1:8097 --admin-addr 127.0.0.1:9988 --config-dir "$RUN/routes-100000"
+    # The same proxy as :8084 with two workers, on the same single CPU: what the
+    # multi-threaded runtime costs when there is no second core to use.
+    spawn raftgate-2w "$PROXY_CPU" "$RAFTGATED" --workers 2 --access-log off --log-format text \
+        --http-addr 127.0.0.1:8098 --admin-addr 127.0.0.1:9989 --config-dir "$RUN/raftgate-conf"
+    local p; for p in 9000 8081 8082 8084 8091 8092 8093 8094 8095 8096 8098 8181 8182 8191 8192 8443 8444; do
         wait_port 127.0.0.1:$p
     done
+    # 100,000 routes take seconds to compile before the listener opens.
+    for _ in $(seq 1 600); do (exec 3<>/dev/tcp/127.0.0.1/8097) 2>/dev/null && break; sleep 0.1; done
+    wait_port 127.0.0.1:8097
     curl -sf http://127.0.0.1:9000/ >/dev/null || die "backend not answering"
     for p in 8081 8082 8084; do curl -sf "http://127.0.0.1:$p/" >/dev/null || die "proxy on :$p not answering"; done
     for p in 8181 8182 8084; do curl -sf --http2-prior-knowledge "http://127.0.0.1:$p/" >/dev/null \
@@ -162,7 +171,7 @@ EOF
 
 stop_servers() {
     local n pid
-    for n in raftgate raftgate-log raftgate-10r raftgate-10kr haproxy nginx backend; do
+    for n in raftgate raftgate-log raftgate-10r raftgate-10kr raftgate-100kr raftgate-2w haproxy nginx backend; do
         [[ -f $RUN/$n.pid ]] || continue
         pid=$(cat "$RUN/$n.pid")
         if kill -0 "$pid" 2>/dev/null; then
@@ -382,10 +391,41 @@ extra_targets() {
     ROUNDS=$rounds H2=0 KIND=newconn run_targets nginx=http://127.0.0.1:8081/ raftgate=http://127.0.0.1:8084/
     unset 'HDR[nginx]' 'HDR[raftgate]'
     ROUNDS=$rounds H2=0 KIND=large run_targets nginx=http://127.0.0.1:8081/1m raftgate=http://127.0.0.1:8084/1m
-    HDR[routes-10]="Host: h0.example.com"; HDR[routes-10k]="Host: h5.example.com"
+    HDR[routes-10]="Host: h0.example.com"; HDR[routes-10k]="Host: h5.example.com"; HDR[routes-100k]="Host: h5.example.com"
     ROUNDS=$rounds H2=0 KIND=routes BASE=routes-10 run_targets routes-10=http://127.0.0.1:8095/svc5 \
-        routes-10k=http://127.0.0.1:8096/svc5
-    unset 'HDR[routes-10]' 'HDR[routes-10k]'
+        routes-10k=http://127.0.0.1:8096/svc5 routes-100k=http://127.0.0.1:8097/svc5
+    unset 'HDR[routes-10]' 'HDR[routes-10k]' 'HDR[routes-100k]'
+    ROUNDS=$rounds H2=0 KIND=workers BASE=raftgate run_targets raftgate=http://127.0.0.1:8084/ \
+        raftgate-2w=http://127.0.0.1:8098/
+    swaps_under_load
+}
+
+# Config swaps under load at 10,000 routes: wrk on one route of the 10,000-route node while
+# a file of its config directory alternates between two versions (another route's path
+# changes), each picked up by the node's watcher and compiled and swapped in whole. Every
+# request must succeed; the swaps are counted from the node's own metric.
+swaps_under_load() {
+    local dir=$RUN/routes-10000 admin=http://127.0.0.1:9987 secs=${SWAP_SECONDS:-40}
+    local before after i out
+    before=$(curl -sf $admin/metrics | awk '/^raftgate_config_swaps_total/{print $2}')
+    taskset -c "$LOAD_CPU" wrk -t1 -c32 -d"${secs}s" -H "Host: h5.example.com" --latency \
+        http://127.0.0.1:8096/svc5 >"$RUN/swaps.wrk" 2>&1 &
+    local wrk=$!
+    for ((i = 0; i < secs / 3; i++)); do
+        sleep 3
+        printf 'kind: Route\nname: swap\nhostnames: [swap.example.com]\nrules:\n  - matches: [{ path: { value: /v%d } }]\n    backendRefs: [{ upstream: up }]\n' \
+            $((i % 2)) >"$dir/swap.yaml"
+    done
+    wait $wrk
+    after=$(curl -sf $admin/metrics | awk '/^raftgate_config_swaps_total/{print $2}')
+    rm -f "$dir/swap.yaml"
+    out="swaps=$((${after%.*} - ${before%.*})) requests=$(awk '/requests in/{print $1}' "$RUN/swaps.wrk")"
+    # wrk prints these lines only when there is something to count.
+    out+=" non2xx=$(awk '/Non-2xx/{n=$NF} END{print n+0}' "$RUN/swaps.wrk")"
+    out+=" socket_errors=$(awk -F'[ ,]+' '/Socket errors/{for (i = 1; i <= NF; i++) if ($i ~ /^[0-9]+$/) n += $i} END{print n+0}' "$RUN/swaps.wrk")"
+    out+=" p99=$(awk '$1=="99%"{print $2}' "$RUN/swaps.wrk")"
+    log "swaps under load at 10,000 routes: $out"
+    echo "$out" >"$RESULTS/$(date +%Y%m%d-%H%M%S)-swaps.txt"
 }
 
 # ---------------------------------------------------------------- main

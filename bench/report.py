@@ -50,8 +50,15 @@ def load(kind):
         out["targets"][n] = t
     return out
 
+def swaps():
+    """The newest swaps-under-load line (proxy-bench.sh), as numbers."""
+    files = sorted(glob.glob(os.path.join(a.results, "*-swaps.txt")))
+    if not files:
+        return None
+    return {k: v for k, v in (kv.split("=", 1) for kv in open(files[-1]).read().split())}
+
 crit = {}
-for m in re.finditer(r"^(route_lookup|compile_and_swap)/(\d+)\s+time:\s+\[\S+ \S+ (\S+) (\S+)", open(a.criterion).read(), re.M):
+for m in re.finditer(r"^(route_lookup|compile_and_swap|content_hash)/(\d+)\s+time:\s+\[\S+ \S+ (\S+) (\S+)", open(a.criterion).read(), re.M):
     group, n, value, unit = m.groups()
     scale = {"ps": 1e-3, "ns": 1, "µs": 1e3, "us": 1e3, "ms": 1e6, "s": 1e9}[unit]
     crit.setdefault(group, {})[n] = round(float(value) * scale, 1)
@@ -62,6 +69,7 @@ report = {"stamp": a.stamp, "host": a.host, "h1": load("h1"), "h2c": load("h2"),
           "https": load("https"), "h2_tls": load("h2tls"), "handshakes": load("handshakes"),
           "h1_equal": load("h1-equal"), "h2c_equal": load("h2-equal"), "access_log": load("accesslog"),
           "new_connections": load("newconn"), "large": load("large"), "routes": load("routes"),
+          "workers": load("workers"), "swaps_under_load": swaps(),
           "criterion_ns": crit, "rss_kib_by_routes": rss, "rss_peak_kib_by_routes": rss_peak,
           "layout": "proxy under test and upstream pinned to CPU 0, load generator alone on CPU 1; one worker per proxy"}
 json.dump(report, open(os.path.join(a.results, f"{a.stamp}.json"), "w"), indent=2)
@@ -107,18 +115,38 @@ if r:
     md.append("")
 r = report["routes"]
 if r:
-    md += [f"## One route among 10 and among 10,000 (wrk -c32, {r['rounds']} interleaved rounds)", "",
+    md += [f"## One route among 10, 10,000 and 100,000 (wrk -c32, {r['rounds']} interleaved rounds)", "",
            "| table | rps (median) | p99 µs | CPU µs/req | paired rps vs 10 routes | CPU/req vs 10 routes | errors |", "|---|---|---|---|---|---|---|"]
     for n, t in r["targets"].items():
         md.append(f"| {n} | {t['rps_median']:.0f} | {t['p99_us']:.0f} | {t['cpu_us_per_request']:.1f} | "
                   f"{t.get('paired_rps_ratio_vs_routes-10', 1.0 if n == 'routes-10' else float('nan')):.2f}× | "
                   f"{t.get('cpu_per_request_ratio_vs_routes-10', 1.0 if n == 'routes-10' else float('nan')):.2f}× | {t['errors']} |")
     md.append("")
-md += ["## Route lookup and compile+swap (criterion, median)", "", "| routes (3 rules each) | lookup | compile + swap |", "|---|---|---|"]
-for n in ("10", "1000", "10000"):
+r = report["workers"]
+if r:
+    md += [f"## One worker and two, both on the one CPU of the proxy (wrk -c32, {r['rounds']} interleaved rounds)", "",
+           "| target | rps (median) | p99 µs | CPU µs/req | paired rps vs 1 worker | CPU/req vs 1 worker | errors |", "|---|---|---|---|---|---|---|"]
+    for n, t in r["targets"].items():
+        md.append(f"| {n} | {t['rps_median']:.0f} | {t['p99_us']:.0f} | {t['cpu_us_per_request']:.1f} | "
+                  f"{t.get('paired_rps_ratio_vs_raftgate', 1.0 if n == 'raftgate' else float('nan')):.2f}× | "
+                  f"{t.get('cpu_per_request_ratio_vs_raftgate', 1.0 if n == 'raftgate' else float('nan')):.2f}× | {t['errors']} |")
+    md.append("")
+w = report["swaps_under_load"]
+if w:
+    md += ["## Config swaps under load at 10,000 routes", "",
+           "wrk -c32 on one route of the 10,000-route node while its config directory changes every 3 s (each change",
+           "compiled and swapped in whole).", "",
+           "| swaps | requests | non-2xx | socket errors | p99 |", "|---|---|---|---|---|",
+           f"| {w.get('swaps')} | {w.get('requests')} | {w.get('non2xx')} | {w.get('socket_errors')} | {w.get('p99')} |", ""]
+md += ["## Route lookup and compile+swap (criterion, median)", "",
+       "compile + swap is what a node does per config entry: compile (started by the state machine's hook) while the",
+       "state machine checks the content hash, then the swap. The hash alone is the last column.", "",
+       "| routes (3 rules each) | lookup | compile + swap | content hash |", "|---|---|---|---|"]
+for n in ("10", "1000", "10000", "100000"):
     lk = crit.get("route_lookup", {}).get(n)
     cs = crit.get("compile_and_swap", {}).get(n)
-    md.append(f"| {n} | {lk:.0f} ns | {cs / 1e6:.2f} ms |" if lk is not None and cs is not None else f"| {n} | – | – |")
+    ch = crit.get("content_hash", {}).get(n)
+    md.append(f"| {n} | {lk:.0f} ns | {cs / 1e6:.2f} ms | {ch / 1e6:.2f} ms |" if None not in (lk, cs, ch) else f"| {n} | – | – | – |")
 md += ["", "## Resident memory of raftgated", "", "serving (after a second of requests), and the peak while loading the config", "",
        "| routes | RSS serving | peak |", "|---|---|---|"]
 md += [f"| {n} | {kib / 1024:.1f} MiB | {rss_peak.get(n, 0) / 1024:.1f} MiB |" for n, kib in rss.items()]

@@ -18,19 +18,36 @@ use node::proxy::router::RequestView;
 use node::proxy::runtime::{BuildEnv, ConfigOrigin, Engine, Runtime};
 
 /// `n` routes over `n / 10` host names (at least one), each with an exact, a prefix and a
-/// header-matching rule, so the table holds `3 n` rules.
-fn config(n: usize) -> schemas::ConfigSnapshot {
-    let mut yaml = String::from("kind: Upstream\nname: up\nendpoints: [{ address: 127.0.0.1:9000 }]\n");
-    let hosts = (n / 10).max(1);
-    for i in 0..n {
-        yaml.push_str(&format!(
-            "---\nkind: Route\nname: r{i}\nhostnames: [h{}.example.com]\nrules:\n  - matches: [{{ path: {{ type: Exact, value: /svc{i}/health }} }}]\n    backendRefs: [{{ upstream: up }}]\n  - matches: [{{ path: {{ value: /svc{i} }}, headers: [{{ name: x-canary, value: \"on\" }}] }}]\n    backendRefs: [{{ upstream: up }}]\n  - matches: [{{ path: {{ value: /svc{i} }} }}]\n    backendRefs: [{{ upstream: up }}]\n",
-            i % hosts
-        ));
+/// header-matching rule, so the table holds `3 n` rules; in files of 10,000 routes (a node
+/// reads files of up to 8 MiB), as `bench/routes.py` writes them. Made once per size.
+fn config(n: usize) -> Arc<schemas::ConfigSnapshot> {
+    static MADE: std::sync::Mutex<Vec<(usize, Arc<schemas::ConfigSnapshot>)>> = std::sync::Mutex::new(Vec::new());
+    let mut made = MADE.lock().unwrap();
+    if let Some((_, s)) = made.iter().find(|(m, _)| *m == n) {
+        return s.clone();
     }
-    let files = [schemas::SourceFile { path: "bench.yaml".into(), contents: yaml.into_bytes() }];
-    schemas::compile_tree(&files).expect("valid bench config").snapshot
+    let mut files =
+        vec![schemas::SourceFile { path: "upstream.yaml".into(), contents: UPSTREAM.as_bytes().to_vec() }];
+    let hosts = (n / 10).max(1);
+    for start in (0..n).step_by(10_000) {
+        let mut yaml = String::new();
+        for i in start..n.min(start + 10_000) {
+            yaml.push_str(&format!(
+                "---\nkind: Route\nname: r{i}\nhostnames: [h{}.example.com]\nrules:\n  - matches: [{{ path: {{ type: Exact, value: /svc{i}/health }} }}]\n    backendRefs: [{{ upstream: up }}]\n  - matches: [{{ path: {{ value: /svc{i} }}, headers: [{{ name: x-canary, value: \"on\" }}] }}]\n    backendRefs: [{{ upstream: up }}]\n  - matches: [{{ path: {{ value: /svc{i} }} }}]\n    backendRefs: [{{ upstream: up }}]\n",
+                i % hosts
+            ));
+        }
+        files.push(schemas::SourceFile { path: format!("routes-{}.yaml", start / 10_000), contents: yaml.into_bytes() });
+    }
+    let snapshot = Arc::new(schemas::compile_tree(&files).expect("valid bench config").snapshot);
+    made.push((n, snapshot.clone()));
+    snapshot
 }
+
+const UPSTREAM: &str = "kind: Upstream\nname: up\nendpoints: [{ address: 127.0.0.1:9000 }]\n";
+
+/// The table sizes of every group, up to issue #17's 100,000 routes.
+const SIZES: [usize; 4] = [10, 1_000, 10_000, 100_000];
 
 fn roots() -> Arc<rustls::RootCertStore> {
     Arc::new(rustls::RootCertStore::empty())
@@ -38,8 +55,8 @@ fn roots() -> Arc<rustls::RootCertStore> {
 
 fn lookup(c: &mut Criterion) {
     let mut group = c.benchmark_group("route_lookup");
-    for n in [10usize, 1_000, 10_000] {
-        let snapshot = Arc::new(config(n));
+    for n in SIZES {
+        let snapshot = config(n);
         let (roots, nodes) = (roots(), Default::default());
         let env = BuildEnv { previous: None, roots: &roots, tls: None, nodes: &nodes, allow_internal: false };
         let rt = Runtime::build(snapshot.clone(), snapshot.content_hash(), ConfigOrigin::default(), &env).unwrap();
@@ -74,8 +91,8 @@ fn compile_and_swap(c: &mut Criterion) {
     let mut group = c.benchmark_group("compile_and_swap");
     group.sample_size(10);
     let tokio = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-    for n in [10usize, 1_000, 10_000] {
-        let snapshot = Arc::new(config(n));
+    for n in SIZES {
+        let snapshot = config(n);
         let stated = snapshot.content_hash();
         let engine = Engine::new(roots(), false).unwrap();
         tokio.block_on(engine.apply(snapshot.clone(), stated, ConfigOrigin::default())).unwrap();
@@ -107,7 +124,7 @@ fn compile_and_swap(c: &mut Criterion) {
 fn content_hash(c: &mut Criterion) {
     let mut group = c.benchmark_group("content_hash");
     group.sample_size(10);
-    for n in [10usize, 1_000, 10_000] {
+    for n in SIZES {
         let snapshot = config(n);
         group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| b.iter(|| snapshot.content_hash()));
     }
