@@ -26,8 +26,7 @@ fn config(n: usize) -> Arc<schemas::ConfigSnapshot> {
     if let Some((_, s)) = made.iter().find(|(m, _)| *m == n) {
         return s.clone();
     }
-    let mut files =
-        vec![schemas::SourceFile { path: "upstream.yaml".into(), contents: UPSTREAM.as_bytes().to_vec() }];
+    let mut files = vec![schemas::SourceFile { path: "upstream.yaml".into(), contents: UPSTREAM.as_bytes().to_vec() }];
     let hosts = (n / 10).max(1);
     for start in (0..n).step_by(10_000) {
         let mut yaml = String::new();
@@ -37,7 +36,8 @@ fn config(n: usize) -> Arc<schemas::ConfigSnapshot> {
                 i % hosts
             ));
         }
-        files.push(schemas::SourceFile { path: format!("routes-{}.yaml", start / 10_000), contents: yaml.into_bytes() });
+        files
+            .push(schemas::SourceFile { path: format!("routes-{}.yaml", start / 10_000), contents: yaml.into_bytes() });
     }
     let snapshot = Arc::new(schemas::compile_tree(&files).expect("valid bench config").snapshot);
     made.push((n, snapshot.clone()));
