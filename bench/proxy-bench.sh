@@ -73,9 +73,9 @@ pin() { # pin CPULIST cmd...  ("" or "none" = unpinned). exec: callers run it in
     if [[ -z $c || $c == none ]]; then exec "$@"; else exec taskset -c "$c" "$@"; fi
 }
 
-wait_port() { # host:port
+wait_port() { # host:port [tenths of a second, 100]
     local i
-    for i in $(seq 1 100); do
+    for i in $(seq 1 "${2:-100}"); do
         (exec 3<>"/dev/tcp/${1%:*}/${1#*:}") 2>/dev/null && return 0
         sleep 0.1
     done
@@ -158,8 +158,7 @@ EOF
         wait_port 127.0.0.1:$p
     done
     # 100,000 routes take seconds to compile before the listener opens.
-    for _ in $(seq 1 600); do (exec 3<>/dev/tcp/127.0.0.1/8097) 2>/dev/null && break; sleep 0.1; done
-    wait_port 127.0.0.1:8097
+    wait_port 127.0.0.1:8097 600
     curl -sf http://127.0.0.1:9000/ >/dev/null || die "backend not answering"
     for p in 8081 8082 8084; do curl -sf "http://127.0.0.1:$p/" >/dev/null || die "proxy on :$p not answering"; done
     for p in 8181 8182 8084; do curl -sf --http2-prior-knowledge "http://127.0.0.1:$p/" >/dev/null \

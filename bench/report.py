@@ -113,24 +113,21 @@ if r:
                   f"{t.get('cpu_per_request_ratio_vs_raftgate', 1.0 if n == 'raftgate' else float('nan')):.2f}× | "
                   f"{t.get('paired_rps_ratio_vs_raftgate', 1.0 if n == 'raftgate' else float('nan')):.2f}× | {t['errors']} |")
     md.append("")
-r = report["routes"]
-if r:
-    md += [f"## One route among 10, 10,000 and 100,000 (wrk -c32, {r['rounds']} interleaved rounds)", "",
-           "| table | rps (median) | p99 µs | CPU µs/req | paired rps vs 10 routes | CPU/req vs 10 routes | errors |", "|---|---|---|---|---|---|---|"]
+def relative_table(r, title, label, base, base_label):
+    """Targets of one raftgated setup against one of them (`base`), paired per round."""
+    if not r:
+        return
+    md.extend([f"## {title} (wrk -c32, {r['rounds']} interleaved rounds)", "",
+           f"| {label} | rps (median) | p99 µs | CPU µs/req | paired rps vs {base_label} | CPU/req vs {base_label} | errors |",
+           "|---|---|---|---|---|---|---|"])
     for n, t in r["targets"].items():
         md.append(f"| {n} | {t['rps_median']:.0f} | {t['p99_us']:.0f} | {t['cpu_us_per_request']:.1f} | "
-                  f"{t.get('paired_rps_ratio_vs_routes-10', 1.0 if n == 'routes-10' else float('nan')):.2f}× | "
-                  f"{t.get('cpu_per_request_ratio_vs_routes-10', 1.0 if n == 'routes-10' else float('nan')):.2f}× | {t['errors']} |")
+                  f"{t.get(f'paired_rps_ratio_vs_{base}', 1.0 if n == base else float('nan')):.2f}× | "
+                  f"{t.get(f'cpu_per_request_ratio_vs_{base}', 1.0 if n == base else float('nan')):.2f}× | {t['errors']} |")
     md.append("")
-r = report["workers"]
-if r:
-    md += [f"## One worker and two, both on the one CPU of the proxy (wrk -c32, {r['rounds']} interleaved rounds)", "",
-           "| target | rps (median) | p99 µs | CPU µs/req | paired rps vs 1 worker | CPU/req vs 1 worker | errors |", "|---|---|---|---|---|---|---|"]
-    for n, t in r["targets"].items():
-        md.append(f"| {n} | {t['rps_median']:.0f} | {t['p99_us']:.0f} | {t['cpu_us_per_request']:.1f} | "
-                  f"{t.get('paired_rps_ratio_vs_raftgate', 1.0 if n == 'raftgate' else float('nan')):.2f}× | "
-                  f"{t.get('cpu_per_request_ratio_vs_raftgate', 1.0 if n == 'raftgate' else float('nan')):.2f}× | {t['errors']} |")
-    md.append("")
+
+relative_table(report["routes"], "One route among 10, 10,000 and 100,000", "table", "routes-10", "10 routes")
+relative_table(report["workers"], "One worker and two, both on the one CPU of the proxy", "target", "raftgate", "1 worker")
 w = report["swaps_under_load"]
 if w:
     md += ["## Config swaps under load at 10,000 routes", "",

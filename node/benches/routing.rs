@@ -59,7 +59,7 @@ fn lookup(c: &mut Criterion) {
         let snapshot = config(n);
         let (roots, nodes) = (roots(), Default::default());
         let env = BuildEnv { previous: None, roots: &roots, tls: None, nodes: &nodes, allow_internal: false };
-        let rt = Runtime::build(snapshot.clone(), snapshot.content_hash(), ConfigOrigin::default(), &env).unwrap();
+        let rt = Runtime::build(snapshot.clone(), snapshot.content_hash(), &env).unwrap();
         let hosts = (n / 10).max(1);
         let headers = HeaderMap::new();
         let method = Method::GET;
@@ -150,7 +150,7 @@ fn lookup_by_path_length(c: &mut Criterion) {
     let snapshot = Arc::new(schemas::compile_tree(&files).expect("valid bench config").snapshot);
     let (roots, nodes) = (roots(), Default::default());
     let env = BuildEnv { previous: None, roots: &roots, tls: None, nodes: &nodes, allow_internal: false };
-    let rt = Runtime::build(snapshot.clone(), snapshot.content_hash(), ConfigOrigin::default(), &env).unwrap();
+    let rt = Runtime::build(snapshot.clone(), snapshot.content_hash(), &env).unwrap();
     let (headers, method) = (HeaderMap::new(), Method::GET);
     let mut group = c.benchmark_group("route_lookup_path_bytes");
     for len in [1024usize, 8 * 1024, 60 * 1024] {

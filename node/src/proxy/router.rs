@@ -198,7 +198,7 @@ impl<R> RouteTable<R> {
         table.for_each_bucket(|b| {
             for list in b.exact.values_mut().chain(b.prefix.values_mut()).chain(b.regex.iter_mut()) {
                 list.sort_by_key(|x| x.rank);
-                // Most lists hold one candidate; pushing reserved room for four.
+                // A list that grew past its first candidate has room for four.
                 list.shrink_to_fit();
             }
             b.exact.shrink_to_fit();

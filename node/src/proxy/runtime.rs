@@ -271,13 +271,9 @@ pub struct BuildEnv<'a> {
 
 impl Runtime {
     /// Compiles a snapshot whose content hash is `hash` (computed once, where the snapshot
-    /// was made or checked), reusing what did not change from `env.previous`.
-    pub fn build(
-        snapshot: Arc<ConfigSnapshot>,
-        hash: ContentHash,
-        origin: ConfigOrigin,
-        env: &BuildEnv<'_>,
-    ) -> anyhow::Result<Self> {
+    /// was made or checked), reusing what did not change from `env.previous`. Its origin is
+    /// set by whoever swaps it in (`Engine::apply`); a build may start before that is known.
+    pub fn build(snapshot: Arc<ConfigSnapshot>, hash: ContentHash, env: &BuildEnv<'_>) -> anyhow::Result<Self> {
         let built = Built {
             upstreams: build_upstreams(&snapshot, env)?,
             limiters: build_limiters(&snapshot, env),
@@ -297,7 +293,7 @@ impl Runtime {
         Ok(Runtime {
             snapshot,
             hash,
-            origin,
+            origin: ConfigOrigin::default(),
             loaded_at: SystemTime::now(),
             router,
             upstreams,
@@ -532,7 +528,7 @@ impl Engine {
         let nodes = Arc::new(AtomicUsize::new(1));
         let env =
             BuildEnv { previous: None, roots: &roots, tls: sessions.as_ref(), nodes: &nodes, allow_internal: false };
-        let rt = Runtime::build(snapshot, hash, ConfigOrigin::default(), &env)?;
+        let rt = Runtime::build(snapshot, hash, &env)?;
         Ok(Self {
             current: Arc::new(ArcSwap::from_pointee(rt)),
             roots,
@@ -652,7 +648,7 @@ impl Engine {
                 nodes: &nodes,
                 allow_internal,
             };
-            Runtime::build(snapshot, hash, ConfigOrigin::default(), &env)
+            Runtime::build(snapshot, hash, &env)
         })
     }
 
@@ -754,7 +750,7 @@ mod tests {
             nodes: &engine.nodes,
             allow_internal: false,
         };
-        let rc = Arc::new(Runtime::build(c.clone(), c.content_hash(), ConfigOrigin::default(), &env).unwrap());
+        let rc = Arc::new(Runtime::build(c.clone(), c.content_hash(), &env).unwrap());
         engine.current.store(Arc::clone(&rc));
         engine.apply(Arc::clone(&b), hb, ConfigOrigin::default()).await.unwrap();
         let now = engine.current();
