@@ -165,6 +165,18 @@ async fn tokens_are_verified_refused_and_keys_rotate_without_failures() {
         }
     };
     let bearer = |t: String| vec![("authorization", format!("Bearer {t}"))];
+    // The node's first key set, fetched as it starts, has landed: a token sent before then
+    // asks for the one early refresh a node allows per ten seconds, and the rotation below
+    // would find it used up (the test failed that way on a loaded machine).
+    let metrics = format!("http://{}/metrics", gw.admin);
+    testkit::eventually_async("the first JWKS fetch", Duration::from_secs(10), || {
+        let url = metrics.clone();
+        async move {
+            let m = get(&url, &[]).await.2;
+            m.lines().any(|l| l.starts_with(r#"raftgate_jwks_fetches_total{outcome="ok"}"#)).then_some(())
+        }
+    })
+    .await;
 
     // RS256, ES256 and EdDSA are accepted; claims reach the upstream, the token does not.
     for (signer, sub) in [(&rs, "ada"), (&es, "bob"), (&eddsa, "cy")] {
