@@ -15,7 +15,7 @@ DEPS := clang libclang-dev protobuf-compiler git pkg-config libssl-dev ca-certif
 	python3-h2 nginx-light haproxy faketime chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build run test lint fmt bench testbed schema clean fuzz soak chaos tls-check
+.PHONY: all deps build run test lint fmt bench testbed schema clean fuzz soak chaos tls-check ui-screenshots
 
 all: build
 
@@ -57,6 +57,11 @@ test: deps
 FUZZ_SECONDS ?= 1800
 fuzz: deps
 	RAFTGATE_FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh
+
+## The dashboard's screenshots in docs/ui/, from a live three-node cluster driven by the
+## dashboard test (headless Chromium; about a minute).
+ui-screenshots: deps
+	RAFTGATE_UI_SCREENSHOTS=$(CURDIR)/docs/ui $(CARGO) test --workspace --test it -- dashboard::the_dashboard_follows_merges_refusals_and_node_failures --exact
 
 ## Read-only checks: never rewrites a file. Besides rustfmt and clippy: no import cycle
 ## between the files of a crate, and the request path made of short functions.

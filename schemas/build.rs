@@ -9,6 +9,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // The dashboard serves these messages as JSON (`/ui/api/...`), field names as the
+        // page reads them.
+        .message_attribute(".", "#[derive(serde::Serialize)] #[serde(rename_all = \"camelCase\")]")
         .compile_protos(&["proto/admin.proto"], &["proto"])
         .map_err(|e| format!("compiling schemas/proto/admin.proto (is protoc installed? run `make deps`): {e}"))?;
     Ok(())

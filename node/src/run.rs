@@ -295,16 +295,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .build_recorder();
     let metrics_handle = recorder.handle();
     metrics::set_global_recorder(recorder).context("installing the metrics recorder")?;
-    // Histogram samples are buffered until upkeep folds them into buckets; without it they
-    // would pile up between scrapes.
-    let upkeep = metrics_handle.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(5));
-        loop {
-            tick.tick().await;
-            upkeep.run_upkeep();
-        }
-    });
+    // The sampler renders the registry every few seconds, which also folds histogram
+    // samples into buckets (without that they would pile up between scrapes).
+    let traffic = Arc::new(crate::admin::traffic::TrafficLog::default());
 
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_native_certs::load_native_certs().certs {
@@ -319,6 +312,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     engine.allow_internal_endpoints(args.allow_internal_endpoints);
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(crate::admin::traffic::run(metrics_handle.clone(), traffic.clone(), stop_rx.clone()));
     let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::channel::<anyhow::Error>(1);
     let mut tasks = tokio::task::JoinSet::new();
 
@@ -458,6 +452,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         tls: tls.clone(),
         members: Default::default(),
         sync: git_sync.clone(),
+        traffic,
     };
     let admin = Arc::new(Admin {
         grpc_server: admin::grpc_server(grpc.clone()),
@@ -467,6 +462,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         node: node.clone(),
         webhook: webhook_secret(&args)?.map(|secret| crate::admin::Webhook { secret, branch: args.git_branch.clone() }),
         webhook_elsewhere: args.webhook_addr.is_some(),
+        ui: Default::default(),
         auth,
     });
     if let Some(addr) = args.webhook_addr {

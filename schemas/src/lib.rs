@@ -18,6 +18,7 @@ pub mod admin {
 pub mod admin_client;
 pub(crate) mod compile;
 pub(crate) mod diag;
+pub mod diff;
 pub mod duration;
 pub(crate) mod load;
 pub(crate) mod model;

@@ -73,6 +73,8 @@ pub(crate) fn default_state_dir() -> PathBuf {
 
 /// The webhook secret every node checks and `testbed merge --webhook` signs with. A
 /// testbed-only value, kept in the state directory (never in Git).
+/// The admin token file in the testbed's directory (TLS testbeds: for the dashboard).
+pub(crate) const ADMIN_TOKEN_FILE: &str = "admin-token";
 pub(crate) const WEBHOOK_SECRET: &str = "testbed-webhook-secret-0123456789";
 
 impl State {
@@ -217,6 +219,10 @@ impl State {
                 .arg(cert)
                 .arg("--tls-key")
                 .arg(key);
+            let token = self.dir.join(ADMIN_TOKEN_FILE);
+            if token.exists() {
+                cmd.arg("--admin-token-file").arg(token);
+            }
         } else {
             // Netns addresses are not loopback, and there is no admin token: an open
             // cluster, on purpose.

@@ -500,6 +500,14 @@ fn next_steps(state: &cluster::State) {
         ),
         None => format!("curl -s http://{}/status", n1.admin),
     };
+    let dashboard = match state.tls_dir() {
+        Some(_) => format!(
+            "https://{}/ui   (the testbed's own CA: your browser warns once; the token is in {})",
+            n1.admin,
+            state.dir.join(cluster::ADMIN_TOKEN_FILE).display()
+        ),
+        None => format!("http://{}/ui", n1.admin),
+    };
     println!(
         "
 Try it (in another terminal):
@@ -511,6 +519,8 @@ Try it (in another terminal):
   curl -s -H 'Host: api.example.com' -H 'x-api-key: demo-orders-key-9c4e1f7a2b6d8e03' http://{http}/v1/orders/7
   curl -si -H 'Host: testbed.local' http://{http}/probe | grep x-testbed-change
   {admin_curl}
+
+The dashboard: {dashboard}
 
 Change the config as a merged pull request would, and watch it roll out:
 

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 
 use crate::certs;
-use crate::cluster::{NodeState, State, WEBHOOK_SECRET};
+use crate::cluster::{NodeState, State, ADMIN_TOKEN_FILE, WEBHOOK_SECRET};
 use crate::net::{self, Mode};
 use crate::process::{self, alive};
 use crate::repo::Repo;
@@ -53,6 +53,8 @@ pub(crate) fn up(topology: &Path, dir: &Path, opts: UpOptions) -> anyhow::Result
     // (`scale` adds nodes later).
     if opts.tls {
         certs::create(&certs::dir(&dir))?;
+        // A token for the dashboard: a browser has no operator certificate.
+        write_token(&dir.join(ADMIN_TOKEN_FILE))?;
     }
 
     let compiled = upstreams::compile(&topo.config)?;
@@ -135,6 +137,18 @@ fn write_secret(path: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(path)?;
     f.write_all(WEBHOOK_SECRET.as_bytes())?;
+    Ok(())
+}
+
+/// A random admin token (32 hex digits from the kernel's generator), readable by its owner.
+fn write_token(path: &Path) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    let token = hex::encode(bytes);
+    let mut f = std::fs::OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(path)?;
+    f.write_all(token.as_bytes())?;
     Ok(())
 }
 

@@ -41,6 +41,8 @@ pub struct AdminService {
     pub members: MemberClients,
     /// This node's Git sync loop, when it was started with --git-url.
     pub sync: Option<crate::gitops::GitSync>,
+    /// The last minutes of this node's traffic, for the dashboard.
+    pub traffic: Arc<super::traffic::TrafficLog>,
 }
 
 /// Cached admin clients of other members.
@@ -396,32 +398,27 @@ impl AdminApi for AdminService {
     }
 
     async fn get_upstreams(&self, _req: Request<GetUpstreamsRequest>) -> Result<Response<UpstreamsDump>, Status> {
-        let rt = self.engine.current();
-        let upstreams = rt
-            .upstream_views()
-            .into_iter()
-            .map(|u| UpstreamState {
-                load_balancer: rt.upstreams.get(&u.name).map(|x| lb_name(&x.spec.load_balancer)).unwrap_or_default(),
-                circuit: u.circuit.as_str().to_string(),
-                circuit_retry_after_ms: u.circuit_retry_after_ms,
-                requests_in_flight: u.requests_in_flight as u64,
-                retries_in_flight: u.retries_in_flight as u64,
-                endpoints: u
-                    .endpoints
-                    .into_iter()
-                    .map(|e| EndpointState {
-                        address: e.address,
-                        weight: e.weight,
-                        in_flight: e.in_flight as u64,
-                        health: e.health.as_str().to_string(),
-                        circuit: u.circuit.as_str().to_string(),
-                        ejected_for_ms: e.ejected_for_ms,
-                    })
-                    .collect(),
-                name: u.name,
-            })
-            .collect();
-        Ok(Response::new(UpstreamsDump { upstreams }))
+        Ok(Response::new(UpstreamsDump { upstreams: self.upstreams_now() }))
+    }
+
+    async fn get_node_dashboard(&self, _req: Request<NodeDashboardRequest>) -> Result<Response<NodeDashboard>, Status> {
+        Ok(Response::new(self.node_dashboard_now().await))
+    }
+
+    async fn diff_configs(&self, req: Request<DiffConfigsRequest>) -> Result<Response<ConfigDiff>, Status> {
+        let (from, to) = (req.get_ref().from.clone(), req.get_ref().to.clone());
+        for rev in [&from, &to] {
+            if rev.is_empty() || rev.len() > 256 || rev.starts_with('-') || rev.chars().any(char::is_control) {
+                return Err(Status::invalid_argument(format!(
+                    "`{}` is not a revision: give a commit sha (or a branch or tag) of the config repository",
+                    rev.escape_debug()
+                )));
+            }
+        }
+        match self.target(&req)? {
+            Target::Leader(mut l) => l.diff_configs(self.forwarded(req)).await,
+            Target::Here(c) => Ok(Response::new(self.diff_here(c, from, to).await?)),
+        }
     }
 
     async fn get_config_history(&self, _req: Request<ConfigHistoryRequest>) -> Result<Response<ConfigHistory>, Status> {
@@ -447,6 +444,93 @@ impl AdminApi for AdminService {
 }
 
 impl AdminService {
+    /// This node's upstreams as its proxy sees them.
+    fn upstreams_now(&self) -> Vec<UpstreamState> {
+        let rt = self.engine.current();
+        rt.upstream_views()
+            .into_iter()
+            .map(|u| UpstreamState {
+                load_balancer: rt.upstreams.get(&u.name).map(|x| lb_name(&x.spec.load_balancer)).unwrap_or_default(),
+                circuit: u.circuit.as_str().to_string(),
+                circuit_retry_after_ms: u.circuit_retry_after_ms,
+                requests_in_flight: u.requests_in_flight as u64,
+                retries_in_flight: u.retries_in_flight as u64,
+                endpoints: u
+                    .endpoints
+                    .into_iter()
+                    .map(|e| EndpointState {
+                        address: e.address,
+                        weight: e.weight,
+                        in_flight: e.in_flight as u64,
+                        health: e.health.as_str().to_string(),
+                        circuit: u.circuit.as_str().to_string(),
+                        ejected_for_ms: e.ejected_for_ms,
+                    })
+                    .collect(),
+                name: u.name,
+            })
+            .collect()
+    }
+
+    /// What the dashboard shows of this node.
+    pub async fn node_dashboard_now(&self) -> NodeDashboard {
+        NodeDashboard {
+            status: Some(self.node_status_now().await),
+            upstreams: self.upstreams_now(),
+            traffic: Some(self.traffic.traffic()),
+        }
+    }
+
+    /// The dashboard of member `id` at `addr`: asked over the admin API, within
+    /// [`MEMBER_STATUS_TIMEOUT`].
+    pub async fn member_dashboard(&self, addr: &str, id: u64) -> Result<NodeDashboard, String> {
+        let token = self.outbound_token();
+        let call = async {
+            let mut c = self.connect(addr, Some(id))?;
+            c.get_node_dashboard(admin_client::request(NodeDashboardRequest {}, token.as_deref(), None)).await
+        };
+        match tokio::time::timeout(MEMBER_STATUS_TIMEOUT, call).await {
+            Ok(Ok(r)) => Ok(r.into_inner()),
+            Ok(Err(s)) => Err(format!("{addr}: {}", s.message())),
+            Err(_) => Err(format!("{addr}: no answer within {}s", MEMBER_STATUS_TIMEOUT.as_secs())),
+        }
+    }
+
+    /// The members as this node knows them (itself alone without a cluster).
+    pub fn members_now(&self) -> Members {
+        match &self.cluster {
+            Some(c) => self.members(c),
+            None => Members::default(),
+        }
+    }
+
+    /// `DiffConfigs` on the leader: both revisions compiled from its mirror of the repository.
+    async fn diff_here(&self, cluster: &Cluster, from: String, to: String) -> Result<ConfigDiff, Status> {
+        let sync = self.sync.as_ref().ok_or_else(|| {
+            Status::failed_precondition(format!(
+                "the leader (node {}) was started without --git-url: there are no commits to compare",
+                cluster.id
+            ))
+        })?;
+        let (dir, path) = (sync.mirror_dir.clone(), sync.path.clone());
+        let diff = tokio::task::spawn_blocking(move || {
+            let compile = |rev: &str| -> Result<schemas::ConfigSnapshot, Status> {
+                let files = schemas::source::read_git(&dir, rev, path.as_deref(), &schemas::TreeLimits::default())
+                    .map_err(|e| Status::not_found(format!("{rev}: {e}")))?;
+                schemas::compile_tree(&files).map(|c| c.snapshot).map_err(|diags| {
+                    let lines: Vec<String> = diags.iter().map(ToString::to_string).collect();
+                    Status::failed_precondition(format!("the config at {rev} is invalid:\n{}", lines.join("\n")))
+                })
+            };
+            let (a, b) = (compile(&from)?, compile(&to)?);
+            let view = schemas::diff::diff(&from, &to, &a, &b);
+            serde_json::to_string(&view).map_err(|e| Status::internal(format!("encoding the diff: {e}")))
+        })
+        .await
+        .map_err(|e| Status::internal(format!("diff task: {e}")))??;
+        Ok(ConfigDiff { diff_json: diff })
+    }
+
     /// `ConfigSync` on the leader: trigger the sync loop, and wait for it when asked.
     async fn config_sync_here(&self, cluster: &Cluster, wait: bool) -> Result<ConfigSyncReply, Status> {
         let sync = self.sync.as_ref().ok_or_else(|| {

@@ -1,10 +1,14 @@
 //! The admin listener: the gRPC admin API (`grpc`) and, on the same port, plain HTTP for
-//! probes and curl: `/healthz`, `/readyz`, `/metrics`, `/status`. Requests are told apart by
+//! probes, curl and browsers: `/healthz`, `/readyz`, `/metrics`, `/status` and the dashboard
+//! at `/ui` (`ui`). Requests are told apart by
 //! content type. It never serves proxy traffic, and the raft listener never serves it.
 
 pub mod auth;
 pub mod grpc;
+mod reply;
 pub mod status;
+pub mod traffic;
+pub mod ui;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -23,8 +27,7 @@ use tonic::codegen::Service;
 use crate::proxy::runtime::Engine;
 pub use status::NodeInfo;
 
-/// Responses of the admin listener: tonic's boxed body carries both kinds.
-type AdminBody = tonic::body::Body;
+use reply::{json, text, AdminBody};
 
 #[derive(Debug, Clone)]
 pub struct Admin {
@@ -39,6 +42,8 @@ pub struct Admin {
     pub webhook: Option<Webhook>,
     /// Webhooks arrive on their own listener (`--webhook-addr`), not on this one.
     pub webhook_elsewhere: bool,
+    /// The dashboard (`/ui`).
+    pub ui: Arc<ui::Ui>,
 }
 
 #[derive(Debug, Clone)]
@@ -46,17 +51,6 @@ pub struct Webhook {
     pub secret: crate::gitops::webhook::Secret,
     /// Pushes to other branches are acknowledged and ignored.
     pub branch: String,
-}
-
-fn text(status: StatusCode, body: String, ctype: &'static str) -> Response<AdminBody> {
-    let mut r = Response::new(AdminBody::new(http_body_util::Full::new(bytes::Bytes::from(body))));
-    *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(ctype));
-    r
-}
-
-fn json(status: StatusCode, body: serde_json::Value) -> Response<AdminBody> {
-    text(status, format!("{body}\n"), "application/json")
 }
 
 /// The admin gRPC service with its message limits.
@@ -147,9 +141,15 @@ impl Admin {
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n".into(), "text/plain");
         }
-        match req.uri().path() {
+        let path = req.uri().path();
+        if let Some(page) = ui::asset(path) {
+            return page;
+        }
+        match path {
             "/healthz" => text(StatusCode::OK, "ok\n".into(), "text/plain"),
-            "/metrics" | "/status" if let Err(e) = self.auth.check(req.headers(), false, &peer.identity) => {
+            "/metrics" | "/status" | "/ui/api/cluster" | "/ui/api/diff"
+                if let Err(e) = self.auth.check(req.headers(), false, &peer.identity) =>
+            {
                 let mut r = text(StatusCode::UNAUTHORIZED, format!("{e}\n"), "text/plain");
                 r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
                 r
@@ -169,6 +169,8 @@ impl Admin {
                 }
                 text(StatusCode::OK, body, "text/plain; version=0.0.4")
             }
+            "/ui/api/cluster" => self.ui.cluster(&self.grpc).await,
+            "/ui/api/diff" => self.ui.diff(&self.grpc, req.uri().query()).await,
             "/status" => {
                 let rt = self.engine.current();
                 let body = serde_json::json!({
@@ -194,7 +196,7 @@ impl Admin {
             }
             _ => text(
                 StatusCode::NOT_FOUND,
-                "not found: try /healthz, /readyz, /metrics or /status (or the gRPC admin API: raftgate)\n".into(),
+                "not found: try /ui, /healthz, /readyz, /metrics or /status (or the gRPC admin API: raftgate)\n".into(),
                 "text/plain",
             ),
         }

@@ -99,6 +99,10 @@ pub enum SyncError {
 pub struct GitSync {
     trigger: Arc<Notify>,
     state: watch::Receiver<SyncState>,
+    /// The bare mirror the loop fetches into, and the config directory inside the
+    /// repository: the leader compiles past commits from them for `DiffConfigs`.
+    pub mirror_dir: PathBuf,
+    pub path: Option<String>,
 }
 
 impl GitSync {
@@ -150,8 +154,9 @@ pub fn spawn(
 ) -> GitSync {
     let trigger = Arc::new(Notify::new());
     let (tx, rx) = watch::channel(SyncState::default());
+    let (mirror_dir, path) = (settings.mirror_dir.clone(), settings.source.path.clone());
     tasks.spawn(run(settings, cluster, trigger.clone(), tx, shutdown));
-    GitSync { trigger, state: rx }
+    GitSync { trigger, state: rx, mirror_dir, path }
 }
 
 async fn run(

@@ -14,13 +14,13 @@ use crate::harness::*;
 use crate::nodes::*;
 
 /// A working repository driven with the git CLI, isolated from any user or system config.
-struct Repo {
+pub(crate) struct Repo {
     dir: tempfile::TempDir,
 }
 
 impl Repo {
     /// A repository whose first commit serves `/r0` (signed with `key` when given).
-    fn init(up: &Upstream, key: Option<&Path>) -> Repo {
+    pub(crate) fn init(up: &Upstream, key: Option<&Path>) -> Repo {
         let repo = Repo { dir: tempfile::tempdir().unwrap() };
         repo.git(&["init", "-q", "-b", "main"]);
         repo.write_routes(up, &["r0"]);
@@ -28,15 +28,15 @@ impl Repo {
         repo
     }
 
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.dir.path()
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         self.path().to_str().unwrap().to_string()
     }
 
-    fn git(&self, args: &[&str]) -> String {
+    pub(crate) fn git(&self, args: &[&str]) -> String {
         let out = Command::new("git")
             .current_dir(self.path())
             .env("GIT_CONFIG_NOSYSTEM", "1")
@@ -52,16 +52,16 @@ impl Repo {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
-    fn write(&self, name: &str, text: &str) {
+    pub(crate) fn write(&self, name: &str, text: &str) {
         std::fs::write(self.path().join(name), text).unwrap();
     }
 
-    fn write_routes(&self, up: &Upstream, names: &[&str]) {
+    pub(crate) fn write_routes(&self, up: &Upstream, names: &[&str]) {
         self.write("c.yaml", &routes_config(up, names));
     }
 
     /// Commits everything; signs with the SSH key `key` when given. Returns the sha.
-    fn commit(&self, message: &str, key: Option<&Path>) -> String {
+    pub(crate) fn commit(&self, message: &str, key: Option<&Path>) -> String {
         self.git(&["add", "-A"]);
         match key {
             Some(k) => {
@@ -73,13 +73,13 @@ impl Repo {
         self.head()
     }
 
-    fn head(&self) -> String {
+    pub(crate) fn head(&self) -> String {
         self.git(&["rev-parse", "HEAD"])
     }
 }
 
 /// Starts a cluster of three nodes syncing from `url`.
-async fn three_nodes(url: &str, up: Upstream, extra: &[&str]) -> TestCluster {
+pub(crate) async fn three_nodes(url: &str, up: Upstream, extra: &[&str]) -> TestCluster {
     let mut c = TestCluster::from_git(url, up, extra).await;
     c.join(2, 1, false);
     c.join(3, 1, false);

@@ -4,9 +4,11 @@
 mod abuse;
 mod badinput;
 mod browser;
+mod cdp;
 mod certificates;
 mod clientip;
 mod cluster;
+mod dashboard;
 mod features;
 mod gitops;
 mod harness;
