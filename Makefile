@@ -10,9 +10,10 @@ CARGO ?= cargo
 # and nginx (the upstream of the smuggling test; its packaged service is not started);
 # HAProxy (a load balancer in front of raftgated speaking the PROXY protocol; its service
 # is not started either); libfaketime to step one node's wall clock; headless Chromium,
-# a browser enforcing CORS.
+# a browser enforcing CORS and the dashboard's real client; promtool (Debian's prometheus
+# package, whose service is not started) for the alert rules in deploy/.
 DEPS := clang libclang-dev protobuf-compiler git pkg-config libssl-dev ca-certificates openssh-client \
-	python3-h2 nginx-light haproxy faketime chromium
+	python3-h2 nginx-light haproxy faketime chromium prometheus
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all deps build run test lint fmt bench testbed schema clean fuzz soak chaos tls-check ui-screenshots
@@ -25,7 +26,7 @@ deps:
 	if [ -n "$$missing" ]; then \
 	  echo "make deps: installing$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
-	  $(SUDO) systemctl disable --now nginx haproxy >/dev/null 2>&1 || true; \
+	  $(SUDO) systemctl disable --now nginx haproxy prometheus >/dev/null 2>&1 || true; \
 	fi
 
 build: deps

@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use crate::admin::{self, Admin, NodeInfo};
 use crate::cluster::ClusterSettings;
 use crate::config_dir;
+use crate::proxy::accesslog::AccessLog;
 use crate::proxy::clientip::TrustedProxies;
 use crate::proxy::runtime::{ConfigOrigin, Engine};
 use crate::proxy::{Proxy, ProxySettings};
@@ -124,9 +125,22 @@ pub struct Args {
     /// Let configs turn off upstream certificate verification (`insecureSkipVerify`).
     #[arg(long)]
     pub allow_insecure_upstream_tls: bool,
-    /// Write a JSON access-log line per request.
+    /// Write an access-log line per request.
     #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse_switch, action = clap::ArgAction::Set)]
     pub access_log: bool,
+    /// The access log's format: `json`, or a template in which `$field` (or `${field}`) is
+    /// a field's value and `$$` a dollar sign, e.g. '$client "$method $uri" $status
+    /// ${duration_ms}ms'. Fields: time, request_id, client, method, uri, version, status,
+    /// route, upstream, endpoint, consumer, attempts, fallback, error, duration_ms.
+    #[arg(long, value_name = "json|TEMPLATE", default_value = "json")]
+    pub access_log_format: String,
+    /// The JSON access log's fields, in order, comma-separated [default: all].
+    #[arg(long, value_name = "FIELDS")]
+    pub access_log_fields: Option<String>,
+    /// Write the access log to this file instead of stdout; SIGHUP reopens it (logrotate,
+    /// `systemctl reload`).
+    #[arg(long, value_name = "FILE")]
+    pub access_log_file: Option<PathBuf>,
     /// This node's id in the Raft cluster. With --data-dir, the node replicates its config
     /// through Raft instead of serving --config-dir alone.
     #[arg(long, value_name = "ID", requires = "data_dir")]
@@ -315,6 +329,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     tokio::spawn(crate::admin::traffic::run(metrics_handle.clone(), traffic.clone(), stop_rx.clone()));
     let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::channel::<anyhow::Error>(1);
     let mut tasks = tokio::task::JoinSet::new();
+    // Before anything slow: a SIGHUP from logrotate must never end the process.
+    let access_log = access_log(&args)?;
+    tasks.spawn(reopen_on_hangup(access_log.clone(), stop_rx.clone()));
 
     let tls = load_tls(&args)?;
     let transport = transport(&args, tls.is_some())?;
@@ -416,7 +433,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         engine: engine.clone(),
         settings: ProxySettings {
             max_body_bytes: args.max_body_bytes,
-            access_log: args.access_log,
+            access_log,
             escaped_slashes: args.escaped_slashes,
             upgrades: args.upgrades.iter().map(|p| p.trim().to_ascii_lowercase()).collect(),
             tunnel_idle_timeout: args.tunnel_idle_timeout,
@@ -707,6 +724,40 @@ async fn bind(addr: SocketAddr, name: &str) -> anyhow::Result<TcpListener> {
     let l = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} ({name})"))?;
     tracing::info!(listener = name, addr = %l.local_addr()?, "listening");
     Ok(l)
+}
+
+/// The access log the flags describe; `None` with `--access-log off`.
+fn access_log(args: &Args) -> anyhow::Result<Option<Arc<AccessLog>>> {
+    if !args.access_log {
+        return Ok(None);
+    }
+    let opts = crate::proxy::accesslog::Options {
+        format: Some(args.access_log_format.clone()),
+        fields: args.access_log_fields.clone(),
+        file: args.access_log_file.clone(),
+    };
+    Ok(Some(Arc::new(AccessLog::new(&opts).map_err(anyhow::Error::msg)?)))
+}
+
+/// SIGHUP reopens the access log file (logrotate moved it away). Handled even without a
+/// file: its default action would end the process.
+async fn reopen_on_hangup(log: Option<Arc<AccessLog>>, mut shutdown: watch::Receiver<bool>) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {}
+            _ = shutdown.changed() => return,
+        }
+        match log.as_deref().and_then(|l| l.file().map(|f| (l, f.to_path_buf()))) {
+            Some((l, file)) => match l.reopen() {
+                Ok(()) => tracing::info!(file = %file.display(), "SIGHUP: access log reopened"),
+                Err(e) => {
+                    tracing::error!(error = %e, "SIGHUP: cannot reopen the access log; still writing to the old file")
+                }
+            },
+            None => tracing::info!("SIGHUP: no access log file to reopen"),
+        }
+    }
 }
 
 async fn shutdown_signal() {

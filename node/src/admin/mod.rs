@@ -167,6 +167,9 @@ impl Admin {
                 if self.engine.is_loaded() {
                     body += &crate::proxy::runtime::config_info(&self.engine.current());
                 }
+                if let Some(c) = &self.grpc.cluster {
+                    body += &status::raft_metrics(c);
+                }
                 text(StatusCode::OK, body, "text/plain; version=0.0.4")
             }
             "/ui/api/cluster" => self.ui.cluster(&self.grpc).await,

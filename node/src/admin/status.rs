@@ -89,6 +89,20 @@ impl ClusterView {
     }
 }
 
+/// Raft's state as Prometheus gauges, read at each scrape (the alert rules in
+/// deploy/prometheus use them: no leader, a node without a leader, a node lagging).
+pub fn raft_metrics(cluster: &Cluster) -> String {
+    let m = cluster.raft.metrics().borrow().clone();
+    let gauges: [(&str, &str, u64); 5] = [
+        ("raftgate_raft_is_leader", "1 on the node that leads the cluster.", u64::from(m.state == ServerState::Leader)),
+        ("raftgate_raft_has_leader", "1 while this node knows a leader.", u64::from(m.current_leader.is_some())),
+        ("raftgate_raft_term", "The Raft term this node is in.", m.current_term),
+        ("raftgate_raft_last_log_index", "The last log index this node holds.", m.last_log_index.unwrap_or(0)),
+        ("raftgate_raft_applied_index", "The last log index this node applied.", m.last_applied.map_or(0, |l| l.index)),
+    ];
+    gauges.iter().map(|(name, help, v)| format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n")).collect()
+}
+
 /// What the resilience policies are doing on this node.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]

@@ -28,8 +28,8 @@ pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub struct ProxySettings {
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: u64,
-    /// Write one JSON access-log line per request.
-    pub access_log: bool,
+    /// Where and how each request's access-log line is written; `None`: no access log.
+    pub access_log: Option<Arc<super::accesslog::AccessLog>>,
     /// What `%2F`, `%5C` and `\` in a path lead to.
     pub escaped_slashes: super::path::EscapedSlashes,
     /// The protocols a client may upgrade to (`Upgrade:` tokens, lower case); an

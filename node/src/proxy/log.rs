@@ -1,14 +1,15 @@
 //! Phase `log`, last for every request: the request's metrics and its access-log line.
 //!
 //! A rule's counter and histogram handles are registered by its first request and kept, so
-//! this only increments atomics; the access log formats its line only when it is on.
+//! this only increments atomics; the access log (`accesslog`) formats its line only when it is on.
 
 use http::StatusCode;
 
+use super::accesslog::{AccessLog, Entry};
 use super::context::{Downstream, RequestCtx};
 use super::runtime::Runtime;
 
-pub fn record(rt: &Runtime, down: &Downstream, ctx: &RequestCtx, status: StatusCode, access_log: bool) {
+pub fn record(rt: &Runtime, down: &Downstream, ctx: &RequestCtx, status: StatusCode, access_log: Option<&AccessLog>) {
     let elapsed = down.start.elapsed();
     let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
     match (&ctx.rule, ctx.backend) {
@@ -22,25 +23,23 @@ pub fn record(rt: &Runtime, down: &Downstream, ctx: &RequestCtx, status: StatusC
         }
         (None, _) => rt.unrouted[class].increment(1),
     }
-    if !access_log {
-        return;
+    if let Some(log) = access_log {
+        let upstream = ctx.upstream.as_ref();
+        log.write(&Entry {
+            request_id: down.request_id.to_str().unwrap_or(""),
+            client: down.client,
+            method: &down.method,
+            uri: ctx.redacted_uri.as_ref().unwrap_or(&down.uri),
+            version: down.version,
+            status: status.as_u16(),
+            route: ctx.rule.as_ref().map_or("", |r| &*r.route),
+            upstream: upstream.map_or("", |u| u.spec.name.as_str()),
+            endpoint: upstream.zip(ctx.endpoint).map_or("", |(u, e)| u.spec.endpoints[e].address.as_str()),
+            consumer: ctx.consumer.as_deref().unwrap_or(""),
+            attempts: ctx.attempts,
+            fallback: ctx.fallback.is_some(),
+            error: ctx.error.unwrap_or(""),
+            duration_ms: elapsed.as_secs_f64() * 1000.0,
+        });
     }
-    let upstream = ctx.upstream.as_ref();
-    tracing::info!(
-        target: "access",
-        request_id = down.request_id.to_str().unwrap_or(""),
-        client = %down.client,
-        method = %down.method,
-        uri = %ctx.redacted_uri.as_ref().unwrap_or(&down.uri),
-        version = ?down.version,
-        status = status.as_u16(),
-        route = ctx.rule.as_ref().map_or("", |r| &*r.route),
-        upstream = upstream.map_or("", |u| u.spec.name.as_str()),
-        endpoint = upstream.zip(ctx.endpoint).map_or("", |(u, e)| u.spec.endpoints[e].address.as_str()),
-        consumer = ctx.consumer.as_deref().unwrap_or(""),
-        attempts = ctx.attempts,
-        fallback = ctx.fallback.is_some(),
-        error = ctx.error.unwrap_or(""),
-        duration_ms = elapsed.as_secs_f64() * 1000.0,
-    );
 }

@@ -21,6 +21,7 @@
 //! written by one phase. A new policy is one file with its phase function and one line
 //! in `Proxy::process`; ARCHITECTURE.md says where each planned one goes.
 
+pub mod accesslog;
 pub(crate) mod attempt;
 pub mod balancer;
 pub mod body;
@@ -91,7 +92,7 @@ impl Proxy {
             }
         };
         let resp = response::filter(&down, &ctx, answer);
-        log::record(&rt, &down, &ctx, resp.status(), self.settings.access_log);
+        log::record(&rt, &down, &ctx, resp.status(), self.settings.access_log.as_deref());
         resp
     }
 

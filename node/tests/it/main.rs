@@ -2,6 +2,7 @@
 //! servers started by the tests) and real HTTP clients, all on loopback.
 
 mod abuse;
+mod accesslog;
 mod badinput;
 mod browser;
 mod cdp;
@@ -9,6 +10,7 @@ mod certificates;
 mod clientip;
 mod cluster;
 mod dashboard;
+mod deploy;
 mod features;
 mod gitops;
 mod harness;
