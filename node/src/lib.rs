@@ -18,3 +18,4 @@ pub mod proxy;
 pub(crate) mod proxy_protocol;
 pub mod run;
 pub(crate) mod server;
+pub(crate) mod telemetry;

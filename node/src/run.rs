@@ -141,6 +141,15 @@ pub struct Args {
     /// `systemctl reload`).
     #[arg(long, value_name = "FILE")]
     pub access_log_file: Option<PathBuf>,
+    /// Export traces over OTLP/gRPC to this collector or agent (`http://HOST:4317`): a span
+    /// per request and per upstream attempt, `traceparent` passed to upstreams, and one
+    /// trace per config commit across the nodes. Without it, no tracing work is done.
+    #[arg(long, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+    /// The share of requests without a sampled `traceparent` that are traced, 0 to 1 (a
+    /// caller's sampled `traceparent` is always followed).
+    #[arg(long, value_name = "RATIO", default_value_t = 0.01)]
+    pub trace_sampling: f64,
     /// This node's id in the Raft cluster. With --data-dir, the node replicates its config
     /// through Raft instead of serving --config-dir alone.
     #[arg(long, value_name = "ID", requires = "data_dir")]
@@ -329,6 +338,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     tokio::spawn(crate::admin::traffic::run(metrics_handle.clone(), traffic.clone(), stop_rx.clone()));
     let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::channel::<anyhow::Error>(1);
     let mut tasks = tokio::task::JoinSet::new();
+    let telemetry = match &args.otlp_endpoint {
+        Some(endpoint) => Some(crate::telemetry::Telemetry::start(&crate::telemetry::Settings {
+            endpoint: endpoint.clone(),
+            sampling: args.trace_sampling,
+            instance: args.node_id.map_or_else(|| "local".to_string(), |id| id.to_string()),
+        })?),
+        None => None,
+    };
     // Before anything slow: a SIGHUP from logrotate must never end the process.
     let access_log = access_log(&args)?;
     tasks.spawn(reopen_on_hangup(access_log.clone(), stop_rx.clone()));
@@ -384,6 +401,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             snapshot_every: args.raft_snapshot_every,
             tls: tls.clone(),
             force_new_cluster: args.force_new_cluster,
+            telemetry: telemetry.clone(),
         };
         if args.advertise_raft_addr.is_none() && args.raft_addr.ip().is_unspecified() {
             anyhow::bail!(
@@ -393,7 +411,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
         let c = crate::cluster::start(&settings, engine.clone(), &mut tasks, fatal_tx.clone(), stop_rx.clone()).await?;
         if let Some(url) = &args.git_url {
-            let git = git_settings(&args, url, dir)?;
+            let git = git_settings(&args, url, dir, telemetry.clone())?;
             tracing::info!(url = %crate::gitops::repo::redact_url(url), branch = %args.git_branch, path = ?args.git_path, "syncing config from Git (when leader)");
             git_sync = Some(crate::gitops::spawn(git, c.clone(), &mut tasks, stop_rx.clone()));
         }
@@ -434,6 +452,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         settings: ProxySettings {
             max_body_bytes: args.max_body_bytes,
             access_log,
+            telemetry: telemetry.clone(),
             escaped_slashes: args.escaped_slashes,
             upgrades: args.upgrades.iter().map(|p| p.trim().to_ascii_lowercase()).collect(),
             tunnel_idle_timeout: args.tunnel_idle_timeout,
@@ -513,6 +532,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     while tasks.join_next().await.is_some() {}
     if let Some(c) = cluster {
         let _ = c.raft.shutdown().await;
+    }
+    if let Some(t) = &telemetry {
+        t.flush();
     }
     tracing::info!("stopped");
     match fatal {
@@ -658,7 +680,12 @@ fn policy(args: &Args) -> schemas::Policy {
     }
 }
 
-fn git_settings(args: &Args, url: &str, data_dir: &std::path::Path) -> anyhow::Result<crate::gitops::Settings> {
+fn git_settings(
+    args: &Args,
+    url: &str,
+    data_dir: &std::path::Path,
+    telemetry: Option<Arc<crate::telemetry::Telemetry>>,
+) -> anyhow::Result<crate::gitops::Settings> {
     let password = match (&args.git_password_file, &args.git_password_env) {
         (Some(f), _) => Some({
             trust::material::warn_if_exposed(f, "the Git password file");
@@ -693,6 +720,7 @@ fn git_settings(args: &Args, url: &str, data_dir: &std::path::Path) -> anyhow::R
         poll_interval: args.git_poll_interval,
         test_pause: args.test_sync_pause,
         mirror_dir: data_dir.join("git").join("mirror.git"),
+        telemetry,
     })
 }
 

@@ -42,6 +42,8 @@ pub struct ClusterSettings {
     /// The admin bearer token, sent with the join request.
     pub admin_token: Option<Arc<str>>,
     pub lan: bool,
+    /// Traces each config's apply on this node under its commit's trace (`--otlp-endpoint`).
+    pub telemetry: Option<Arc<crate::telemetry::Telemetry>>,
     /// Log entries between snapshots (`--raft-snapshot-every`).
     pub snapshot_every: u64,
     /// The node's TLS material: Raft runs mTLS with it. `None`: plaintext (loopback, or
@@ -115,7 +117,8 @@ pub async fn start(
     let last_apply_error = Arc::default();
     let engine_nodes = engine.nodes.clone();
     let data_dir = s.data_dir.clone();
-    tasks.spawn(follow(sm.clone(), engine, data_dir, Arc::clone(&last_apply_error), shutdown.clone()));
+    let traced = s.telemetry.clone().map(|t| (t, s.node_id, s.region.clone()));
+    tasks.spawn(follow(sm.clone(), engine, data_dir, Arc::clone(&last_apply_error), traced, shutdown.clone()));
     tasks.spawn(export_refusal(sm.clone(), shutdown.clone()));
 
     let listener = tokio::net::TcpListener::bind(s.raft_addr)
@@ -255,17 +258,45 @@ fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// This node's span in the commit's trace: from the state machine publishing the entry to
+/// the proxy serving it (or failing to).
+fn trace_apply(
+    t: &crate::telemetry::Telemetry,
+    node: u64,
+    region: &str,
+    applied: &raft::AppliedConfig,
+    received: std::time::SystemTime,
+    error: Option<String>,
+) {
+    use opentelemetry::KeyValue;
+    let stage = crate::telemetry::Stage {
+        name: "apply",
+        start: received,
+        end: std::time::SystemTime::now(),
+        error,
+        attributes: vec![
+            KeyValue::new("raftgate.node", node as i64),
+            KeyValue::new("raftgate.region", region.to_string()),
+            KeyValue::new("raftgate.log_index", applied.log_index as i64),
+            KeyValue::new("raftgate.routes", applied.entry.snapshot.routes.len() as i64),
+        ],
+    };
+    t.config_apply(&applied.entry.commit, &stage);
+}
+
 /// Applies every config the state machine publishes, in order, starting with the current one.
 async fn follow(
     sm: StateMachineStore,
     engine: Arc<Engine>,
     data_dir: std::path::PathBuf,
     last_error: Arc<std::sync::Mutex<Option<String>>>,
+    traced: Option<(Arc<crate::telemetry::Telemetry>, u64, String)>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut rx = sm.subscribe();
     loop {
         let current = rx.borrow_and_update().clone();
+        let received = std::time::SystemTime::now();
         if let Some(applied) = current {
             let commit = applied.entry.commit.clone();
             let origin =
@@ -282,7 +313,11 @@ async fn follow(
                 engine.forget_prepared();
                 Ok(applied.entry.hash)
             } else {
-                engine.apply(Arc::clone(&applied.entry.snapshot), applied.entry.hash, origin).await
+                let result = engine.apply(Arc::clone(&applied.entry.snapshot), applied.entry.hash, origin).await;
+                if let Some((t, node, region)) = &traced {
+                    trace_apply(t, *node, region, &applied, received, result.as_ref().err().map(ToString::to_string));
+                }
+                result
             };
             let error = match result {
                 Ok(_) => {

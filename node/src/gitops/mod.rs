@@ -143,6 +143,8 @@ pub struct Settings {
     pub mirror_dir: PathBuf,
     /// Tests only (`--test-sync-pause`): wait between judging a commit and proposing it.
     pub test_pause: Option<Duration>,
+    /// Traces each new commit's way through this leader (`--otlp-endpoint`).
+    pub telemetry: Option<Arc<crate::telemetry::Telemetry>>,
 }
 
 /// Starts the sync loop on this node.
@@ -204,12 +206,19 @@ async fn run(
                     Err(e) => return (None, Err(SyncError::from(e))),
                 },
             };
-            let result = m.fetch().map(|head| (head, m.evaluate(head, current.as_deref()))).map_err(SyncError::from);
+            let started = SystemTime::now();
+            let result = m
+                .fetch()
+                .map(|head| {
+                    let fetched = SystemTime::now();
+                    (head, m.evaluate(head, current.as_deref()), Timing { started, fetched, judged: SystemTime::now() })
+                })
+                .map_err(SyncError::from);
             // A fetch that brought objects adds a pack, and libgit2 keeps every pack it
             // has read open for as long as the repository is: reopening after such a sync
             // keeps the leader's descriptors flat (the soak saw +107 in ten minutes).
             let changed =
-                matches!(&result, Ok((_, Verdict::Propose(_) | Verdict::Refused(_) | Verdict::Unchanged { .. })));
+                matches!(&result, Ok((_, Verdict::Propose(_) | Verdict::Refused(_) | Verdict::Unchanged { .. }, _)));
             (if changed { None } else { Some(m) }, result)
         })
         .await;
@@ -226,8 +235,13 @@ async fn run(
                 next.outcome = SyncOutcome::Failed;
                 next.error = Some(e.to_string());
             }
-            Ok((head, verdict)) => {
+            Ok((head, verdict, timing)) => {
                 backoff = settings.poll_interval;
+                let refused_before = cluster.sm.subscribe_refusal().borrow().as_ref().map(|r| r.commit.clone());
+                let traced = settings
+                    .telemetry
+                    .as_ref()
+                    .and_then(|t| trace_of(&verdict, refused_before.as_deref()).map(|c| (t, c, timing)));
                 next.head = Some(head.to_string());
                 if let (Some(pause), Verdict::Propose(entry)) = (settings.test_pause, &verdict) {
                     tracing::warn!(commit = %entry.commit, pause_ms = pause.as_millis() as u64, "test pause before proposing");
@@ -240,10 +254,63 @@ async fn run(
                         next.error = Some(e.to_string());
                     }
                 }
+                if let Some((t, (commit, refusal), timing)) = traced {
+                    t.config_leader(&commit, &timing.stages(cluster.id, refusal, next.error.clone()));
+                }
             }
         }
         metrics::gauge!("raftgate_git_sync_ok").set(if next.error.is_none() { 1.0 } else { 0.0 });
         state.send_replace(next);
+    }
+}
+
+/// When a sync run reached each stage (the commit's trace).
+#[derive(Debug, Clone, Copy)]
+struct Timing {
+    started: SystemTime,
+    fetched: SystemTime,
+    judged: SystemTime,
+}
+
+impl Timing {
+    /// The leader's stages: fetch, validate (ancestry, signature, load, compile), and the
+    /// Raft commit (proposed until applied here), which ends now.
+    fn stages(&self, node: u64, refusal: Option<String>, failed: Option<String>) -> Vec<crate::telemetry::Stage> {
+        use crate::telemetry::Stage;
+        use opentelemetry::KeyValue;
+        let at = vec![KeyValue::new("raftgate.node", node as i64)];
+        let mut stages = vec![
+            Stage { name: "git fetch", start: self.started, end: self.fetched, error: None, attributes: at.clone() },
+            Stage {
+                name: "validate and compile",
+                start: self.fetched,
+                end: self.judged,
+                error: refusal.clone(),
+                attributes: at.clone(),
+            },
+        ];
+        if refusal.is_none() {
+            stages.push(Stage {
+                name: "raft commit",
+                start: self.judged,
+                end: SystemTime::now(),
+                error: failed,
+                attributes: at,
+            });
+        }
+        stages
+    }
+}
+
+/// The commit a verdict traces, and why it was refused: new configs and new refusals are
+/// traced; a head already served or already refused is not (every poll would make one).
+fn trace_of(verdict: &Verdict, refused_before: Option<&str>) -> Option<(String, Option<String>)> {
+    match verdict {
+        Verdict::Propose(entry) => Some((entry.commit.clone(), None)),
+        Verdict::Refused(r) if refused_before != Some(r.commit.as_str()) => {
+            Some((r.commit.clone(), Some(format!("{}: {}", r.step_name(), r.errors.join("; ")))))
+        }
+        Verdict::Refused(_) | Verdict::UpToDate | Verdict::Unchanged { .. } => None,
     }
 }
 

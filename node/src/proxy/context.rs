@@ -30,6 +30,8 @@ pub struct ProxySettings {
     pub max_body_bytes: u64,
     /// Where and how each request's access-log line is written; `None`: no access log.
     pub access_log: Option<Arc<super::accesslog::AccessLog>>,
+    /// Spans for requests and attempts (`--otlp-endpoint`); `None`: no tracing work at all.
+    pub telemetry: Option<Arc<crate::telemetry::Telemetry>>,
     /// What `%2F`, `%5C` and `\` in a path lead to.
     pub escaped_slashes: super::path::EscapedSlashes,
     /// The protocols a client may upgrade to (`Upgrade:` tokens, lower case); an
@@ -180,6 +182,8 @@ pub struct RequestCtx {
     pub fallback: Option<&'static str>,
     /// The code of the error the gateway answered with, when it did.
     pub error: Option<&'static str>,
+    /// The request's spans, when tracing is on; ended by the `log` phase.
+    pub trace: Option<super::trace::RequestTrace>,
 }
 
 /// How a phase ends a request early: with an answer of its own (a redirect, a static

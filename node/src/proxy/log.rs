@@ -1,4 +1,5 @@
-//! Phase `log`, last for every request: the request's metrics and its access-log line.
+//! Phase `log`, last for every request: the request's metrics, its span's end and its
+//! access-log line.
 //!
 //! A rule's counter and histogram handles are registered by its first request and kept, so
 //! this only increments atomics; the access log (`accesslog`) formats its line only when it is on.
@@ -9,7 +10,13 @@ use super::accesslog::{AccessLog, Entry};
 use super::context::{Downstream, RequestCtx};
 use super::runtime::Runtime;
 
-pub fn record(rt: &Runtime, down: &Downstream, ctx: &RequestCtx, status: StatusCode, access_log: Option<&AccessLog>) {
+pub fn record(
+    rt: &Runtime,
+    down: &Downstream,
+    ctx: &mut RequestCtx,
+    status: StatusCode,
+    access_log: Option<&AccessLog>,
+) {
     let elapsed = down.start.elapsed();
     let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
     match (&ctx.rule, ctx.backend) {
@@ -22,6 +29,11 @@ pub fn record(rt: &Runtime, down: &Downstream, ctx: &RequestCtx, status: StatusC
             rule.answered_here()[class].increment(1);
         }
         (None, _) => rt.unrouted[class].increment(1),
+    }
+    if let Some(trace) = ctx.trace.take() {
+        let upstream = ctx.upstream.as_ref().map_or("", |u| u.spec.name.as_str());
+        let route = ctx.rule.as_ref().map_or("", |r| &*r.route);
+        trace.finish(status.as_u16(), route, upstream, ctx.attempts, ctx.error);
     }
     if let Some(log) = access_log {
         let upstream = ctx.upstream.as_ref();

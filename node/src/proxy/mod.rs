@@ -53,6 +53,7 @@ pub mod runtime;
 pub mod security;
 pub mod tickets;
 pub mod tls;
+pub(crate) mod trace;
 pub(crate) mod upgrade;
 pub mod upstream;
 
@@ -80,6 +81,9 @@ impl Proxy {
         let rt = self.engine.current();
         let down = Downstream::new(&mut req, conn, &self.settings.trusted_proxies);
         let mut ctx = RequestCtx::default();
+        if let Some(t) = &self.settings.telemetry {
+            ctx.trace = Some(trace::start(t, &down.method, down.uri.path(), req.headers()));
+        }
         let answer = match self.process(&rt, &down, &mut ctx, req).await {
             Ok(answer) => answer,
             Err(Stop::Answer(resp)) => Answer::Gateway(*resp),
@@ -92,7 +96,7 @@ impl Proxy {
             }
         };
         let resp = response::filter(&down, &ctx, answer);
-        log::record(&rt, &down, &ctx, resp.status(), self.settings.access_log.as_deref());
+        log::record(&rt, &down, &mut ctx, resp.status(), self.settings.access_log.as_deref());
         resp
     }
 

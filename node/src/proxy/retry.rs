@@ -14,6 +14,7 @@ use super::attempt::{self, Attempt, AttemptResult, Failure};
 use super::context::RequestCtx;
 use super::outgoing::Outgoing;
 use super::runtime::{Fallback, RuleRuntime};
+use super::upstream::Upstream;
 
 /// Sends the request to the rule's chosen backend, retrying as the rule allows; counts the
 /// attempts in `ctx.attempts`.
@@ -27,7 +28,9 @@ pub async fn run(rule: &RuleRuntime, out: &mut Outgoing, ctx: &mut RequestCtx) -
     let may_move = !matches!(rule.fallback, Some(Fallback::Upstream(_)));
     // Endpoints that failed this request, avoided by its retries.
     let mut tried: Vec<usize> = Vec::new();
-    let mut result = attempt::once(upstream, out, false, &tried, may_move && max_attempts == 1).await;
+    let mut result =
+        traced(upstream, out, ctx, 1, |out| attempt::once(upstream, out, false, &tried, may_move && max_attempts == 1))
+            .await;
     ctx.attempts = u32::from(!matches!(result, Err(Attempt::Refused(_))));
     let Some(spec) = spec else { return result };
     while ctx.attempts < max_attempts && out.replayable() {
@@ -45,7 +48,8 @@ pub async fn run(rule: &RuleRuntime, out: &mut Outgoing, ctx: &mut RequestCtx) -
             tried.push(*ep);
         }
         let last = may_move && ctx.attempts + 1 == max_attempts;
-        match attempt::once(upstream, out, true, &tried, last).await {
+        match traced(upstream, out, ctx, ctx.attempts + 1, |out| attempt::once(upstream, out, true, &tried, last)).await
+        {
             // The breaker opened or the retry budget is spent: the previous answer stands.
             Err(Attempt::Refused(e)) => {
                 tracing::debug!(error = %e, ?failure, "retry not sent");
@@ -58,6 +62,25 @@ pub async fn run(rule: &RuleRuntime, out: &mut Outgoing, ctx: &mut RequestCtx) -
             }
         }
     }
+    result
+}
+
+/// Runs one attempt, inside a client span when the request is traced.
+async fn traced<'o, F, Fut>(
+    upstream: &Upstream,
+    out: &'o mut Outgoing,
+    ctx: &RequestCtx,
+    n: u32,
+    attempt: F,
+) -> AttemptResult
+where
+    F: FnOnce(&'o mut Outgoing) -> Fut,
+    Fut: std::future::Future<Output = AttemptResult>,
+{
+    let Some(trace) = &ctx.trace else { return attempt(out).await };
+    let span = trace.attempt(&upstream.spec.name, n, &mut out.headers);
+    let result = attempt(out).await;
+    super::trace::attempt_end(span, upstream, &result);
     result
 }
 

@@ -24,4 +24,5 @@ mod resilience;
 mod security;
 mod swap;
 mod tls_policy;
+mod tracing;
 mod upstream_mtls;

@@ -1,0 +1,98 @@
+//! A request's spans, when tracing is on (`telemetry`): a server span from the moment the
+//! request is read to its log phase, a child of the caller's `traceparent` when it sent
+//! one; and a client span per upstream attempt, whose context the upstream receives as
+//! `traceparent` (with the caller's `tracestate`). Off, none of this is called.
+
+use std::sync::Arc;
+
+use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer as _};
+use opentelemetry::{Context, KeyValue};
+
+use super::attempt::{Attempt, AttemptResult};
+use super::upstream::Upstream;
+use crate::telemetry::Telemetry;
+
+/// The server span of one request.
+#[derive(Debug)]
+pub struct RequestTrace {
+    telemetry: Arc<Telemetry>,
+    cx: Context,
+    method: http::Method,
+}
+
+/// Starts the request's server span under the caller's trace context.
+pub fn start(telemetry: &Arc<Telemetry>, method: &http::Method, path: &str, headers: &http::HeaderMap) -> RequestTrace {
+    let parent = telemetry.extract(headers);
+    let span = telemetry
+        .tracer
+        .span_builder(method.to_string())
+        .with_kind(SpanKind::Server)
+        .with_attributes([
+            KeyValue::new("http.request.method", method.to_string()),
+            KeyValue::new("url.path", path.to_string()),
+        ])
+        .start_with_context(&telemetry.tracer, &parent);
+    RequestTrace { telemetry: telemetry.clone(), cx: parent.with_span(span), method: method.clone() }
+}
+
+impl RequestTrace {
+    /// Starts the client span of an attempt at `upstream` and writes its context into the
+    /// request's headers. `attempt`: 1 for the first.
+    pub fn attempt(&self, upstream: &str, attempt: u32, headers: &mut http::HeaderMap) -> Context {
+        let span = self
+            .telemetry
+            .tracer
+            .span_builder(format!("upstream {upstream}"))
+            .with_kind(SpanKind::Client)
+            .with_attributes([
+                KeyValue::new("raftgate.upstream", upstream.to_string()),
+                KeyValue::new("raftgate.attempt", i64::from(attempt)),
+            ])
+            .start_with_context(&self.telemetry.tracer, &self.cx);
+        let cx = self.cx.with_span(span);
+        self.telemetry.inject(&cx, headers);
+        cx
+    }
+
+    /// Ends the request's span: the route, the upstream, the status, how many attempts.
+    pub fn finish(self, status: u16, route: &str, upstream: &str, attempts: u32, error: Option<&'static str>) {
+        let span = self.cx.span();
+        if !route.is_empty() {
+            span.update_name(format!("{} {route}", self.method));
+        }
+        span.set_attributes([
+            KeyValue::new("http.route", route.to_string()),
+            KeyValue::new("raftgate.upstream", upstream.to_string()),
+            KeyValue::new("http.response.status_code", i64::from(status)),
+            KeyValue::new("raftgate.retries", i64::from(attempts.saturating_sub(1))),
+        ]);
+        if status >= 500 {
+            span.set_status(Status::error(error.unwrap_or("server error")));
+        }
+        span.end();
+    }
+}
+
+/// Ends an attempt's client span with its outcome.
+pub fn attempt_end(cx: Context, up: &Upstream, result: &AttemptResult) {
+    let span = cx.span();
+    match result {
+        Ok((resp, endpoint)) => {
+            let status = resp.status().as_u16();
+            span.set_attributes([
+                KeyValue::new("server.address", up.spec.endpoints[*endpoint].address.clone()),
+                KeyValue::new("http.response.status_code", i64::from(status)),
+            ]);
+            if status >= 500 {
+                span.set_status(Status::error("upstream answered 5xx"));
+            }
+        }
+        Err(a) => {
+            if let Attempt::Failed(_, _, endpoint) = a {
+                span.set_attribute(KeyValue::new("server.address", up.spec.endpoints[*endpoint].address.clone()));
+            }
+            span.set_status(Status::error(a.error().to_string()));
+        }
+    }
+    span.end();
+}
