@@ -9,6 +9,7 @@
 #                                     raftgate's open route against its guarded ones (auth); stop
 #   proxy-bench.sh auth               start; only the guarded-route comparison; stop
 #   proxy-bench.sh extra              start; equal-work, access-log, new-connection and 10k-route rows
+#   proxy-bench.sh trace              start; tracing off against on at 1% and 100% sampling; stop
 #   proxy-bench.sh tls                start; HTTPS against nginx (TLS 1.3 keep-alive with HTTP/1.1
 #                                     and h2, and a new handshake per request); stop
 #
@@ -154,7 +155,16 @@ EOF
     # multi-threaded runtime costs when there is no second core to use.
     spawn raftgate-2w "$PROXY_CPU" "$RAFTGATED" --workers 2 --access-log off --log-format text \
         --http-addr 127.0.0.1:8098 --admin-addr 127.0.0.1:9989 --config-dir "$RUN/raftgate-conf"
-    local p; for p in 9000 8081 8082 8084 8091 8092 8093 8094 8095 8096 8098 8181 8182 8191 8192 8443 8444; do
+    # Tracing on: spans to an OTLP receiver (on the backend's CPU: its work is not the
+    # proxy's), at 1% sampling and at 100%; :8084 is the same proxy with tracing off.
+    spawn otlp-sink "$BACKEND_CPU" "$HYPER_BIN" otlp-sink 127.0.0.1:4317
+    spawn raftgate-trace1 "$PROXY_CPU" "$RAFTGATED" --workers 1 --access-log off --log-format text \
+        --otlp-endpoint http://127.0.0.1:4317 --trace-sampling 0.01 \
+        --http-addr 127.0.0.1:8099 --admin-addr 127.0.0.1:9990 --config-dir "$RUN/raftgate-conf"
+    spawn raftgate-trace100 "$PROXY_CPU" "$RAFTGATED" --workers 1 --access-log off --log-format text \
+        --otlp-endpoint http://127.0.0.1:4317 --trace-sampling 1 \
+        --http-addr 127.0.0.1:8100 --admin-addr 127.0.0.1:9991 --config-dir "$RUN/raftgate-conf"
+    local p; for p in 9000 8081 8082 8084 8091 8092 8093 8094 8095 8096 8098 8099 8100 8181 8182 8191 8192 8443 8444 4317; do
         wait_port 127.0.0.1:$p
     done
     # 100,000 routes take seconds to compile before the listener opens.
@@ -170,7 +180,8 @@ EOF
 
 stop_servers() {
     local n pid
-    for n in raftgate raftgate-log raftgate-10r raftgate-10kr raftgate-100kr raftgate-2w haproxy nginx backend; do
+    for n in raftgate raftgate-log raftgate-10r raftgate-10kr raftgate-100kr raftgate-2w raftgate-trace1 raftgate-trace100 \
+        otlp-sink haproxy nginx backend; do
         [[ -f $RUN/$n.pid ]] || continue
         pid=$(cat "$RUN/$n.pid")
         if kill -0 "$pid" 2>/dev/null; then
@@ -396,7 +407,15 @@ extra_targets() {
     unset 'HDR[routes-10]' 'HDR[routes-10k]' 'HDR[routes-100k]'
     ROUNDS=$rounds H2=0 KIND=workers BASE=raftgate run_targets raftgate=http://127.0.0.1:8084/ \
         raftgate-2w=http://127.0.0.1:8098/
+    trace_targets
     swaps_under_load
+}
+
+# Tracing's cost (issue #18): the same proxy with tracing off (:8084, no endpoint: no
+# tracing code runs), on at 1% sampling, and on at 100% (every request two spans).
+trace_targets() {
+    ROUNDS=${EXTRA_ROUNDS:-6} H2=0 KIND=tracing BASE=raftgate run_targets raftgate=http://127.0.0.1:8084/ \
+        raftgate-trace1=http://127.0.0.1:8099/ raftgate-trace100=http://127.0.0.1:8100/
 }
 
 # Config swaps under load at 10,000 routes: wrk on one route of the 10,000-route node while
@@ -447,6 +466,11 @@ extra) # only issue #17's further rows
     trap stop_servers EXIT INT TERM
     start_servers
     extra_targets
+    ;;
+trace) # only tracing off against on
+    trap stop_servers EXIT INT TERM
+    start_servers
+    trace_targets
     ;;
 tls) # only the HTTPS comparison
     trap stop_servers EXIT INT TERM

@@ -69,7 +69,7 @@ report = {"stamp": a.stamp, "host": a.host, "h1": load("h1"), "h2c": load("h2"),
           "https": load("https"), "h2_tls": load("h2tls"), "handshakes": load("handshakes"),
           "h1_equal": load("h1-equal"), "h2c_equal": load("h2-equal"), "access_log": load("accesslog"),
           "new_connections": load("newconn"), "large": load("large"), "routes": load("routes"),
-          "workers": load("workers"), "swaps_under_load": swaps(),
+          "workers": load("workers"), "tracing": load("tracing"), "swaps_under_load": swaps(),
           "criterion_ns": crit, "rss_kib_by_routes": rss, "rss_peak_kib_by_routes": rss_peak,
           "layout": "proxy under test and upstream pinned to CPU 0, load generator alone on CPU 1; one worker per proxy"}
 json.dump(report, open(os.path.join(a.results, f"{a.stamp}.json"), "w"), indent=2)
@@ -128,6 +128,8 @@ def relative_table(r, title, label, base, base_label):
 
 relative_table(report["routes"], "One route among 10, 10,000 and 100,000", "table", "routes-10", "10 routes")
 relative_table(report["workers"], "One worker and two, both on the one CPU of the proxy", "target", "raftgate", "1 worker")
+relative_table(report["tracing"], "Tracing off (no --otlp-endpoint), on at 1% sampling, on at 100% (spans to an OTLP receiver)",
+               "target", "raftgate", "tracing off")
 w = report["swaps_under_load"]
 if w:
     md += ["## Config swaps under load at 10,000 routes", "",

@@ -3,9 +3,9 @@
 //! the request path does no tracing work at all: a `traceparent` from the client is
 //! forwarded untouched, like any other header.
 //!
-//! The SDK (opentelemetry_sdk) makes the spans, samples them (`ParentBased`: a sampled
-//! `traceparent` is always followed, other traces at `--trace-sampling`) and batches them
-//! on its own thread. That thread has no Tokio reactor, which tonic needs, so the exporter
+//! `proxy::trace` samples (a caller's decision in `traceparent` is followed, other traces
+//! are sampled at `--trace-sampling`); the SDK (opentelemetry_sdk) makes the sampled
+//! spans and batches them on its own thread. That thread has no Tokio reactor, which tonic needs, so the exporter
 //! handed to it only queues each batch; a task on the node's runtime converts batches to
 //! OTLP (opentelemetry-proto) and sends them. A full queue or an unreachable collector
 //! drops spans, counted in `raftgate_trace_spans_dropped_total`; nothing waits for the
@@ -53,8 +53,11 @@ pub struct Settings {
 /// The node's tracer and how trace context travels in headers.
 #[derive(Debug)]
 pub struct Telemetry {
-    /// Requests: sampled as configured.
+    /// Requests: sampled by `proxy::trace` before a span is made (`sampling`); the SDK
+    /// records every span it is asked for.
     pub tracer: SdkTracer,
+    /// The share of requests without a caller's decision that are traced.
+    pub sampling: f64,
     provider: SdkTracerProvider,
     /// Config commits: always sampled, ids from the commit (`CommitIds`).
     config_tracer: SdkTracer,
@@ -95,10 +98,12 @@ impl Telemetry {
                 .with_sampler(sampler)
                 .with_resource(resource.clone())
         };
-        let requests = provider(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(settings.sampling)))).build();
+        // The request path samples (it knows cheaply when not to make a span at all).
+        let requests = provider(Sampler::AlwaysOn).build();
         let config = provider(Sampler::AlwaysOn).with_id_generator(CommitIds).build();
         Ok(Arc::new(Telemetry {
             tracer: requests.tracer("raftgate"),
+            sampling: settings.sampling,
             provider: requests,
             config_tracer: config.tracer("raftgate.config"),
             config_provider: config,

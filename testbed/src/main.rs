@@ -241,6 +241,12 @@ enum Command {
         #[arg(default_value = "127.0.0.1:9000")]
         addr: SocketAddr,
     },
+    /// An OTLP/gRPC trace receiver that accepts and counts spans (the tracing rows of
+    /// `make bench`).
+    OtlpSink {
+        #[arg(default_value = "127.0.0.1:4317")]
+        addr: SocketAddr,
+    },
     /// One HTTP request, printing the status and body (used inside the control namespace).
     #[command(hide = true)]
     Http {
@@ -464,6 +470,7 @@ fn run(command: Command, dir: &std::path::Path) -> anyhow::Result<ExitCode> {
         }
         Command::Upstreams { config } => upstreams::serve_config(&config)?,
         Command::Backend { addr } => upstreams::bench_backend(addr)?,
+        Command::OtlpSink { addr } => upstreams::otlp_sink(addr)?,
         Command::Http { method, url, tls_dir, headers, body } => {
             let headers: Vec<(String, String)> = headers
                 .iter()

@@ -82,7 +82,7 @@ impl Proxy {
         let down = Downstream::new(&mut req, conn, &self.settings.trusted_proxies);
         let mut ctx = RequestCtx::default();
         if let Some(t) = &self.settings.telemetry {
-            ctx.trace = Some(trace::start(t, &down.method, down.uri.path(), req.headers()));
+            ctx.trace = trace::start(t, &down.method, down.uri.path(), req.headers_mut());
         }
         let answer = match self.process(&rt, &down, &mut ctx, req).await {
             Ok(answer) => answer,

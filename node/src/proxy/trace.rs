@@ -2,6 +2,12 @@
 //! request is read to its log phase, a child of the caller's `traceparent` when it sent
 //! one; and a client span per upstream attempt, whose context the upstream receives as
 //! `traceparent` (with the caller's `tracestate`). Off, none of this is called.
+//!
+//! Most requests are not sampled, and they cost next to nothing: the decision is made
+//! here, before the SDK is asked for anything. A caller's unsampled `traceparent` is
+//! forwarded as it came (the upstream continues the caller's decision); a request without
+//! one that is not sampled here goes on without one (the services behind make their own
+//! decision, as they would without the gateway). Only sampled requests get spans.
 
 use std::sync::Arc;
 
@@ -20,9 +26,42 @@ pub struct RequestTrace {
     method: http::Method,
 }
 
-/// Starts the request's server span under the caller's trace context.
-pub fn start(telemetry: &Arc<Telemetry>, method: &http::Method, path: &str, headers: &http::HeaderMap) -> RequestTrace {
-    let parent = telemetry.extract(headers);
+static TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+
+/// Decides whether the request is sampled; if so, starts its server span under the
+/// caller's trace context.
+pub fn start(
+    telemetry: &Arc<Telemetry>,
+    method: &http::Method,
+    path: &str,
+    headers: &mut http::HeaderMap,
+) -> Option<RequestTrace> {
+    let parent = match headers.get(&TRACEPARENT) {
+        Some(_) => {
+            let parent = telemetry.extract(headers);
+            let sc = parent.span().span_context().clone();
+            if sc.is_valid() && !sc.is_sampled() {
+                return None;
+            }
+            if !sc.is_valid() {
+                // Malformed: as if absent (the W3C rule), and not passed on.
+                headers.remove(&TRACEPARENT);
+                headers.remove("tracestate");
+                return root(telemetry, method, path);
+            }
+            parent
+        }
+        None => return root(telemetry, method, path),
+    };
+    Some(server_span(telemetry, method, path, parent))
+}
+
+/// A request that would start a trace here: sampled at `--trace-sampling`.
+fn root(telemetry: &Arc<Telemetry>, method: &http::Method, path: &str) -> Option<RequestTrace> {
+    (fastrand::f64() < telemetry.sampling).then(|| server_span(telemetry, method, path, Context::new()))
+}
+
+fn server_span(telemetry: &Arc<Telemetry>, method: &http::Method, path: &str, parent: Context) -> RequestTrace {
     let span = telemetry
         .tracer
         .span_builder(method.to_string())

@@ -147,12 +147,11 @@ async fn a_proxied_request_continues_the_callers_trace() {
     assert_eq!(seen["traceparent"], format!("00-{TRACE}-{}-01", client.span_id), "{seen}");
     assert_eq!(seen["tracestate"], "vendor=abc", "{seen}");
 
-    // Unsampled (no traceparent, sampling 0): no span, but the upstream still gets a trace
-    // context to continue, marked not sampled.
+    // Unsampled (no traceparent, sampling 0): no span, and no trace context made up for
+    // the upstream (it decides for itself, as without the gateway).
     let before = receiver.spans().len();
     let (_, _, body) = get(&gw.url("/r0"), &[]).await;
-    let tp = json(&body)["headers"]["traceparent"].as_str().unwrap().to_string();
-    assert!(regex::Regex::new("^00-[0-9a-f]{32}-[0-9a-f]{16}-00$").unwrap().is_match(&tp), "{tp}");
+    assert!(json(&body)["headers"].get("traceparent").is_none(), "{body}");
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(receiver.spans().len(), before, "an unsampled request made spans");
 }
@@ -220,4 +219,37 @@ async fn each_commit_is_one_trace_across_the_nodes() {
     let why = validate.error.clone().expect("the validate span failed");
     assert!(why.contains("c.yaml:") && why.contains("nope"), "{why}");
     assert!(spans.iter().all(|s| s.name != "raft commit" && s.name != "apply"), "{spans:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_without_a_callers_decision_are_sampled_at_the_configured_ratio() {
+    let (receiver, addr) = Receiver::start().await;
+    let up = Upstream::start("up", Behaviour::Echo).await;
+    let endpoint = format!("http://{addr}");
+    let gw = Gateway::start(
+        &[("c.yaml", &routes_config(&up, &["r0"]))],
+        &["--otlp-endpoint", &endpoint, "--trace-sampling", "1"],
+    );
+    // No traceparent, and a malformed one (treated as absent, not passed on): each starts
+    // a sampled trace here.
+    for headers in [vec![], vec![("traceparent", "00-not-a-trace-01")]] {
+        let (_, _, body) = get(&gw.url("/r0"), &headers).await;
+        let tp = json(&body)["headers"]["traceparent"].as_str().unwrap().to_string();
+        let parts: Vec<&str> = tp.split('-').collect();
+        assert_eq!((parts.len(), parts[3]), (4, "01"), "{tp}");
+        let trace = parts[1].to_string();
+        let server = receiver
+            .wait("the root server span", |spans| {
+                spans.iter().find(|s| s.trace_id == trace && s.kind == SpanKind::Server as i32).cloned()
+            })
+            .await;
+        assert_eq!(server.parent, "", "a root span: {server:?}");
+    }
+    // An unsampled caller's decision is kept: no span, and its traceparent goes on as sent.
+    let before = receiver.spans().len();
+    let unsampled = format!("00-{TRACE}-{PARENT}-00");
+    let (_, _, body) = get(&gw.url("/r0"), &[("traceparent", &unsampled)]).await;
+    assert_eq!(json(&body)["headers"]["traceparent"], unsampled.as_str());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(receiver.spans().len(), before);
 }
