@@ -512,6 +512,12 @@ impl AdminService {
                 cluster.id
             ))
         })?;
+        // Each diff compiles two whole configs: at most two at once, so readers cannot keep
+        // the leader's CPU busy with them.
+        static DIFFS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+        let _permit = DIFFS.try_acquire().map_err(|_| {
+            Status::resource_exhausted("other diffs are being computed on the leader; retry in a moment")
+        })?;
         let (dir, path) = (sync.mirror_dir.clone(), sync.path.clone());
         let diff = tokio::task::spawn_blocking(move || {
             let compile = |rev: &str| -> Result<schemas::ConfigSnapshot, Status> {

@@ -142,6 +142,7 @@ impl Ui {
                     tonic::Code::InvalidArgument => StatusCode::BAD_REQUEST,
                     tonic::Code::NotFound => StatusCode::NOT_FOUND,
                     tonic::Code::FailedPrecondition => StatusCode::CONFLICT,
+                    tonic::Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
                     _ => StatusCode::SERVICE_UNAVAILABLE,
                 };
                 json(status, serde_json::json!({"error": s.message()}))
