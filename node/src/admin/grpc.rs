@@ -241,12 +241,7 @@ impl AdminService {
                     let mut c = client?;
                     c.get_node_status(admin_client::request(NodeStatusRequest {}, token.as_deref(), None)).await
                 };
-                let r = match tokio::time::timeout(MEMBER_STATUS_TIMEOUT, call).await {
-                    Ok(Ok(r)) => Ok(r.into_inner()),
-                    Ok(Err(s)) => Err(format!("{addr}: {}", s.message())),
-                    Err(_) => Err(format!("{addr}: no answer within {}s", MEMBER_STATUS_TIMEOUT.as_secs())),
-                };
-                (i, r)
+                (i, ask_member(&addr, call).await)
             });
         }
         let mut nodes: Vec<MemberStatus> = members
@@ -489,11 +484,7 @@ impl AdminService {
             let mut c = self.connect(addr, Some(id))?;
             c.get_node_dashboard(admin_client::request(NodeDashboardRequest {}, token.as_deref(), None)).await
         };
-        match tokio::time::timeout(MEMBER_STATUS_TIMEOUT, call).await {
-            Ok(Ok(r)) => Ok(r.into_inner()),
-            Ok(Err(s)) => Err(format!("{addr}: {}", s.message())),
-            Err(_) => Err(format!("{addr}: no answer within {}s", MEMBER_STATUS_TIMEOUT.as_secs())),
-        }
+        ask_member(addr, call).await
     }
 
     /// The members as this node knows them (itself alone without a cluster).
@@ -556,6 +547,19 @@ impl AdminService {
             sync.state()
         };
         Ok(ConfigSyncReply { state: Some(sync_state(&state)), leader_id: cluster.id })
+    }
+}
+
+/// A call to the member at `addr`, within [`MEMBER_STATUS_TIMEOUT`]; a failure says which
+/// member and why, as status views show it.
+async fn ask_member<T>(
+    addr: &str,
+    call: impl std::future::Future<Output = Result<Response<T>, Status>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(MEMBER_STATUS_TIMEOUT, call).await {
+        Ok(Ok(r)) => Ok(r.into_inner()),
+        Ok(Err(s)) => Err(format!("{addr}: {}", s.message())),
+        Err(_) => Err(format!("{addr}: no answer within {}s", MEMBER_STATUS_TIMEOUT.as_secs())),
     }
 }
 

@@ -79,7 +79,8 @@ enum Piece {
 
 #[derive(Debug, Clone, PartialEq)]
 enum Format {
-    Json(Vec<Field>),
+    /// Each field with its key, `"name":`, made once (names need no escaping).
+    Json(Vec<(Field, String)>),
     Template(Vec<Piece>),
 }
 
@@ -127,7 +128,9 @@ impl AccessLog {
             return Err("--access-log-fields names no field".into());
         }
         let format = match opts.format.as_deref() {
-            None | Some("json") => Format::Json(fields),
+            None | Some("json") => {
+                Format::Json(fields.into_iter().map(|f| (f, format!("\"{}\":", f.name()))).collect())
+            }
             Some(_) if opts.fields.is_some() => {
                 return Err("--access-log-fields is for the JSON format; a template names its own fields".into())
             }
@@ -169,12 +172,11 @@ impl AccessLog {
         match &self.format {
             Format::Json(fields) => {
                 out.push('{');
-                for (i, f) in fields.iter().enumerate() {
+                for (i, (f, key)) in fields.iter().enumerate() {
                     if i > 0 {
                         out.push(',');
                     }
-                    json_string(&mut out, f.name());
-                    out.push(':');
+                    out.push_str(key);
                     let v = line.value(*f);
                     if f.is_number() {
                         out.push_str(&v);
