@@ -35,6 +35,12 @@ pub struct Args {
     /// node has its own random keys.
     #[arg(long, value_name = "FILE", requires = "https_addr")]
     pub tls_ticket_key_file: Option<PathBuf>,
+    /// A file of at least 32 random bytes, the same on every node, that keys the
+    /// session-persistence values (cookies and headers of `sessionPersistence`): ids of
+    /// endpoints and the seal over them. Without it a built-in key is used, with which a
+    /// client could forge a session naming another endpoint of the same upstream.
+    #[arg(long, value_name = "FILE")]
+    pub session_key_file: Option<PathBuf>,
     /// How long one session-ticket key issues tickets; a ticket is accepted for up to two
     /// rotations.
     #[arg(long, value_name = "DURATION", default_value = "6h", value_parser = parse_duration)]
@@ -325,6 +331,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_native_certs::load_native_certs().certs {
         let _ = roots.add(cert);
+    }
+    if let Some(file) = &args.session_key_file {
+        let secret = trust::material::read_bounded(file, 4096, trust::material::Symlinks::Follow)
+            .map_err(|why| anyhow::anyhow!("--session-key-file {}: {why}", file.display()))?;
+        anyhow::ensure!(
+            secret.len() >= 32,
+            "--session-key-file {}: {} bytes; it needs at least 32 random bytes (head -c 48 /dev/urandom > session.key)",
+            file.display(),
+            secret.len()
+        );
+        trust::material::warn_if_exposed(file, "the session key file");
+        crate::proxy::session::set_key(&secret);
     }
     let sessions = match (&args.https_addr, &args.tls_ticket_key_file) {
         (None, _) => None,

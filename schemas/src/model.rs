@@ -39,9 +39,12 @@ kind_tag!(
 
 mod security;
 mod tls;
+mod traffic;
 pub(crate) use security::*;
 pub use security::{AuthzAction, ClaimValueType};
 pub(crate) use tls::*;
+pub(crate) use traffic::{Compression, CookieLifetime, RequestMirror, SessionPersistence};
+pub use traffic::{ContentCoding, PersistenceType};
 
 /// Any one resource document. Used to generate the JSON Schema for resource files; the
 /// loader picks the concrete type from `kind` before decoding.
@@ -371,6 +374,12 @@ pub(crate) struct Rule {
     /// Token buckets that cap how fast clients may call this rule (429 beyond).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimit>,
+    /// Compress upstream answers for clients that accept it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<Compression>,
+    /// Keep a client on one endpoint (cookie or header).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_persistence: Option<SessionPersistence>,
 }
 
 /// Exactly one of `status` (a static answer) or `upstream`.
@@ -520,6 +529,8 @@ pub(crate) struct Filter {
     pub url_rewrite: Option<UrlRewrite>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_redirect: Option<RequestRedirect>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_mirror: Option<RequestMirror>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -529,6 +540,7 @@ pub(crate) enum FilterType {
     #[serde(rename = "URLRewrite")]
     UrlRewrite,
     RequestRedirect,
+    RequestMirror,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]

@@ -15,14 +15,16 @@ pub use crate::model::{PathMatchType, RateLimitScope, RetryOn, StringMatchType, 
 
 /// Bumped whenever the meaning of a snapshot changes, so a node never runs a snapshot it
 /// would misread.
-pub(crate) const SNAPSHOT_FORMAT: u32 = 5;
+pub(crate) const SNAPSHOT_FORMAT: u32 = 6;
 
 mod security;
 mod source;
 mod tls;
+mod traffic;
 pub use security::*;
 pub use source::PemSourceSpec;
 pub use tls::*;
+pub use traffic::*;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -235,6 +237,10 @@ pub struct RuleSpec {
     pub max_request_body_bytes: Option<u64>,
     pub fallback: Option<Box<FallbackSpec>>,
     pub rate_limit: Option<Box<RateLimitSpec>>,
+    /// Sorted by upstream; each upstream once.
+    pub mirrors: Vec<MirrorSpec>,
+    pub compression: Option<Box<CompressionSpec>>,
+    pub session_persistence: Option<Box<SessionPersistenceSpec>>,
     /// The `SecurityPolicy` guarding this rule (one naming the rule wins over one naming
     /// its route).
     pub security: Option<String>,

@@ -64,7 +64,7 @@ pub type AttemptResult = Result<(Response<Incoming>, usize), Attempt>;
 pub async fn once(up: &Arc<Upstream>, out: &mut Outgoing, retry: bool, tried: &[usize], last: bool) -> AttemptResult {
     let now = if up.uses_clock() { clock::now_ms() } else { 0 };
     let permit = up.breaker.admit(retry, now).map_err(|r| Attempt::Refused(refusal(up, r)))?;
-    let ctx = PickContext { headers: &out.headers, client_ip: out.limits.client_ip };
+    let ctx = PickContext { headers: &out.headers, client_ip: out.limits.client_ip, prefer: out.prefer };
     let (endpoint, _in_flight) = up
         .pick(&ctx, tried, now)
         .ok_or_else(|| Attempt::Refused(ProxyError::NoHealthyEndpoint { upstream: up.spec.name.clone() }))?;

@@ -16,6 +16,8 @@ use schemas::snapshot::{HashOn, LoadBalancerSpec};
 pub struct PickContext<'a> {
     pub headers: &'a HeaderMap,
     pub client_ip: IpAddr,
+    /// The endpoint the request's session names, taken while it is available.
+    pub prefer: Option<usize>,
 }
 
 #[derive(Debug)]
@@ -155,7 +157,7 @@ mod tests {
     }
 
     fn ctx(h: &HeaderMap) -> PickContext<'_> {
-        PickContext { headers: h, client_ip: "127.0.0.1".parse().unwrap() }
+        PickContext { headers: h, client_ip: "127.0.0.1".parse().unwrap(), prefer: None }
     }
 
     #[test]

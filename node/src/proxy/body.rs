@@ -7,14 +7,54 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{Either, Full};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::Full;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
-/// What a response carries: an upstream's streamed body or a body the gateway made.
-pub type RespBody = Either<Incoming, Full<Bytes>>;
+/// What a response carries: an upstream's streamed body, a body the gateway made, or an
+/// upstream's body transformed on its way out (compressed).
+#[derive(Debug)]
+pub enum RespBody {
+    Upstream(Incoming),
+    Full(Full<Bytes>),
+    /// Rare, so boxed: an upstream body passed through a transformation (`compress`).
+    Transformed(UnsyncBoxBody<Bytes, BoxError>),
+}
+
+/// Errors of a response body: the upstream's, or a transformation's.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 pub fn full(b: impl Into<Bytes>) -> RespBody {
-    Either::Right(Full::new(b.into()))
+    RespBody::Full(Full::new(b.into()))
+}
+
+impl Body for RespBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            RespBody::Upstream(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            RespBody::Full(b) => Pin::new(b).poll_frame(cx).map_err(|never| match never {}),
+            RespBody::Transformed(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RespBody::Upstream(b) => b.is_end_stream(),
+            RespBody::Full(b) => b.is_end_stream(),
+            RespBody::Transformed(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RespBody::Upstream(b) => b.size_hint(),
+            RespBody::Full(b) => b.size_hint(),
+            RespBody::Transformed(b) => b.size_hint(),
+        }
+    }
 }
 
 /// The request body sent upstream: the client's body, cut off with an error once more than

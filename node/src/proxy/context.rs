@@ -171,6 +171,10 @@ pub struct RequestCtx {
     pub backend: Option<usize>,
     /// `prepare`: the upstream the request is for (a fallback upstream replaces it).
     pub upstream: Option<Arc<Upstream>>,
+    /// `prepare`: the session the request came with, on a rule with session persistence.
+    pub session: Option<super::session::Found>,
+    /// `prepare`: the client's `Accept-Encoding`, kept when the rule compresses answers.
+    pub accept_encoding: Option<HeaderValue>,
     /// `prepare`: the client's side of a protocol upgrade (WebSocket), taken before the
     /// request is consumed and joined to the upstream's on a 101.
     pub client_upgrade: Option<OnUpgrade>,

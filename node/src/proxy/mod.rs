@@ -8,8 +8,9 @@
 //!    `security`), the body limit (`bodylimit`), the rate limit (`ratelimit`);
 //! 3. `prepare`: backend choice, hop-by-hop and proxy headers, request filters, the target,
 //!    the body read in full when it may have to be sent again (`prepare`);
-//! 4. `send`: attempts, each through the breaker, an endpoint pick and the call under its
-//!    time limit (`attempt`), and the retry loop (`retry`);
+//! 4. `send`: copies to the rule's mirrors, on tasks of their own (`mirror`); attempts,
+//!    each through the breaker, an endpoint pick and the call under its time limit
+//!    (`attempt`), and the retry loop (`retry`);
 //! 5. `fallback`: the rule's fallback when the upstream could not answer (`fallback`), and
 //!    the upgrade hand-off for WebSockets (`upgrade`);
 //! 6. `response_filter`: the one place that decorates every response (`response`);
@@ -30,6 +31,7 @@ pub mod breaker;
 pub mod certs;
 pub mod clientip;
 pub mod clock;
+pub(crate) mod compress;
 pub mod connlimit;
 pub(crate) mod context;
 pub mod error;
@@ -37,6 +39,7 @@ pub(crate) mod fallback;
 pub mod filters;
 pub mod health;
 pub(crate) mod log;
+pub(crate) mod mirror;
 pub(crate) mod outgoing;
 pub mod outlier;
 pub mod path;
@@ -51,6 +54,7 @@ pub(crate) mod route;
 pub mod router;
 pub mod runtime;
 pub mod security;
+pub mod session;
 pub mod tickets;
 pub mod tls;
 pub(crate) mod trace;
@@ -128,7 +132,9 @@ impl Proxy {
         ratelimit::admit(&route, &req, down.client, ctx)?;
         // prepare: the request as the upstream will see it.
         let mut out = prepare::prepare(&route, down, req, body_limit, &self.settings, ctx).await?;
-        // send: attempts and retries against the chosen backend.
+        // send: copies to the rule's mirrors (never awaited), then attempts and retries
+        // against the chosen backend.
+        mirror::send(&rule.mirrors, &out);
         let result = retry::run(rule, &mut out, ctx).await;
         // fallback: when the upstream could not answer.
         let mut answer = fallback::apply(rule, &mut out, result, ctx).await?;

@@ -24,6 +24,10 @@ pub struct Outgoing {
     /// The rule's retry policy applies to this request (its method allows it and it is no
     /// upgrade).
     pub may_retry: bool,
+    /// The endpoint of the backend's upstream that the request's session names.
+    pub prefer: Option<usize>,
+    /// The rule's mirrors that get a copy (a bit each, by index; `mirror::select`).
+    pub mirrors: u32,
 }
 
 #[derive(Debug)]

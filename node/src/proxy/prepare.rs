@@ -1,7 +1,8 @@
 //! Phase `prepare`: the request as the upstream will see it. The backend is chosen by
 //! weight; hop-by-hop headers go, the proxy headers and the rule's request filters apply;
 //! the target is rewritten; and a small body is read in full when a retry or an upstream
-//! fallback may have to send it again (a large or unsized one streams, and gets one attempt).
+//! fallback may have to send it again (a large or unsized one streams, and gets one attempt),
+//! or when the rule's mirrors take a copy (`mirror::select`).
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
@@ -12,10 +13,12 @@ use super::body::ReqBody;
 use super::context::{Downstream, ProxySettings, RequestCtx};
 use super::error::ProxyError;
 use super::filters;
+use super::mirror;
 use super::outgoing::{AttemptLimits, Outbound, Outgoing};
 use super::retry;
 use super::route::Routed;
 use super::runtime::Fallback;
+use super::session;
 
 /// Requests whose body is at most this large (or has none) are read in full first when a
 /// retry or an upstream fallback may need to send them again.
@@ -31,10 +34,23 @@ pub async fn prepare(
     ctx: &mut RequestCtx,
 ) -> Result<Outgoing, ProxyError> {
     let rule = route.rule;
-    let backend = rule.pick_backend().ok_or_else(|| ProxyError::UpstreamUnavailable {
-        upstream: String::new(),
-        reason: "every backend of the rule has weight 0".into(),
-    })?;
+    // A session names its backend and endpoint; without one, the weights choose.
+    let sticky = rule.session.as_deref().and_then(|p| {
+        let found = p.read(req.headers(), session::now());
+        ctx.session = Some(found);
+        let session::Found::Valid(s) = found else { return None };
+        p.locate(&s, rule.backends.iter().map(|b| &b.upstream))
+    });
+    let (backend, prefer) = match sticky {
+        Some((b, e)) => (b, Some(e)),
+        None => (
+            rule.pick_backend().ok_or_else(|| ProxyError::UpstreamUnavailable {
+                upstream: String::new(),
+                reason: "every backend of the rule has weight 0".into(),
+            })?,
+            None,
+        ),
+    };
     ctx.backend = Some(backend);
     ctx.upstream = Some(rule.backends[backend].upstream.clone());
 
@@ -43,6 +59,9 @@ pub async fn prepare(
     let upgrading = req.version() == Version::HTTP_11 && allowed_upgrade(req.headers(), &settings.upgrades);
     if upgrading {
         ctx.client_upgrade = Some(hyper::upgrade::on(&mut req));
+    }
+    if rule.compression.is_some() {
+        ctx.accept_encoding = req.headers().get(header::ACCEPT_ENCODING).cloned();
     }
     let (mut parts, body) = req.into_parts();
     let target =
@@ -59,9 +78,14 @@ pub async fn prepare(
         };
     let limits =
         AttemptLimits { deadline, per_try, request_timeout: rule.request_timeout, client_ip: down.client, body_limit };
-    let body = if replay && fits_replay_buffer(&body) {
+    // Mirrors take a request only when its body is known to fit their bound: it is read
+    // in full once and shared by the copies and the attempts.
+    let body_len = known_len(&body);
+    let mirrors = if rule.mirrors.is_empty() { 0 } else { mirror::select(&rule.mirrors, body_len) };
+    let buffer = if mirrors != 0 { body_len } else { body_len.filter(|&n| replay && n <= REPLAY_BUFFER) };
+    let body = if let Some(len) = buffer {
         let upstream = &rule.backends[backend].upstream.spec.name;
-        Outbound::Buffered(read_in_full(body, &limits, settings.body_timeout, upstream).await?)
+        Outbound::Buffered(read_in_full(body, len, &limits, settings.body_timeout, upstream).await?)
     } else {
         Outbound::Streaming(Some(ReqBody::limited(body, body_limit, settings.body_timeout)))
     };
@@ -73,6 +97,8 @@ pub async fn prepare(
         body,
         limits,
         may_retry,
+        prefer,
+        mirrors,
     })
 }
 
@@ -127,20 +153,24 @@ fn headers_and_target(
         .map_err(|_| ProxyError::BadRequest("the request target cannot be forwarded"))
 }
 
-fn fits_replay_buffer(body: &Incoming) -> bool {
-    hyper::body::Body::is_end_stream(body)
-        || hyper::body::Body::size_hint(body).upper().is_some_and(|n| n <= REPLAY_BUFFER)
+/// The most the body can hold, when that is known: 0 for none, else its declared length.
+fn known_len(body: &Incoming) -> Option<u64> {
+    if hyper::body::Body::is_end_stream(body) {
+        return Some(0);
+    }
+    hyper::body::Body::size_hint(body).upper()
 }
 
-/// Reads a small body in full, within what is left of the request's time, and with the
-/// client sending something at least every `idle`.
+/// Reads a body of at most `len` bytes in full, within what is left of the request's time,
+/// and with the client sending something at least every `idle`.
 async fn read_in_full(
     body: Incoming,
+    len: u64,
     limits: &AttemptLimits,
     idle: std::time::Duration,
     upstream: &str,
 ) -> Result<Bytes, ProxyError> {
-    let body = ReqBody::limited(body, REPLAY_BUFFER, idle);
+    let body = ReqBody::limited(body, len, idle);
     let read = http_body_util::BodyExt::collect(body);
     let read = match limits.deadline {
         Some(d) => tokio::time::timeout_at(d.into(), read).await.map_err(|_| ProxyError::Timeout {

@@ -3,7 +3,8 @@
 //!
 //! Upstream answers are framed for the client's protocol, lose their hop-by-hop headers and
 //! get the rule's response header modifiers; every answer carries the request id and, on a
-//! rate-limited rule, the `RateLimit-*` headers; over HTTPS, the host's HSTS.
+//! rate-limited rule, the `RateLimit-*` headers; over HTTPS, the host's HSTS. A rule's
+//! compression (`compress`) applies to upstream answers after its header modifiers.
 
 use http::{Response, StatusCode};
 
@@ -11,7 +12,9 @@ use super::body::RespBody;
 use super::context::{Answer, Downstream, RequestCtx, X_REQUEST_ID};
 use super::filters;
 use super::ratelimit;
+use super::runtime::RuleRuntime;
 use super::security;
+use super::session::{Found, Persistence};
 
 pub fn filter(down: &Downstream, ctx: &RequestCtx, answer: Answer) -> Response<RespBody> {
     let mut resp = match answer {
@@ -20,10 +23,23 @@ pub fn filter(down: &Downstream, ctx: &RequestCtx, answer: Answer) -> Response<R
             // The client's protocol, not the upstream's, frames the response.
             parts.version = down.version;
             filters::strip_hop_by_hop(&mut parts.headers, parts.status == StatusCode::SWITCHING_PROTOCOLS);
-            if let Some(rule) = &ctx.rule {
-                rule.filters.response(&mut parts.headers);
-            }
-            Response::from_parts(parts, http_body_util::Either::Left(body))
+            let body = match &ctx.rule {
+                Some(rule) => {
+                    rule.filters.response(&mut parts.headers);
+                    if let Some(p) = &rule.session {
+                        session(p, rule, down, ctx, &mut parts.headers);
+                    }
+                    match &rule.compression {
+                        Some(c) => {
+                            let head = down.method == http::Method::HEAD;
+                            c.apply(&rule.route, ctx.accept_encoding.as_ref(), head, &mut parts, body)
+                        }
+                        None => RespBody::Upstream(body),
+                    }
+                }
+                None => RespBody::Upstream(body),
+            };
+            Response::from_parts(parts, body)
         }
         Answer::Gateway(resp) => resp,
     };
@@ -40,4 +56,12 @@ pub fn filter(down: &Downstream, ctx: &RequestCtx, answer: Answer) -> Response<R
     }
     h.entry(&X_REQUEST_ID).or_insert_with(|| down.request_id.clone());
     resp
+}
+
+/// Issues, moves or refreshes the client's session on an upstream's answer.
+fn session(p: &Persistence, rule: &RuleRuntime, down: &Downstream, ctx: &RequestCtx, h: &mut http::HeaderMap) {
+    let (Some(up), Some(endpoint)) = (&ctx.upstream, ctx.endpoint) else { return };
+    let found = ctx.session.unwrap_or(Found::None);
+    let outcome = p.write(h, found, up, endpoint, super::session::now(), down.conn.https);
+    metrics::counter!("raftgate_sessions_total", "route" => rule.route.to_string(), "outcome" => outcome).increment(1);
 }

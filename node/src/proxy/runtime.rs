@@ -20,11 +20,14 @@ use schemas::{ConfigSnapshot, ContentHash, Duration};
 use super::breaker::Phase;
 use super::certs::CertStore;
 use super::clock;
+use super::compress::Compressor;
 use super::filters::{header_pairs, RuleFilters};
+use super::mirror::Mirror;
 use super::prober;
 use super::ratelimit::bucket::RateLimiter;
 use super::router::RouteTable;
 use super::security::policy::Security;
+use super::session::Persistence;
 use super::tls::{Sessions, TlsBuild};
 use super::upstream::Upstream;
 
@@ -112,6 +115,12 @@ pub struct RuleRuntime {
     pub retry: Option<Box<RetrySpec>>,
     pub fallback: Option<Fallback>,
     pub rate_limit: Option<Arc<RateLimiter>>,
+    /// Where copies of the rule's requests go (`RequestMirror`); empty for most rules.
+    pub mirrors: Box<[Mirror]>,
+    /// Which endpoint a returning client gets (`sessionPersistence`).
+    pub session: Option<Box<Persistence>>,
+    /// How the rule's answers are compressed, when they are.
+    pub compression: Option<Box<Compressor>>,
     /// The rule's `SecurityPolicy`, shared with every rule it guards.
     pub security: Option<Arc<Security>>,
     /// The route's `httpsRedirect`: plain-HTTP requests get this redirect.
@@ -226,6 +235,13 @@ impl RuleRuntime {
             }),
             rate_limit: rule.rate_limit.as_ref().and_then(|_| limiters.get(&(name.clone(), ri)).cloned()),
             security: rule.security.as_ref().and_then(|p| built.security.get(p).cloned()),
+            mirrors: rule
+                .mirrors
+                .iter()
+                .filter_map(|m| Some(Mirror::new(&name, m, upstreams.get(&m.upstream)?.clone())))
+                .collect(),
+            session: rule.session_persistence.as_deref().map(|s| Box::new(Persistence::compile(s))),
+            compression: rule.compression.as_deref().map(|c| Box::new(Compressor::compile(c))),
             latency: OnceLock::new(),
             answered_here: OnceLock::new(),
             fallbacks: OnceLock::new(),

@@ -41,6 +41,8 @@ pub struct Upstream {
     pub health: Option<Health>,
     /// Set once the background tasks (health probes) run.
     started: std::sync::atomic::AtomicBool,
+    /// The endpoints' session ids (`session`), made by the first request that needs them.
+    pub session_ids: std::sync::OnceLock<Box<[u64]>>,
 }
 
 /// Marks one request in flight on an endpoint until dropped.
@@ -139,6 +141,7 @@ impl Upstream {
             outlier,
             health,
             started: false.into(),
+            session_ids: std::sync::OnceLock::new(),
         })
     }
 
@@ -158,7 +161,10 @@ impl Upstream {
     /// endpoints that already failed this request, skipped while another one is available.
     /// `None` when every endpoint is unhealthy or ejected.
     pub fn pick(self: &Arc<Self>, ctx: &PickContext<'_>, tried: &[usize], now_ms: u64) -> Option<(usize, InFlight)> {
-        let mut i = self.balancer.pick(&self.weights, &self.in_flight, ctx);
+        let mut i = match ctx.prefer {
+            Some(p) if p < self.weights.len() => p,
+            _ => self.balancer.pick(&self.weights, &self.in_flight, ctx),
+        };
         if !self.available(i, now_ms) || tried.contains(&i) {
             // Rare: a weighted draw among the endpoints still in and not tried yet; failing
             // that, among all those still in.

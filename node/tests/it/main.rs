@@ -25,4 +25,5 @@ mod security;
 mod swap;
 mod tls_policy;
 mod tracing;
+mod traffic;
 mod upstream_mtls;

@@ -1,15 +1,17 @@
 //! Rule filters: header modifiers, URL rewrites and redirects, and the headers no filter
 //! may touch.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
+use crate::duration::Duration;
 use crate::model::{
     Filter, FilterType, HeaderModifier, HeaderValue, PathMatchType, PathModifier, PathModifierType, Route,
 };
-use crate::snapshot::{FilterSpec, HeaderModifierSpec, MatchSpec, PathModifierSpec};
+use crate::snapshot::{FilterSpec, HeaderModifierSpec, MatchSpec, MirrorSpec, PathModifierSpec};
 use crate::yaml::{at, Seg};
 
 use super::ctx::Ctx;
+use super::limits::MAX_MIRROR_BODY;
 
 /// Headers a filter may not touch: hop-by-hop and framing headers belong to the proxy, and
 /// the upstream `Host` is changed with `urlRewrite.hostname`.
@@ -26,13 +28,15 @@ pub(super) const PROTECTED_HEADERS: [&str; 9] = [
 ];
 
 impl Ctx<'_, Route> {
-    pub(super) fn filter(&mut self, ri: usize, fi: usize, f: &Filter, matches: &[MatchSpec]) -> Option<FilterSpec> {
+    /// Whether the filter has exactly the block its `type` names (reported when not).
+    fn filter_block(&mut self, ri: usize, fi: usize, f: &Filter) -> bool {
         let here = at!["rules", ri, "filters", fi];
         let given: Vec<&str> = [
             ("requestHeaderModifier", f.request_header_modifier.is_some()),
             ("responseHeaderModifier", f.response_header_modifier.is_some()),
             ("urlRewrite", f.url_rewrite.is_some()),
             ("requestRedirect", f.request_redirect.is_some()),
+            ("requestMirror", f.request_mirror.is_some()),
         ]
         .into_iter()
         .filter_map(|(n, set)| set.then_some(n))
@@ -42,6 +46,7 @@ impl Ctx<'_, Route> {
             FilterType::ResponseHeaderModifier => "responseHeaderModifier",
             FilterType::UrlRewrite => "urlRewrite",
             FilterType::RequestRedirect => "requestRedirect",
+            FilterType::RequestMirror => "requestMirror",
         };
         if given != [wanted] {
             let extra: Vec<&str> = given.iter().copied().filter(|g| *g != wanted).collect();
@@ -51,6 +56,71 @@ impl Ctx<'_, Route> {
                 format!("filter of type {} also sets `{}`", filter_name(f.kind), extra.join("`, `"))
             };
             self.err(here, msg, Some(format!("a filter has a `type` and exactly the matching block, here `{wanted}`")));
+            return false;
+        }
+        true
+    }
+
+    /// A `RequestMirror` filter, which becomes one of the rule's mirrors.
+    pub(super) fn mirror(
+        &mut self,
+        ri: usize,
+        fi: usize,
+        f: &Filter,
+        upstreams: &BTreeSet<&str>,
+    ) -> Option<MirrorSpec> {
+        if !self.filter_block(ri, fi, f) {
+            return None;
+        }
+        let m = f.request_mirror.as_ref()?;
+        let base = [Seg::Key("rules"), Seg::Index(ri), Seg::Key("filters"), Seg::Index(fi), Seg::Key("requestMirror")];
+        let p = |k: &'static str| [&base[..], &[Seg::Key(k)]].concat();
+        let upstream = &m.backend_ref.upstream;
+        if !upstreams.contains(upstream.as_str()) {
+            self.err(
+                &[&p("backendRef")[..], at!["upstream"]].concat(),
+                format!("unknown upstream `{upstream}`"),
+                Some(format!("define a `kind: Upstream` named `{upstream}` or fix the name")),
+            );
+        }
+        let (numerator, denominator) = match (m.percent, &m.fraction) {
+            (Some(_), Some(_)) => {
+                self.err(&base, "give `percent` or `fraction`, not both", None);
+                (0, 100)
+            }
+            (Some(pc), None) => (self.range(&p("percent"), pc, 0, 100, "percent"), 100),
+            (None, Some(fr)) => {
+                let d = fr.denominator.unwrap_or(100);
+                if d == 0 {
+                    self.err(&[&p("fraction")[..], at!["denominator"]].concat(), "the denominator is 0", None);
+                }
+                if fr.numerator > d {
+                    self.err(
+                        &[&p("fraction")[..], at!["numerator"]].concat(),
+                        format!("the numerator {} is larger than the denominator {d}", fr.numerator),
+                        Some("a fraction mirrors at most every request".to_string()),
+                    );
+                }
+                (fr.numerator, d.max(1))
+            }
+            (None, None) => (100, 100),
+        };
+        let max_body_bytes = m.max_body_bytes.unwrap_or(64 * 1024);
+        if max_body_bytes > MAX_MIRROR_BODY {
+            self.err(
+                &p("maxBodyBytes"),
+                format!("maxBodyBytes is {max_body_bytes}; at most {MAX_MIRROR_BODY} (16 MiB), since each copy is held in memory"),
+                None,
+            );
+        }
+        let max_in_flight = self.range(&p("maxInFlight"), m.max_in_flight.unwrap_or(100), 1, 100_000, "maxInFlight");
+        let timeout = self.positive(&p("timeout"), m.timeout.unwrap_or(Duration::from_millis(10_000)), "timeout");
+        Some(MirrorSpec { upstream: upstream.clone(), numerator, denominator, max_body_bytes, max_in_flight, timeout })
+    }
+
+    pub(super) fn filter(&mut self, ri: usize, fi: usize, f: &Filter, matches: &[MatchSpec]) -> Option<FilterSpec> {
+        let here = at!["rules", ri, "filters", fi];
+        if !self.filter_block(ri, fi, f) {
             return None;
         }
         Some(match f.kind {
@@ -103,6 +173,8 @@ impl Ctx<'_, Route> {
                 }
                 FilterSpec::RequestRedirect { scheme: rd.scheme.clone(), hostname, path, port: rd.port, status_code }
             }
+            // Compiled by `mirror` into the rule's mirrors, never a filter of its own.
+            FilterType::RequestMirror => return None,
         })
     }
 
@@ -147,7 +219,7 @@ impl Ctx<'_, Route> {
         HeaderModifierSpec { set, add, remove }
     }
 
-    fn protected(&mut self, path: &[Seg<'_>], name: &str) {
+    pub(super) fn protected(&mut self, path: &[Seg<'_>], name: &str) {
         if PROTECTED_HEADERS.contains(&name) {
             let help = if name == "host" {
                 "use a URLRewrite filter with `hostname` to change the upstream Host"
@@ -210,5 +282,6 @@ pub(super) fn filter_name(k: FilterType) -> &'static str {
         FilterType::ResponseHeaderModifier => "ResponseHeaderModifier",
         FilterType::UrlRewrite => "URLRewrite",
         FilterType::RequestRedirect => "RequestRedirect",
+        FilterType::RequestMirror => "RequestMirror",
     }
 }

@@ -12,3 +12,4 @@ pub(super) const MAX_ENDPOINT_WEIGHT: u32 = 1_000;
 pub(super) const MAX_BACKEND_WEIGHT: u32 = 1_000_000;
 pub(super) const MAX_BODY_LIMIT: u64 = 1 << 40;
 pub(super) const MAX_FALLBACK_BODY: usize = 64 * 1024;
+pub(super) const MAX_MIRROR_BODY: u64 = 16 << 20;

@@ -4,8 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use crate::diag::did_you_mean;
-use crate::model::{HttpsRedirect, Route, Rule};
-use crate::snapshot::{BackendSpec, HttpsRedirectSpec, MatchSpec, RouteSpec, RuleSpec};
+use crate::model::{FilterType, HttpsRedirect, Route, Rule};
+use crate::snapshot::{BackendSpec, HttpsRedirectSpec, MatchSpec, MirrorSpec, RouteSpec, RuleSpec};
 use crate::yaml::at;
 
 use super::ctx::Ctx;
@@ -80,7 +80,21 @@ impl Ctx<'_, Route> {
         }
         let mut kinds_seen: BTreeMap<&'static str, usize> = BTreeMap::new();
         let mut filters = Vec::new();
+        let mut mirrors: Vec<MirrorSpec> = Vec::new();
         for (fi, f) in rule.filters.iter().enumerate() {
+            if f.kind == FilterType::RequestMirror {
+                // Several mirrors per rule are allowed, one per upstream.
+                let Some(m) = self.mirror(ri, fi, f, upstreams) else { continue };
+                if mirrors.iter().any(|o| o.upstream == m.upstream) {
+                    self.err(
+                        at!["rules", ri, "filters", fi, "requestMirror", "backendRef", "upstream"],
+                        format!("upstream `{}` is already a mirror of this rule", m.upstream),
+                        Some("mirror to each upstream once; raise its `percent` instead".to_string()),
+                    );
+                }
+                mirrors.push(m);
+                continue;
+            }
             if let Some(spec) = self.filter(ri, fi, f, &matches) {
                 let kind = filter_name(f.kind);
                 if let Some(first) = kinds_seen.insert(kind, fi) {
@@ -132,10 +146,13 @@ impl Ctx<'_, Route> {
         }
         let fallback = rule.fallback.as_ref().map(|f| self.fallback(ri, f, upstreams));
         let rate_limit = rule.rate_limit.as_ref().map(|r| self.rate_limit(ri, r));
-        if redirect && (fallback.is_some() || rate_limit.is_some() || retry.is_some()) {
+        let compression = rule.compression.as_ref().map(|c| self.compression(ri, c));
+        let session = rule.session_persistence.as_ref().map(|s| self.session_persistence(ri, s));
+        let policies = fallback.is_some() || rate_limit.is_some() || retry.is_some() || compression.is_some();
+        if redirect && (policies || session.is_some() || !mirrors.is_empty()) {
             self.err(
                 at!["rules", ri],
-                "a rule that answers with a RequestRedirect cannot have retry, fallback or rateLimit",
+                "a rule that answers with a RequestRedirect cannot have retry, fallback, rateLimit, compression, sessionPersistence or a RequestMirror",
                 Some("move them to a rule with backendRefs".to_string()),
             );
         }
@@ -150,6 +167,12 @@ impl Ctx<'_, Route> {
             max_request_body_bytes: rule.max_request_body_bytes,
             fallback: fallback.map(Box::new),
             rate_limit: rate_limit.map(Box::new),
+            mirrors: {
+                mirrors.sort_by(|a, b| a.upstream.cmp(&b.upstream));
+                mirrors
+            },
+            compression: compression.map(Box::new),
+            session_persistence: session.map(Box::new),
             security: None,
         }
     }

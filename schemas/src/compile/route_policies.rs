@@ -1,16 +1,121 @@
-//! A rule's request policies: the fallback answer, rate limiting and retries.
+//! A rule's request policies: the fallback answer, rate limiting, retries and response
+//! compression.
 
 use std::collections::BTreeSet;
 
 use crate::duration::Duration;
-use crate::model::{Fallback, RateLimit, RateLimitScope, Retry, RetryOn, Route};
-use crate::snapshot::{FallbackSpec, RateLimitKeySpec, RateLimitSpec, RetrySpec};
+use crate::model::{
+    Compression, ContentCoding, CookieLifetime, Fallback, PersistenceType, RateLimit, RateLimitScope, Retry, RetryOn,
+    Route, SessionPersistence,
+};
+use crate::snapshot::{
+    CompressionSpec, FallbackSpec, RateLimitKeySpec, RateLimitSpec, RetrySpec, SessionPersistenceSpec,
+    DEFAULT_COMPRESSED_TYPES,
+};
 use crate::yaml::{at, Seg};
 
 use super::ctx::Ctx;
 use super::limits::{MAX_FALLBACK_BODY, MAX_VALUE_MATCHES};
 
+/// Media types a `compression` may list.
+const MAX_CONTENT_TYPES: usize = 64;
+
 impl Ctx<'_, Route> {
+    pub(super) fn session_persistence(&mut self, ri: usize, s: &SessionPersistence) -> SessionPersistenceSpec {
+        let p = |f: &'static str| [Seg::Key("rules"), Seg::Index(ri), Seg::Key("sessionPersistence"), Seg::Key(f)];
+        let kind = s.kind.unwrap_or(PersistenceType::Cookie);
+        let name = s.session_name.clone().unwrap_or_else(|| "raftgate-session".to_string());
+        let name = match kind {
+            PersistenceType::Cookie => {
+                // RFC 6265: a cookie name is a token.
+                let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+                if name.is_empty() || name.len() > 64 || !name.bytes().all(token) {
+                    self.err(
+                        &p("sessionName"),
+                        format!("`{name}` is not a cookie name"),
+                        Some("use 1 to 64 letters, digits and `-`, `_`, `.`".to_string()),
+                    );
+                }
+                name
+            }
+            PersistenceType::Header => {
+                let n = self.header_name(&p("sessionName"), &name);
+                if ["cookie", "set-cookie", "authorization"].contains(&n.as_str()) {
+                    self.err(&p("sessionName"), format!("`{n}` cannot carry a session"), None);
+                } else {
+                    self.protected(&p("sessionName"), &n);
+                }
+                n
+            }
+        };
+        let absolute_timeout = s.absolute_timeout.map(|d| self.positive(&p("absoluteTimeout"), d, "absoluteTimeout"));
+        let idle_timeout = s.idle_timeout.map(|d| self.positive(&p("idleTimeout"), d, "idleTimeout"));
+        let permanent = s.cookie_config.as_ref().and_then(|c| c.lifetime_type) == Some(CookieLifetime::Permanent);
+        if s.cookie_config.is_some() && kind == PersistenceType::Header {
+            self.err(&p("cookieConfig"), "`cookieConfig` is for `type: Cookie` only", None);
+        }
+        if permanent && absolute_timeout.is_none() {
+            self.err(
+                &p("cookieConfig"),
+                "a `Permanent` cookie needs `absoluteTimeout`, which sets how long it is kept",
+                Some("add `absoluteTimeout: 24h` (for example), or use `lifetimeType: Session`".to_string()),
+            );
+        }
+        SessionPersistenceSpec { name, kind, absolute_timeout, idle_timeout, permanent }
+    }
+
+    pub(super) fn compression(&mut self, ri: usize, c: &Compression) -> CompressionSpec {
+        let p = |f: &'static str| [Seg::Key("rules"), Seg::Index(ri), Seg::Key("compression"), Seg::Key(f)];
+        let default = [ContentCoding::Zstd, ContentCoding::Brotli, ContentCoding::Gzip];
+        let mut encodings = Vec::new();
+        for (i, e) in c.encodings.as_deref().unwrap_or(&default).iter().enumerate() {
+            if encodings.contains(e) {
+                self.err(
+                    &[&p("encodings")[..], &[Seg::Index(i)]].concat(),
+                    format!("`{}` is listed twice", e.token()),
+                    Some("list each coding once, most preferred first".to_string()),
+                );
+            } else {
+                encodings.push(*e);
+            }
+        }
+        if encodings.is_empty() {
+            self.err(
+                &p("encodings"),
+                "`encodings` is empty",
+                Some("name at least one of `zstd`, `br`, `gzip`, or leave `encodings` out for all three".to_string()),
+            );
+        }
+        let min_bytes = c.min_bytes.unwrap_or(1024);
+        if min_bytes > 1 << 30 {
+            self.err(&p("minBytes"), format!("minBytes is {min_bytes}; at most 1 GiB (1073741824)"), None);
+        }
+        let mut content_types: Vec<String> = match &c.content_types {
+            None => DEFAULT_COMPRESSED_TYPES.iter().map(|t| t.to_string()).collect(),
+            Some(list) => {
+                if list.len() > MAX_CONTENT_TYPES {
+                    self.err(&p("contentTypes"), format!("more than {MAX_CONTENT_TYPES} media types"), None);
+                }
+                for (i, t) in list.iter().enumerate() {
+                    if !media_range(t) {
+                        self.err(
+                            &[&p("contentTypes")[..], &[Seg::Index(i)]].concat(),
+                            format!("`{t}` is not a media type"),
+                            Some(
+                                "write `type/subtype` (`application/json`) or `type/*` (`text/*`), without parameters"
+                                    .to_string(),
+                            ),
+                        );
+                    }
+                }
+                list.iter().map(|t| t.to_ascii_lowercase()).collect()
+            }
+        };
+        content_types.sort();
+        content_types.dedup();
+        CompressionSpec { encodings, min_bytes, content_types }
+    }
+
     pub(super) fn fallback(&mut self, ri: usize, f: &Fallback, upstreams: &BTreeSet<&str>) -> FallbackSpec {
         let p = |f: &'static str| [Seg::Key("rules"), Seg::Index(ri), Seg::Key("fallback"), Seg::Key(f)];
         let base = [Seg::Key("rules"), Seg::Index(ri), Seg::Key("fallback")];
@@ -162,5 +267,17 @@ impl Ctx<'_, Route> {
             backoff_max: max,
             allow_non_idempotent: r.allow_non_idempotent.unwrap_or(false),
         }
+    }
+}
+
+/// `type/subtype` or `type/*` in RFC 9110 token characters (or `*/*`).
+fn media_range(t: &str) -> bool {
+    let token =
+        |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    match t.split_once('/') {
+        Some(("*", "*")) => true,
+        Some((ty, "*")) => ty != "*" && token(ty) && !ty.contains('*'),
+        Some((ty, sub)) => token(ty) && token(sub) && !ty.contains('*') && !sub.contains('*'),
+        None => false,
     }
 }

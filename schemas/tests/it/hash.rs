@@ -110,4 +110,4 @@ fn the_hash_is_pinned() {
     assert_eq!(a.hash.to_string(), PINNED, "snapshot JSON: {}", serde_json::to_string(&a.snapshot).unwrap());
 }
 
-const PINNED: &str = "2f77e31cc8fe63faa3115548a494b69bf5033350a19dab21beee72680ace086f";
+const PINNED: &str = "6b1f72cf50a37a654d1af495e9636ca7bd35b391097d341bda834591dbd168a5";

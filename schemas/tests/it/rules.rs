@@ -384,6 +384,31 @@ const CASES: &[Case] = &[
         "kind: Route\nname: api\nrules:\n  - backendRefs: [{ upstream: users }]\n    rateLimit: { requests: 5, key: { claim: sub } }\n",
         &[(5, 36, "this rate limit is keyed by a token claim, but no security policy with `jwt` guards this rule")],
     ),
+    (
+        "compression: a coding twice, a media type without a subtype",
+        "kind: Route\nname: a\nrules:\n  - backendRefs: [{ upstream: users }]\n    compression: { encodings: [gzip, gzip], contentTypes: [text] }\n",
+        &[(5, 38, "`gzip` is listed twice"), (5, 60, "`text` is not a media type")],
+    ),
+    (
+        "compression: an unknown coding",
+        "kind: Route\nname: a\nrules:\n  - backendRefs: [{ upstream: users }]\n    compression: { encodings: [deflate] }\n",
+        &[(5, 32, "unknown variant `deflate`, expected one of `zstd`, `br`, `gzip`")],
+    ),
+    (
+        "session persistence: a bad cookie name, a permanent cookie without absoluteTimeout",
+        "kind: Route\nname: a\nrules:\n  - backendRefs: [{ upstream: users }]\n    sessionPersistence: { sessionName: \"a b\", cookieConfig: { lifetimeType: Permanent } }\n",
+        &[(5, 40, "`a b` is not a cookie name"), (5, 61, "a `Permanent` cookie needs `absoluteTimeout`")],
+    ),
+    (
+        "session persistence: a header that cannot carry it",
+        "kind: Route\nname: a\nrules:\n  - backendRefs: [{ upstream: users }]\n    sessionPersistence: { type: Header, sessionName: Cookie, idleTimeout: 0s }\n",
+        &[(5, 54, "`cookie` cannot carry a session"), (5, 75, "idleTimeout")],
+    ),
+    (
+        "compression: no codings",
+        "kind: Route\nname: a\nrules:\n  - backendRefs: [{ upstream: users }]\n    compression: { encodings: [], minBytes: 2000000000 }\n",
+        &[(5, 31, "`encodings` is empty"), (5, 45, "minBytes is 2000000000; at most 1 GiB")],
+    ),
 ];
 
 #[test]
