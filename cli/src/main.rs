@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
+mod cache;
 mod certificates;
 mod certs;
 mod client;
@@ -95,6 +96,9 @@ enum Command {
         #[arg(long)]
         node: Option<u64>,
     },
+    /// Work with the response cache of every node.
+    #[command(subcommand)]
+    Cache(CacheCommand),
     /// The TLS certificates the nodes serve to clients: host names, expiry, days left, and
     /// nodes that serve different ones. Exits 1 when one is expired, not served, or differs.
     Certificates,
@@ -142,6 +146,20 @@ enum ConfigCommand {
         /// Return once the sync has started.
         #[arg(long)]
         no_wait: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CacheCommand {
+    /// Remove a route's cached answers on every node (fanned out by the node asked, not
+    /// through the Raft log). Exits 1 when a node could not be reached.
+    Purge {
+        /// The route whose answers go.
+        #[arg(long)]
+        route: String,
+        /// Only answers whose path starts with this (`/v1/users/`); default: all.
+        #[arg(long, default_value = "")]
+        prefix: String,
     },
 }
 
@@ -249,6 +267,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             rollout::wait(&target, format, &sha, timeout, quorum).await
         }
         Command::Routes { node } => configs::routes(&on(node).await?, format).await,
+        Command::Cache(CacheCommand::Purge { route, prefix }) => cache::purge(&target, format, &route, &prefix).await,
         Command::Upstreams { node } => configs::upstreams(&on(node).await?, format).await,
         Command::Config(ConfigCommand::Validate(_) | ConfigCommand::Schema)
         | Command::Completions { .. }

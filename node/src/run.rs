@@ -41,6 +41,10 @@ pub struct Args {
     /// client could forge a session naming another endpoint of the same upstream.
     #[arg(long, value_name = "FILE")]
     pub session_key_file: Option<PathBuf>,
+    /// The most the response cache (rules with `cache`) holds in memory, in bytes, all
+    /// entries and their headers counted.
+    #[arg(long, value_name = "BYTES", default_value_t = crate::proxy::cache::DEFAULT_CACHE_BYTES)]
+    pub cache_max_bytes: u64,
     /// How long one session-ticket key issues tickets; a ticket is accepted for up to two
     /// rotations.
     #[arg(long, value_name = "DURATION", default_value = "6h", value_parser = parse_duration)]
@@ -350,6 +354,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         (Some(_), Some(file)) => Some(shared_ticket_keys(file, args.tls_ticket_key_rotation)?),
     };
     let engine = Arc::new(Engine::with_sessions(Arc::new(roots), sessions)?);
+    let response_cache = Arc::new(crate::proxy::cache::ResponseCache::new(args.cache_max_bytes));
     engine.allow_internal_endpoints(args.allow_internal_endpoints);
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -467,6 +472,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     };
     let proxy = Arc::new(Proxy {
         engine: engine.clone(),
+        cache: response_cache.clone(),
         settings: ProxySettings {
             max_body_bytes: args.max_body_bytes,
             access_log,
@@ -507,6 +513,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         members: Default::default(),
         sync: git_sync.clone(),
         traffic,
+        cache: response_cache.clone(),
     };
     let admin = Arc::new(Admin {
         grpc_server: admin::grpc_server(grpc.clone()),

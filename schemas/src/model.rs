@@ -43,7 +43,7 @@ mod traffic;
 pub(crate) use security::*;
 pub use security::{AuthzAction, ClaimValueType};
 pub(crate) use tls::*;
-pub(crate) use traffic::{Compression, CookieLifetime, RequestMirror, SessionPersistence};
+pub(crate) use traffic::{Cache, Compression, CookieLifetime, RequestMirror, SessionPersistence};
 pub use traffic::{ContentCoding, PersistenceType};
 
 /// Any one resource document. Used to generate the JSON Schema for resource files; the
@@ -377,6 +377,9 @@ pub(crate) struct Rule {
     /// Compress upstream answers for clients that accept it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compression: Option<Compression>,
+    /// Store answers and serve them again while they are fresh (RFC 9111).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<Cache>,
     /// Keep a client on one endpoint (cookie or header).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_persistence: Option<SessionPersistence>,

@@ -15,7 +15,7 @@ pub use crate::model::{PathMatchType, RateLimitScope, RetryOn, StringMatchType, 
 
 /// Bumped whenever the meaning of a snapshot changes, so a node never runs a snapshot it
 /// would misread.
-pub(crate) const SNAPSHOT_FORMAT: u32 = 6;
+pub(crate) const SNAPSHOT_FORMAT: u32 = 7;
 
 mod security;
 mod source;
@@ -239,6 +239,7 @@ pub struct RuleSpec {
     pub rate_limit: Option<Box<RateLimitSpec>>,
     /// Sorted by upstream; each upstream once.
     pub mirrors: Vec<MirrorSpec>,
+    pub cache: Option<Box<CacheSpec>>,
     pub compression: Option<Box<CompressionSpec>>,
     pub session_persistence: Option<Box<SessionPersistenceSpec>>,
     /// The `SecurityPolicy` guarding this rule (one naming the rule wins over one naming

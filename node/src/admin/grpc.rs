@@ -43,6 +43,8 @@ pub struct AdminService {
     pub sync: Option<crate::gitops::GitSync>,
     /// The last minutes of this node's traffic, for the dashboard.
     pub traffic: Arc<super::traffic::TrafficLog>,
+    /// The proxy's response cache, for purges.
+    pub cache: Arc<crate::proxy::cache::ResponseCache>,
 }
 
 /// Cached admin clients of other members.
@@ -416,6 +418,43 @@ impl AdminApi for AdminService {
         }
     }
 
+    async fn purge_cache(&self, req: Request<PurgeCacheRequest>) -> Result<Response<PurgeCacheReply>, Status> {
+        check_node_caller(&req, self.cluster.as_ref(), None)?;
+        let r = req.get_ref().clone();
+        if r.route.is_empty() {
+            return Err(Status::invalid_argument("name the route whose cached answers to purge"));
+        }
+        let here = self.cache.purge(&r.route, &r.prefix) as u64;
+        let me = self.cluster.as_ref().map_or(0, |c| c.id);
+        let members = self.members_now().members;
+        let addr = members.iter().find(|m| m.id == me).map(|m| m.admin_addr.clone()).unwrap_or_default();
+        let mut nodes = vec![NodePurge { node_id: me, admin_addr: addr, purged: here, error: String::new() }];
+        if !r.this_node_only {
+            let mut calls = tokio::task::JoinSet::new();
+            for m in members.into_iter().filter(|m| m.id != me) {
+                let (svc, req) = (self.clone(), PurgeCacheRequest { this_node_only: true, ..r.clone() });
+                calls.spawn(async move {
+                    let token = svc.outbound_token();
+                    let call = async {
+                        let mut c = svc.connect(&m.admin_addr, Some(m.id))?;
+                        c.purge_cache(svc.forwarded(admin_client::request(req, token.as_deref(), None))).await
+                    };
+                    let got = ask_member(&m.admin_addr, call).await;
+                    let (purged, error) = match got {
+                        Ok(reply) => (reply.nodes.first().map_or(0, |n| n.purged), String::new()),
+                        Err(e) => (0, e),
+                    };
+                    NodePurge { node_id: m.id, admin_addr: m.admin_addr, purged, error }
+                });
+            }
+            while let Some(Ok(n)) = calls.join_next().await {
+                nodes.push(n);
+            }
+        }
+        nodes.sort_by_key(|n| n.node_id);
+        Ok(Response::new(PurgeCacheReply { nodes }))
+    }
+
     async fn get_config_history(&self, _req: Request<ConfigHistoryRequest>) -> Result<Response<ConfigHistory>, Status> {
         let cluster = self.cluster()?;
         let entries = cluster
@@ -590,5 +629,5 @@ fn check_node_caller<T>(req: &Request<T>, cluster: Option<&Cluster>, joins_as: O
 /// Which admin methods change the cluster (these always need the token).
 pub fn is_mutating(path: &str) -> bool {
     let method = path.rsplit('/').next().unwrap_or("");
-    matches!(method, "AddMember" | "PromoteMember" | "RemoveMember" | "ConfigSync")
+    matches!(method, "AddMember" | "PromoteMember" | "RemoveMember" | "ConfigSync" | "PurgeCache")
 }

@@ -89,6 +89,11 @@ impl Compressor {
         RespBody::Transformed(UnsyncBoxBody::new(Compress::new(coding, body, route.clone())))
     }
 
+    /// The coding this client would get (`""`: none), for the cache key.
+    pub fn coding_for(&self, accept: Option<&HeaderValue>) -> &'static str {
+        accept.and_then(|a| negotiate(a.as_bytes(), &self.encodings)).map_or("", |c| c.token())
+    }
+
     fn qualifies(&self, status: StatusCode, h: &HeaderMap) -> bool {
         if status.is_informational()
             || matches!(status, StatusCode::NO_CONTENT | StatusCode::PARTIAL_CONTENT | StatusCode::NOT_MODIFIED)

@@ -167,6 +167,9 @@ pub struct RequestCtx {
     /// `ratelimit::admit`: the rate-limit verdict, when the rule is limited; its
     /// `RateLimit-*` headers go on every answer.
     pub rate: Option<Decision>,
+    /// `cache::lookup` (admit), then `prepare` and the response filter: what the response
+    /// cache decided, on a rule with `cache`.
+    pub cache: Option<super::cache::state::CacheState>,
     /// `prepare`: the index of the chosen backend in the rule.
     pub backend: Option<usize>,
     /// `prepare`: the upstream the request is for (a fallback upstream replaces it).

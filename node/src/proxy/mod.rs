@@ -5,7 +5,8 @@
 //! 1. `route`: the host and path as routing sees them, and the rule that serves them;
 //! 2. `admit`: the cheapest refusals first, before anything is read or sent: the rule's
 //!    redirect (`redirect`), the security policy (CORS, authentication, authorization:
-//!    `security`), the body limit (`bodylimit`), the rate limit (`ratelimit`);
+//!    `security`), the body limit (`bodylimit`), the rate limit (`ratelimit`); then the
+//!    response cache (`cache`), which answers fresh hits;
 //! 3. `prepare`: backend choice, hop-by-hop and proxy headers, request filters, the target,
 //!    the body read in full when it may have to be sent again (`prepare`);
 //! 4. `send`: copies to the rule's mirrors, on tasks of their own (`mirror`); attempts,
@@ -28,6 +29,7 @@ pub mod balancer;
 pub mod body;
 pub(crate) mod bodylimit;
 pub mod breaker;
+pub mod cache;
 pub mod certs;
 pub mod clientip;
 pub mod clock;
@@ -75,6 +77,8 @@ use runtime::{Engine, Runtime};
 #[derive(Debug)]
 pub struct Proxy {
     pub engine: Arc<Engine>,
+    /// The response cache (rules with `cache`), kept across configs.
+    pub cache: Arc<cache::ResponseCache>,
     pub settings: ProxySettings,
 }
 
@@ -99,7 +103,7 @@ impl Proxy {
                 Answer::Gateway(e.into_response(&down.request_id))
             }
         };
-        let resp = response::filter(&down, &ctx, answer);
+        let resp = response::filter(&down, &mut ctx, &self.cache, answer);
         log::record(&rt, &down, &mut ctx, resp.status(), self.settings.access_log.as_deref());
         resp
     }
@@ -130,8 +134,16 @@ impl Proxy {
         let body_limit = rule.max_body_bytes.unwrap_or(self.settings.max_body_bytes);
         bodylimit::admit(req.headers(), body_limit)?;
         ratelimit::admit(&route, &req, down.client, ctx)?;
-        // prepare: the request as the upstream will see it.
+        // A fresh stored answer, or one being stored right now, answers from the cache.
+        cache::lookup(&self.cache, &route, down, &req, ctx).await?;
+        // prepare: the request as the upstream will see it (asking conditionally when a
+        // stale answer has validators; answering from it while it revalidates, when the
+        // answer allows that).
         let mut out = prepare::prepare(&route, down, req, body_limit, &self.settings, ctx).await?;
+        cache::conditional(ctx, &mut out.headers);
+        if cache::serves_stale(ctx) {
+            return Ok(Answer::Gateway(cache::revalidate_later(&self.cache, rule, ctx, out)));
+        }
         // send: copies to the rule's mirrors (never awaited), then attempts and retries
         // against the chosen backend.
         mirror::send(&rule.mirrors, &out);

@@ -9,6 +9,7 @@
 use http::{Response, StatusCode};
 
 use super::body::RespBody;
+use super::cache::{self, ResponseCache};
 use super::context::{Answer, Downstream, RequestCtx, X_REQUEST_ID};
 use super::filters;
 use super::ratelimit;
@@ -16,26 +17,33 @@ use super::runtime::RuleRuntime;
 use super::security;
 use super::session::{Found, Persistence};
 
-pub fn filter(down: &Downstream, ctx: &RequestCtx, answer: Answer) -> Response<RespBody> {
+pub fn filter(down: &Downstream, ctx: &mut RequestCtx, cache: &ResponseCache, answer: Answer) -> Response<RespBody> {
+    // A stored answer replaces the upstream's when it confirmed it (304) or failed.
+    let answer = cache::respond(cache, ctx, answer);
+    let mut stored = false;
     let mut resp = match answer {
         Answer::Upstream(resp) => {
             let (mut parts, body) = resp.into_parts();
             // The client's protocol, not the upstream's, frames the response.
             parts.version = down.version;
             filters::strip_hop_by_hop(&mut parts.headers, parts.status == StatusCode::SWITCHING_PROTOCOLS);
-            let body = match &ctx.rule {
+            let body = match ctx.rule.clone() {
                 Some(rule) => {
                     rule.filters.response(&mut parts.headers);
                     if let Some(p) = &rule.session {
-                        session(p, rule, down, ctx, &mut parts.headers);
+                        session(p, &rule, down, ctx, &mut parts.headers);
                     }
-                    match &rule.compression {
+                    let body = match &rule.compression {
                         Some(c) => {
                             let head = down.method == http::Method::HEAD;
                             c.apply(&rule.route, ctx.accept_encoding.as_ref(), head, &mut parts, body)
                         }
                         None => RespBody::Upstream(body),
-                    }
+                    };
+                    // What the client gets is what is stored (per coding when compressed).
+                    let (body, storing) = cache::store(&rule, ctx, &parts, body);
+                    stored = storing;
+                    body
                 }
                 None => RespBody::Upstream(body),
             };
@@ -55,6 +63,14 @@ pub fn filter(down: &Downstream, ctx: &RequestCtx, answer: Answer) -> Response<R
         h.insert(http::header::STRICT_TRANSPORT_SECURITY, v.clone());
     }
     h.entry(&X_REQUEST_ID).or_insert_with(|| down.request_id.clone());
+    if let Some(v) = cache::status(ctx, stored) {
+        static CACHE_STATUS: http::HeaderName = http::HeaderName::from_static("cache-status");
+        h.append(CACHE_STATUS.clone(), v);
+    }
+    // A fill this answer did not take over ends here, waking the requests waiting for it.
+    if let Some(state) = ctx.cache.as_mut() {
+        state.fill = None;
+    }
     resp
 }
 

@@ -14,7 +14,7 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, StatusCode};
 use metrics::{Counter, Histogram};
-use schemas::snapshot::{FallbackSpec, HttpsRedirectSpec, RetrySpec, RouteSpec};
+use schemas::snapshot::{CacheSpec, FallbackSpec, HttpsRedirectSpec, RetrySpec, RouteSpec};
 use schemas::{ConfigSnapshot, ContentHash, Duration};
 
 use super::breaker::Phase;
@@ -117,6 +117,8 @@ pub struct RuleRuntime {
     pub rate_limit: Option<Arc<RateLimiter>>,
     /// Where copies of the rule's requests go (`RequestMirror`); empty for most rules.
     pub mirrors: Box<[Mirror]>,
+    /// The rule's response cache policy (`cache`).
+    pub cache: Option<Box<CacheSpec>>,
     /// Which endpoint a returning client gets (`sessionPersistence`).
     pub session: Option<Box<Persistence>>,
     /// How the rule's answers are compressed, when they are.
@@ -138,6 +140,8 @@ pub struct RuleRuntime {
     answered_here: OnceLock<Box<[Counter; 5]>>,
     /// `raftgate_fallbacks_total` for this route.
     fallbacks: OnceLock<Counter>,
+    /// `raftgate_cache_requests_total` for this route, by result (`CACHE_RESULTS`).
+    cache_results: OnceLock<Box<[Counter; 5]>>,
 }
 
 #[derive(Debug)]
@@ -180,6 +184,16 @@ impl RuleRuntime {
             r -= w;
         }
         Some(self.backends.len() - 1)
+    }
+
+    /// `raftgate_cache_requests_total` of result `i` of `CACHE_RESULTS`.
+    pub fn cache_result(&self, i: usize) -> &Counter {
+        let all = self.cache_results.get_or_init(|| {
+            Box::new(CACHE_RESULTS.map(|r| {
+                metrics::counter!("raftgate_cache_requests_total", "route" => self.route.to_string(), "result" => r)
+            }))
+        });
+        &all[i]
     }
 
     /// The counters of answers given before a backend was chosen.
@@ -240,11 +254,13 @@ impl RuleRuntime {
                 .iter()
                 .filter_map(|m| Some(Mirror::new(&name, m, upstreams.get(&m.upstream)?.clone())))
                 .collect(),
+            cache: rule.cache.clone(),
             session: rule.session_persistence.as_deref().map(|s| Box::new(Persistence::compile(s))),
             compression: rule.compression.as_deref().map(|c| Box::new(Compressor::compile(c))),
             latency: OnceLock::new(),
             answered_here: OnceLock::new(),
             fallbacks: OnceLock::new(),
+            cache_results: OnceLock::new(),
             route: name,
         }
     }
@@ -498,6 +514,9 @@ impl Runtime {
         out
     }
 }
+
+/// What `raftgate_cache_requests_total` counts, by `result`.
+pub const CACHE_RESULTS: [&str; 5] = ["hit", "stale", "revalidated", "miss", "bypass"];
 
 /// Holds the current runtime. Readers never wait: `current()` is one atomic load.
 #[derive(Debug)]

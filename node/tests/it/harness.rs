@@ -213,6 +213,13 @@ impl Gateway {
         line.split_whitespace().nth(1).unwrap().parse().unwrap()
     }
 
+    /// The process's resident memory now, in KiB (`VmRSS`).
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS in /proc/<pid>/status");
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
     /// Whether the process has exited, and how.
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.child.try_wait().ok().flatten()

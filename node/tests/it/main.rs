@@ -5,6 +5,7 @@ mod abuse;
 mod accesslog;
 mod badinput;
 mod browser;
+mod cache;
 mod cdp;
 mod certificates;
 mod clientip;

@@ -148,11 +148,12 @@ impl Ctx<'_, Route> {
         let rate_limit = rule.rate_limit.as_ref().map(|r| self.rate_limit(ri, r));
         let compression = rule.compression.as_ref().map(|c| self.compression(ri, c));
         let session = rule.session_persistence.as_ref().map(|s| self.session_persistence(ri, s));
+        let cache = rule.cache.as_ref().map(|c| self.cache(ri, c));
         let policies = fallback.is_some() || rate_limit.is_some() || retry.is_some() || compression.is_some();
-        if redirect && (policies || session.is_some() || !mirrors.is_empty()) {
+        if redirect && (policies || session.is_some() || cache.is_some() || !mirrors.is_empty()) {
             self.err(
                 at!["rules", ri],
-                "a rule that answers with a RequestRedirect cannot have retry, fallback, rateLimit, compression, sessionPersistence or a RequestMirror",
+                "a rule that answers with a RequestRedirect cannot have retry, fallback, rateLimit, cache, compression, sessionPersistence or a RequestMirror",
                 Some("move them to a rule with backendRefs".to_string()),
             );
         }
@@ -171,6 +172,7 @@ impl Ctx<'_, Route> {
                 mirrors.sort_by(|a, b| a.upstream.cmp(&b.upstream));
                 mirrors
             },
+            cache: cache.map(Box::new),
             compression: compression.map(Box::new),
             session_persistence: session.map(Box::new),
             security: None,

@@ -5,11 +5,11 @@ use std::collections::BTreeSet;
 
 use crate::duration::Duration;
 use crate::model::{
-    Compression, ContentCoding, CookieLifetime, Fallback, PersistenceType, RateLimit, RateLimitScope, Retry, RetryOn,
-    Route, SessionPersistence,
+    Cache, Compression, ContentCoding, CookieLifetime, Fallback, PersistenceType, RateLimit, RateLimitScope, Retry,
+    RetryOn, Route, SessionPersistence,
 };
 use crate::snapshot::{
-    CompressionSpec, FallbackSpec, RateLimitKeySpec, RateLimitSpec, RetrySpec, SessionPersistenceSpec,
+    CacheSpec, CompressionSpec, FallbackSpec, RateLimitKeySpec, RateLimitSpec, RetrySpec, SessionPersistenceSpec,
     DEFAULT_COMPRESSED_TYPES,
 };
 use crate::yaml::{at, Seg};
@@ -21,6 +21,43 @@ use super::limits::{MAX_FALLBACK_BODY, MAX_VALUE_MATCHES};
 const MAX_CONTENT_TYPES: usize = 64;
 
 impl Ctx<'_, Route> {
+    pub(super) fn cache(&mut self, ri: usize, c: &Cache) -> CacheSpec {
+        let p = |f: &'static str| [Seg::Key("rules"), Seg::Index(ri), Seg::Key("cache"), Seg::Key(f)];
+        let default_ttl = c.default_ttl.map(|d| self.positive(&p("defaultTtl"), d, "defaultTtl"));
+        let max_object_bytes = c.max_object_bytes.unwrap_or(1 << 20);
+        if max_object_bytes == 0 || max_object_bytes > 64 << 20 {
+            self.err(
+                &p("maxObjectBytes"),
+                format!("maxObjectBytes is {max_object_bytes}; it must be between 1 and 67108864 (64 MiB)"),
+                None,
+            );
+        }
+        let key = c.key.clone().unwrap_or_default();
+        if key.headers.len() > 8 {
+            self.err(&[&p("key")[..], at!["headers"]].concat(), "more than 8 key headers", None);
+        }
+        let mut key_headers: Vec<String> = key
+            .headers
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                let here = [&p("key")[..], at!["headers"], &[Seg::Index(i)]].concat();
+                let n = self.header_name(&here, h);
+                if n == "authorization" || n == "cookie" {
+                    self.err(
+                        &here,
+                        format!("`{n}` in the cache key would store an answer per credential"),
+                        Some("answers to requests with credentials are private; let the upstream say `Cache-Control: public` instead".to_string()),
+                    );
+                }
+                n
+            })
+            .collect();
+        key_headers.sort();
+        key_headers.dedup();
+        CacheSpec { default_ttl, max_object_bytes, key_query: key.query.unwrap_or(true), key_headers }
+    }
+
     pub(super) fn session_persistence(&mut self, ri: usize, s: &SessionPersistence) -> SessionPersistenceSpec {
         let p = |f: &'static str| [Seg::Key("rules"), Seg::Index(ri), Seg::Key("sessionPersistence"), Seg::Key(f)];
         let kind = s.kind.unwrap_or(PersistenceType::Cookie);

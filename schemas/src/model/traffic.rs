@@ -1,5 +1,5 @@
-//! A rule's traffic policies beyond forwarding: request mirroring, session persistence
-//! and response compression.
+//! A rule's traffic policies beyond forwarding: request mirroring, session persistence,
+//! response caching and compression.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -133,4 +133,35 @@ pub(crate) struct CookieConfig {
 pub(crate) enum CookieLifetime {
     Session,
     Permanent,
+}
+
+/// An RFC 9111 shared cache for the rule's `GET` and `HEAD` answers, in each node's memory
+/// (bounded by the node's `--cache-max-bytes`). The upstream's `Cache-Control`, `Expires`
+/// and `Vary` decide what is stored and for how long.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct Cache {
+    /// How long an answer is fresh when the upstream says nothing (no `max-age`,
+    /// `s-maxage` or `Expires`), for the statuses RFC 9111 lets a cache store that way
+    /// (200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501). Default: such answers are
+    /// not stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_ttl: Option<Duration>,
+    /// Larger answers pass through without being stored. Default: 1048576; at most 64 MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_object_bytes: Option<u64>,
+    /// What tells two requests apart besides method, host and path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<CacheKey>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct CacheKey {
+    /// The query string is part of the key. Default: true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<bool>,
+    /// Request headers whose values are part of the key (at most 8).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<String>,
 }

@@ -54,3 +54,14 @@ pub struct SessionPersistenceSpec {
     /// The cookie carries `Max-Age` (the time left of `absolute_timeout`).
     pub permanent: bool,
 }
+
+/// A rule's response cache, defaults filled in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CacheSpec {
+    pub default_ttl: Option<Duration>,
+    pub max_object_bytes: u64,
+    pub key_query: bool,
+    /// Lower-cased, sorted, unique.
+    pub key_headers: Vec<String>,
+}

@@ -1,0 +1,265 @@
+//! Filling the cache: an answer streams to the client and into an entry at once (`store`,
+//! `Tee`); a 304 refreshes a stored entry (`refresh`); `stale-while-revalidate` answers
+//! from the stale entry and revalidates on a task of its own (`revalidate_later`).
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName};
+use http::{Response, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, SizeHint};
+
+use super::super::attempt;
+use super::super::body::{BoxError, RespBody};
+use super::super::context::RequestCtx;
+use super::super::filters;
+use super::super::outgoing::Outgoing;
+use super::super::runtime::RuleRuntime;
+use super::rules;
+use super::state::{CacheState, Entry, FillGuard, Outcome, ResponseCache};
+
+/// Headers that describe this one response on its way, never stored.
+const NOT_STORED: [HeaderName; 2] = [header::AGE, HeaderName::from_static("x-request-id")];
+
+/// Phase `response_filter`, after the rule's filters and compression: when the answer may
+/// be stored, its body is streamed into the cache as the client receives it. Returns the
+/// body to send and whether it is being stored.
+pub fn store(
+    rule: &RuleRuntime,
+    ctx: &mut RequestCtx,
+    parts: &http::response::Parts,
+    body: RespBody,
+) -> (RespBody, bool) {
+    let (Some(state), Some(policy)) = (ctx.cache.as_mut(), rule.cache.as_deref()) else { return (body, false) };
+    let Some(guard) = state.fill.take() else { return (body, false) };
+    let path = state.path.clone();
+    let Some(entry) = entry_for(state, rule, &path, policy, parts) else { return (body, false) };
+    let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if state.head || declared.is_some_and(|n| n > policy.max_object_bytes) {
+        return (body, false);
+    }
+    let tee = Tee { inner: body, buf: BytesMut::new(), limit: policy.max_object_bytes, entry: Some((entry, guard)) };
+    (RespBody::Transformed(UnsyncBoxBody::new(tee)), true)
+}
+
+/// The entry an answer would make, without its body; `None` when it may not be stored.
+fn entry_for(
+    state: &CacheState,
+    rule: &RuleRuntime,
+    path: &str,
+    policy: &schemas::snapshot::CacheSpec,
+    parts: &http::response::Parts,
+) -> Option<Entry> {
+    if state.no_store || !matches!(state.outcome, Outcome::Forward("uri-miss" | "stale" | "vary-miss" | "request")) {
+        return None;
+    }
+    let h = &parts.headers;
+    let d = rules::Directives::parse(h);
+    if rules::not_storable(parts.status, h, &d, state.auth).is_some() {
+        return None;
+    }
+    let validators = h.contains_key(header::ETAG) || h.contains_key(header::LAST_MODIFIED);
+    let default_ttl = policy.default_ttl.map(|t| t.to_std());
+    let lifetime = match rules::lifetime(parts.status, h, &d, default_ttl) {
+        Some(l) if !l.is_zero() || validators => l,
+        // Without freshness, only an answer that can be revalidated is worth keeping.
+        None if validators && (d.no_cache || d.public) => Duration::ZERO,
+        _ => return None,
+    };
+    let headers = owned(h);
+    Some(Entry {
+        route: rule.route.clone(),
+        path: path.into(),
+        status: parts.status,
+        headers,
+        body: Bytes::new(),
+        stored: Instant::now(),
+        initial_age: rules::initial_age(h),
+        lifetime,
+        directives: d,
+        shared_auth: d.public || d.s_maxage.is_some() || d.must_revalidate,
+        vary: vary(h, &state.request_headers, rule.compression.is_some()),
+    })
+}
+
+/// A copy of `h` that owns its bytes. Parsed header values share the connection's read
+/// buffer: storing them as they are would keep a whole buffer alive per entry (measured:
+/// 100 MB of memory held for a 4 MiB cache).
+fn owned(h: &HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::with_capacity(h.len());
+    for (name, value) in h {
+        if NOT_STORED.contains(name) {
+            continue;
+        }
+        if let (Ok(n), Ok(v)) =
+            (HeaderName::from_bytes(name.as_str().as_bytes()), http::HeaderValue::from_bytes(value.as_bytes()))
+        {
+            out.append(n, v);
+        }
+    }
+    out
+}
+
+/// The stored entry brought up to date by a 304's headers (RFC 9111 §4.3.4).
+pub fn refresh(stale: &Entry, h: &HeaderMap) -> Entry {
+    let mut headers = stale.headers.clone();
+    for (name, value) in owned(h).iter() {
+        if name != header::CONTENT_LENGTH {
+            headers.insert(name.clone(), value.clone());
+        }
+    }
+    let d = rules::Directives::parse(&headers);
+    let lifetime = rules::lifetime(stale.status, &headers, &d, Some(stale.lifetime)).unwrap_or(stale.lifetime);
+    Entry {
+        route: stale.route.clone(),
+        path: stale.path.clone(),
+        status: stale.status,
+        body: stale.body.clone(),
+        stored: Instant::now(),
+        initial_age: rules::initial_age(h),
+        lifetime,
+        directives: d,
+        shared_auth: stale.shared_auth,
+        vary: stale.vary.clone(),
+        headers,
+    }
+}
+
+/// Streams the answer to the client and collects it; stores it once it ended whole and
+/// within the size bound. The fill guard goes when the body does, waking the waiters.
+struct Tee {
+    inner: RespBody,
+    buf: BytesMut,
+    limit: u64,
+    entry: Option<(Entry, FillGuard)>,
+}
+
+impl Body for Tee {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        // The server stops polling once the body says it has ended, so the end is also
+        // taken from `is_end_stream` after the last frame, not only from `None`.
+        let ended = matches!(polled, Poll::Ready(None)) || (polled.is_ready() && this.inner.is_end_stream());
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => match frame.data_ref() {
+                Some(d) if this.entry.is_some() => {
+                    if (this.buf.len() + d.len()) as u64 > this.limit {
+                        this.entry = None;
+                        this.buf = BytesMut::new();
+                    } else {
+                        this.buf.extend_from_slice(d);
+                    }
+                }
+                Some(_) => {}
+                // Trailers are not stored: an answer with them is not cached.
+                None => this.entry = None,
+            },
+            Poll::Ready(Some(Err(_))) => this.entry = None,
+            Poll::Ready(None) | Poll::Pending => {}
+        }
+        if ended {
+            if let Some((mut entry, guard)) = this.entry.take() {
+                entry.body = std::mem::take(&mut this.buf).freeze();
+                guard.cache.insert(guard.key, entry, guard.epoch);
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Whether the request is answered from a stale entry while it revalidates
+/// (`stale-while-revalidate`, decided by `lookup`).
+pub fn serves_stale(ctx: &RequestCtx) -> bool {
+    ctx.cache.as_ref().is_some_and(|s| s.outcome == Outcome::Stale("stale-while-revalidate") && s.stale.is_some())
+}
+
+/// `stale-while-revalidate`: answers from the stale entry and sends the request upstream
+/// on a task of its own, which refreshes or replaces the entry (when no other request is
+/// revalidating it already).
+pub fn revalidate_later(
+    cache: &Arc<ResponseCache>,
+    rule: &Arc<RuleRuntime>,
+    ctx: &mut RequestCtx,
+    mut out: Outgoing,
+) -> Response<RespBody> {
+    let state = ctx.cache.as_mut().expect("serves_stale checked");
+    let stale = state.stale.clone().expect("serves_stale checked");
+    let resp = stale.response(state.head);
+    let (Some(guard), Some(up)) = (state.fill.take(), ctx.upstream.clone()) else { return resp };
+    let (cache, rule, key) = (cache.clone(), rule.clone(), state.key);
+    tokio::spawn(async move {
+        let Ok((resp, _)) = attempt::once(&up, &mut out, false, &[], true).await else { return };
+        let (mut parts, body) = resp.into_parts();
+        if parts.status == StatusCode::NOT_MODIFIED {
+            cache.insert(key, refresh(&stale, &parts.headers), guard.epoch);
+            return;
+        }
+        // A new answer replaces the entry when it can be stored as the client would get it;
+        // a compressed variant is left to the next request to fill.
+        cache.store.remove(&key);
+        let Some(policy) = rule.cache.as_deref().filter(|_| rule.compression.is_none()) else { return };
+        filters::strip_hop_by_hop(&mut parts.headers, false);
+        rule.filters.response(&mut parts.headers);
+        let state = CacheState { stale: None, fill: None, ..state_for_refill(key) };
+        let Some(mut entry) = entry_for(&state, &rule, &stale.path, policy, &parts) else { return };
+        let limit = policy.max_object_bytes as usize;
+        if let Ok(Ok(b)) =
+            tokio::time::timeout(Duration::from_secs(30), http_body_util::Limited::new(body, limit).collect()).await
+        {
+            entry.body = b.to_bytes();
+            cache.insert(key, entry, guard.epoch);
+        }
+    });
+    resp
+}
+
+fn state_for_refill(key: u128) -> CacheState {
+    CacheState {
+        key,
+        path: Box::from(""),
+        request_headers: HeaderMap::new(),
+        outcome: Outcome::Forward("stale"),
+        stale: None,
+        conditional: false,
+        fill: None,
+        no_store: false,
+        auth: false,
+        collapsed: false,
+        head: false,
+    }
+}
+
+/// The request's values of the headers the answer's `Vary` names. `Accept-Encoding` is
+/// left out on a compressing rule, whose key already holds the negotiated coding.
+fn vary(answer: &HeaderMap, request: &HeaderMap, compressing: bool) -> Vec<(HeaderName, Option<http::HeaderValue>)> {
+    answer
+        .get_all(header::VARY)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .filter(|n| !(compressing && n == header::ACCEPT_ENCODING))
+        .map(|n| {
+            // Copied, not shared with the request's read buffer (see `owned`).
+            let v = request.get(&n).and_then(|v| http::HeaderValue::from_bytes(v.as_bytes()).ok());
+            (n, v)
+        })
+        .collect()
+}

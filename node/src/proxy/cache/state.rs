@@ -1,0 +1,206 @@
+//! The cache's data: stored entries in a byte-bounded map, the fills under way, and what
+//! the cache decided for one request (`CacheState`, carried in `RequestCtx`).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Response, StatusCode};
+use tokio::sync::Notify;
+
+use super::super::body::full;
+use super::rules;
+
+/// One stored answer.
+#[derive(Debug)]
+pub struct Entry {
+    pub route: Arc<str>,
+    pub path: Box<str>,
+    pub status: StatusCode,
+    /// As sent to clients (after the rule's filters), without `Age`.
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    /// When the answer was received (or last revalidated).
+    pub stored: Instant,
+    /// The upstream's `Age` when it arrived.
+    pub initial_age: u64,
+    pub lifetime: Duration,
+    pub directives: rules::Directives,
+    /// May answer requests with `Authorization` (§3.5).
+    pub shared_auth: bool,
+    /// The request's values of the headers the answer's `Vary` names.
+    pub vary: Vec<(HeaderName, Option<HeaderValue>)>,
+}
+
+impl Entry {
+    /// The current age in seconds (§4.2.3).
+    pub fn age(&self) -> u64 {
+        self.initial_age + self.stored.elapsed().as_secs()
+    }
+
+    /// Seconds of freshness left; negative once stale.
+    pub fn ttl(&self) -> i64 {
+        self.lifetime.as_secs() as i64 - self.age() as i64
+    }
+
+    fn weight(&self) -> u64 {
+        let headers: usize = self.headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 32).sum();
+        (self.body.len() + headers + self.path.len() + 256) as u64
+    }
+
+    pub fn vary_matches(&self, req: &HeaderMap) -> bool {
+        self.vary.iter().all(|(name, value)| req.get(name) == value.as_ref())
+    }
+
+    /// The stored answer, for a request (`head`: without its body).
+    pub fn response(&self, head: bool) -> Response<super::super::body::RespBody> {
+        let mut resp = Response::new(if head { full(Bytes::new()) } else { full(self.body.clone()) });
+        *resp.status_mut() = self.status;
+        *resp.headers_mut() = self.headers.clone();
+        resp.headers_mut().insert(header::AGE, HeaderValue::from(self.age()));
+        resp
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Weight;
+
+impl quick_cache::Weighter<u128, Arc<Entry>> for Weight {
+    fn weight(&self, _: &u128, e: &Arc<Entry>) -> u64 {
+        e.weight()
+    }
+}
+
+/// The node's response cache.
+pub struct ResponseCache {
+    pub store: quick_cache::sync::Cache<u128, Arc<Entry>, Weight>,
+    /// Keys being filled, with the waiters to wake when the fill ends either way.
+    filling: Mutex<HashMap<u128, Arc<Notify>>>,
+    /// Bumped by every purge: a fill that began before one is not stored.
+    epoch: AtomicU64,
+    pub max_bytes: u64,
+}
+
+impl std::fmt::Debug for ResponseCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseCache").field("bytes", &self.store.weight()).finish_non_exhaustive()
+    }
+}
+
+impl ResponseCache {
+    pub fn new(max_bytes: u64) -> Self {
+        // The item estimate only sizes the hash tables; the byte bound is what limits.
+        let items = (max_bytes / 4096).clamp(64, 1 << 20) as usize;
+        ResponseCache {
+            store: quick_cache::sync::Cache::with_weighter(items, max_bytes.max(1), Weight),
+            filling: Mutex::default(),
+            epoch: AtomicU64::new(0),
+            max_bytes,
+        }
+    }
+
+    /// Bytes and entries held.
+    pub fn usage(&self) -> (u64, usize) {
+        (self.store.weight(), self.store.len())
+    }
+
+    pub fn insert(&self, key: u128, entry: Entry, epoch: u64) {
+        if self.epoch.load(Ordering::Acquire) != epoch || entry.weight() > self.max_bytes / 8 {
+            return;
+        }
+        self.store.insert(key, Arc::new(entry));
+        let (bytes, entries) = self.usage();
+        metrics::gauge!("raftgate_cache_bytes").set(bytes as f64);
+        metrics::gauge!("raftgate_cache_entries").set(entries as f64);
+    }
+
+    /// Removes the entries of `route` whose path starts with `prefix` (every entry of the
+    /// route when `prefix` is empty); returns how many.
+    pub fn purge(&self, route: &str, prefix: &str) -> usize {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        let before = self.store.len();
+        self.store.retain(|_, e| !(&*e.route == route && e.path.starts_with(prefix)));
+        let (bytes, entries) = self.usage();
+        metrics::gauge!("raftgate_cache_bytes").set(bytes as f64);
+        metrics::gauge!("raftgate_cache_entries").set(entries as f64);
+        before.saturating_sub(entries)
+    }
+
+    /// Makes the caller the filler of `key`, or returns the fill to wait for.
+    pub fn claim(self: &Arc<Self>, key: u128) -> Result<FillGuard, Arc<Notify>> {
+        let mut filling = self.filling.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = filling.get(&key) {
+            return Err(n.clone());
+        }
+        filling.insert(key, Arc::new(Notify::new()));
+        Ok(FillGuard { cache: self.clone(), key, epoch: self.epoch.load(Ordering::Acquire) })
+    }
+
+    /// Waits until the fill of `key` ends (or `limit` passes).
+    pub async fn wait(&self, key: u128, notify: Arc<Notify>, limit: Duration) {
+        let notified = notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        // The fill may have ended between `claim` and `enable`.
+        if !self.filling.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&key) {
+            return;
+        }
+        let _ = tokio::time::timeout(limit, notified).await;
+    }
+}
+
+/// This request fills a key; dropping it (stored or not) wakes the requests waiting.
+#[derive(Debug)]
+pub struct FillGuard {
+    pub cache: Arc<ResponseCache>,
+    pub key: u128,
+    pub epoch: u64,
+}
+
+impl Drop for FillGuard {
+    fn drop(&mut self) {
+        let n = self.cache.filling.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.key);
+        if let Some(n) = n {
+            n.notify_waiters();
+        }
+    }
+}
+
+/// What the cache decided for one request (`RequestCtx::cache`), read again by the
+/// response filter.
+#[derive(Debug)]
+pub struct CacheState {
+    pub key: u128,
+    /// The routed path, kept with the entry for purges by prefix.
+    pub path: Box<str>,
+    /// The request's headers, for the values the answer's `Vary` names (not kept on hits).
+    pub request_headers: HeaderMap,
+    pub outcome: Outcome,
+    /// A stored answer that is no longer fresh: revalidated, or served on an error.
+    pub stale: Option<Arc<Entry>>,
+    /// This request asked the upstream conditionally on `stale`'s validators.
+    pub conditional: bool,
+    /// This request fills the key.
+    pub fill: Option<FillGuard>,
+    /// The request said `no-store`, or carried credentials the answer may not be shared for.
+    pub no_store: bool,
+    pub auth: bool,
+    /// Waited for another request's fill.
+    pub collapsed: bool,
+    pub head: bool,
+}
+
+/// For `Cache-Status` and the metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Hit,
+    /// Served stale: `stale-while-revalidate` or `stale-if-error`.
+    Stale(&'static str),
+    /// Forwarded, with RFC 9211's `fwd` reason.
+    Forward(&'static str),
+    /// A 304 refreshed the stored answer.
+    Revalidated,
+}
