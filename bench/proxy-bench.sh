@@ -10,6 +10,8 @@
 #   proxy-bench.sh auth               start; only the guarded-route comparison; stop
 #   proxy-bench.sh extra              start; equal-work, access-log, new-connection and 10k-route rows
 #   proxy-bench.sh trace              start; tracing off against on at 1% and 100% sampling; stop
+#   proxy-bench.sh traffic            start; cache hits against nginx's proxy_cache, and a route
+#                                     mirrored to a 2 s mirror against the plain route; stop
 #   proxy-bench.sh tls                start; HTTPS against nginx (TLS 1.3 keep-alive with HTTP/1.1
 #                                     and h2, and a new handshake per request); stop
 #
@@ -160,13 +162,15 @@ EOF
     # Tracing on: spans to an OTLP receiver (on the backend's CPU: its work is not the
     # proxy's), at 1% sampling and at 100%; :8084 is the same proxy with tracing off.
     spawn otlp-sink "$BACKEND_CPU" "$HYPER_BIN" otlp-sink 127.0.0.1:4317
+    # The mirror of the mirroring row: answers every request after 2 s.
+    spawn slow-mirror "$BACKEND_CPU" "$HYPER_BIN" backend 127.0.0.1:9001 --delay 2s
     spawn raftgate-trace1 "$PROXY_CPU" "$RAFTGATED" --workers 1 --access-log off --log-format text \
         --otlp-endpoint http://127.0.0.1:4317 --trace-sampling 0.01 \
         --http-addr 127.0.0.1:8099 --admin-addr 127.0.0.1:9990 --config-dir "$RUN/raftgate-conf"
     spawn raftgate-trace100 "$PROXY_CPU" "$RAFTGATED" --workers 1 --access-log off --log-format text \
         --otlp-endpoint http://127.0.0.1:4317 --trace-sampling 1 \
         --http-addr 127.0.0.1:8100 --admin-addr 127.0.0.1:9991 --config-dir "$RUN/raftgate-conf"
-    local p; for p in 9000 8081 8082 8084 8091 8092 8093 8094 8095 8096 8098 8099 8100 8181 8182 8191 8192 8443 8444 4317; do
+    local p; for p in 9000 9001 8081 8082 8083 8084 8091 8092 8093 8094 8095 8096 8098 8099 8100 8181 8182 8191 8192 8443 8444 4317; do
         wait_port 127.0.0.1:$p
     done
     # 100,000 routes take seconds to compile before the listener opens.
@@ -183,7 +187,7 @@ EOF
 stop_servers() {
     local n pid
     for n in raftgate raftgate-log raftgate-10r raftgate-10kr raftgate-100kr raftgate-2w raftgate-trace1 raftgate-trace100 \
-        otlp-sink haproxy nginx backend; do
+        otlp-sink slow-mirror haproxy nginx backend; do
         [[ -f $RUN/$n.pid ]] || continue
         pid=$(cat "$RUN/$n.pid")
         if kill -0 "$pid" 2>/dev/null; then
@@ -410,6 +414,7 @@ extra_targets() {
     ROUNDS=$rounds H2=0 KIND=workers BASE=raftgate run_targets raftgate=http://127.0.0.1:8084/ \
         raftgate-2w=http://127.0.0.1:8098/
     trace_targets
+    traffic_targets
     swaps_under_load
 }
 
@@ -418,6 +423,26 @@ extra_targets() {
 trace_targets() {
     ROUNDS=${EXTRA_ROUNDS:-6} H2=0 KIND=tracing BASE=raftgate run_targets raftgate=http://127.0.0.1:8084/ \
         raftgate-trace1=http://127.0.0.1:8099/ raftgate-trace100=http://127.0.0.1:8100/
+}
+
+# Traffic policies (issue #19): cache hits, raftgated's against nginx's proxy_cache (both
+# fill on the first request, then every request is a hit); and the plain route against the
+# same route mirrored (100%) to a mirror that answers after 2 s, whose copies beyond
+# maxInFlight (100) are dropped: the client must not see the mirror in its latency.
+traffic_targets() {
+    local rounds=${EXTRA_ROUNDS:-6} admin=http://127.0.0.1:9984
+    curl -sf -o /dev/null http://127.0.0.1:8083/cached; curl -sf -o /dev/null http://127.0.0.1:8084/cached
+    [[ $(curl -sf -D - -o /dev/null http://127.0.0.1:8083/cached | tr -d '\r' | awk -F': ' 'tolower($1)=="cache-status"{print $2}') == HIT ]] \
+        || die "nginx's proxy_cache does not hit"
+    curl -sf -D - -o /dev/null http://127.0.0.1:8084/cached | grep -qi '^cache-status: raftgate; hit' \
+        || die "raftgated's cache does not hit"
+    ROUNDS=$rounds H2=0 KIND=cache-hit BASE=nginx-cache run_targets nginx-cache=http://127.0.0.1:8083/cached \
+        raftgate-cache=http://127.0.0.1:8084/cached nginx=http://127.0.0.1:8081/
+    ROUNDS=$rounds H2=0 KIND=mirror BASE=raftgate run_targets raftgate=http://127.0.0.1:8084/ \
+        raftgate-mirror=http://127.0.0.1:8084/mirrored
+    local m; m=$(curl -sf $admin/metrics | grep '^raftgate_mirror_requests_total' | sed 's/^raftgate_mirror_requests_total//' | tr '\n' ' ')
+    log "mirror copies: $m"
+    echo "mirror copies (route, upstream, result): $m" >>"$(ls -t "$RESULTS"/*-mirror.txt | head -1)"
 }
 
 # Config swaps under load at 10,000 routes: wrk on one route of the 10,000-route node while
@@ -473,6 +498,11 @@ trace) # only tracing off against on
     trap stop_servers EXIT INT TERM
     start_servers
     trace_targets
+    ;;
+traffic) # only the cache-hit and mirroring rows
+    trap stop_servers EXIT INT TERM
+    start_servers
+    traffic_targets
     ;;
 tls) # only the HTTPS comparison
     trap stop_servers EXIT INT TERM

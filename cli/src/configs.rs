@@ -140,6 +140,10 @@ pub struct RouteRow {
     pub backends: Vec<String>,
     /// The security policy guarding the rule and what it checks: `keys (apiKey, cors)`.
     pub security: Option<String>,
+    /// The rule's traffic policies: `mirror shadow 10%`, `cache 30s`, `compression
+    /// zstd br gzip`, `session cookie raftgate-session`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub traffic: Vec<String>,
 }
 
 pub async fn routes(target: &Target, format: Format) -> Result<(), CliError> {
@@ -178,6 +182,7 @@ pub fn route_rows(s: &ConfigSnapshot) -> Vec<RouteRow> {
                 matches,
                 backends: rule.backends.iter().map(|b| format!("{} {}", b.upstream, b.weight)).collect(),
                 security: rule.security.as_ref().map(|name| guard_summary(s, name)),
+                traffic: traffic_summary(rule),
             });
         }
     }
@@ -201,6 +206,40 @@ fn guard_summary(s: &ConfigSnapshot, name: &str) -> String {
     format!("{name} ({})", checks.join(", "))
 }
 
+/// One line per traffic policy of a rule, for `raftgate routes`.
+fn traffic_summary(rule: &schemas::snapshot::RuleSpec) -> Vec<String> {
+    let mut out: Vec<String> = rule
+        .mirrors
+        .iter()
+        .map(|m| {
+            let share = if m.denominator == 100 {
+                format!("{}%", m.numerator)
+            } else {
+                format!("{}/{}", m.numerator, m.denominator)
+            };
+            format!("mirror {} {share}", m.upstream)
+        })
+        .collect();
+    if let Some(c) = &rule.cache {
+        out.push(match c.default_ttl {
+            Some(t) => format!("cache (default {t})"),
+            None => "cache".to_string(),
+        });
+    }
+    if let Some(c) = &rule.compression {
+        let codings: Vec<&str> = c.encodings.iter().map(|e| e.token()).collect();
+        out.push(format!("compression {}", codings.join(" ")));
+    }
+    if let Some(p) = &rule.session_persistence {
+        let kind = match p.kind {
+            schemas::snapshot::PersistenceType::Cookie => "cookie",
+            schemas::snapshot::PersistenceType::Header => "header",
+        };
+        out.push(format!("session {kind} {}", p.name));
+    }
+    out
+}
+
 pub fn render_routes(rows: &[RouteRow]) -> String {
     table(
         &["ROUTE", "RULE", "HOSTS", "MATCHES", "BACKENDS", "SECURITY"],
@@ -211,7 +250,17 @@ pub fn render_routes(rows: &[RouteRow]) -> String {
                     r.rule.to_string(),
                     if r.hostnames.is_empty() { "*".into() } else { r.hostnames.join("\n") },
                     r.matches.join("\n"),
-                    if r.backends.is_empty() { "(redirect)".into() } else { r.backends.join("\n") },
+                    if r.backends.is_empty() {
+                        "(redirect)".into()
+                    } else {
+                        // Traffic policies under the backends they apply to.
+                        r.backends
+                            .iter()
+                            .cloned()
+                            .chain(r.traffic.iter().map(|t| format!("+ {t}")))
+                            .collect::<Vec<_>>()
+                            .join("\n")
+                    },
                     r.security.clone().unwrap_or_else(|| "open".into()),
                 ]
             })

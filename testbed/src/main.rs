@@ -240,6 +240,9 @@ enum Command {
     Backend {
         #[arg(default_value = "127.0.0.1:9000")]
         addr: SocketAddr,
+        /// Answer every request this late (the slow mirror of the mirroring row).
+        #[arg(long, value_parser = parse_duration)]
+        delay: Option<Duration>,
     },
     /// An OTLP/gRPC trace receiver that accepts and counts spans (the tracing rows of
     /// `make bench`).
@@ -469,7 +472,7 @@ fn run(command: Command, dir: &std::path::Path) -> anyhow::Result<ExitCode> {
             println!("{:.1}", times[2]);
         }
         Command::Upstreams { config } => upstreams::serve_config(&config)?,
-        Command::Backend { addr } => upstreams::bench_backend(addr)?,
+        Command::Backend { addr, delay } => upstreams::bench_backend(addr, delay)?,
         Command::OtlpSink { addr } => upstreams::otlp_sink(addr)?,
         Command::Http { method, url, tls_dir, headers, body } => {
             let headers: Vec<(String, String)> = headers

@@ -87,7 +87,7 @@ fn large_body() -> Bytes {
 }
 
 /// The upstream of `make bench`: the same single-threaded hyper server for every proxy.
-pub(crate) fn bench_backend(addr: SocketAddr) -> anyhow::Result<()> {
+pub(crate) fn bench_backend(addr: SocketAddr, delay: Option<std::time::Duration>) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async move {
         let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
@@ -95,7 +95,10 @@ pub(crate) fn bench_backend(addr: SocketAddr) -> anyhow::Result<()> {
             let Ok((stream, _)) = listener.accept().await else { continue };
             let _ = stream.set_nodelay(true);
             tokio::spawn(async move {
-                let svc = service_fn(|req: Request<Incoming>| async move {
+                let svc = service_fn(move |req: Request<Incoming>| async move {
+                    if let Some(d) = delay {
+                        tokio::time::sleep(d).await;
+                    }
                     // `/1m`: a 1 MiB body, for the throughput row; anything else: 100 bytes.
                     let body = if req.uri().path() == "/1m" { large_body() } else { Bytes::from_static(BODY) };
                     Ok::<_, Infallible>(

@@ -27,11 +27,14 @@ pub fn filter(down: &Downstream, ctx: &mut RequestCtx, cache: &ResponseCache, an
             // The client's protocol, not the upstream's, frames the response.
             parts.version = down.version;
             filters::strip_hop_by_hop(&mut parts.headers, parts.status == StatusCode::SWITCHING_PROTOCOLS);
-            let body = match ctx.rule.clone() {
+            // Taken out while the policies below borrow `ctx` (cheaper than a clone of the
+            // `Arc`), and put back for the log.
+            let rule = ctx.rule.take();
+            let body = match &rule {
                 Some(rule) => {
                     rule.filters.response(&mut parts.headers);
                     if let Some(p) = &rule.session {
-                        session(p, &rule, down, ctx, &mut parts.headers);
+                        session(p, rule, down, ctx, &mut parts.headers);
                     }
                     let body = match &rule.compression {
                         Some(c) => {
@@ -41,12 +44,13 @@ pub fn filter(down: &Downstream, ctx: &mut RequestCtx, cache: &ResponseCache, an
                         None => RespBody::Upstream(body),
                     };
                     // What the client gets is what is stored (per coding when compressed).
-                    let (body, storing) = cache::store(&rule, ctx, &parts, body);
+                    let (body, storing) = cache::store(rule, ctx, &parts, body);
                     stored = storing;
                     body
                 }
                 None => RespBody::Upstream(body),
             };
+            ctx.rule = rule;
             Response::from_parts(parts, body)
         }
         Answer::Gateway(resp) => resp,

@@ -422,6 +422,23 @@ async fn mirrors_get_a_share_of_copies_and_never_touch_the_client() {
     }
     assert_eq!(failing.count(), 100);
 
+    // `raftgate routes` lists each rule's mirrors.
+    let out = Command::new(testkit::binary("raftgate"))
+        .args(["--admin", &gw.admin.to_string(), "-o", "json", "routes"])
+        .output()
+        .unwrap();
+    let routes = json(&String::from_utf8_lossy(&out.stdout));
+    let traffic: Vec<String> = routes
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["traffic"].as_array().cloned().unwrap_or_default())
+        .map(|t| t.as_str().unwrap().to_string())
+        .collect();
+    for want in ["mirror tenth 10%", "mirror all 100%", "mirror tenth 1/1"] {
+        assert!(traffic.iter().any(|t| t == want), "{want} in {traffic:?}");
+    }
+
     let (_, _, m) = get(&format!("http://{}/metrics", gw.admin), &[]).await;
     let count = |up: &str, result: &str| {
         metric(&m, &format!("raftgate_mirror_requests_total{{route=\"m\",upstream=\"{up}\",result=\"{result}\"}}"))
