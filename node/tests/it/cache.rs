@@ -454,3 +454,32 @@ async fn purge_reaches_every_node_of_a_cluster() {
     let purged: Vec<u64> = v["nodes"].as_array().unwrap().iter().map(|n| n["purged"].as_u64().unwrap()).collect();
     assert_eq!(purged, [2, 2, 2], "{v}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn answers_to_identified_consumers_are_not_shared_unless_public() {
+    use sha2::Digest;
+    let o = Origin::start().await;
+    let sha = |k: &str| hex::encode(sha2::Sha256::digest(k.as_bytes()));
+    let cfg = config(&o)
+        + &format!(
+            "---\nkind: SecurityPolicy\nname: keys\ntargetRefs: [{{ kind: Route, name: site }}]\n\
+             apiKeyAuth:\n  extractFrom: [{{ header: x-api-key }}]\n  consumers:\n\
+             \x20   - {{ name: alice, sha256: {} }}\n    - {{ name: bob, sha256: {} }}\n",
+            sha("alice-key-0123456789"),
+            sha("bob-key-0123456789ab")
+        );
+    let gw = Gateway::start(&[("c.yaml", &cfg)], &[]);
+    let private = "/a?cc=max-age%3D60";
+    let (_, cs, body) = fetch(&gw, private, &[("x-api-key", "alice-key-0123456789")]).await;
+    assert_eq!((cs.as_str(), body.split(' ').next().unwrap()), ("raftgate; fwd=uri-miss", "n=1"));
+    let (_, cs, body) = fetch(&gw, private, &[("x-api-key", "bob-key-0123456789ab")]).await;
+    assert_eq!(
+        (cs.as_str(), body.split(' ').next().unwrap()),
+        ("raftgate; fwd=uri-miss", "n=2"),
+        "bob never gets alice's answer"
+    );
+    let public = "/a?cc=public,max-age%3D60";
+    fetch(&gw, public, &[("x-api-key", "alice-key-0123456789")]).await;
+    let (_, cs, _) = fetch(&gw, public, &[("x-api-key", "bob-key-0123456789ab")]).await;
+    assert_eq!(cs, "raftgate; hit", "an answer that says public is shared");
+}

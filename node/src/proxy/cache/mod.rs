@@ -50,7 +50,10 @@ pub async fn lookup(
     let head = down.method == Method::HEAD;
     let key = key(rule, policy, route, req.headers(), head || down.method == Method::GET);
     let asks = rules::request_asks(req.headers());
-    let auth = req.headers().contains_key(header::AUTHORIZATION);
+    // A caller the security policy identified (an API key, a token, a password) is treated
+    // as one with `Authorization`: the upstream may answer per consumer, so its answers
+    // are shared only when they say they may be (§3.5).
+    let auth = req.headers().contains_key(header::AUTHORIZATION) || ctx.consumer.is_some() || ctx.jwt.is_some();
     let mut state = CacheState {
         key,
         path: route.path.as_ref().into(),
