@@ -279,6 +279,24 @@ async fn rfc_9111_rules_against_a_real_upstream() {
     let (_, h, _) = send(&client(), "POST", &gw.url("/post?cc=max-age%3D60"), &[], Bytes::new()).await;
     assert_eq!(h["cache-status"], "raftgate; fwd=method");
 
+    // A client's own validators are answered from the entry: 304, no body, no upstream.
+    let e = "/a?cc=max-age%3D60&etag=c1&lm=1";
+    fetch(&gw, e, &[]).await;
+    for (name, value) in [
+        ("if-none-match", "W/\"c1\""),
+        ("if-none-match", "\"x\", \"c1\""),
+        ("if-modified-since", "Sun, 06 Nov 1994 08:49:37 GMT"),
+    ] {
+        let (status, h, body) = get(&gw.url(e), &[(name, value)]).await;
+        assert_eq!(
+            (status, body.as_str(), h["etag"].to_str().unwrap()),
+            (StatusCode::NOT_MODIFIED, "", "\"c1\""),
+            "{name}: {value}"
+        );
+    }
+    assert_eq!(get(&gw.url(e), &[("if-none-match", "\"other\"")]).await.0, StatusCode::OK);
+    assert_eq!(o.count(e), 1);
+
     // Vary: a second variant of one key is a vary-miss and replaces the first.
     let v = "/a?cc=max-age%3D60&vary=x-lang";
     assert_eq!(fetch(&gw, v, &[("x-lang", "en")]).await.2, "n=1 lang=en");

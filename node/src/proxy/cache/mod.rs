@@ -77,7 +77,8 @@ pub async fn lookup(
             match usable(&e, req.headers(), &asks, auth) {
                 Ok(()) if e.ttl() > 0 && !e.directives.no_cache => {
                     state.outcome = Outcome::Hit;
-                    let resp = e.response(head);
+                    // The client's own validators are checked against the entry (§4.3.2).
+                    let resp = if e.not_modified_for(req.headers()) { e.not_modified() } else { e.response(head) };
                     ctx.cache = Some(state);
                     return Err(Stop::Answer(Box::new(resp)));
                 }
@@ -92,7 +93,8 @@ pub async fn lookup(
                 Err(why) => state.outcome = Outcome::Forward(why),
             }
         }
-        if state.stale.is_some() || attempt == 1 {
+        // A HEAD is never stored, so it neither fills a key nor waits for a fill.
+        if state.stale.is_some() || attempt == 1 || head {
             break;
         }
         match cache.claim(key) {
@@ -106,7 +108,7 @@ pub async fn lookup(
             }
         }
     }
-    if state.fill.is_none() {
+    if state.fill.is_none() && !head {
         state.fill = cache.claim(key).ok();
     }
     if state.fill.is_some() {

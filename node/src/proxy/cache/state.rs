@@ -55,6 +55,38 @@ impl Entry {
         self.vary.iter().all(|(name, value)| req.get(name) == value.as_ref())
     }
 
+    /// Whether the request's `If-None-Match` (weak comparison), or without one its
+    /// `If-Modified-Since`, says the client has this answer already.
+    pub fn not_modified_for(&self, req: &HeaderMap) -> bool {
+        if let Some(inm) = req.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
+            let Some(etag) = self.headers.get(header::ETAG).and_then(|v| v.to_str().ok()) else { return false };
+            let opaque = |t: &str| t.trim().trim_start_matches("W/").to_string();
+            return inm.split(',').any(|t| t.trim() == "*" || opaque(t) == opaque(etag));
+        }
+        let date = |v: Option<&HeaderValue>| v.and_then(|v| httpdate::parse_http_date(v.to_str().ok()?).ok());
+        match (date(req.get(header::IF_MODIFIED_SINCE)), date(self.headers.get(header::LAST_MODIFIED))) {
+            (Some(since), Some(modified)) => modified <= since,
+            _ => false,
+        }
+    }
+
+    /// A 304 for a client that has the stored answer: its validators and freshness
+    /// headers, no body (RFC 9110 §15.4.5).
+    pub fn not_modified(&self) -> Response<super::super::body::RespBody> {
+        let mut resp = Response::new(full(Bytes::new()));
+        *resp.status_mut() = StatusCode::NOT_MODIFIED;
+        let h = resp.headers_mut();
+        for name in
+            [header::ETAG, header::CACHE_CONTROL, header::EXPIRES, header::DATE, header::VARY, header::LAST_MODIFIED]
+        {
+            if let Some(v) = self.headers.get(&name) {
+                h.insert(name, v.clone());
+            }
+        }
+        h.insert(header::AGE, HeaderValue::from(self.age()));
+        resp
+    }
+
     /// The stored answer, for a request (`head`: without its body).
     pub fn response(&self, head: bool) -> Response<super::super::body::RespBody> {
         let mut resp = Response::new(if head { full(Bytes::new()) } else { full(self.body.clone()) });
