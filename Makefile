@@ -11,9 +11,10 @@ CARGO ?= cargo
 # HAProxy (a load balancer in front of raftgated speaking the PROXY protocol; its service
 # is not started either); libfaketime to step one node's wall clock; headless Chromium,
 # a browser enforcing CORS and the dashboard's real client; promtool (Debian's prometheus
-# package, whose service is not started) for the alert rules in deploy/.
+# package, whose service is not started) for the alert rules in deploy/; curl and the
+# brotli and zstd tools, real clients and decoders for the compression tests.
 DEPS := clang libclang-dev protobuf-compiler git pkg-config libssl-dev ca-certificates openssh-client \
-	python3-h2 nginx-light haproxy faketime chromium prometheus
+	python3-h2 nginx-light haproxy faketime chromium prometheus brotli zstd curl
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all deps build run test lint fmt bench testbed schema clean fuzz soak chaos tls-check ui-screenshots
