@@ -33,9 +33,6 @@ pub fn filter(down: &Downstream, ctx: &mut RequestCtx, cache: &ResponseCache, an
             let body = match &rule {
                 Some(rule) => {
                     rule.filters.response(&mut parts.headers);
-                    if let Some(p) = &rule.session {
-                        session(p, rule, down, ctx, &mut parts.headers);
-                    }
                     let body = match &rule.compression {
                         Some(c) => {
                             let head = down.method == http::Method::HEAD;
@@ -46,6 +43,10 @@ pub fn filter(down: &Downstream, ctx: &mut RequestCtx, cache: &ResponseCache, an
                     // What the client gets is what is stored (per coding when compressed).
                     let (body, storing) = cache::store(rule, ctx, &parts, body);
                     stored = storing;
+                    // After the cache took its copy: a session belongs to this client only.
+                    if let Some(p) = &rule.session {
+                        session(p, rule, down, ctx, &mut parts.headers);
+                    }
                     body
                 }
                 None => RespBody::Upstream(body),

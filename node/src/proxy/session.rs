@@ -2,7 +2,8 @@
 //! its session cookie (or header) reaches the endpoint it reached before, while that
 //! endpoint is available; otherwise the balancer picks another and the session moves.
 //!
-//! The session value names the endpoint without revealing it: an 8-byte id, a keyed hash
+//! The session value names the endpoint without revealing it (given a secret key; see
+//! `BUILT_IN_KEY`): an 8-byte id, a keyed hash
 //! (HMAC-SHA256) of the upstream's name and the endpoint's address, with the session's
 //! start and last use, sealed by an HMAC over all of it (checked in constant time). Every
 //! node derives the same ids and seals from the same key (`--session-key-file`, or a
@@ -92,6 +93,16 @@ const SEALED_LEN: usize = 24 + 16;
 
 impl Persistence {
     pub fn compile(spec: &SessionPersistenceSpec) -> Self {
+        if KEY.get().is_none() {
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            WARNED.call_once(|| {
+                tracing::warn!(
+                    "sessionPersistence runs with the built-in session key: clients could forge sessions naming \
+                     other endpoints, or guess endpoint addresses from their ids; give every node the same \
+                     --session-key-file"
+                );
+            });
+        }
         let header =
             (spec.kind == PersistenceType::Header).then(|| HeaderName::from_bytes(spec.name.as_bytes()).ok()).flatten();
         Persistence { spec: spec.clone(), header }

@@ -337,14 +337,17 @@ async fn rfc_9111_rules_against_a_real_upstream() {
     // must-revalidate forbids it.
     let sie = "/a?cc=max-age%3D1,stale-if-error%3D60";
     let strict = "/a?cc=max-age%3D1,stale-if-error%3D60,must-revalidate";
+    let silent = "/a?cc=max-age%3D1";
     fetch(&gw, sie, &[]).await;
     fetch(&gw, strict, &[]).await;
+    fetch(&gw, silent, &[]).await;
     tokio::time::sleep(Duration::from_millis(2_100)).await;
     o.failing.store(true, Ordering::SeqCst);
     let (status, cs, body) = fetch(&gw, sie, &[]).await;
     assert_eq!((status, body.split(' ').next().unwrap()), (StatusCode::OK, "n=1"), "{cs}");
     assert!(cs.ends_with("detail=stale-if-error"), "{cs}");
     assert_eq!(fetch(&gw, strict, &[]).await.0, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(fetch(&gw, silent, &[]).await.0, StatusCode::SERVICE_UNAVAILABLE, "no stale-if-error, no stale answer");
     o.failing.store(false, Ordering::SeqCst);
 
     // With compression, each coding is a variant of its own, stored compressed.

@@ -40,10 +40,12 @@ pub fn store(
     let path = state.path.clone();
     let Some(entry) = entry_for(state, rule, &path, policy, parts) else { return (body, false) };
     let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if state.head || declared.is_some_and(|n| n > policy.max_object_bytes) {
+    if state.head || declared.is_some_and(|n| n > policy.max_object_bytes.min(guard.cache.max_bytes / 8)) {
         return (body, false);
     }
-    let tee = Tee { inner: body, buf: BytesMut::new(), limit: policy.max_object_bytes, entry: Some((entry, guard)) };
+    // Never more than the store would take (an eighth of it).
+    let limit = policy.max_object_bytes.min(guard.cache.max_bytes / 8);
+    let tee = Tee { inner: body, buf: BytesMut::new(), limit, entry: Some((entry, guard)) };
     (RespBody::Transformed(UnsyncBoxBody::new(tee)), true)
 }
 
@@ -83,7 +85,7 @@ fn entry_for(
         lifetime,
         directives: d,
         shared_auth: d.public || d.s_maxage.is_some() || d.must_revalidate,
-        vary: vary(h, &state.request_headers, rule.compression.is_some()),
+        vary: vary(h, &state.request_headers, keyed_coding(h, state.coding, rule)),
     })
 }
 
@@ -105,17 +107,28 @@ fn owned(h: &HeaderMap) -> HeaderMap {
     out
 }
 
-/// The stored entry brought up to date by a 304's headers (RFC 9111 §4.3.4).
-pub fn refresh(stale: &Entry, h: &HeaderMap) -> Entry {
+/// The stored entry brought up to date by a 304's headers (RFC 9111 §4.3.4), passed
+/// through the same filters as a full answer; `None` when the 304 says the answer may no
+/// longer be stored. The entry keeps its own `ETag` (weakened on a compressed variant)
+/// and never takes a cookie or a connection's headers from the 304.
+pub fn refresh(stale: &Entry, h: &HeaderMap, rule: Option<&RuleRuntime>) -> Option<Entry> {
+    let mut update = owned(h);
+    filters::strip_hop_by_hop(&mut update, false);
+    if let Some(rule) = rule {
+        rule.filters.response(&mut update);
+    }
     let mut headers = stale.headers.clone();
-    for (name, value) in owned(h).iter() {
-        if name != header::CONTENT_LENGTH {
+    for (name, value) in update.iter() {
+        if ![header::CONTENT_LENGTH, header::SET_COOKIE, header::ETAG, header::CONTENT_ENCODING].contains(name) {
             headers.insert(name.clone(), value.clone());
         }
     }
     let d = rules::Directives::parse(&headers);
+    if d.no_store || d.private {
+        return None;
+    }
     let lifetime = rules::lifetime(stale.status, &headers, &d, Some(stale.lifetime)).unwrap_or(stale.lifetime);
-    Entry {
+    Some(Entry {
         route: stale.route.clone(),
         path: stale.path.clone(),
         status: stale.status,
@@ -127,7 +140,7 @@ pub fn refresh(stale: &Entry, h: &HeaderMap) -> Entry {
         shared_auth: stale.shared_auth,
         vary: stale.vary.clone(),
         headers,
-    }
+    })
 }
 
 /// Streams the answer to the client and collects it; stores it once it ended whole and
@@ -203,51 +216,97 @@ pub fn revalidate_later(
     let stale = state.stale.clone().expect("serves_stale checked");
     let resp = stale.response(state.head);
     let (Some(guard), Some(up)) = (state.fill.take(), ctx.upstream.clone()) else { return resp };
-    let (cache, rule, key) = (cache.clone(), rule.clone(), state.key);
+    // The cache's validators, never the client's: a 304 must vouch for the stored body.
+    out.headers.remove(header::IF_NONE_MATCH);
+    out.headers.remove(header::IF_MODIFIED_SINCE);
+    let conditional = add_validators(&stale, &mut out.headers);
+    // The refill is stored as the request that caused it would store it (its Vary values,
+    // its credentials), never as an anonymous one.
+    let refill = CacheState {
+        key: state.key,
+        path: state.path.clone(),
+        request_headers: std::mem::take(&mut state.request_headers),
+        outcome: Outcome::Forward("stale"),
+        stale: None,
+        conditional,
+        fill: None,
+        no_store: state.no_store,
+        auth: state.auth,
+        collapsed: false,
+        head: false,
+        coding: state.coding,
+    };
+    let (cache, rule) = (cache.clone(), rule.clone());
     tokio::spawn(async move {
-        let Ok((resp, _)) = attempt::once(&up, &mut out, false, &[], true).await else { return };
-        let (mut parts, body) = resp.into_parts();
-        if parts.status == StatusCode::NOT_MODIFIED {
-            cache.insert(key, refresh(&stale, &parts.headers), guard.epoch);
-            return;
-        }
-        // A new answer replaces the entry when it can be stored as the client would get it;
-        // a compressed variant is left to the next request to fill.
-        cache.store.remove(&key);
-        let Some(policy) = rule.cache.as_deref().filter(|_| rule.compression.is_none()) else { return };
-        filters::strip_hop_by_hop(&mut parts.headers, false);
-        rule.filters.response(&mut parts.headers);
-        let state = CacheState { stale: None, fill: None, ..state_for_refill(key) };
-        let Some(mut entry) = entry_for(&state, &rule, &stale.path, policy, &parts) else { return };
-        let limit = policy.max_object_bytes as usize;
-        if let Ok(Ok(b)) =
-            tokio::time::timeout(Duration::from_secs(30), http_body_util::Limited::new(body, limit).collect()).await
-        {
-            entry.body = b.to_bytes();
-            cache.insert(key, entry, guard.epoch);
-        }
+        // Bounded, so a silent upstream cannot keep the key's fill (and its waiters) forever.
+        let _ =
+            tokio::time::timeout(REVALIDATE_LIMIT, revalidate(&cache, &rule, &up, out, &stale, refill, guard)).await;
     });
     resp
 }
 
-fn state_for_refill(key: u128) -> CacheState {
-    CacheState {
-        key,
-        path: Box::from(""),
-        request_headers: HeaderMap::new(),
-        outcome: Outcome::Forward("stale"),
-        stale: None,
-        conditional: false,
-        fill: None,
-        no_store: false,
-        auth: false,
-        collapsed: false,
-        head: false,
+/// How long a background revalidation may take, answer and body included.
+const REVALIDATE_LIMIT: Duration = Duration::from_secs(30);
+
+async fn revalidate(
+    cache: &ResponseCache,
+    rule: &RuleRuntime,
+    up: &Arc<super::super::upstream::Upstream>,
+    mut out: Outgoing,
+    stale: &Entry,
+    state: CacheState,
+    guard: FillGuard,
+) {
+    let Ok((resp, _)) = attempt::once(up, &mut out, false, &[], true).await else { return };
+    let (mut parts, body) = resp.into_parts();
+    if parts.status == StatusCode::NOT_MODIFIED && state.conditional {
+        if let Some(e) = refresh(stale, &parts.headers, Some(rule)) {
+            cache.insert(state.key, e, guard.epoch);
+        }
+        return;
+    }
+    // A failure leaves the stale entry for `stale-if-error`; a new answer replaces it when
+    // it can be stored as the client would get it (a compressed variant is left to the
+    // next request to fill).
+    if parts.status.is_server_error() || parts.status == StatusCode::NOT_MODIFIED {
+        return;
+    }
+    cache.store.remove(&state.key);
+    let Some(policy) = rule.cache.as_deref().filter(|_| rule.compression.is_none()) else { return };
+    filters::strip_hop_by_hop(&mut parts.headers, false);
+    rule.filters.response(&mut parts.headers);
+    let Some(mut entry) = entry_for(&state, rule, &stale.path, policy, &parts) else { return };
+    let limit = policy.max_object_bytes.min(cache.max_bytes / 8) as usize;
+    if let Ok(b) = http_body_util::Limited::new(body, limit).collect().await {
+        entry.body = b.to_bytes();
+        cache.insert(state.key, entry, guard.epoch);
     }
 }
 
+/// Adds `e`'s validators to a request (`If-None-Match` from its `ETag`, else
+/// `If-Modified-Since` from its `Last-Modified`); whether it had any.
+pub fn add_validators(e: &Entry, headers: &mut HeaderMap) -> bool {
+    if let Some(etag) = e.headers.get(header::ETAG) {
+        headers.insert(header::IF_NONE_MATCH, etag.clone());
+        true
+    } else if let Some(lm) = e.headers.get(header::LAST_MODIFIED) {
+        headers.insert(header::IF_MODIFIED_SINCE, lm.clone());
+        true
+    } else {
+        false
+    }
+}
+
+/// Whether the key's coding already tells the answer's encoding apart: the rule compresses
+/// and the answer is encoded with exactly the coding negotiated for the key (none for
+/// `""`). An upstream that encoded on its own keeps `Accept-Encoding` in the variant.
+fn keyed_coding(h: &HeaderMap, coding: &str, rule: &RuleRuntime) -> bool {
+    let encoded = h.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("");
+    rule.compression.is_some() && encoded.eq_ignore_ascii_case(coding)
+}
+
 /// The request's values of the headers the answer's `Vary` names. `Accept-Encoding` is
-/// left out on a compressing rule, whose key already holds the negotiated coding.
+/// left out when the key already holds the coding (`keyed_coding`).
 fn vary(answer: &HeaderMap, request: &HeaderMap, compressing: bool) -> Vec<(HeaderName, Option<http::HeaderValue>)> {
     answer
         .get_all(header::VARY)

@@ -48,7 +48,9 @@ pub async fn lookup(
     let rule = route.rule;
     let Some(policy) = rule.cache.as_deref() else { return Ok(()) };
     let head = down.method == Method::HEAD;
-    let key = key(rule, policy, route, req.headers(), head || down.method == Method::GET);
+    let coding = rule.compression.as_ref().map_or("", |c| c.coding_for(req.headers().get(header::ACCEPT_ENCODING)));
+    let parts = KeyParts { coding, https: down.conn.https, get: head || down.method == Method::GET };
+    let key = key(rule, policy, route, req.headers(), parts);
     let asks = rules::request_asks(req.headers());
     // A caller the security policy identified (an API key, a token, a password) is treated
     // as one with `Authorization`: the upstream may answer per consumer, so its answers
@@ -66,6 +68,7 @@ pub async fn lookup(
         auth,
         collapsed: false,
         head,
+        coding,
     };
     if !(head || down.method == Method::GET) {
         state.outcome = Outcome::Forward("method");
@@ -83,9 +86,7 @@ pub async fn lookup(
                     return Err(Stop::Answer(Box::new(resp)));
                 }
                 Ok(()) => {
-                    let d = &e.directives;
-                    let swr = d.stale_while_revalidate.filter(|_| !d.must_revalidate && !d.no_cache);
-                    if swr.is_some_and(|s| -e.ttl() <= s as i64) {
+                    if e.serves_while_revalidating() {
                         state.outcome = Outcome::Stale("stale-while-revalidate");
                     }
                     state.stale = Some(e);
@@ -132,21 +133,25 @@ fn usable(e: &Entry, req: &HeaderMap, asks: &rules::Asks, auth: bool) -> Result<
     Ok(())
 }
 
+/// What tells answers apart: `class` is the method class (GET/HEAD or not) and the scheme
+/// (an answer may differ by it, such as an absolute `Location`).
+struct KeyParts<'a> {
+    coding: &'a str,
+    https: bool,
+    get: bool,
+}
+
 fn key(
     rule: &RuleRuntime,
     policy: &schemas::snapshot::CacheSpec,
     route: &Routed<'_>,
     h: &HeaderMap,
-    get: bool,
+    p: KeyParts<'_>,
 ) -> u128 {
     let mut k = Vec::with_capacity(128);
-    for part in [
-        rule.route.as_bytes(),
-        &rule.rule.to_le_bytes(),
-        &[u8::from(get)],
-        route.host.as_bytes(),
-        route.path.as_bytes(),
-    ] {
+    let class = [u8::from(p.get), u8::from(p.https)];
+    for part in [rule.route.as_bytes(), &rule.rule.to_le_bytes(), &class, route.host.as_bytes(), route.path.as_bytes()]
+    {
         k.extend_from_slice(&(part.len() as u32).to_le_bytes());
         k.extend_from_slice(part);
     }
@@ -154,9 +159,7 @@ fn key(
         k.extend_from_slice(route.query.unwrap_or("").as_bytes());
     }
     k.push(0);
-    if let Some(c) = &rule.compression {
-        k.extend_from_slice(c.coding_for(h.get(header::ACCEPT_ENCODING)).as_bytes());
-    }
+    k.extend_from_slice(p.coding.as_bytes());
     for name in &policy.key_headers {
         k.push(0);
         for v in h.get_all(name.as_str()) {
@@ -175,13 +178,7 @@ pub fn conditional(ctx: &mut RequestCtx, headers: &mut HeaderMap) {
     if headers.contains_key(header::IF_NONE_MATCH) || headers.contains_key(header::IF_MODIFIED_SINCE) {
         return;
     }
-    if let Some(etag) = e.headers.get(header::ETAG) {
-        headers.insert(header::IF_NONE_MATCH, etag.clone());
-        state.conditional = true;
-    } else if let Some(lm) = e.headers.get(header::LAST_MODIFIED) {
-        headers.insert(header::IF_MODIFIED_SINCE, lm.clone());
-        state.conditional = true;
-    }
+    state.conditional = fill::add_validators(e, headers);
 }
 
 /// Phase `response_filter`, first: the stored answer instead of the upstream's when the
@@ -196,17 +193,25 @@ pub fn respond(cache: &ResponseCache, ctx: &mut RequestCtx, answer: Answer) -> A
     };
     if status == StatusCode::NOT_MODIFIED && state.conditional {
         let Answer::Upstream(resp) = answer else { return answer };
-        let refreshed = fill::refresh(&stale, resp.headers());
+        let rule = ctx.rule.as_deref();
+        let state = ctx.cache.as_mut().expect("checked above");
+        state.outcome = Outcome::Revalidated;
+        let Some(refreshed) = fill::refresh(&stale, resp.headers(), rule) else {
+            // The 304 says the answer may no longer be stored: the stored body still answers
+            // this request (the upstream vouched for it), and the entry goes.
+            cache.store.remove(&state.key);
+            return Answer::Gateway(stale.response(state.head));
+        };
         let out = refreshed.response(state.head);
         if let Some(guard) = state.fill.take() {
             cache.insert(state.key, refreshed, guard.epoch);
         }
-        state.outcome = Outcome::Revalidated;
         return Answer::Gateway(out);
     }
-    let on_error = status.is_server_error() && !stale.directives.must_revalidate;
-    let window = stale.directives.stale_if_error.unwrap_or(0) as i64;
-    if on_error && -stale.ttl() <= window {
+    // Only an entry that says `stale-if-error` (and allows stale use at all) stands in.
+    let d = &stale.directives;
+    let window = d.stale_if_error.filter(|_| !d.must_revalidate && !d.no_cache);
+    if status.is_server_error() && window.is_some_and(|w| -stale.ttl() <= w as i64) {
         state.outcome = Outcome::Stale("stale-if-error");
         return Answer::Gateway(stale.response(state.head));
     }

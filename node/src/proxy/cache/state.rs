@@ -55,6 +55,14 @@ impl Entry {
         self.vary.iter().all(|(name, value)| req.get(name) == value.as_ref())
     }
 
+    /// Whether the stale entry may answer while it is revalidated (`stale-while-revalidate`
+    /// still running, and neither `must-revalidate` nor `no-cache`).
+    pub fn serves_while_revalidating(&self) -> bool {
+        let d = &self.directives;
+        let swr = d.stale_while_revalidate.filter(|_| !d.must_revalidate && !d.no_cache);
+        swr.is_some_and(|s| -self.ttl() <= s as i64)
+    }
+
     /// Whether the request's `If-None-Match` (weak comparison), or without one its
     /// `If-Modified-Since`, says the client has this answer already.
     pub fn not_modified_for(&self, req: &HeaderMap) -> bool {
@@ -176,8 +184,10 @@ impl ResponseCache {
         let notified = notify.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        // The fill may have ended between `claim` and `enable`.
-        if !self.filling.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&key) {
+        // The fill may have ended between `claim` and `enable` (and another begun).
+        let same =
+            self.filling.lock().unwrap_or_else(|p| p.into_inner()).get(&key).is_some_and(|n| Arc::ptr_eq(n, &notify));
+        if !same {
             return;
         }
         let _ = tokio::time::timeout(limit, notified).await;
@@ -223,6 +233,8 @@ pub struct CacheState {
     /// Waited for another request's fill.
     pub collapsed: bool,
     pub head: bool,
+    /// The content coding in the key (`""`: none, or the rule does not compress).
+    pub coding: &'static str,
 }
 
 /// For `Cache-Status` and the metric.
