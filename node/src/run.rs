@@ -337,15 +337,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let _ = roots.add(cert);
     }
     if let Some(file) = &args.session_key_file {
-        let secret = trust::material::read_bounded(file, 4096, trust::material::Symlinks::Follow)
-            .map_err(|why| anyhow::anyhow!("--session-key-file {}: {why}", file.display()))?;
+        let secret = secret_file(file, "--session-key-file", "the session key file")?;
         anyhow::ensure!(
             secret.len() >= 32,
             "--session-key-file {}: {} bytes; it needs at least 32 random bytes (head -c 48 /dev/urandom > session.key)",
             file.display(),
             secret.len()
         );
-        trust::material::warn_if_exposed(file, "the session key file");
         crate::proxy::session::set_key(&secret);
     }
     let sessions = match (&args.https_addr, &args.tls_ticket_key_file) {
@@ -640,11 +638,18 @@ fn advertised_loopback(addr: &str) -> bool {
         || addr.starts_with("localhost:")
 }
 
+/// A secret shared by the nodes (`flag`'s file): read with a size bound, with a warning
+/// when others can read it.
+fn secret_file(file: &std::path::Path, flag: &str, what: &str) -> anyhow::Result<Vec<u8>> {
+    let secret = trust::material::read_bounded(file, 4096, trust::material::Symlinks::Follow)
+        .map_err(|why| anyhow::anyhow!("{flag} {}: {why}", file.display()))?;
+    trust::material::warn_if_exposed(file, what);
+    Ok(secret)
+}
+
 /// Session tickets with keys derived from `file` (see `proxy::tickets`).
 fn shared_ticket_keys(file: &std::path::Path, rotation: Duration) -> anyhow::Result<crate::proxy::tls::Sessions> {
-    let secret = trust::material::read_bounded(file, 4096, trust::material::Symlinks::Follow)
-        .map_err(|why| anyhow::anyhow!("--tls-ticket-key-file {}: {why}", file.display()))?;
-    trust::material::warn_if_exposed(file, "the TLS ticket key file");
+    let secret = secret_file(file, "--tls-ticket-key-file", "the TLS ticket key file")?;
     let tickets = crate::proxy::tickets::SharedTickets::new(&secret, rotation)
         .with_context(|| format!("--tls-ticket-key-file {}", file.display()))?;
     tracing::info!(key = %tickets.fingerprint(), "TLS session tickets use keys shared by the nodes with the same --tls-ticket-key-file");

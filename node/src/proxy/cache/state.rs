@@ -152,9 +152,15 @@ impl ResponseCache {
             return;
         }
         self.store.insert(key, Arc::new(entry));
+        self.publish_usage();
+    }
+
+    /// Sets the size gauges; returns the entry count.
+    fn publish_usage(&self) -> usize {
         let (bytes, entries) = self.usage();
         metrics::gauge!("raftgate_cache_bytes").set(bytes as f64);
         metrics::gauge!("raftgate_cache_entries").set(entries as f64);
+        entries
     }
 
     /// Removes the entries of `route` whose path starts with `prefix` (every entry of the
@@ -163,10 +169,7 @@ impl ResponseCache {
         self.epoch.fetch_add(1, Ordering::AcqRel);
         let before = self.store.len();
         self.store.retain(|_, e| !(&*e.route == route && e.path.starts_with(prefix)));
-        let (bytes, entries) = self.usage();
-        metrics::gauge!("raftgate_cache_bytes").set(bytes as f64);
-        metrics::gauge!("raftgate_cache_entries").set(entries as f64);
-        before.saturating_sub(entries)
+        before.saturating_sub(self.publish_usage())
     }
 
     /// Makes the caller the filler of `key`, or returns the fill to wait for.
