@@ -14,7 +14,7 @@ CARGO ?= cargo
 # package, whose service is not started) for the alert rules in deploy/; curl and the
 # brotli and zstd tools, real clients and decoders for the compression tests.
 DEPS := clang libclang-dev protobuf-compiler git pkg-config libssl-dev ca-certificates openssh-client \
-	python3-h2 nginx-light haproxy faketime chromium prometheus brotli zstd curl
+	python3-h2 nginx-light haproxy faketime chromium prometheus brotli zstd curl dnsmasq-base
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all deps build run test lint fmt bench testbed schema clean fuzz soak chaos tls-check ui-screenshots

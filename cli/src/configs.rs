@@ -283,6 +283,22 @@ pub struct EndpointRow {
     /// The upstream's breaker: closed, open, half-open, or none.
     pub circuit: String,
     pub circuit_retry_after_ms: u64,
+    /// `static` (listed in the config) or `dns` (found in DNS).
+    pub source: String,
+    /// For an upstream with `dns`: how its resolutions go.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns: Option<DnsRow>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DnsRow {
+    pub name: String,
+    /// pending, ok, error, or empty (no usable records).
+    pub result: String,
+    pub error: String,
+    pub last_ok_ago_ms: u64,
+    pub failures: u32,
 }
 
 pub async fn upstreams(target: &Target, format: Format) -> Result<(), CliError> {
@@ -297,17 +313,43 @@ pub async fn upstreams(target: &Target, format: Format) -> Result<(), CliError> 
         .into_iter()
         .flat_map(|u| {
             let (name, lb, retry_after) = (u.name, u.load_balancer, u.circuit_retry_after_ms);
-            u.endpoints.into_iter().map(move |e| EndpointRow {
+            let dns = u.dns.map(|d| DnsRow {
+                name: d.name,
+                result: d.result,
+                error: d.error,
+                last_ok_ago_ms: d.last_ok_ago_ms,
+                failures: d.failures,
+            });
+            // An upstream whose DNS found nothing yet still gets a row, saying so.
+            let placeholder = (u.endpoints.is_empty() && dns.is_some()).then(|| EndpointRow {
                 upstream: name.clone(),
                 load_balancer: lb.clone(),
-                address: e.address,
-                weight: e.weight,
-                in_flight: e.in_flight,
-                health: e.health,
-                ejected_for_ms: e.ejected_for_ms,
-                circuit: e.circuit,
+                address: "-".into(),
+                weight: 0,
+                in_flight: 0,
+                health: "-".into(),
+                ejected_for_ms: 0,
+                circuit: u.circuit.clone(),
                 circuit_retry_after_ms: retry_after,
-            })
+                source: "dns".into(),
+                dns: dns.clone(),
+            });
+            u.endpoints
+                .into_iter()
+                .map(move |e| EndpointRow {
+                    upstream: name.clone(),
+                    load_balancer: lb.clone(),
+                    address: e.address,
+                    weight: e.weight,
+                    in_flight: e.in_flight,
+                    health: e.health,
+                    ejected_for_ms: e.ejected_for_ms,
+                    circuit: e.circuit,
+                    circuit_retry_after_ms: retry_after,
+                    source: if e.from_dns { "dns" } else { "static" }.into(),
+                    dns: dns.clone(),
+                })
+                .chain(placeholder)
         })
         .collect();
     output::print(format, &rows, |rows| render_upstreams(rows));
@@ -315,8 +357,8 @@ pub async fn upstreams(target: &Target, format: Format) -> Result<(), CliError> 
 }
 
 pub fn render_upstreams(rows: &[EndpointRow]) -> String {
-    table(
-        &["UPSTREAM", "ENDPOINT", "WEIGHT", "INFLIGHT", "HEALTH", "CIRCUIT"],
+    let mut out = table(
+        &["UPSTREAM", "ENDPOINT", "WEIGHT", "INFLIGHT", "HEALTH", "CIRCUIT", "SOURCE"],
         rows.iter()
             .map(|r| {
                 vec![
@@ -334,10 +376,29 @@ pub fn render_upstreams(rows: &[EndpointRow]) -> String {
                     } else {
                         r.circuit.clone()
                     },
+                    match (&r.dns, r.source.as_str()) {
+                        (Some(d), "dns") => format!("dns {}", d.result),
+                        _ => r.source.clone(),
+                    },
                 ]
             })
             .collect(),
-    )
+    );
+    // Failing resolutions, once per upstream, under the table.
+    let mut seen = std::collections::BTreeSet::new();
+    for r in rows {
+        let Some(d) = r.dns.as_ref().filter(|d| d.failures > 0 && seen.insert(r.upstream.clone())) else { continue };
+        let last = if d.last_ok_ago_ms > 0 {
+            format!("serving the endpoints found {}s ago", d.last_ok_ago_ms.div_ceil(1000))
+        } else {
+            "no endpoints found yet".to_string()
+        };
+        out.push_str(&format!(
+            "\n{}: DNS `{}` failed {}x in a row: {}\n  {last}\n",
+            r.upstream, d.name, d.failures, d.error
+        ));
+    }
+    out
 }
 
 // ---------------------------------------------------------------------------------------

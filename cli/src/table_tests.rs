@@ -234,8 +234,29 @@ fn routes_and_upstreams_tables() {
                 ejected_for_ms: if u.name == "users" && i == 0 { 29_500 } else { 0 },
                 circuit: if u.name == "users" { "closed" } else { "open" }.into(),
                 circuit_retry_after_ms: if u.name == "users" { 0 } else { 12_000 },
+                source: "static".into(),
+                dns: None,
             })
         })
+        .chain((2..4).map(|i| EndpointRow {
+            upstream: "search".into(),
+            load_balancer: "roundRobin".into(),
+            address: format!("10.0.3.{i}:9200"),
+            weight: 1,
+            in_flight: 0,
+            health: "unchecked".into(),
+            ejected_for_ms: 0,
+            circuit: "none".into(),
+            circuit_retry_after_ms: 0,
+            source: "dns".into(),
+            dns: Some(configs::DnsRow {
+                name: "search.internal".into(),
+                result: "error".into(),
+                error: "no answer within 5 s".into(),
+                last_ok_ago_ms: 41_200,
+                failures: 4,
+            }),
+        }))
         .collect();
     insta::assert_snapshot!("upstreams", fits(&configs::render_upstreams(&rows)));
 }

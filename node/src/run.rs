@@ -41,6 +41,10 @@ pub struct Args {
     /// client could forge a session naming another endpoint of the same upstream.
     #[arg(long, value_name = "FILE")]
     pub session_key_file: Option<PathBuf>,
+    /// The DNS server (`ip:port`) that resolves the names of upstreams with `dns`. Default:
+    /// the system's resolvers (/etc/resolv.conf).
+    #[arg(long, value_name = "ADDR")]
+    pub dns_server: Option<std::net::SocketAddr>,
     /// The most the response cache (rules with `cache`) holds in memory, in bytes, all
     /// entries and their headers counted.
     #[arg(long, value_name = "BYTES", default_value_t = crate::proxy::cache::DEFAULT_CACHE_BYTES)]
@@ -335,6 +339,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_native_certs::load_native_certs().certs {
         let _ = roots.add(cert);
+    }
+    if let Some(server) = args.dns_server {
+        crate::proxy::dns::set_server(server);
     }
     if let Some(file) = &args.session_key_file {
         let secret = secret_file(file, "--session-key-file", "the session key file")?;

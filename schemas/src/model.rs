@@ -72,8 +72,13 @@ pub(crate) struct Upstream {
     pub kind: UpstreamKind,
     /// Unique among upstreams: lowercase letters, digits and `-`, at most 63 characters.
     pub name: String,
-    /// The servers of this pool (at least one).
+    /// The servers of this pool. At least one, unless `dns` finds them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub endpoints: Vec<Endpoint>,
+    /// Endpoints found in DNS and kept current by every node on its own (A, AAAA or SRV
+    /// records), besides any static `endpoints`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<Dns>,
     /// How requests are spread over the endpoints. Default: `roundRobin`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load_balancer: Option<LoadBalancer>,
@@ -104,6 +109,35 @@ pub(crate) struct Endpoint {
     /// Relative share of traffic, 1 to 1000. Default: 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight: Option<u32>,
+}
+
+/// Where an upstream's endpoints come from in DNS.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct Dns {
+    /// The name to resolve, as written (search domains are not applied): `users.internal`
+    /// for A/AAAA, `_http._tcp.users.internal` for SRV.
+    pub name: String,
+    /// The endpoints' port. Required for `A` and `AAAA`; not allowed for `SRV`, whose
+    /// records carry it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// `A` (default), `AAAA` or `SRV`.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub record_type: Option<DnsRecordType>,
+    /// The longest time between two resolutions; shorter when the records' TTL is (never
+    /// under 1s). Default: `10s`; at most `1h`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum DnsRecordType {
+    A,
+    #[allow(clippy::upper_case_acronyms)]
+    AAAA,
+    #[allow(clippy::upper_case_acronyms)]
+    SRV,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]

@@ -11,11 +11,11 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::duration::Duration;
-pub use crate::model::{PathMatchType, RateLimitScope, RetryOn, StringMatchType, UpstreamProtocol};
+pub use crate::model::{DnsRecordType, PathMatchType, RateLimitScope, RetryOn, StringMatchType, UpstreamProtocol};
 
 /// Bumped whenever the meaning of a snapshot changes, so a node never runs a snapshot it
 /// would misread.
-pub(crate) const SNAPSHOT_FORMAT: u32 = 7;
+pub(crate) const SNAPSHOT_FORMAT: u32 = 8;
 
 mod security;
 mod source;
@@ -98,8 +98,9 @@ impl fmt::Debug for ContentHash {
 #[serde(rename_all = "camelCase")]
 pub struct UpstreamSpec {
     pub name: String,
-    /// Sorted by address; addresses are unique.
+    /// Sorted by address; addresses are unique. Empty when `dns` finds them all.
     pub endpoints: Vec<EndpointSpec>,
+    pub dns: Option<DnsSpec>,
     pub load_balancer: LoadBalancerSpec,
     pub protocol: UpstreamProtocol,
     pub connect_timeout: Duration,
@@ -115,6 +116,18 @@ pub struct EndpointSpec {
     /// `host:port` as written (IPv6 hosts bracketed).
     pub address: String,
     pub weight: u32,
+}
+
+/// Endpoints from DNS records, resolved by each node on its own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DnsSpec {
+    /// Lower-cased, without a trailing dot.
+    pub name: String,
+    /// The endpoints' port; 0 for SRV (the records carry it).
+    pub port: u16,
+    pub record_type: DnsRecordType,
+    pub refresh: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -499,8 +499,16 @@ impl AdminService {
                         health: e.health.as_str().to_string(),
                         circuit: u.circuit.as_str().to_string(),
                         ejected_for_ms: e.ejected_for_ms,
+                        from_dns: e.from_dns,
                     })
                     .collect(),
+                dns: u.dns.map(|d| DnsState {
+                    name: d.name,
+                    result: d.result.to_string(),
+                    error: d.error,
+                    last_ok_ago_ms: d.last_ok_ago_ms,
+                    failures: d.failures,
+                }),
                 name: u.name,
             })
             .collect()

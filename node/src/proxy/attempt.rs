@@ -13,6 +13,7 @@ use super::body;
 use super::breaker::{Permit, Refusal};
 use super::clock;
 use super::connlimit::ConnLimit;
+use super::endpoints::Endpoint;
 use super::error::ProxyError;
 use super::outgoing::{AttemptLimits, Outgoing};
 use super::upstream::Upstream;
@@ -36,7 +37,7 @@ pub enum Attempt {
     /// Not sent: the breaker is open, a limit is reached, or no endpoint is available.
     Refused(ProxyError),
     /// Sent to `endpoint` and failed.
-    Failed(ProxyError, Failure, usize),
+    Failed(ProxyError, Failure, Arc<Endpoint>),
     /// The request itself is at fault; nothing to retry.
     Fatal(ProxyError),
 }
@@ -56,20 +57,30 @@ impl Attempt {
 }
 
 /// An upstream's answer and the endpoint that gave it, or how the attempt failed.
-pub type AttemptResult = Result<(Response<Incoming>, usize), Attempt>;
+pub type AttemptResult = Result<(Response<Incoming>, Arc<Endpoint>), Attempt>;
 
 /// One attempt against `up`. `retry`: this is a retry (the breaker counts those apart);
 /// `tried`: endpoints this request already failed on, avoided while others are available;
 /// `last`: no attempt follows, so the request's headers may be moved.
-pub async fn once(up: &Arc<Upstream>, out: &mut Outgoing, retry: bool, tried: &[usize], last: bool) -> AttemptResult {
+pub async fn once(
+    up: &Arc<Upstream>,
+    out: &mut Outgoing,
+    retry: bool,
+    tried: &[Arc<Endpoint>],
+    last: bool,
+) -> AttemptResult {
+    if up.dns.is_some() {
+        up.first_resolution().await;
+    }
     let now = if up.uses_clock() { clock::now_ms() } else { 0 };
     let permit = up.breaker.admit(retry, now).map_err(|r| Attempt::Refused(refusal(up, r)))?;
-    let ctx = PickContext { headers: &out.headers, client_ip: out.limits.client_ip, prefer: out.prefer };
-    let (endpoint, _in_flight) = up
-        .pick(&ctx, tried, now)
+    let ctx = PickContext { headers: &out.headers, client_ip: out.limits.client_ip };
+    let in_flight = up
+        .pick(&ctx, out.prefer.as_ref(), tried, now)
         .ok_or_else(|| Attempt::Refused(ProxyError::NoHealthyEndpoint { upstream: up.spec.name.clone() }))?;
+    let endpoint = in_flight.endpoint().clone();
     let req = out
-        .request(up, endpoint, last)
+        .request(up, &endpoint, last)
         .map_err(|_| Attempt::Fatal(ProxyError::BadRequest("the request target cannot be forwarded")))?;
 
     let (budget, whole_request) = time_limit(&out.limits);
@@ -79,7 +90,7 @@ pub async fn once(up: &Arc<Upstream>, out: &mut Outgoing, retry: bool, tried: &[
             Ok(r) => r,
             Err(_) => {
                 permit.failure();
-                up.endpoint_result(endpoint, true);
+                up.endpoint_result(&endpoint, true);
                 let after = if whole_request { out.limits.request_timeout } else { out.limits.per_try };
                 let e = ProxyError::Timeout {
                     upstream: up.spec.name.clone(),
@@ -98,7 +109,7 @@ pub async fn once(up: &Arc<Upstream>, out: &mut Outgoing, retry: bool, tried: &[
             } else {
                 permit.success();
             }
-            up.endpoint_result(endpoint, failed);
+            up.endpoint_result(&endpoint, failed);
             Ok((resp, endpoint))
         }
         Err(e) => Err(call_failed(up, endpoint, permit, &e, &out.limits)),
@@ -131,7 +142,7 @@ fn refusal(up: &Upstream, r: Refusal) -> ProxyError {
 /// to the breaker and outlier detection).
 fn call_failed(
     up: &Upstream,
-    endpoint: usize,
+    endpoint: Arc<Endpoint>,
     permit: Permit<'_>,
     e: &hyper_util::client::legacy::Error,
     limits: &AttemptLimits,
@@ -153,7 +164,7 @@ fn call_failed(
         return Attempt::Refused(ProxyError::Overloaded { upstream, limit: l.name() });
     }
     permit.failure();
-    up.endpoint_result(endpoint, true);
+    up.endpoint_result(&endpoint, true);
     let reason = error_chain(e);
     if e.is_connect() {
         Attempt::Failed(ProxyError::UpstreamUnavailable { upstream, reason }, Failure::Connect, endpoint)

@@ -1,11 +1,10 @@
 //! Load-balancing algorithms: which endpoint of an upstream gets the next request.
 //!
-//! Each algorithm is built from the endpoints' weights once per config and then picks in
-//! constant or logarithmic time. In-flight counts (for least-request) live on the
-//! endpoints themselves, so they carry over when an unchanged upstream is reused.
+//! Each algorithm is built from the endpoints' weights once per endpoint set (a config, or
+//! a change in DNS) and then picks in constant or logarithmic time. In-flight counts (for
+//! least-request) live on the endpoints themselves, so they carry over to the next set.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use http::HeaderMap;
@@ -16,8 +15,6 @@ use schemas::snapshot::{HashOn, LoadBalancerSpec};
 pub struct PickContext<'a> {
     pub headers: &'a HeaderMap,
     pub client_ip: IpAddr,
-    /// The endpoint the request's session names, taken while it is available.
-    pub prefer: Option<usize>,
 }
 
 #[derive(Debug)]
@@ -40,9 +37,9 @@ impl Balancer {
         }
     }
 
-    /// Index of the chosen endpoint. `weights[i]` and `in_flight[i]` describe endpoint `i`;
+    /// Index of the chosen endpoint. `weights[i]` and `in_flight(i)` describe endpoint `i`;
     /// there is always at least one endpoint.
-    pub fn pick(&self, weights: &[u32], in_flight: &[AtomicUsize], ctx: &PickContext<'_>) -> usize {
+    pub fn pick(&self, weights: &[u32], in_flight: impl Fn(usize) -> usize, ctx: &PickContext<'_>) -> usize {
         let n = weights.len();
         if n == 1 {
             return 0;
@@ -69,8 +66,8 @@ impl Balancer {
                     b = (a + 1 + fastrand::usize(..n - 1)) % n;
                 }
                 // Compare load per unit of weight without division: a/wa < b/wb.
-                let la = in_flight[a].load(Ordering::Relaxed) as u64 * u64::from(weights[b]);
-                let lb = in_flight[b].load(Ordering::Relaxed) as u64 * u64::from(weights[a]);
+                let la = in_flight(a) as u64 * u64::from(weights[b]);
+                let lb = in_flight(b) as u64 * u64::from(weights[a]);
                 if la <= lb {
                     a
                 } else {
@@ -152,19 +149,19 @@ impl Ring {
 mod tests {
     use super::*;
 
-    fn flights(n: usize) -> Vec<AtomicUsize> {
-        (0..n).map(|_| AtomicUsize::new(0)).collect()
+    fn idle(_: usize) -> usize {
+        0
     }
 
     fn ctx(h: &HeaderMap) -> PickContext<'_> {
-        PickContext { headers: h, client_ip: "127.0.0.1".parse().unwrap(), prefer: None }
+        PickContext { headers: h, client_ip: "127.0.0.1".parse().unwrap() }
     }
 
     #[test]
     fn smooth_round_robin_interleaves_by_weight() {
         let b = Balancer::new(&LoadBalancerSpec::RoundRobin, &[("a", 5), ("b", 1), ("c", 1)]);
         let h = HeaderMap::new();
-        let picks: Vec<usize> = (0..7).map(|_| b.pick(&[5, 1, 1], &flights(3), &ctx(&h))).collect();
+        let picks: Vec<usize> = (0..7).map(|_| b.pick(&[5, 1, 1], idle, &ctx(&h))).collect();
         // nginx's documented sequence for weights 5,1,1: a a b a c a a
         assert_eq!(picks, [0, 0, 1, 0, 2, 0, 0]);
     }
@@ -172,11 +169,10 @@ mod tests {
     #[test]
     fn least_request_avoids_busy_endpoints() {
         let b = Balancer::new(&LoadBalancerSpec::LeastRequest, &[("a", 1), ("b", 1)]);
-        let f = flights(2);
-        f[0].store(10, Ordering::Relaxed);
+        let busy = |i: usize| if i == 0 { 10 } else { 0 };
         let h = HeaderMap::new();
         for _ in 0..100 {
-            assert_eq!(b.pick(&[1, 1], &f, &ctx(&h)), 1);
+            assert_eq!(b.pick(&[1, 1], busy, &ctx(&h)), 1);
         }
     }
 
@@ -184,7 +180,7 @@ mod tests {
     fn random_follows_weights() {
         let b = Balancer::new(&LoadBalancerSpec::Random, &[("a", 3), ("b", 1)]);
         let h = HeaderMap::new();
-        let a = (0..40_000).filter(|_| b.pick(&[3, 1], &flights(2), &ctx(&h)) == 0).count();
+        let a = (0..40_000).filter(|_| b.pick(&[3, 1], idle, &ctx(&h)) == 0).count();
         assert!((29_000..31_000).contains(&a), "{a}");
     }
 
@@ -204,8 +200,8 @@ mod tests {
         let b = Balancer::new(&LoadBalancerSpec::ConsistentHash(HashOn::Header("x-user".into())), &eps);
         let mut h = HeaderMap::new();
         h.insert("x-user", "alice".parse().unwrap());
-        let first = b.pick(&[1; 10], &flights(10), &ctx(&h));
-        assert!((0..20).all(|_| b.pick(&[1; 10], &flights(10), &ctx(&h)) == first));
+        let first = b.pick(&[1; 10], idle, &ctx(&h));
+        assert!((0..20).all(|_| b.pick(&[1; 10], idle, &ctx(&h)) == first));
     }
 
     #[test]

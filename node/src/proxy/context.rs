@@ -16,6 +16,7 @@ use hyper::upgrade::OnUpgrade;
 
 use super::body::RespBody;
 use super::clientip::TrustedProxies;
+use super::endpoints::Endpoint;
 use super::error::ProxyError;
 use super::ratelimit::bucket::Decision;
 use super::runtime::RuleRuntime;
@@ -170,6 +171,8 @@ pub struct RequestCtx {
     /// `cache::lookup` (admit), then `prepare` and the response filter: what the response
     /// cache decided, on a rule with `cache`.
     pub cache: Option<super::cache::state::CacheState>,
+    /// `route`: the stored-answer target an unsafe request invalidates if it succeeds.
+    pub invalidates: Option<u64>,
     /// `prepare`: the index of the chosen backend in the rule.
     pub backend: Option<usize>,
     /// `prepare`: the upstream the request is for (a fallback upstream replaces it).
@@ -184,7 +187,7 @@ pub struct RequestCtx {
     /// `send`: upstream attempts made (0 when none was sent).
     pub attempts: u32,
     /// `send` and `fallback`: the endpoint (of `upstream`) whose answer is returned.
-    pub endpoint: Option<usize>,
+    pub endpoint: Option<Arc<Endpoint>>,
     /// `fallback`: why the rule's fallback answered, when it did.
     pub fallback: Option<&'static str>,
     /// The code of the error the gateway answered with, when it did.

@@ -46,7 +46,7 @@ pub fn record(
             status: status.as_u16(),
             route: ctx.rule.as_ref().map_or("", |r| &*r.route),
             upstream: upstream.map_or("", |u| u.spec.name.as_str()),
-            endpoint: upstream.zip(ctx.endpoint).map_or("", |(u, e)| u.spec.endpoints[e].address.as_str()),
+            endpoint: ctx.endpoint.as_ref().map_or("", |e| e.address.as_str()),
             consumer: ctx.consumer.as_deref().unwrap_or(""),
             attempts: ctx.attempts,
             fallback: ctx.fallback.is_some(),

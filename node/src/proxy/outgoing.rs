@@ -2,6 +2,7 @@
 //! turned into one `http::Request` per attempt.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -10,6 +11,7 @@ use http::{Request, Uri, Version};
 use schemas::snapshot::UpstreamProtocol;
 
 use super::body::ReqBody;
+use super::endpoints::Endpoint;
 use super::upstream::Upstream;
 
 #[derive(Debug)]
@@ -25,7 +27,7 @@ pub struct Outgoing {
     /// upgrade).
     pub may_retry: bool,
     /// The endpoint of the backend's upstream that the request's session names.
-    pub prefer: Option<usize>,
+    pub prefer: Option<Arc<Endpoint>>,
     /// The rule's mirrors that get a copy (a bit each, by index; `mirror::select`).
     pub mirrors: u32,
 }
@@ -62,10 +64,10 @@ impl Outgoing {
 
     /// The request for endpoint `endpoint` of `up`. `last`: no attempt follows, so the
     /// headers can be moved instead of copied.
-    pub fn request(&mut self, up: &Upstream, endpoint: usize, last: bool) -> Result<Request<ReqBody>, Unsendable> {
+    pub fn request(&mut self, up: &Upstream, endpoint: &Endpoint, last: bool) -> Result<Request<ReqBody>, Unsendable> {
         let uri = Uri::builder()
             .scheme(up.scheme.clone())
-            .authority(up.authorities[endpoint].clone())
+            .authority(endpoint.authority.clone())
             .path_and_query(self.path_and_query.clone())
             .build()
             .map_err(|_| Unsendable)?;

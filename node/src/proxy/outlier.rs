@@ -14,69 +14,77 @@ use schemas::snapshot::PassiveHealthCheckSpec;
 
 const MAX_EJECTION_MS: u64 = 300_000;
 
+/// An upstream's outlier detection: the policy, and the lock its ejection decisions take.
 #[derive(Debug)]
 pub struct Outlier {
     spec: PassiveHealthCheckSpec,
-    endpoints: Vec<Endpoint>,
     /// Serialises ejection decisions, which must count the endpoints already out.
     decide: Mutex<()>,
-    ejections: Vec<metrics::Counter>,
 }
 
-#[derive(Debug, Default)]
-struct Endpoint {
+/// One endpoint's record, kept by the endpoint (so it survives a new endpoint set).
+#[derive(Debug)]
+pub struct OutlierState {
     consecutive: AtomicU32,
     /// 0 when in; otherwise when the ejection ends.
     ejected_until_ms: AtomicU64,
     /// Recent ejections, and when the last one ended (for the decay).
     times: AtomicU32,
     returned_ms: AtomicU64,
+    ejections: metrics::Counter,
+}
+
+impl OutlierState {
+    pub fn new(upstream: &str, address: &str) -> Self {
+        OutlierState {
+            consecutive: AtomicU32::new(0),
+            ejected_until_ms: AtomicU64::new(0),
+            times: AtomicU32::new(0),
+            returned_ms: AtomicU64::new(0),
+            ejections: metrics::counter!("raftgate_outlier_ejections_total", "upstream" => upstream.to_string(), "endpoint" => address.to_string()),
+        }
+    }
+
+    /// Whether the endpoint is ejected now.
+    pub fn is_ejected(&self, now_ms: u64) -> bool {
+        self.ejected_until_ms.load(Ordering::Relaxed) > now_ms
+    }
+
+    /// Milliseconds until the endpoint comes back; 0 when it is in.
+    pub fn ejected_for_ms(&self, now_ms: u64) -> u64 {
+        self.ejected_until_ms.load(Ordering::Relaxed).saturating_sub(now_ms)
+    }
+
+    pub fn success(&self) {
+        // Reading first keeps the hot path free of writes to a shared cache line.
+        if self.consecutive.load(Ordering::Relaxed) != 0 {
+            self.consecutive.store(0, Ordering::Relaxed);
+        }
+    }
 }
 
 impl Outlier {
-    pub fn new(upstream: &str, addresses: &[String], spec: &PassiveHealthCheckSpec) -> Self {
-        Self {
-            spec: spec.clone(),
-            endpoints: addresses.iter().map(|_| Endpoint::default()).collect(),
-            decide: Mutex::new(()),
-            ejections: addresses
-                .iter()
-                .map(|a| {
-                    metrics::counter!("raftgate_outlier_ejections_total", "upstream" => upstream.to_string(), "endpoint" => a.clone())
-                })
-                .collect(),
-        }
+    pub fn new(spec: &PassiveHealthCheckSpec) -> Self {
+        Self { spec: spec.clone(), decide: Mutex::new(()) }
     }
 
-    /// Whether endpoint `i` is ejected now.
-    pub fn is_ejected(&self, i: usize, now_ms: u64) -> bool {
-        self.endpoints[i].ejected_until_ms.load(Ordering::Relaxed) > now_ms
-    }
-
-    /// Milliseconds until endpoint `i` comes back; 0 when it is in.
-    pub fn ejected_for_ms(&self, i: usize, now_ms: u64) -> u64 {
-        self.endpoints[i].ejected_until_ms.load(Ordering::Relaxed).saturating_sub(now_ms)
-    }
-
-    pub fn success(&self, i: usize) {
-        // Reading first keeps the hot path free of writes to a shared cache line.
-        if self.endpoints[i].consecutive.load(Ordering::Relaxed) != 0 {
-            self.endpoints[i].consecutive.store(0, Ordering::Relaxed);
-        }
-    }
-
-    /// Counts a failure; returns true when it ejected the endpoint.
-    pub fn failure(&self, i: usize, now_ms: u64) -> bool {
-        let ep = &self.endpoints[i];
+    /// Counts a failure of `ep`, one of the endpoints `all` (the upstream's current set);
+    /// returns how long it ejected the endpoint for, when it did.
+    pub fn failure<'a>(
+        &self,
+        ep: &OutlierState,
+        all: impl Iterator<Item = &'a OutlierState> + Clone,
+        now_ms: u64,
+    ) -> Option<u64> {
         let n = ep.consecutive.fetch_add(1, Ordering::Relaxed) + 1;
-        if n < self.spec.consecutive_failures || self.is_ejected(i, now_ms) {
-            return false;
+        if n < self.spec.consecutive_failures || ep.is_ejected(now_ms) {
+            return None;
         }
         let _guard = self.decide.lock().unwrap_or_else(|e| e.into_inner());
-        let out = (0..self.endpoints.len()).filter(|j| self.is_ejected(*j, now_ms)).count();
-        let allowed = self.endpoints.len() * self.spec.max_ejection_percent as usize / 100;
+        let out = all.clone().filter(|o| o.is_ejected(now_ms)).count();
+        let allowed = all.count() * self.spec.max_ejection_percent as usize / 100;
         if out >= allowed {
-            return false;
+            return None;
         }
         let base = self.spec.base_ejection_time.as_millis();
         // Decay: one step per base interval spent back in since the last ejection.
@@ -91,9 +99,8 @@ impl Outlier {
         ep.returned_ms.store(now_ms + ms, Ordering::Relaxed);
         ep.ejected_until_ms.store(now_ms + ms, Ordering::Relaxed);
         ep.consecutive.store(0, Ordering::Relaxed);
-        self.ejections[i].increment(1);
-        tracing::warn!(endpoint = i, failures = n, ejected_for_ms = ms, "outlier detection ejected an endpoint");
-        true
+        ep.ejections.increment(1);
+        Some(ms)
     }
 }
 
@@ -103,40 +110,40 @@ mod tests {
 
     use super::*;
 
-    fn outlier(n: usize, percent: u32) -> Outlier {
-        let addrs: Vec<String> = (0..n).map(|i| format!("10.0.0.{i}:80")).collect();
+    fn outlier(n: usize, percent: u32) -> (Outlier, Vec<OutlierState>) {
         let spec = PassiveHealthCheckSpec {
             consecutive_failures: 2,
             base_ejection_time: Duration::from_millis(1_000),
             max_ejection_percent: percent,
         };
-        Outlier::new("u", &addrs, &spec)
+        (Outlier::new(&spec), (0..n).map(|i| OutlierState::new("u", &format!("10.0.0.{i}:80"))).collect())
     }
 
     #[test]
     fn ejects_after_consecutive_failures_for_growing_times() {
-        let o = outlier(2, 50);
-        assert!(!o.failure(0, 10));
-        o.success(0);
-        assert!(!o.failure(0, 11));
-        assert!(o.failure(0, 12));
-        assert!(o.is_ejected(0, 13) && !o.is_ejected(0, 1_012));
+        let (o, eps) = outlier(2, 50);
+        let e = &eps[0];
+        assert!(o.failure(e, eps.iter(), 10).is_none());
+        e.success();
+        assert!(o.failure(e, eps.iter(), 11).is_none());
+        assert_eq!(o.failure(e, eps.iter(), 12), Some(1_000));
+        assert!(e.is_ejected(13) && !e.is_ejected(1_012));
         // Back in at 1012; failing again soon doubles the time.
-        assert!(!o.failure(0, 1_100));
-        assert!(o.failure(0, 1_101));
-        assert_eq!(o.ejected_for_ms(0, 1_101), 2_000);
+        assert!(o.failure(e, eps.iter(), 1_100).is_none());
+        assert_eq!(o.failure(e, eps.iter(), 1_101), Some(2_000));
+        assert_eq!(e.ejected_for_ms(1_101), 2_000);
     }
 
     #[test]
     fn never_ejects_more_than_the_percentage() {
-        let o = outlier(4, 50);
-        for i in 0..4 {
-            o.failure(i, 0);
-            o.failure(i, 0);
+        let (o, eps) = outlier(4, 50);
+        for e in &eps {
+            o.failure(e, eps.iter(), 0);
+            o.failure(e, eps.iter(), 0);
         }
-        assert_eq!((0..4).filter(|i| o.is_ejected(*i, 1)).count(), 2);
-        let o = outlier(1, 50);
-        o.failure(0, 0);
-        assert!(!o.failure(0, 0), "half of one endpoint rounds down to none");
+        assert_eq!(eps.iter().filter(|e| e.is_ejected(1)).count(), 2);
+        let (o, eps) = outlier(1, 50);
+        o.failure(&eps[0], eps.iter(), 0);
+        assert!(o.failure(&eps[0], eps.iter(), 0).is_none(), "half of one endpoint rounds down to none");
     }
 }

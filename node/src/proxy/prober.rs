@@ -16,20 +16,21 @@ use http_body_util::BodyExt;
 use schemas::snapshot::ActiveHealthCheckSpec;
 
 use super::body::ReqBody;
+use super::endpoints::Endpoint;
 use super::upstream::Upstream;
 
 /// Starts probing `up` once, when it has active health checks; the prober stops by itself
 /// when the upstream is dropped. Needs a Tokio runtime.
 pub fn start(up: &Arc<Upstream>) {
-    if up.health.is_some() && up.mark_started() {
+    if up.health.is_some() && up.mark_probing() {
         tokio::spawn(run(Arc::downgrade(up)));
     }
 }
 
-/// Probes `upstream`'s endpoints until the upstream is dropped.
+/// Probes `upstream`'s endpoints (those of the moment: DNS may change them) until the
+/// upstream is dropped.
 async fn run(upstream: Weak<Upstream>) {
-    let Some((spec, n)) = upstream.upgrade().and_then(|u| Some((u.health.as_ref()?.spec.clone(), u.authorities.len())))
-    else {
+    let Some(spec) = upstream.upgrade().and_then(|u| u.health.clone()) else {
         return;
     };
     let interval = spec.interval.to_std();
@@ -41,16 +42,19 @@ async fn run(upstream: Weak<Upstream>) {
         tick.tick().await;
         let Some(up) = upstream.upgrade() else { return };
         let mut probes = tokio::task::JoinSet::new();
-        for i in 0..n {
-            let (up, spec) = (up.clone(), spec.clone());
-            probes.spawn(async move { (i, probe(up, i, spec).await) });
+        for ep in up.endpoints().list.iter() {
+            let (up, ep, spec) = (up.clone(), ep.clone(), spec.clone());
+            probes.spawn(async move {
+                let ok = probe(&up, &ep, &spec).await;
+                (ep, ok)
+            });
         }
         drop(up);
-        while let Some(Ok((i, ok))) = probes.join_next().await {
+        while let Some(Ok((ep, ok))) = probes.join_next().await {
             let Some(up) = upstream.upgrade() else { return };
-            let Some(health) = &up.health else { return };
-            if let Some(now_healthy) = health.observe(i, ok) {
-                let endpoint = &up.spec.endpoints[i].address;
+            let Some(health) = &ep.health else { continue };
+            if let Some(now_healthy) = health.observe(&spec, ok) {
+                let endpoint = &ep.address;
                 if now_healthy {
                     tracing::info!(upstream = %up.spec.name, endpoint = %endpoint, "health check: endpoint is healthy again");
                 } else {
@@ -62,17 +66,22 @@ async fn run(upstream: Weak<Upstream>) {
 }
 
 /// One probe: true when the endpoint answered an expected status within the timeout.
-async fn probe(up: Arc<Upstream>, i: usize, spec: ActiveHealthCheckSpec) -> bool {
+async fn probe(up: &Upstream, ep: &Endpoint, spec: &ActiveHealthCheckSpec) -> bool {
     let uri = Uri::builder()
         .scheme(up.scheme.clone())
-        .authority(up.authorities[i].clone())
+        .authority(ep.authority.clone())
         .path_and_query(spec.path.as_str())
         .build();
     let Ok(uri) = uri else { return false };
     let mut req = Request::get(uri);
+    // An endpoint found by name answers to that name, not to its address.
+    let host = match up.dns.as_ref().filter(|d| ep.from_dns && d.spec.port != 0) {
+        Some(d) => format!("{}:{}", d.spec.name, d.spec.port),
+        None => ep.authority.to_string(),
+    };
     if up.spec.protocol == schemas::snapshot::UpstreamProtocol::Http2 {
         req = req.version(http::Version::HTTP_2);
-    } else if let Ok(host) = HeaderValue::from_str(up.authorities[i].as_str()) {
+    } else if let Ok(host) = HeaderValue::from_str(&host) {
         req = req.header(header::HOST, host);
     }
     let Ok(req) = req.header(header::USER_AGENT, "raftgate-health-check").body(ReqBody::empty()) else {

@@ -24,6 +24,7 @@ pub fn filter(down: &Downstream, ctx: &mut RequestCtx, cache: &ResponseCache, an
     let mut resp = match answer {
         Answer::Upstream(resp) => {
             let (mut parts, body) = resp.into_parts();
+            cache::invalidate(cache, ctx, parts.status);
             // The client's protocol, not the upstream's, frames the response.
             parts.version = down.version;
             filters::strip_hop_by_hop(&mut parts.headers, parts.status == StatusCode::SWITCHING_PROTOCOLS);
@@ -81,7 +82,7 @@ pub fn filter(down: &Downstream, ctx: &mut RequestCtx, cache: &ResponseCache, an
 
 /// Issues, moves or refreshes the client's session on an upstream's answer.
 fn session(p: &Persistence, rule: &RuleRuntime, down: &Downstream, ctx: &RequestCtx, h: &mut http::HeaderMap) {
-    let (Some(up), Some(endpoint)) = (&ctx.upstream, ctx.endpoint) else { return };
+    let (Some(up), Some(endpoint)) = (&ctx.upstream, &ctx.endpoint) else { return };
     let found = ctx.session.unwrap_or(Found::None);
     let outcome = p.write(h, found, up, endpoint, super::session::now(), down.conn.https);
     metrics::counter!("raftgate_sessions_total", "route" => rule.route.to_string(), "outcome" => outcome).increment(1);

@@ -5,6 +5,7 @@
 //! Whether a retry actually goes out is also up to the upstream's breaker (an open breaker
 //! stops retries) and its retry budget or `maxParallelRetries`; see `breaker`.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::{Method, StatusCode};
@@ -12,6 +13,7 @@ use schemas::snapshot::{RetryOn, RetrySpec};
 
 use super::attempt::{self, Attempt, AttemptResult, Failure};
 use super::context::RequestCtx;
+use super::endpoints::Endpoint;
 use super::outgoing::Outgoing;
 use super::runtime::{Fallback, RuleRuntime};
 use super::upstream::Upstream;
@@ -27,7 +29,7 @@ pub async fn run(rule: &RuleRuntime, out: &mut Outgoing, ctx: &mut RequestCtx) -
     // upstream may still need them.
     let may_move = !matches!(rule.fallback, Some(Fallback::Upstream(_)));
     // Endpoints that failed this request, avoided by its retries.
-    let mut tried: Vec<usize> = Vec::new();
+    let mut tried: Vec<Arc<Endpoint>> = Vec::new();
     let mut result =
         traced(upstream, out, ctx, 1, |out| attempt::once(upstream, out, false, &tried, may_move && max_attempts == 1))
             .await;
@@ -45,7 +47,7 @@ pub async fn run(rule: &RuleRuntime, out: &mut Outgoing, ctx: &mut RequestCtx) -
         }
         tokio::time::sleep(wait).await;
         if let Ok((_, ep)) | Err(Attempt::Failed(_, _, ep)) = &result {
-            tried.push(*ep);
+            tried.push(ep.clone());
         }
         let last = may_move && ctx.attempts + 1 == max_attempts;
         match traced(upstream, out, ctx, ctx.attempts + 1, |out| attempt::once(upstream, out, true, &tried, last)).await
@@ -80,7 +82,7 @@ where
     let Some(trace) = &ctx.trace else { return attempt(out).await };
     let span = trace.attempt(&upstream.spec.name, n, &mut out.headers);
     let result = attempt(out).await;
-    super::trace::attempt_end(span, upstream, &result);
+    super::trace::attempt_end(span, &result);
     result
 }
 

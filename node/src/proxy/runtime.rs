@@ -365,10 +365,16 @@ fn build_security(
 fn build_upstreams(snapshot: &ConfigSnapshot, env: &BuildEnv<'_>) -> anyhow::Result<HashMap<String, Arc<Upstream>>> {
     let mut upstreams = HashMap::new();
     for spec in &snapshot.upstreams {
-        let reused = env.previous.and_then(|p| p.upstreams.get(&spec.name)).filter(|u| u.spec == *spec);
-        let up = match reused {
-            Some(u) => u.clone(),
-            None => Arc::new(Upstream::new(spec.clone(), env.roots, env.allow_internal)?),
+        let previous = env.previous.and_then(|p| p.upstreams.get(&spec.name));
+        let up = match previous {
+            Some(u) if u.spec == *spec => u.clone(),
+            _ => {
+                let up = Upstream::new(spec.clone(), env.roots, env.allow_internal)?;
+                if let Some(p) = previous {
+                    up.seed_from(p);
+                }
+                Arc::new(up)
+            }
         };
         upstreams.insert(spec.name.clone(), up);
     }
@@ -408,6 +414,22 @@ pub struct UpstreamView {
     pub requests_in_flight: usize,
     pub retries_in_flight: usize,
     pub endpoints: Vec<EndpointView>,
+    /// Where DNS stands, for an upstream that finds endpoints there.
+    pub dns: Option<DnsView>,
+}
+
+/// How an upstream's DNS resolutions go.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DnsView {
+    pub name: String,
+    /// `pending`, `ok`, `error` or `empty`.
+    pub result: &'static str,
+    /// Why the last resolution failed; empty after a good one.
+    pub error: String,
+    /// Milliseconds since the last good resolution; 0 when none yet.
+    pub last_ok_ago_ms: u64,
+    pub failures: u32,
 }
 
 /// Where an upstream's failure-based breaker stands.
@@ -458,6 +480,8 @@ impl EndpointHealth {
 #[serde(rename_all = "camelCase")]
 pub struct EndpointView {
     pub address: String,
+    /// Found in DNS rather than listed in the config.
+    pub from_dns: bool,
     pub weight: u32,
     pub in_flight: usize,
     pub health: EndpointHealth,
@@ -468,24 +492,36 @@ impl UpstreamView {
     fn of(u: &Upstream, now: u64) -> Self {
         let phase = u.breaker.phase(now);
         let (requests, retries) = u.breaker.in_flight();
-        let endpoints = u
-            .spec
-            .endpoints
+        let set = u.endpoints();
+        let endpoints = set
+            .list
             .iter()
-            .zip(u.in_flight_counts())
-            .enumerate()
-            .map(|(i, (e, n))| EndpointView {
+            .zip(&set.weights)
+            .map(|(e, w)| EndpointView {
                 address: e.address.clone(),
-                weight: e.weight,
-                in_flight: n,
-                health: match &u.health {
+                from_dns: e.from_dns,
+                weight: *w,
+                in_flight: e.in_flight(),
+                health: match &e.health {
                     None => EndpointHealth::Unchecked,
-                    Some(h) if h.is_healthy(i) => EndpointHealth::Healthy,
+                    Some(h) if h.is_healthy() => EndpointHealth::Healthy,
                     Some(_) => EndpointHealth::Unhealthy,
                 },
-                ejected_for_ms: u.outlier.as_ref().map_or(0, |o| o.ejected_for_ms(i, now)),
+                ejected_for_ms: e.outlier.as_ref().map_or(0, |o| o.ejected_for_ms(now)),
             })
             .collect();
+        let dns = u.dns.as_ref().map(|d| {
+            let s = d.status();
+            let wall =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |t| t.as_millis() as u64);
+            DnsView {
+                name: d.spec.name.clone(),
+                result: s.result,
+                error: s.error,
+                last_ok_ago_ms: if s.last_ok_ms == 0 { 0 } else { wall.saturating_sub(s.last_ok_ms) },
+                failures: s.failures,
+            }
+        });
         UpstreamView {
             name: u.spec.name.clone(),
             circuit: match phase {
@@ -501,6 +537,7 @@ impl UpstreamView {
             requests_in_flight: requests,
             retries_in_flight: retries,
             endpoints,
+            dns,
         }
     }
 }
@@ -716,6 +753,7 @@ impl Engine {
         rt.origin = origin;
         for up in rt.upstreams.values() {
             prober::start(up);
+            super::dns::start(up);
         }
         let routes = rt.router.rule_count();
         let old = self.current.swap(Arc::new(rt));

@@ -18,6 +18,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use schemas::snapshot::{PersistenceType, SessionPersistenceSpec};
 use sha2::Sha256;
 
+use super::endpoints::Endpoint;
 use super::upstream::Upstream;
 
 type HmacSha256 = Hmac<Sha256>;
@@ -47,17 +48,11 @@ fn mac(label: &[u8], parts: &[&[u8]]) -> HmacSha256 {
     m
 }
 
-/// The ids of `up`'s endpoints, made once per upstream.
-fn ids(up: &Upstream) -> &[u64] {
-    up.session_ids.get_or_init(|| {
-        up.spec
-            .endpoints
-            .iter()
-            .map(|e| {
-                let tag = mac(b"endpoint", &[up.spec.name.as_bytes(), e.address.as_bytes()]).finalize().into_bytes();
-                u64::from_be_bytes(tag[..8].try_into().expect("8 bytes"))
-            })
-            .collect()
+/// The id of endpoint `ep` of `up`, made once per endpoint.
+fn id(up: &Upstream, ep: &Endpoint) -> u64 {
+    *ep.session_id.get_or_init(|| {
+        let tag = mac(b"endpoint", &[up.spec.name.as_bytes(), ep.address.as_bytes()]).finalize().into_bytes();
+        u64::from_be_bytes(tag[..8].try_into().expect("8 bytes"))
     })
 }
 
@@ -142,8 +137,11 @@ impl Persistence {
         &self,
         s: &Session,
         upstreams: impl Iterator<Item = &'a Arc<Upstream>>,
-    ) -> Option<(usize, usize)> {
-        upstreams.enumerate().find_map(|(b, up)| ids(up).iter().position(|id| *id == s.endpoint).map(|e| (b, e)))
+    ) -> Option<(usize, Arc<Endpoint>)> {
+        upstreams.enumerate().find_map(|(b, up)| {
+            let set = up.endpoints();
+            set.list.iter().find(|e| id(up, e) == s.endpoint).map(|e| (b, e.clone()))
+        })
     }
 
     /// Sets the session value on the answer when it is new, moved to another endpoint, or
@@ -154,11 +152,11 @@ impl Persistence {
         h: &mut HeaderMap,
         found: Found,
         up: &Upstream,
-        endpoint: usize,
+        endpoint: &Endpoint,
         now: u64,
         https: bool,
     ) -> &'static str {
-        let Some(&id) = ids(up).get(endpoint) else { return "none" };
+        let id = id(up, endpoint);
         let (since, outcome) = match found {
             Found::Valid(s) if s.endpoint == id => {
                 let refresh =

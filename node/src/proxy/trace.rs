@@ -15,7 +15,6 @@ use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer as _};
 use opentelemetry::{Context, KeyValue};
 
 use super::attempt::{Attempt, AttemptResult};
-use super::upstream::Upstream;
 use crate::telemetry::Telemetry;
 
 /// The server span of one request.
@@ -113,13 +112,13 @@ impl RequestTrace {
 }
 
 /// Ends an attempt's client span with its outcome.
-pub fn attempt_end(cx: Context, up: &Upstream, result: &AttemptResult) {
+pub fn attempt_end(cx: Context, result: &AttemptResult) {
     let span = cx.span();
     match result {
         Ok((resp, endpoint)) => {
             let status = resp.status().as_u16();
             span.set_attributes([
-                KeyValue::new("server.address", up.spec.endpoints[*endpoint].address.clone()),
+                KeyValue::new("server.address", endpoint.address.clone()),
                 KeyValue::new("http.response.status_code", i64::from(status)),
             ]);
             if status >= 500 {
@@ -128,7 +127,7 @@ pub fn attempt_end(cx: Context, up: &Upstream, result: &AttemptResult) {
         }
         Err(a) => {
             if let Attempt::Failed(_, _, endpoint) = a {
-                span.set_attribute(KeyValue::new("server.address", up.spec.endpoints[*endpoint].address.clone()));
+                span.set_attribute(KeyValue::new("server.address", endpoint.address.clone()));
             }
             span.set_status(Status::error(a.error().to_string()));
         }

@@ -1,28 +1,29 @@
-//! Upstream pools: endpoints, the load balancer, a keep-alive connection pool, and the
-//! state of the policies that protect the upstream (circuit breaker, outlier detection,
-//! active health). An `Upstream` whose definition did not change between two configs is
-//! reused as is, so its pooled connections, balancer and policy state carry over a swap:
-//! an open breaker stays open, an ejected endpoint stays out.
+//! Upstream pools: endpoints (static, and from DNS), the load balancer, a keep-alive
+//! connection pool, and the state of the policies that protect the upstream (circuit
+//! breaker, outlier detection, active health). An `Upstream` whose definition did not change
+//! between two configs is reused as is, so its pooled connections, endpoints and policy
+//! state carry over a swap: an open breaker stays open, an ejected endpoint stays out.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::uri::{Authority, Scheme};
+use arc_swap::ArcSwap;
+use http::uri::Scheme;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 
 use super::resolve::Guarded;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use schemas::snapshot::{UpstreamProtocol, UpstreamSpec};
+use schemas::snapshot::{ActiveHealthCheckSpec, DnsRecordType, UpstreamProtocol, UpstreamSpec};
 
-use super::balancer::{Balancer, PickContext};
+use super::balancer::PickContext;
 use super::body::ReqBody;
 use super::breaker::CircuitBreaker;
 use super::clock;
 use super::connlimit::Limited;
-use super::health::Health;
+use super::endpoints::{DnsState, Endpoint, EndpointSet, Entry, InFlight};
 use super::outlier::Outlier;
 
 pub type HttpClient = Client<Limited<HttpsConnector<HttpConnector<Guarded>>>, ReqBody>;
@@ -31,39 +32,21 @@ pub type HttpClient = Client<Limited<HttpsConnector<HttpConnector<Guarded>>>, Re
 pub struct Upstream {
     pub spec: UpstreamSpec,
     pub scheme: Scheme,
-    pub authorities: Vec<Authority>,
-    weights: Vec<u32>,
-    in_flight: Vec<AtomicUsize>,
-    balancer: Balancer,
+    /// The endpoints now: replaced as a whole when DNS answers change.
+    endpoints: ArcSwap<EndpointSet>,
     pub client: HttpClient,
     pub breaker: CircuitBreaker,
     pub outlier: Option<Outlier>,
-    pub health: Option<Health>,
-    /// Set once the background tasks (health probes) run.
-    started: std::sync::atomic::AtomicBool,
-    /// The endpoints' session ids (`session`), made by the first request that needs them.
-    pub session_ids: std::sync::OnceLock<Box<[u64]>>,
-}
-
-/// Marks one request in flight on an endpoint until dropped.
-#[derive(Debug)]
-pub struct InFlight {
-    upstream: Arc<Upstream>,
-    index: usize,
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.upstream.in_flight[self.index].fetch_sub(1, Ordering::Relaxed);
-    }
+    pub health: Option<ActiveHealthCheckSpec>,
+    pub dns: Option<DnsState>,
+    /// Endpoint names and DNS answers may lead to link-local addresses.
+    pub allow_internal: bool,
+    /// Set once the background tasks (health probes, DNS refresh) run.
+    probing: AtomicBool,
+    resolving: AtomicBool,
 }
 
 impl Upstream {
-    /// Requests in flight on each endpoint, in endpoint order.
-    pub fn in_flight_counts(&self) -> Vec<usize> {
-        self.in_flight.iter().map(|n| n.load(Ordering::Relaxed)).collect()
-    }
-
     /// `allow_internal`: endpoint names may resolve to link-local addresses (the node's
     /// --allow-internal-endpoints).
     pub fn new(
@@ -71,15 +54,7 @@ impl Upstream {
         tls_roots: &Arc<rustls::RootCertStore>,
         allow_internal: bool,
     ) -> anyhow::Result<Self> {
-        let authorities = spec
-            .endpoints
-            .iter()
-            .map(|e| e.address.parse::<Authority>())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| anyhow::anyhow!("upstream `{}`: {e}", spec.name))?;
-        let weights: Vec<u32> = spec.endpoints.iter().map(|e| e.weight).collect();
-        let named: Vec<(&str, u32)> = spec.endpoints.iter().map(|e| (e.address.as_str(), e.weight)).collect();
-        let balancer = Balancer::new(&spec.load_balancer, &named);
+        let endpoints = EndpointSet::build(&spec, static_entries(&spec), None)?;
 
         let mut http = HttpConnector::new_with_resolver(Guarded::new(allow_internal));
         http.enforce_http(false);
@@ -104,8 +79,10 @@ impl Upstream {
                     cfg.alpn_protocols = vec![b"h2".to_vec()];
                 }
                 // `sni` names the server to ask for and to verify; by default, the
-                // endpoint's host.
-                let sni = match &tls.sni {
+                // endpoint's host, or for endpoints from A/AAAA records the name resolved
+                // (their host is an address). Validation makes SRV upstreams give `sni`.
+                let dns_name = spec.dns.as_ref().filter(|d| d.record_type != DnsRecordType::SRV).map(|d| &d.name);
+                let sni = match tls.sni.as_ref().or(dns_name) {
                     Some(name) => Some(
                         rustls_pki_types::ServerName::try_from(name.clone())
                             .map_err(|e| anyhow::anyhow!("upstream `{}`: bad sni `{name}`: {e}", spec.name))?,
@@ -124,84 +101,140 @@ impl Upstream {
         let connector =
             Limited::new(connector, cb.max_connections, cb.max_pending_requests, spec.connect_timeout.to_std());
         let client = builder.build(connector);
-        let in_flight = spec.endpoints.iter().map(|_| AtomicUsize::new(0)).collect();
-        let addresses: Vec<String> = spec.endpoints.iter().map(|e| e.address.clone()).collect();
-        let breaker = CircuitBreaker::new(&spec.name, &spec.circuit_breaker);
-        let outlier = spec.passive_health_check.as_ref().map(|p| Outlier::new(&spec.name, &addresses, p));
-        let health = spec.active_health_check.as_ref().map(|a| Health::new(&spec.name, &addresses, a));
         Ok(Self {
-            spec,
             scheme,
-            authorities,
-            weights,
-            in_flight,
-            balancer,
+            endpoints: ArcSwap::from_pointee(endpoints),
             client,
-            breaker,
-            outlier,
-            health,
-            started: false.into(),
-            session_ids: std::sync::OnceLock::new(),
+            breaker: CircuitBreaker::new(&spec.name, &spec.circuit_breaker),
+            outlier: spec.passive_health_check.as_ref().map(Outlier::new),
+            health: spec.active_health_check.clone(),
+            dns: spec.dns.as_ref().map(|d| DnsState::new(&spec.name, d)),
+            allow_internal,
+            probing: false.into(),
+            resolving: false.into(),
+            spec,
         })
     }
 
-    /// True the first time it is called: the upstream's background work (`prober`) is
-    /// started once, whichever config reuses it.
-    pub fn mark_started(&self) -> bool {
-        !self.started.swap(true, Ordering::Relaxed)
+    /// The endpoints now.
+    pub fn endpoints(&self) -> arc_swap::Guard<Arc<EndpointSet>> {
+        self.endpoints.load()
     }
 
-    /// Whether endpoint `i` may get traffic: healthy and not ejected.
-    pub fn available(&self, i: usize, now_ms: u64) -> bool {
-        self.health.as_ref().is_none_or(|h| h.is_healthy(i))
-            && self.outlier.as_ref().is_none_or(|o| !o.is_ejected(i, now_ms))
+    /// Makes the endpoints the spec's static ones plus `found` (from DNS; an address
+    /// listed statically stays static). Endpoints that stay keep their state. Returns the
+    /// addresses added and removed, both empty when nothing changed.
+    pub fn set_found(&self, found: Vec<(String, u32)>) -> anyhow::Result<(Vec<String>, Vec<String>)> {
+        let mut entries = static_entries(&self.spec);
+        for (address, weight) in found {
+            if !entries.iter().any(|e| e.address == address) {
+                entries.push(Entry { address, weight, from_dns: true });
+            }
+        }
+        entries.sort_by(|a, b| a.address.cmp(&b.address));
+        let current = self.endpoints.load_full();
+        let before = current.entries();
+        if before == entries {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let added = entries
+            .iter()
+            .filter(|e| !before.iter().any(|b| b.address == e.address))
+            .map(|e| e.address.clone())
+            .collect();
+        let removed = before
+            .iter()
+            .filter(|b| !entries.iter().any(|e| e.address == b.address))
+            .map(|b| b.address.clone())
+            .collect();
+        self.endpoints.store(Arc::new(EndpointSet::build(&self.spec, entries, Some(&current))?));
+        Ok((added, removed))
     }
 
-    /// Chooses an available endpoint and counts the request in flight on it. `tried`:
+    /// Starts a replacement of `previous` (same name, changed spec) with the endpoints
+    /// `previous` found in DNS, when both resolve the same name the same way, so the new
+    /// upstream serves them at once instead of waiting for its first resolution.
+    pub fn seed_from(&self, previous: &Upstream) {
+        let (Some(dns), Some(old)) = (&self.dns, &previous.dns) else { return };
+        if dns.spec.name != old.spec.name
+            || dns.spec.record_type != old.spec.record_type
+            || dns.spec.port != old.spec.port
+        {
+            return;
+        }
+        let found: Vec<(String, u32)> =
+            previous.endpoints().entries().into_iter().filter(|e| e.from_dns).map(|e| (e.address, e.weight)).collect();
+        if found.is_empty() {
+            return;
+        }
+        if self.set_found(found).is_ok() {
+            let status = old.status();
+            dns.record(|s| *s = status);
+        }
+    }
+
+    /// True the first time it is called: health probes start once, whichever config
+    /// reuses the upstream.
+    pub fn mark_probing(&self) -> bool {
+        !self.probing.swap(true, Ordering::Relaxed)
+    }
+
+    /// True the first time it is called: DNS refresh starts once.
+    pub fn mark_resolving(&self) -> bool {
+        !self.resolving.swap(true, Ordering::Relaxed)
+    }
+
+    /// Chooses an available endpoint and counts the request in flight on it. `prefer`: the
+    /// endpoint the request's session names, taken while it is available; `tried`:
     /// endpoints that already failed this request, skipped while another one is available.
-    /// `None` when every endpoint is unhealthy or ejected.
-    pub fn pick(self: &Arc<Self>, ctx: &PickContext<'_>, tried: &[usize], now_ms: u64) -> Option<(usize, InFlight)> {
-        let mut i = match ctx.prefer {
-            Some(p) if p < self.weights.len() => p,
-            _ => self.balancer.pick(&self.weights, &self.in_flight, ctx),
-        };
-        if !self.available(i, now_ms) || tried.contains(&i) {
+    /// `None` when every endpoint is unhealthy or ejected, or there is none.
+    pub fn pick(
+        &self,
+        ctx: &PickContext<'_>,
+        prefer: Option<&Arc<Endpoint>>,
+        tried: &[Arc<Endpoint>],
+        now_ms: u64,
+    ) -> Option<InFlight> {
+        let set = self.endpoints.load();
+        if set.list.is_empty() {
+            return None;
+        }
+        let mut chosen = prefer.unwrap_or_else(|| set.choose(ctx));
+        let was_tried = |e: &Arc<Endpoint>| tried.iter().any(|t| Arc::ptr_eq(t, e));
+        if !chosen.available(now_ms) || was_tried(chosen) {
             // Rare: a weighted draw among the endpoints still in and not tried yet; failing
             // that, among all those still in.
+            let n = set.list.len();
             let fresh: Vec<usize> =
-                (0..self.weights.len()).filter(|j| self.available(*j, now_ms) && !tried.contains(j)).collect();
-            let candidates = if fresh.is_empty() {
-                (0..self.weights.len()).filter(|j| self.available(*j, now_ms)).collect()
-            } else {
-                fresh
-            };
-            i = self.weighted_choice(&candidates)?;
+                (0..n).filter(|j| set.list[*j].available(now_ms) && !was_tried(&set.list[*j])).collect();
+            let candidates =
+                if fresh.is_empty() { (0..n).filter(|j| set.list[*j].available(now_ms)).collect() } else { fresh };
+            chosen = set.weighted_choice(&candidates)?;
         }
-        self.in_flight[i].fetch_add(1, Ordering::Relaxed);
-        Some((i, InFlight { upstream: self.clone(), index: i }))
+        Some(chosen.begin())
     }
 
-    fn weighted_choice(&self, candidates: &[usize]) -> Option<usize> {
-        let total: u64 = candidates.iter().map(|j| u64::from(self.weights[*j])).sum();
-        let mut r = fastrand::u64(..total.max(1));
-        for j in candidates {
-            let w = u64::from(self.weights[*j]);
-            if r < w {
-                return Some(*j);
+    /// Waits (at most the connect timeout) for the first DNS resolution, when the upstream
+    /// has no endpoint yet because it has not resolved its name.
+    pub async fn first_resolution(&self) {
+        if let Some(dns) = &self.dns {
+            if self.endpoints.load().list.is_empty() {
+                dns.settled(self.spec.connect_timeout.to_std()).await;
             }
-            r -= w;
         }
-        candidates.last().copied()
     }
 
-    /// Reports how a request to endpoint `i` went, for outlier detection.
-    pub fn endpoint_result(&self, i: usize, failed: bool) {
-        if let Some(o) = &self.outlier {
-            if failed {
-                o.failure(i, clock::now_ms());
-            } else {
-                o.success(i);
-            }
+    /// Reports how a request to `ep` went, for outlier detection.
+    pub fn endpoint_result(&self, ep: &Endpoint, failed: bool) {
+        let (Some(o), Some(state)) = (&self.outlier, &ep.outlier) else { return };
+        if !failed {
+            state.success();
+            return;
+        }
+        let set = self.endpoints.load();
+        let all = set.list.iter().filter_map(|e| e.outlier.as_ref());
+        if let Some(ms) = o.failure(state, all, clock::now_ms()) {
+            tracing::warn!(upstream = %self.spec.name, endpoint = %ep.address, ejected_for_ms = ms, "outlier detection ejected an endpoint");
         }
     }
 
@@ -210,6 +243,11 @@ impl Upstream {
     pub fn uses_clock(&self) -> bool {
         self.breaker.uses_clock() || self.outlier.is_some()
     }
+}
+
+/// The spec's own endpoints.
+fn static_entries(spec: &UpstreamSpec) -> Vec<Entry> {
+    spec.endpoints.iter().map(|e| Entry { address: e.address.clone(), weight: e.weight, from_dns: false }).collect()
 }
 
 fn https_connector(
@@ -283,5 +321,66 @@ impl rustls::client::danger::ServerCertVerifier for NoVerify {
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstream(yaml: &str) -> Upstream {
+        let files = [schemas::SourceFile { path: "u.yaml".into(), contents: yaml.as_bytes().to_vec() }];
+        let spec = schemas::compile_tree(&files).unwrap().snapshot.upstreams[0].clone();
+        Upstream::new(spec, &Arc::new(rustls::RootCertStore::empty()), false).unwrap()
+    }
+
+    fn found(list: &[&str]) -> Vec<(String, u32)> {
+        list.iter().map(|a| (a.to_string(), 1)).collect()
+    }
+
+    /// A new set from DNS keeps the endpoints that stay, with their in-flight requests,
+    /// ejection and health; static endpoints stay whatever DNS says.
+    #[test]
+    fn endpoints_that_stay_keep_their_state_across_sets() {
+        let up = upstream(
+            "kind: Upstream\nname: u\nendpoints: [{ address: 10.0.0.9:80 }]\ndns: { name: u.internal, port: 80 }\nhealthCheck:\n  active: { path: /h, unhealthyThreshold: 1 }\n  passive: { consecutiveFailures: 1, maxEjectionPercent: 100 }\n",
+        );
+        assert_eq!(up.endpoints().list.len(), 1, "the static endpoint serves before DNS answers");
+        let (added, removed) = up.set_found(found(&["10.0.0.1:80", "10.0.0.2:80"])).unwrap();
+        assert_eq!((added.len(), removed.len()), (2, 0));
+        let set = up.endpoints();
+        let [one, two, fixed] = [&set.list[0], &set.list[1], &set.list[2]].map(|e| (*e).clone());
+        assert_eq!(
+            [one.address.as_str(), two.address.as_str(), fixed.address.as_str()],
+            ["10.0.0.1:80", "10.0.0.2:80", "10.0.0.9:80"]
+        );
+        drop(set);
+        let held = one.begin();
+        up.endpoint_result(&two, true);
+        assert!(two.outlier.as_ref().unwrap().is_ejected(clock::now_ms()));
+        fixed.health.as_ref().unwrap().observe(up.health.as_ref().unwrap(), false);
+
+        // Unchanged answer: no new set.
+        assert_eq!(up.set_found(found(&["10.0.0.2:80", "10.0.0.1:80"])).unwrap(), (vec![], vec![]));
+        // 10.0.0.1 leaves (its request still in flight), 10.0.0.3 arrives; DNS also names the
+        // static endpoint, which stays static.
+        let (added, removed) = up.set_found(found(&["10.0.0.2:80", "10.0.0.3:80", "10.0.0.9:80"])).unwrap();
+        assert_eq!((added, removed), (vec!["10.0.0.3:80".to_string()], vec!["10.0.0.1:80".to_string()]));
+        let set = up.endpoints();
+        assert_eq!(set.list.len(), 3);
+        assert!(Arc::ptr_eq(&set.list[0], &two), "the staying endpoint is the same");
+        assert!(set.list[0].outlier.as_ref().unwrap().is_ejected(clock::now_ms()), "still ejected");
+        assert!(set.list[1].from_dns && set.list[1].address == "10.0.0.3:80");
+        assert!(Arc::ptr_eq(&set.list[2], &fixed) && !fixed.from_dns);
+        assert!(!fixed.health.as_ref().unwrap().is_healthy(), "still unhealthy");
+        assert_eq!(one.in_flight(), 1, "the removed endpoint drains its request");
+        drop(held);
+        assert_eq!(one.in_flight(), 0);
+        // Only the new endpoint is available: one is gone, two is ejected, fixed unhealthy.
+        let h = http::HeaderMap::new();
+        let ctx = PickContext { headers: &h, client_ip: "127.0.0.1".parse().unwrap() };
+        for _ in 0..20 {
+            assert_eq!(up.pick(&ctx, None, &[], clock::now_ms()).unwrap().endpoint().address, "10.0.0.3:80");
+        }
     }
 }

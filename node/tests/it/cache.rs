@@ -130,6 +130,8 @@ rules:
   - matches: [{ path: { value: /post } }]
     backendRefs: [{ upstream: origin }]
     cache: {}
+  - matches: [{ path: { value: /item }, method: PUT }]
+    backendRefs: [{ upstream: origin }]
   - backendRefs: [{ upstream: origin }]
     cache: { maxObjectBytes: 100000 }
 "#;
@@ -374,6 +376,39 @@ async fn rfc_9111_rules_against_a_real_upstream() {
     for _ in 0..2 {
         assert_eq!(fetch(&big, "/a?cc=max-age%3D60&big=1", &[]).await.1, "raftgate; fwd=uri-miss");
     }
+}
+
+/// RFC 9111 §4.4: a 2xx/3xx answer to an unsafe method removes the stored answers of its
+/// target (every query and variant of the path), whichever rule answered it.
+#[tokio::test(flavor = "multi_thread")]
+async fn unsafe_requests_that_succeed_invalidate_their_target() {
+    let o = Origin::start().await;
+    let gw = Gateway::start(&[("c.yaml", &config(&o))], &[]);
+    let c = client();
+    let (a, b, other) = ("/item?cc=max-age%3D300", "/item?cc=max-age%3D300&v=2", "/other?cc=max-age%3D300");
+    for t in [a, b, other] {
+        assert_eq!(fetch(&gw, t, &[]).await.1, "raftgate; fwd=uri-miss; stored");
+        assert_eq!(fetch(&gw, t, &[]).await.1, "raftgate; hit");
+    }
+    let hit = |(_, cs, body): (StatusCode, String, String)| (cs, body);
+    // A failed unsafe request changes nothing.
+    o.failing.store(true, Ordering::SeqCst);
+    assert_eq!(send(&c, "POST", &gw.url("/item"), &[], Bytes::from_static(b"x")).await.0, 503);
+    o.failing.store(false, Ordering::SeqCst);
+    assert_eq!(hit(fetch(&gw, a, &[]).await), ("raftgate; hit".into(), "n=1 lang=".into()));
+    // One that succeeds removes both queries of its path, not other paths.
+    assert_eq!(send(&c, "POST", &gw.url("/item"), &[], Bytes::from_static(b"x")).await.0, 200);
+    assert_eq!(hit(fetch(&gw, a, &[]).await), ("raftgate; fwd=uri-miss; stored".into(), "n=2 lang=".into()));
+    assert_eq!(hit(fetch(&gw, b, &[]).await), ("raftgate; fwd=uri-miss; stored".into(), "n=2 lang=".into()));
+    assert_eq!(fetch(&gw, other, &[]).await.1, "raftgate; hit");
+    // A PUT answered by a rule without a cache counts as well.
+    assert_eq!(fetch(&gw, a, &[]).await.1, "raftgate; hit");
+    assert_eq!(send(&c, "PUT", &gw.url("/item?x=1"), &[], Bytes::from_static(b"x")).await.0, 200);
+    assert_eq!(hit(fetch(&gw, a, &[]).await), ("raftgate; fwd=uri-miss; stored".into(), "n=3 lang=".into()));
+    let m = get(&format!("http://{}/metrics", gw.admin), &[]).await.2;
+    let invalidated = m.lines().find(|l| l.starts_with("raftgate_cache_invalidated_total ")).unwrap_or_default();
+    // The POST removed a and b; the PUT the two stored again since.
+    assert_eq!(invalidated, "raftgate_cache_invalidated_total 4", "{m}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

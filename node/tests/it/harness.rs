@@ -322,6 +322,12 @@ impl Upstream {
     /// `h2`: serve HTTP/2 with prior knowledge only (as a gRPC server does).
     pub async fn start_with(name: &str, behaviour: Behaviour, h2: bool) -> Upstream {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::serve(name, behaviour, h2, listener)
+    }
+
+    /// An HTTP/1 upstream on a listener the test bound (another loopback address, a
+    /// chosen port).
+    pub fn serve(name: &str, behaviour: Behaviour, h2: bool, listener: tokio::net::TcpListener) -> Upstream {
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(AtomicUsize::new(0));
         let probes = Arc::new(AtomicUsize::new(0));

@@ -12,6 +12,7 @@ mod clientip;
 mod cluster;
 mod dashboard;
 mod deploy;
+mod dns;
 mod features;
 mod gitops;
 mod harness;

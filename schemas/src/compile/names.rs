@@ -88,6 +88,37 @@ pub(super) fn valid_hostname(h: &str, allow_wildcard: bool) -> Result<String, St
     Ok(lower)
 }
 
+/// A name to look up in DNS (lower-cased, no trailing dot): like a host name, but labels
+/// may start with `_` (`_http._tcp.users.internal`, as SRV names do).
+pub(super) fn valid_dns_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("it is empty".into());
+    }
+    if name.parse::<IpAddr>().is_ok() {
+        return Err("an IP address is not a name; list it under `endpoints` instead".into());
+    }
+    if name.len() > 253 {
+        return Err("it is longer than 253 characters".into());
+    }
+    for label in name.split('.') {
+        if label.is_empty() {
+            return Err("it has an empty label (two dots in a row, or a dot at the start)".into());
+        }
+        if label.len() > 63 {
+            return Err("a label is longer than 63 characters".into());
+        }
+        let inner = label.strip_prefix('_').unwrap_or(label);
+        if inner.is_empty()
+            || !inner.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            || inner.starts_with('-')
+            || inner.ends_with('-')
+        {
+            return Err(format!("label `{label}` may only hold letters, digits and inner `-` (and a leading `_`)"));
+        }
+    }
+    Ok(())
+}
+
 /// `host:port` for an endpoint. Returns it in canonical form (lower-case host).
 pub(super) fn valid_address(a: &str) -> Result<String, String> {
     if let Ok(sa) = SocketAddr::from_str(a) {

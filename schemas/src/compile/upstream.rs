@@ -4,26 +4,31 @@ use std::collections::HashMap;
 
 use crate::duration::Duration;
 use crate::model::{
-    ActiveHealthCheck, CircuitBreaker, LoadBalancer, LoadBalancerPolicy, PassiveHealthCheck, Upstream, UpstreamProtocol,
+    ActiveHealthCheck, CircuitBreaker, Dns, DnsRecordType, LoadBalancer, LoadBalancerPolicy, PassiveHealthCheck,
+    Upstream, UpstreamProtocol,
 };
 use crate::snapshot::{
-    ActiveHealthCheckSpec, CircuitBreakerSpec, EndpointSpec, ErrorRateSpec, HashOn, LoadBalancerSpec,
+    ActiveHealthCheckSpec, CircuitBreakerSpec, DnsSpec, EndpointSpec, ErrorRateSpec, HashOn, LoadBalancerSpec,
     PassiveHealthCheckSpec, RetryBudgetSpec, UpstreamSpec, UpstreamTlsSpec,
 };
 use crate::yaml::{at, Seg};
 
 use super::ctx::Ctx;
 use super::limits::{MAX_ENDPOINTS, MAX_ENDPOINT_WEIGHT};
-use super::names::valid_address;
+use super::names::{valid_address, valid_dns_name};
 
 impl Ctx<'_, Upstream> {
     pub(super) fn upstream(&mut self, u: &Upstream, policy: &crate::policy::Policy) -> UpstreamSpec {
         self.name(&u.name, "upstream");
-        if u.endpoints.is_empty() {
+        if u.endpoints.is_empty() && u.dns.is_none() {
             self.err(
                 at!["endpoints"],
                 "an upstream needs at least one endpoint",
-                Some("add `endpoints: [{ address: host:port }]`".to_string()),
+                Some(
+                    "add `endpoints: [{ address: host:port }]`, or `dns: { name: users.internal, port: 8080 }` \
+                     to find them in DNS"
+                        .to_string(),
+                ),
             );
         }
         if u.endpoints.len() > MAX_ENDPOINTS {
@@ -75,6 +80,16 @@ impl Ctx<'_, Upstream> {
         }
         endpoints.sort_by(|a, b| a.address.cmp(&b.address));
 
+        let dns = u.dns.as_ref().map(|d| self.dns(d));
+        if let (Some(d), Some(tls)) = (&dns, &u.tls) {
+            if d.record_type == DnsRecordType::SRV && tls.sni.is_none() {
+                self.err(
+                    at!["tls"],
+                    "TLS to endpoints found by SRV records needs `tls.sni`: the records name no host to verify",
+                    Some("add `sni: users.internal` (the name the endpoints' certificates carry)".to_string()),
+                );
+            }
+        }
         let load_balancer = self.load_balancer(u.load_balancer.as_ref());
         let connect_timeout = match u.connect_timeout {
             Some(d) => self.positive(at!["connectTimeout"], d, "connectTimeout"),
@@ -115,6 +130,7 @@ impl Ctx<'_, Upstream> {
         UpstreamSpec {
             name: u.name.clone(),
             endpoints,
+            dns,
             load_balancer,
             protocol: u.protocol.unwrap_or(UpstreamProtocol::Http1),
             connect_timeout,
@@ -123,6 +139,47 @@ impl Ctx<'_, Upstream> {
             passive_health_check,
             circuit_breaker,
         }
+    }
+
+    fn dns(&mut self, d: &Dns) -> DnsSpec {
+        let record_type = d.record_type.unwrap_or(DnsRecordType::A);
+        let name = d.name.strip_suffix('.').unwrap_or(&d.name).to_ascii_lowercase();
+        if let Err(why) = valid_dns_name(&name) {
+            self.err(at!["dns", "name"], format!("invalid DNS name `{}`: {why}", d.name), None);
+        }
+        let port = match (record_type, d.port) {
+            (DnsRecordType::SRV, Some(_)) => {
+                self.err(
+                    at!["dns", "port"],
+                    "SRV records carry the endpoints' ports; `port` is not allowed with `type: SRV`",
+                    Some("remove `port`".to_string()),
+                );
+                0
+            }
+            (DnsRecordType::SRV, None) => 0,
+            (_, Some(0)) => {
+                self.err(at!["dns", "port"], "port 0 is not a port", Some("give the endpoints' port".to_string()));
+                0
+            }
+            (_, Some(p)) => p,
+            (_, None) => {
+                self.err(
+                    at!["dns"],
+                    "endpoints from A or AAAA records need a `port`",
+                    Some("add `port: 8080` (the port the endpoints listen on)".to_string()),
+                );
+                0
+            }
+        };
+        let refresh = d.refresh.unwrap_or(Duration::from_millis(10_000));
+        if refresh.as_millis() < 1_000 || refresh.as_millis() > 3_600_000 {
+            self.err(
+                at!["dns", "refresh"],
+                format!("refresh is {refresh}; it must be between 1s and 1h"),
+                Some("the records' TTL shortens it when lower; `10s` is the default".to_string()),
+            );
+        }
+        DnsSpec { name, port, record_type, refresh }
     }
 
     fn load_balancer(&mut self, lb: Option<&LoadBalancer>) -> LoadBalancerSpec {

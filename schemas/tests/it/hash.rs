@@ -110,4 +110,4 @@ fn the_hash_is_pinned() {
     assert_eq!(a.hash.to_string(), PINNED, "snapshot JSON: {}", serde_json::to_string(&a.snapshot).unwrap());
 }
 
-const PINNED: &str = "aa3a1e2e791cb5c974520260a56283a68b0a0d1ef9e08c3d5ae14cd9cb01b150";
+const PINNED: &str = "9eaa471b43f79182f460b531be2098d367402cff63c7f0a21c6fcdc8d1a26104";

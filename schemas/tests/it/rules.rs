@@ -101,6 +101,46 @@ const CASES: &[Case] = &[
     ),
     ("no endpoints", "kind: Upstream\nname: u\nendpoints: []\n", &[(3, 12, "at least one endpoint")]),
     (
+        "no endpoints and no dns",
+        "kind: Upstream\nname: u\n",
+        &[(1, 1, "at least one endpoint")],
+    ),
+    (
+        "dns A without a port",
+        "kind: Upstream\nname: u\ndns: { name: users.internal }\n",
+        &[(3, 6, "endpoints from A or AAAA records need a `port`")],
+    ),
+    (
+        "dns SRV with a port",
+        "kind: Upstream\nname: u\ndns: { name: _http._tcp.users.internal, type: SRV, port: 80 }\n",
+        &[(3, 58, "`port` is not allowed with `type: SRV`")],
+    ),
+    (
+        "dns bad name",
+        "kind: Upstream\nname: u\ndns:\n  name: users..internal\n  port: 80\n",
+        &[(4, 9, "invalid DNS name `users..internal`: it has an empty label")],
+    ),
+    (
+        "dns an address as name",
+        "kind: Upstream\nname: u\ndns: { name: 10.0.0.1, port: 80 }\n",
+        &[(3, 14, "an IP address is not a name")],
+    ),
+    (
+        "dns refresh too short",
+        "kind: Upstream\nname: u\ndns: { name: users.internal, port: 80, refresh: 100ms }\n",
+        &[(3, 49, "refresh is 100ms; it must be between 1s and 1h")],
+    ),
+    (
+        "dns unknown type",
+        "kind: Upstream\nname: u\ndns: { name: users.internal, port: 80, type: MX }\n",
+        &[(3, 46, "unknown variant `MX`")],
+    ),
+    (
+        "dns SRV over TLS without sni",
+        "kind: Upstream\nname: u\ndns: { name: _https._tcp.users.internal, type: SRV }\ntls: { caFile: /etc/ca.pem }\n",
+        &[(4, 6, "needs `tls.sni`")],
+    ),
+    (
         "endpoint weight zero",
         "kind: Upstream\nname: u\nendpoints:\n  - { address: 127.0.0.1:1, weight: 0 }\n",
         &[(4, 37, "endpoint weight is 0")],

@@ -182,7 +182,7 @@ impl Body for Tee {
         if ended {
             if let Some((mut entry, guard)) = this.entry.take() {
                 entry.body = std::mem::take(&mut this.buf).freeze();
-                guard.cache.insert(guard.key, entry, guard.epoch);
+                guard.cache.insert(&guard, entry);
             }
         }
         polled
@@ -224,6 +224,7 @@ pub fn revalidate_later(
     // its credentials), never as an anonymous one.
     let refill = CacheState {
         key: state.key,
+        family: state.family,
         path: state.path.clone(),
         request_headers: std::mem::take(&mut state.request_headers),
         outcome: Outcome::Forward("stale"),
@@ -261,7 +262,7 @@ async fn revalidate(
     let (mut parts, body) = resp.into_parts();
     if parts.status == StatusCode::NOT_MODIFIED && state.conditional {
         if let Some(e) = refresh(stale, &parts.headers, Some(rule)) {
-            cache.insert(state.key, e, guard.epoch);
+            cache.insert(&guard, e);
         }
         return;
     }
@@ -279,7 +280,7 @@ async fn revalidate(
     let limit = policy.max_object_bytes.min(cache.max_bytes / 8) as usize;
     if let Ok(b) = http_body_util::Limited::new(body, limit).collect().await {
         entry.body = b.to_bytes();
-        cache.insert(state.key, entry, guard.epoch);
+        cache.insert(&guard, entry);
     }
 }
 

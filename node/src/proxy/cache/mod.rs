@@ -56,20 +56,8 @@ pub async fn lookup(
     // as one with `Authorization`: the upstream may answer per consumer, so its answers
     // are shared only when they say they may be (§3.5).
     let auth = req.headers().contains_key(header::AUTHORIZATION) || ctx.consumer.is_some() || ctx.jwt.is_some();
-    let mut state = CacheState {
-        key,
-        path: route.path.as_ref().into(),
-        request_headers: HeaderMap::new(),
-        outcome: Outcome::Forward("uri-miss"),
-        stale: None,
-        conditional: false,
-        fill: None,
-        no_store: asks.no_store,
-        auth,
-        collapsed: false,
-        head,
-        coding,
-    };
+    let mut state = CacheState::new(key, state::family(&route.host, &route.path), &route.path, head, coding);
+    (state.no_store, state.auth) = (asks.no_store, auth);
     if !(head || down.method == Method::GET) {
         state.outcome = Outcome::Forward("method");
         ctx.cache = Some(state);
@@ -98,7 +86,7 @@ pub async fn lookup(
         if state.stale.is_some() || attempt == 1 || head {
             break;
         }
-        match cache.claim(key) {
+        match cache.claim(key, state.family) {
             Ok(guard) => {
                 state.fill = Some(guard);
                 break;
@@ -110,13 +98,29 @@ pub async fn lookup(
         }
     }
     if state.fill.is_none() && !head {
-        state.fill = cache.claim(key).ok();
+        state.fill = cache.claim(key, state.family).ok();
     }
     if state.fill.is_some() {
         state.request_headers = req.headers().clone();
     }
     ctx.cache = Some(state);
     Ok(())
+}
+
+/// Phase `route`: an unsafe request (POST, PUT, DELETE, …) on any route names its target,
+/// whose stored answers go when it succeeds (RFC 9111 §4.4; see `invalidate`).
+pub fn target(cache: &ResponseCache, method: &Method, route: &Routed<'_>) -> Option<u64> {
+    (!method.is_safe() && cache.in_use()).then(|| state::family(&route.host, &route.path))
+}
+
+/// Phase `response_filter`: a 2xx or 3xx answer to an unsafe request removes the stored
+/// answers of its target, all variants and queries, on this node.
+pub fn invalidate(cache: &ResponseCache, ctx: &RequestCtx, status: StatusCode) {
+    if let Some(family) = ctx.invalidates {
+        if status.is_success() || status.is_redirection() {
+            cache.invalidate(family);
+        }
+    }
 }
 
 /// Whether a stored answer may answer this request at all (fresh or not).
@@ -204,7 +208,7 @@ pub fn respond(cache: &ResponseCache, ctx: &mut RequestCtx, answer: Answer) -> A
         };
         let out = refreshed.response(state.head);
         if let Some(guard) = state.fill.take() {
-            cache.insert(state.key, refreshed, guard.epoch);
+            cache.insert(&guard, refreshed);
         }
         return Answer::Gateway(out);
     }

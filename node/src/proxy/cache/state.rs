@@ -2,7 +2,7 @@
 //! the cache decided for one request (`CacheState`, carried in `RequestCtx`).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -118,7 +118,13 @@ impl quick_cache::Weighter<u128, Arc<Entry>> for Weight {
 pub struct ResponseCache {
     pub store: quick_cache::sync::Cache<u128, Arc<Entry>, Weight>,
     /// Keys being filled, with the waiters to wake when the fill ends either way.
-    filling: Mutex<HashMap<u128, Arc<Notify>>>,
+    filling: Mutex<HashMap<u128, Filling>>,
+    /// The keys stored per target URI (`family`: host and path), so that an unsafe
+    /// request's success can remove every variant of its target (RFC 9111 §4.4). Keys of
+    /// entries evicted since are dropped by a sweep when the index has doubled.
+    families: Mutex<Families>,
+    /// Something was stored once: until then unsafe requests need not compute a family.
+    used: AtomicBool,
     /// Bumped by every purge: a fill that began before one is not stored.
     epoch: AtomicU64,
     pub max_bytes: u64,
@@ -137,6 +143,8 @@ impl ResponseCache {
         ResponseCache {
             store: quick_cache::sync::Cache::with_weighter(items, max_bytes.max(1), Weight),
             filling: Mutex::default(),
+            families: Mutex::new(Families { keys: HashMap::new(), sweep_at: 1024 }),
+            used: AtomicBool::new(false),
             epoch: AtomicU64::new(0),
             max_bytes,
         }
@@ -147,12 +155,45 @@ impl ResponseCache {
         (self.store.weight(), self.store.len())
     }
 
-    pub fn insert(&self, key: u128, entry: Entry, epoch: u64) {
-        if self.epoch.load(Ordering::Acquire) != epoch || entry.weight() > self.max_bytes / 8 {
+    /// Stores the answer `guard`'s fill made, unless a purge or an invalidation of its
+    /// target happened since the fill began.
+    pub fn insert(&self, guard: &FillGuard, entry: Entry) {
+        if self.epoch.load(Ordering::Acquire) != guard.epoch
+            || guard.invalidated.load(Ordering::Acquire)
+            || entry.weight() > self.max_bytes / 8
+        {
             return;
         }
-        self.store.insert(key, Arc::new(entry));
+        {
+            // Stored and indexed under one lock, so an invalidation sees both or neither.
+            let mut families = self.families.lock().unwrap_or_else(|p| p.into_inner());
+            self.store.insert(guard.key, Arc::new(entry));
+            families.add(guard.family, guard.key, &self.store);
+        }
+        self.used.store(true, Ordering::Relaxed);
         self.publish_usage();
+    }
+
+    /// Whether anything was ever stored.
+    pub fn in_use(&self) -> bool {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// An unsafe request to `family`'s target succeeded: its stored answers (every variant)
+    /// go, and fills of it under way are not stored. Returns how many entries went.
+    pub fn invalidate(&self, family: u64) -> usize {
+        for f in self.filling.lock().unwrap_or_else(|p| p.into_inner()).values() {
+            if f.family == family {
+                f.invalidated.store(true, Ordering::Release);
+            }
+        }
+        let keys = self.families.lock().unwrap_or_else(|p| p.into_inner()).keys.remove(&family).unwrap_or_default();
+        let removed = keys.iter().filter(|k| self.store.remove(*k).is_some()).count();
+        if removed > 0 {
+            metrics::counter!("raftgate_cache_invalidated_total").increment(removed as u64);
+            self.publish_usage();
+        }
+        removed
     }
 
     /// Sets the size gauges; returns the entry count.
@@ -172,14 +213,16 @@ impl ResponseCache {
         before.saturating_sub(self.publish_usage())
     }
 
-    /// Makes the caller the filler of `key`, or returns the fill to wait for.
-    pub fn claim(self: &Arc<Self>, key: u128) -> Result<FillGuard, Arc<Notify>> {
+    /// Makes the caller the filler of `key` (of target `family`), or returns the fill to
+    /// wait for.
+    pub fn claim(self: &Arc<Self>, key: u128, family: u64) -> Result<FillGuard, Arc<Notify>> {
         let mut filling = self.filling.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = filling.get(&key) {
-            return Err(n.clone());
+        if let Some(f) = filling.get(&key) {
+            return Err(f.notify.clone());
         }
-        filling.insert(key, Arc::new(Notify::new()));
-        Ok(FillGuard { cache: self.clone(), key, epoch: self.epoch.load(Ordering::Acquire) })
+        let invalidated = Arc::new(AtomicBool::new(false));
+        filling.insert(key, Filling { notify: Arc::new(Notify::new()), family, invalidated: invalidated.clone() });
+        Ok(FillGuard { cache: self.clone(), key, family, invalidated, epoch: self.epoch.load(Ordering::Acquire) })
     }
 
     /// Waits until the fill of `key` ends (or `limit` passes).
@@ -188,8 +231,12 @@ impl ResponseCache {
         tokio::pin!(notified);
         notified.as_mut().enable();
         // The fill may have ended between `claim` and `enable` (and another begun).
-        let same =
-            self.filling.lock().unwrap_or_else(|p| p.into_inner()).get(&key).is_some_and(|n| Arc::ptr_eq(n, &notify));
+        let same = self
+            .filling
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .is_some_and(|f| Arc::ptr_eq(&f.notify, &notify));
         if !same {
             return;
         }
@@ -197,19 +244,64 @@ impl ResponseCache {
     }
 }
 
+/// A fill under way: its waiters, and whether its target was invalidated meanwhile.
+#[derive(Debug)]
+struct Filling {
+    notify: Arc<Notify>,
+    family: u64,
+    invalidated: Arc<AtomicBool>,
+}
+
+/// Stored keys per target.
+#[derive(Debug)]
+struct Families {
+    keys: HashMap<u64, Vec<u128>>,
+    /// Targets indexed past which the index drops the keys no longer stored.
+    sweep_at: usize,
+}
+
+impl Families {
+    fn add(&mut self, family: u64, key: u128, store: &quick_cache::sync::Cache<u128, Arc<Entry>, Weight>) {
+        let keys = self.keys.entry(family).or_default();
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
+        if self.keys.len() >= self.sweep_at {
+            self.keys.retain(|_, keys| {
+                keys.retain(|k| store.peek(k).is_some());
+                !keys.is_empty()
+            });
+            self.sweep_at = (self.keys.len() * 2).max(1024);
+        }
+    }
+}
+
+/// The target an answer is stored for (host and path, the query left out so that an
+/// unsafe request invalidates every query of its path).
+pub fn family(host: &str, path: &str) -> u64 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(host.as_bytes());
+    h.update(&[0]);
+    h.update(path.as_bytes());
+    h.digest()
+}
+
 /// This request fills a key; dropping it (stored or not) wakes the requests waiting.
 #[derive(Debug)]
 pub struct FillGuard {
     pub cache: Arc<ResponseCache>,
     pub key: u128,
+    pub family: u64,
+    /// Set by an invalidation of the target while the fill runs: the answer is not stored.
+    invalidated: Arc<AtomicBool>,
     pub epoch: u64,
 }
 
 impl Drop for FillGuard {
     fn drop(&mut self) {
-        let n = self.cache.filling.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.key);
-        if let Some(n) = n {
-            n.notify_waiters();
+        let f = self.cache.filling.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.key);
+        if let Some(f) = f {
+            f.notify.notify_waiters();
         }
     }
 }
@@ -219,6 +311,8 @@ impl Drop for FillGuard {
 #[derive(Debug)]
 pub struct CacheState {
     pub key: u128,
+    /// The target (`family`) the key belongs to.
+    pub family: u64,
     /// The routed path, kept with the entry for purges by prefix.
     pub path: Box<str>,
     /// The request's headers, for the values the answer's `Vary` names (not kept on hits).
@@ -238,6 +332,27 @@ pub struct CacheState {
     pub head: bool,
     /// The content coding in the key (`""`: none, or the rule does not compress).
     pub coding: &'static str,
+}
+
+impl CacheState {
+    /// A request's state before the lookup: a miss that stores nothing yet.
+    pub fn new(key: u128, family: u64, path: &str, head: bool, coding: &'static str) -> Self {
+        CacheState {
+            key,
+            family,
+            path: path.into(),
+            request_headers: HeaderMap::new(),
+            outcome: Outcome::Forward("uri-miss"),
+            stale: None,
+            conditional: false,
+            fill: None,
+            no_store: false,
+            auth: false,
+            collapsed: false,
+            head,
+            coding,
+        }
+    }
 }
 
 /// For `Cache-Status` and the metric.
