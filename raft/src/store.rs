@@ -25,6 +25,7 @@ use openraft::{
     StorageIOError,
 };
 use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
+use schemas::SNAPSHOT_FORMAT;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -38,6 +39,8 @@ const KEY_COMMITTED: &[u8] = b"committed";
 const KEY_PURGED: &[u8] = b"last_purged";
 const KEY_STATE: &[u8] = b"state";
 const KEY_SNAPSHOT: &[u8] = b"snapshot";
+/// The config format (`schemas::SNAPSHOT_FORMAT`) of the configs this database holds.
+const KEY_FORMAT: &[u8] = b"format";
 
 /// How many applied commits the history keeps.
 pub const HISTORY_LEN: usize = 100;
@@ -66,8 +69,39 @@ pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), StorageError> {
     let db = DB::open_cf_descriptors(&opts, dir, cfs)
         .map_err(|e| StorageIOError::new(ErrorSubject::Store, ErrorVerb::Read, AnyError::new(&e)))?;
     let db = Arc::new(db);
-    let sm = StateMachineStore::load(db.clone())?;
+    check_format(&db, dir)?;
+    let sm = StateMachineStore::load(db.clone())
+        .map_err(|e| format_error(dir, &format!("its state machine cannot be read ({e})")))?;
+    db.put_cf_opt(db.cf_handle(CF_META).expect("cf meta"), KEY_FORMAT, SNAPSHOT_FORMAT.to_be_bytes(), &synced())
+        .map_err(|e| StorageIOError::new(ErrorSubject::Store, ErrorVerb::Write, AnyError::new(&e)))?;
     Ok((LogStore { db }, sm))
+}
+
+/// Refuses a database whose configs are in another format than this version's: the
+/// entries and the state machine hold compiled configs in a binary encoding that names no
+/// fields, so another format would be misread (or fail to decode half-way).
+fn check_format(db: &DB, dir: &Path) -> Result<(), StorageError> {
+    let stored = db
+        .get_cf(db.cf_handle(CF_META).expect("cf meta"), KEY_FORMAT)
+        .map_err(|e| StorageIOError::new(ErrorSubject::Store, ErrorVerb::Read, AnyError::new(&e)))?;
+    match stored.as_deref().map(<[u8; 4]>::try_from) {
+        None => Ok(()),
+        Some(Ok(b)) if u32::from_be_bytes(b) == SNAPSHOT_FORMAT => Ok(()),
+        Some(Ok(b)) => Err(format_error(dir, &format!("it holds configs in format {}", u32::from_be_bytes(b)))),
+        Some(Err(_)) => Err(format_error(dir, "its format marker is damaged")),
+    }
+}
+
+fn format_error(dir: &Path, what: &str) -> StorageError {
+    let why = format!(
+        "{what}, and this raftgate reads config format {SNAPSHOT_FORMAT} only. Data written by a raftgate \
+         with another config format cannot be read: run the version that wrote it, or rebuild the \
+         cluster on this one (stop every node, move each data dir {} aside, start one node with \
+         --bootstrap and the others with --join; the config comes back from Git, the Raft history \
+         does not). See README, \"Upgrades\".",
+        dir.display()
+    );
+    StorageIOError::new(ErrorSubject::Store, ErrorVerb::Read, AnyError::error(why)).into()
 }
 
 fn synced() -> WriteOptions {

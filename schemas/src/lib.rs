@@ -33,7 +33,7 @@ pub use diag::Diagnostic;
 pub use duration::Duration;
 pub use load::{SourceFile, TreeLimits};
 pub use policy::Policy;
-pub use snapshot::{ConfigSnapshot, ContentHash};
+pub use snapshot::{ConfigSnapshot, ContentHash, SNAPSHOT_FORMAT};
 
 /// A validated config tree.
 #[derive(Debug, Clone)]

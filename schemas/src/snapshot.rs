@@ -15,7 +15,7 @@ pub use crate::model::{DnsRecordType, PathMatchType, RateLimitScope, RetryOn, St
 
 /// Bumped whenever the meaning of a snapshot changes, so a node never runs a snapshot it
 /// would misread.
-pub(crate) const SNAPSHOT_FORMAT: u32 = 8;
+pub const SNAPSHOT_FORMAT: u32 = 8;
 
 mod security;
 mod source;

@@ -113,7 +113,11 @@ async fn origin(
         return b.status(304).body(Full::new(Bytes::new())).unwrap();
     }
     let lang = req.headers().get("x-lang").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
-    b.body(Full::new(Bytes::from(format!("n={n} lang={lang}")))).unwrap()
+    let mut body = format!("n={n} lang={lang}").into_bytes();
+    if let Some(size) = q.get("size").and_then(|s| s.parse::<usize>().ok()) {
+        body.resize(size, b'.');
+    }
+    b.body(Full::new(Bytes::from(body))).unwrap()
 }
 
 const ROUTES: &str = r#"---
@@ -132,6 +136,9 @@ rules:
     cache: {}
   - matches: [{ path: { value: /item }, method: PUT }]
     backendRefs: [{ upstream: origin }]
+  - matches: [{ path: { value: /big } }]
+    backendRefs: [{ upstream: origin }]
+    cache: { maxObjectBytes: 33554432 }
   - backendRefs: [{ upstream: origin }]
     cache: { maxObjectBytes: 100000 }
 "#;
@@ -376,6 +383,35 @@ async fn rfc_9111_rules_against_a_real_upstream() {
     for _ in 0..2 {
         assert_eq!(fetch(&big, "/a?cc=max-age%3D60&big=1", &[]).await.1, "raftgate; fwd=uri-miss");
     }
+}
+
+/// A client that reads slowly does not hold up the requests waiting for its fill: an answer
+/// of known length is stored at the upstream's pace.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_reader_does_not_hold_up_the_requests_waiting_for_its_fill() {
+    use tokio::io::AsyncWriteExt;
+    let o = Origin::start().await;
+    let gw = Gateway::start(&[("c.yaml", &config(&o))], &[]);
+    // 20 MB: more than the sockets between the gateway and a client that reads nothing hold.
+    let target = "/big?cc=max-age%3D60&size=20000000";
+    let mut slow = tokio::net::TcpStream::connect(gw.http).await.unwrap();
+    // The same host as `get` sends, so both requests have one cache key.
+    let host = gw.http.to_string();
+    slow.write_all(format!("GET {target} HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes()).await.unwrap();
+    testkit::wait_until("the slow client's request reaches the origin", Duration::from_secs(5), || {
+        o.count(target) == 1
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let (status, h, body) = get(&gw.url(target), &[]).await;
+    let took = started.elapsed();
+    assert_eq!(status, 200);
+    assert_eq!(body.len(), 20_000_000);
+    let cs = h["cache-status"].to_str().unwrap();
+    assert!(cs == "raftgate; hit" || cs.contains("collapsed"), "{cs}");
+    assert_eq!(o.count(target), 1, "one upstream request for both clients");
+    assert!(took < Duration::from_secs(3), "the waiting request took {took:?} while the first client read nothing");
+    drop(slow);
 }
 
 /// RFC 9111 §4.4: a 2xx/3xx answer to an unsafe method removes the stored answers of its

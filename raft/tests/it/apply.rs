@@ -170,3 +170,24 @@ async fn config_entries_round_trip_through_the_log() {
         other => panic!("{other:?}"),
     }
 }
+
+/// A data directory from a raftgate with another config format is refused at open, with
+/// what to do, instead of being misread.
+#[test]
+fn a_store_of_another_config_format_is_refused_with_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(raft::open(dir.path()).unwrap());
+    // Reopening with the same format is fine.
+    drop(raft::open(dir.path()).unwrap());
+    // Mark it as written by the next format.
+    {
+        let cfs = ["logs", "meta", "sm"].map(|n| rocksdb::ColumnFamilyDescriptor::new(n, rocksdb::Options::default()));
+        let db = rocksdb::DB::open_cf_descriptors(&rocksdb::Options::default(), dir.path(), cfs).unwrap();
+        db.put_cf(db.cf_handle("meta").unwrap(), b"format", (schemas::SNAPSHOT_FORMAT + 1).to_be_bytes()).unwrap();
+    }
+    let err = raft::open(dir.path()).map(|_| ()).unwrap_err().to_string();
+    let next = schemas::SNAPSHOT_FORMAT + 1;
+    assert!(err.contains(&format!("it holds configs in format {next}")), "{err}");
+    assert!(err.contains(&format!("reads config format {}", schemas::SNAPSHOT_FORMAT)), "{err}");
+    assert!(err.contains("--bootstrap") && err.contains("Upgrades"), "{err}");
+}

@@ -1,5 +1,6 @@
-//! Filling the cache: an answer streams to the client and into an entry at once (`store`,
-//! `Tee`); a 304 refreshes a stored entry (`refresh`); `stale-while-revalidate` answers
+//! Filling the cache: an answer streams to the client and into an entry at once (`store`:
+//! read by a task of its own at the upstream's pace when its length is known, `detached`;
+//! otherwise as the client reads it, `Tee`); a 304 refreshes a stored entry (`refresh`); `stale-while-revalidate` answers
 //! from the stale entry and revalidates on a task of its own (`revalidate_later`).
 
 use std::pin::Pin;
@@ -42,6 +43,9 @@ pub fn store(
     let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if state.head || declared.is_some_and(|n| n > policy.max_object_bytes.min(guard.cache.max_bytes / 8)) {
         return (body, false);
+    }
+    if let Some(len) = declared {
+        return (detached(body, entry, guard, len), true);
     }
     // Never more than the store would take (an eighth of it).
     let limit = policy.max_object_bytes.min(guard.cache.max_bytes / 8);
@@ -141,6 +145,47 @@ pub fn refresh(stale: &Entry, h: &HeaderMap, rule: Option<&RuleRuntime>) -> Opti
         vary: stale.vary.clone(),
         headers,
     })
+}
+
+/// How long a detached fill may take to read its body.
+const FILL_LIMIT: Duration = Duration::from_secs(60);
+
+/// An answer of known length within the bound, read by a task of its own: the entry is
+/// stored (and the requests waiting for it answered) as soon as the upstream has sent it,
+/// however slowly this client reads, and even if it goes away. The client's copy waits in
+/// memory meanwhile, at most `len` bytes, which the bound keeps within an eighth of the
+/// cache.
+fn detached(mut body: RespBody, mut entry: Entry, guard: FillGuard, len: u64) -> RespBody {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Result<Frame<Bytes>, BoxError>>();
+    tokio::spawn(async move {
+        let fill = async {
+            let mut buf = BytesMut::with_capacity(len as usize);
+            let mut whole = true;
+            while let Some(frame) = body.frame().await {
+                let frame = match frame {
+                    Ok(f) => f,
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return None;
+                    }
+                };
+                match frame.data_ref() {
+                    Some(d) => buf.extend_from_slice(d),
+                    // Trailers are not stored: an answer with them is not cached.
+                    None => whole = false,
+                }
+                // The client may have gone: the fill goes on for the requests waiting.
+                let _ = tx.send(Ok(frame));
+            }
+            (whole && buf.len() as u64 == len).then(|| buf.freeze())
+        };
+        if let Ok(Some(b)) = tokio::time::timeout(FILL_LIMIT, fill).await {
+            entry.body = b;
+            guard.cache.insert(&guard, entry);
+        }
+    });
+    let stream = tokio_stream::wrappers::UnboundedReceiverStream::new(rx);
+    RespBody::Transformed(UnsyncBoxBody::new(http_body_util::StreamBody::new(stream)))
 }
 
 /// Streams the answer to the client and collects it; stores it once it ended whole and
