@@ -174,32 +174,7 @@ async fn resolve(spec: &DnsSpec, allow_internal: bool) -> Result<Found, Failure>
                 }
             }
         }
-        DnsRecordType::SRV => {
-            let lookup = resolver.lookup(name, RecordType::SRV).await.map_err(lookup_failure)?;
-            let records: Vec<_> = lookup
-                .answers()
-                .iter()
-                .filter_map(|r| match &r.data {
-                    RData::SRV(srv) => Some((srv.clone(), r.ttl)),
-                    _ => None,
-                })
-                .collect();
-            // Only the most preferred priority is used; the others are standby that the
-            // health policies, not DNS order, stand in for.
-            let best = records.iter().map(|(s, _)| s.priority).min();
-            for (srv, record_ttl) in records.iter().filter(|(s, _)| Some(s.priority) == best) {
-                // `.` as target: "the service is decidedly not available here" (RFC 2782).
-                if srv.target.is_root() {
-                    continue;
-                }
-                ttl = ttl.min(*record_ttl);
-                let ips = resolver.lookup_ip(srv.target.clone()).await.map_err(lookup_failure)?;
-                let left = ips.valid_until().saturating_duration_since(std::time::Instant::now());
-                ttl = ttl.min(left.as_secs() as u32);
-                let weight = u32::from(srv.weight).clamp(1, 1_000);
-                found.extend(ips.iter().map(|ip| (ip, srv.port, weight)));
-            }
-        }
+        DnsRecordType::SRV => srv(resolver, name, &mut found, &mut ttl).await?,
     }
     let all = found.len();
     if !allow_internal {
@@ -222,6 +197,58 @@ async fn resolve(spec: &DnsSpec, allow_internal: bool) -> Result<Found, Failure>
     endpoints.dedup_by(|a, b| a.0 == b.0);
     endpoints.truncate(MAX_FOUND);
     Ok(Found { endpoints, ttl: Duration::from_secs(u64::from(ttl)) })
+}
+
+/// The endpoints of `name`'s SRV records: `(address, port, weight)` into `found`, the
+/// shortest TTL into `ttl`.
+async fn srv(
+    resolver: &'static TokioResolver,
+    name: Name,
+    found: &mut Vec<(IpAddr, u16, u32)>,
+    ttl: &mut u32,
+) -> Result<(), Failure> {
+    let lookup = resolver.lookup(name, RecordType::SRV).await.map_err(lookup_failure)?;
+    let records: Vec<_> = lookup
+        .answers()
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::SRV(srv) => Some((srv.clone(), r.ttl)),
+            _ => None,
+        })
+        .collect();
+    // Only the most preferred priority is used; the others are standby that the health
+    // policies, not DNS order, stand in for.
+    let best = records.iter().map(|(s, _)| s.priority).min();
+    // `.` as target: "the service is decidedly not available here" (RFC 2782).
+    let targets: Vec<_> = records.iter().filter(|(s, _)| Some(s.priority) == best && !s.target.is_root()).collect();
+    // Targets resolve together; one that fails is left out (and retried at the next
+    // resolution) rather than failing the others.
+    let mut lookups = tokio::task::JoinSet::new();
+    for (i, (srv, _)) in targets.iter().enumerate() {
+        let target = srv.target.clone();
+        lookups.spawn(async move { (i, resolver.lookup_ip(target).await) });
+    }
+    let mut answers: Vec<_> = lookups.join_all().await;
+    answers.sort_by_key(|(i, _)| *i);
+    let mut failed = None;
+    for ((srv, record_ttl), (_, ips)) in targets.iter().zip(answers) {
+        let ips = match ips {
+            Ok(ips) => ips,
+            Err(e) => {
+                failed = Some(e);
+                continue;
+            }
+        };
+        *ttl = (*ttl).min(*record_ttl);
+        let left = ips.valid_until().saturating_duration_since(std::time::Instant::now());
+        *ttl = (*ttl).min(left.as_secs() as u32);
+        let weight = u32::from(srv.weight).clamp(1, 1_000);
+        found.extend(ips.iter().map(|ip| (ip, srv.port, weight)));
+    }
+    match failed {
+        Some(e) if found.is_empty() => Err(lookup_failure(e)),
+        _ => Ok(()),
+    }
 }
 
 /// A failed lookup: "no records" is an empty answer, the rest are errors.

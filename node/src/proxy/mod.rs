@@ -123,7 +123,7 @@ impl Proxy {
         // route: the rule, or 404.
         let route = route::route(rt, down, &req, self.settings.escaped_slashes, ctx)?;
         let rule = route.rule;
-        ctx.invalidates = cache::target(&self.cache, &down.method, &route);
+        ctx.invalidates = cache::target(&down.method, &route);
         // admit: a redirect answers at once (it needs no identity); then what can be refused
         // from the head alone: who the caller is and whether it may call, the declared body
         // size, the rate limit (which may count per consumer found here).

@@ -80,8 +80,13 @@ impl Upstream {
                 }
                 // `sni` names the server to ask for and to verify; by default, the
                 // endpoint's host, or for endpoints from A/AAAA records the name resolved
-                // (their host is an address). Validation makes SRV upstreams give `sni`.
-                let dns_name = spec.dns.as_ref().filter(|d| d.record_type != DnsRecordType::SRV).map(|d| &d.name);
+                // (their host is an address). Validation makes SRV upstreams, and those
+                // mixing static and DNS endpoints, give `sni`.
+                let dns_name = spec
+                    .dns
+                    .as_ref()
+                    .filter(|d| d.record_type != DnsRecordType::SRV && spec.endpoints.is_empty())
+                    .map(|d| &d.name);
                 let sni = match tls.sni.as_ref().or(dns_name) {
                     Some(name) => Some(
                         rustls_pki_types::ServerName::try_from(name.clone())
@@ -199,6 +204,8 @@ impl Upstream {
         if set.list.is_empty() {
             return None;
         }
+        // The session's endpoint, while it is still in the set (DNS may have removed it).
+        let prefer = prefer.filter(|p| set.list.iter().any(|e| Arc::ptr_eq(e, p)));
         let mut chosen = prefer.unwrap_or_else(|| set.choose(ctx));
         let was_tried = |e: &Arc<Endpoint>| tried.iter().any(|t| Arc::ptr_eq(t, e));
         if !chosen.available(now_ms) || was_tried(chosen) {

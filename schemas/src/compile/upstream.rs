@@ -88,6 +88,12 @@ impl Ctx<'_, Upstream> {
                     "TLS to endpoints found by SRV records needs `tls.sni`: the records name no host to verify",
                     Some("add `sni: users.internal` (the name the endpoints' certificates carry)".to_string()),
                 );
+            } else if !u.endpoints.is_empty() && tls.sni.is_none() {
+                self.err(
+                    at!["tls"],
+                    "TLS to an upstream with both static and DNS endpoints needs `tls.sni`: one name is sent to and verified on all of them",
+                    Some("add `sni:` with the name every endpoint's certificate carries".to_string()),
+                );
             }
         }
         let load_balancer = self.load_balancer(u.load_balancer.as_ref());

@@ -136,6 +136,11 @@ const CASES: &[Case] = &[
         &[(3, 46, "unknown variant `MX`")],
     ),
     (
+        "static and dns endpoints over TLS without sni",
+        "kind: Upstream\nname: u\nendpoints: [{ address: 10.0.0.1:443 }]\ndns: { name: users.internal, port: 443 }\ntls: { caFile: /etc/ca.pem }\n",
+        &[(5, 6, "both static and DNS endpoints needs `tls.sni`")],
+    ),
+    (
         "dns SRV over TLS without sni",
         "kind: Upstream\nname: u\ndns: { name: _https._tcp.users.internal, type: SRV }\ntls: { caFile: /etc/ca.pem }\n",
         &[(4, 6, "needs `tls.sni`")],

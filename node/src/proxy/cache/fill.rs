@@ -44,7 +44,7 @@ pub fn store(
     if state.head || declared.is_some_and(|n| n > policy.max_object_bytes.min(guard.cache.max_bytes / 8)) {
         return (body, false);
     }
-    if let Some(len) = declared {
+    if let Some(len) = declared.filter(|n| guard.cache.reserve_detached(2 * n)) {
         return (detached(body, entry, guard, len), true);
     }
     // Never more than the store would take (an eighth of it).
@@ -147,45 +147,65 @@ pub fn refresh(stale: &Entry, h: &HeaderMap, rule: Option<&RuleRuntime>) -> Opti
     })
 }
 
-/// How long a detached fill may take to read its body.
+/// How long a detached fill goes on once its client has gone.
 const FILL_LIMIT: Duration = Duration::from_secs(60);
 
 /// An answer of known length within the bound, read by a task of its own: the entry is
 /// stored (and the requests waiting for it answered) as soon as the upstream has sent it,
-/// however slowly this client reads, and even if it goes away. The client's copy waits in
-/// memory meanwhile, at most `len` bytes, which the bound keeps within an eighth of the
-/// cache.
+/// however slowly this client reads, and even if it goes away (for at most `FILL_LIMIT`
+/// more). Memory: the copy being stored and the client's copy waiting for it, at most
+/// `2 × len`, counted against the cache's budget for detached fills (`reserve_detached`);
+/// a fill over the budget streams at the client's pace instead (`Tee`).
 fn detached(mut body: RespBody, mut entry: Entry, guard: FillGuard, len: u64) -> RespBody {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Result<Frame<Bytes>, BoxError>>();
     tokio::spawn(async move {
-        let fill = async {
-            let mut buf = BytesMut::with_capacity(len as usize);
-            let mut whole = true;
-            while let Some(frame) = body.frame().await {
-                let frame = match frame {
-                    Ok(f) => f,
-                    Err(e) => {
-                        let _ = tx.send(Err(e));
-                        return None;
-                    }
-                };
-                match frame.data_ref() {
-                    Some(d) => buf.extend_from_slice(d),
-                    // Trailers are not stored: an answer with them is not cached.
-                    None => whole = false,
+        let _budget = DetachedBytes::new(&guard.cache, 2 * len);
+        let mut buf = BytesMut::with_capacity(len as usize);
+        let mut whole = true;
+        let mut gone: Option<Instant> = None;
+        while let Some(frame) = body.frame().await {
+            let frame = match frame {
+                Ok(f) => f,
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
                 }
-                // The client may have gone: the fill goes on for the requests waiting.
-                let _ = tx.send(Ok(frame));
+            };
+            match frame.data_ref() {
+                Some(d) => buf.extend_from_slice(d),
+                // Trailers are not stored: an answer with them is not cached.
+                None => whole = false,
             }
-            (whole && buf.len() as u64 == len).then(|| buf.freeze())
-        };
-        if let Ok(Some(b)) = tokio::time::timeout(FILL_LIMIT, fill).await {
-            entry.body = b;
+            // The client may have gone: the fill goes on, for a while, for those waiting.
+            if tx.send(Ok(frame)).is_err() && gone.get_or_insert_with(Instant::now).elapsed() > FILL_LIMIT {
+                return;
+            }
+        }
+        if whole && buf.len() as u64 == len {
+            entry.body = buf.freeze();
             guard.cache.insert(&guard, entry);
         }
     });
     let stream = tokio_stream::wrappers::UnboundedReceiverStream::new(rx);
     RespBody::Transformed(UnsyncBoxBody::new(http_body_util::StreamBody::new(stream)))
+}
+
+/// Bytes reserved for a detached fill, given back when it ends.
+struct DetachedBytes {
+    cache: Arc<ResponseCache>,
+    n: u64,
+}
+
+impl DetachedBytes {
+    fn new(cache: &Arc<ResponseCache>, n: u64) -> Self {
+        DetachedBytes { cache: cache.clone(), n }
+    }
+}
+
+impl Drop for DetachedBytes {
+    fn drop(&mut self) {
+        self.cache.release_detached(self.n);
+    }
 }
 
 /// Streams the answer to the client and collects it; stores it once it ended whole and

@@ -109,8 +109,8 @@ pub async fn lookup(
 
 /// Phase `route`: an unsafe request (POST, PUT, DELETE, …) on any route names its target,
 /// whose stored answers go when it succeeds (RFC 9111 §4.4; see `invalidate`).
-pub fn target(cache: &ResponseCache, method: &Method, route: &Routed<'_>) -> Option<u64> {
-    (!method.is_safe() && cache.in_use()).then(|| state::family(&route.host, &route.path))
+pub fn target(method: &Method, route: &Routed<'_>) -> Option<u64> {
+    (!method.is_safe()).then(|| state::family(&route.host, &route.path))
 }
 
 /// Phase `response_filter`: a 2xx or 3xx answer to an unsafe request removes the stored

@@ -123,8 +123,8 @@ pub struct ResponseCache {
     /// request's success can remove every variant of its target (RFC 9111 §4.4). Keys of
     /// entries evicted since are dropped by a sweep when the index has doubled.
     families: Mutex<Families>,
-    /// Something was stored once: until then unsafe requests need not compute a family.
-    used: AtomicBool,
+    /// Bytes held by detached fills (`fill::detached`), at most `max_bytes / 4`.
+    detached: AtomicU64,
     /// Bumped by every purge: a fill that began before one is not stored.
     epoch: AtomicU64,
     pub max_bytes: u64,
@@ -143,8 +143,8 @@ impl ResponseCache {
         ResponseCache {
             store: quick_cache::sync::Cache::with_weighter(items, max_bytes.max(1), Weight),
             filling: Mutex::default(),
-            families: Mutex::new(Families { keys: HashMap::new(), sweep_at: 1024 }),
-            used: AtomicBool::new(false),
+            families: Mutex::new(Families { keys: HashMap::new(), total: 0, sweep_at: 1024 }),
+            detached: AtomicU64::new(0),
             epoch: AtomicU64::new(0),
             max_bytes,
         }
@@ -158,36 +158,43 @@ impl ResponseCache {
     /// Stores the answer `guard`'s fill made, unless a purge or an invalidation of its
     /// target happened since the fill began.
     pub fn insert(&self, guard: &FillGuard, entry: Entry) {
-        if self.epoch.load(Ordering::Acquire) != guard.epoch
-            || guard.invalidated.load(Ordering::Acquire)
-            || entry.weight() > self.max_bytes / 8
-        {
+        if self.epoch.load(Ordering::Acquire) != guard.epoch || entry.weight() > self.max_bytes / 8 {
             return;
         }
         {
-            // Stored and indexed under one lock, so an invalidation sees both or neither.
+            // Checked, stored and indexed under one lock, so an invalidation comes wholly
+            // before (the fill is marked) or wholly after (the entry is indexed).
             let mut families = self.families.lock().unwrap_or_else(|p| p.into_inner());
+            if guard.invalidated.load(Ordering::Acquire) {
+                return;
+            }
             self.store.insert(guard.key, Arc::new(entry));
             families.add(guard.family, guard.key, &self.store);
         }
-        self.used.store(true, Ordering::Relaxed);
         self.publish_usage();
     }
 
-    /// Whether anything was ever stored.
-    pub fn in_use(&self) -> bool {
-        self.used.load(Ordering::Relaxed)
+    /// Reserves `n` bytes for a detached fill; false when that would pass the budget.
+    pub fn reserve_detached(&self, n: u64) -> bool {
+        let budget = self.max_bytes / 4;
+        self.detached.fetch_update(Ordering::AcqRel, Ordering::Acquire, |d| (d + n <= budget).then_some(d + n)).is_ok()
+    }
+
+    pub fn release_detached(&self, n: u64) {
+        self.detached.fetch_sub(n, Ordering::AcqRel);
     }
 
     /// An unsafe request to `family`'s target succeeded: its stored answers (every variant)
     /// go, and fills of it under way are not stored. Returns how many entries went.
     pub fn invalidate(&self, family: u64) -> usize {
+        let mut families = self.families.lock().unwrap_or_else(|p| p.into_inner());
         for f in self.filling.lock().unwrap_or_else(|p| p.into_inner()).values() {
             if f.family == family {
                 f.invalidated.store(true, Ordering::Release);
             }
         }
-        let keys = self.families.lock().unwrap_or_else(|p| p.into_inner()).keys.remove(&family).unwrap_or_default();
+        let keys = families.remove(family);
+        drop(families);
         let removed = keys.iter().filter(|k| self.store.remove(*k).is_some()).count();
         if removed > 0 {
             metrics::counter!("raftgate_cache_invalidated_total").increment(removed as u64);
@@ -255,24 +262,32 @@ struct Filling {
 /// Stored keys per target.
 #[derive(Debug)]
 struct Families {
-    keys: HashMap<u64, Vec<u128>>,
-    /// Targets indexed past which the index drops the keys no longer stored.
+    keys: HashMap<u64, std::collections::HashSet<u128>>,
+    /// Keys indexed, in all families.
+    total: usize,
+    /// Keys indexed past which the index drops those no longer stored.
     sweep_at: usize,
 }
 
 impl Families {
     fn add(&mut self, family: u64, key: u128, store: &quick_cache::sync::Cache<u128, Arc<Entry>, Weight>) {
-        let keys = self.keys.entry(family).or_default();
-        if !keys.contains(&key) {
-            keys.push(key);
+        if self.keys.entry(family).or_default().insert(key) {
+            self.total += 1;
         }
-        if self.keys.len() >= self.sweep_at {
+        if self.total >= self.sweep_at {
             self.keys.retain(|_, keys| {
                 keys.retain(|k| store.peek(k).is_some());
                 !keys.is_empty()
             });
-            self.sweep_at = (self.keys.len() * 2).max(1024);
+            self.total = self.keys.values().map(|k| k.len()).sum();
+            self.sweep_at = (self.total * 2).max(1024);
         }
+    }
+
+    fn remove(&mut self, family: u64) -> Vec<u128> {
+        let keys: Vec<u128> = self.keys.remove(&family).map(|k| k.into_iter().collect()).unwrap_or_default();
+        self.total -= keys.len();
+        keys
     }
 }
 
