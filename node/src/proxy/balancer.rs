@@ -124,13 +124,19 @@ pub struct Ring {
     points: Vec<(u64, usize)>,
 }
 
-const POINTS_PER_WEIGHT: u32 = 160;
+const POINTS_PER_WEIGHT: u64 = 160;
+/// The most points a ring holds (16 bytes each: 2.5 MiB), whatever the endpoints' count
+/// and weights (1,000 endpoints of weight 1,000 would otherwise make 16 million). Past
+/// it, points are shared out in proportion to weight, at least one per endpoint.
+const MAX_POINTS: u64 = 160_000;
 
 impl Ring {
     pub fn new(endpoints: &[(&str, u32)]) -> Self {
+        let total: u64 = endpoints.iter().map(|(_, w)| u64::from(*w)).sum::<u64>().max(1);
         let mut points = Vec::new();
         for (i, (addr, weight)) in endpoints.iter().enumerate() {
-            let count = (POINTS_PER_WEIGHT * weight).min(16_000);
+            let w = u64::from(*weight);
+            let count = (POINTS_PER_WEIGHT * w).min((w * MAX_POINTS / total).max(1));
             for v in 0..count {
                 points.push((hash(format!("{addr}#{v}").as_bytes()), i));
             }
@@ -202,6 +208,23 @@ mod tests {
         h.insert("x-user", "alice".parse().unwrap());
         let first = b.pick(&[1; 10], idle, &ctx(&h));
         assert!((0..20).all(|_| b.pick(&[1; 10], idle, &ctx(&h)) == first));
+    }
+
+    #[test]
+    fn rings_stay_bounded_and_follow_weights() {
+        let names: Vec<String> = (0..1_000).map(|i| format!("10.0.{}.{}:80", i / 256, i % 256)).collect();
+        let heavy: Vec<(&str, u32)> = names.iter().map(|n| (n.as_str(), 1_000)).collect();
+        let ring = Ring::new(&heavy);
+        assert!(ring.points.len() <= MAX_POINTS as usize + 1_000, "{}", ring.points.len());
+        // Small sets keep 160 points per unit of weight, so their keys do not move.
+        let few: Vec<(&str, u32)> = names[..10].iter().map(|n| (n.as_str(), 2)).collect();
+        assert_eq!(Ring::new(&few).points.len(), 10 * 2 * 160);
+        // A bounded ring still shares keys by weight: 3:1.
+        let mixed: Vec<(&str, u32)> =
+            names.iter().enumerate().map(|(i, n)| (n.as_str(), if i < 500 { 900 } else { 300 })).collect();
+        let ring = Ring::new(&mixed);
+        let first_half = (0..40_000u32).filter(|k| ring.get(hash(&k.to_be_bytes())) < 500).count();
+        assert!((28_500..31_500).contains(&first_half), "{first_half}");
     }
 
     #[test]
