@@ -110,7 +110,7 @@ async fn run(upstream: Weak<Upstream>) {
                 dns.record(|s| {
                     s.result = "ok";
                     s.error.clear();
-                    s.last_ok_ms = unix_ms();
+                    s.last_ok = Some(std::time::Instant::now());
                     s.failures = 0;
                 });
                 count_resolution(&up.spec.name, "ok");
@@ -142,10 +142,6 @@ async fn run(upstream: Weak<Upstream>) {
 fn count_resolution(upstream: &str, result: &'static str) {
     metrics::counter!("raftgate_dns_resolutions_total", "upstream" => upstream.to_string(), "result" => result)
         .increment(1);
-}
-
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 #[derive(Debug)]

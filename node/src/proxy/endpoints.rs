@@ -168,8 +168,8 @@ pub struct DnsStatus {
     pub result: &'static str,
     /// Why the last resolution failed; empty after a good one.
     pub error: String,
-    /// Unix milliseconds of the last good resolution; 0 when none yet.
-    pub last_ok_ms: u64,
+    /// When the last good resolution was; `None` before the first.
+    pub last_ok: Option<std::time::Instant>,
     /// Resolutions that failed in a row.
     pub failures: u32,
 }

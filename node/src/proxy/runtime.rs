@@ -512,13 +512,11 @@ impl UpstreamView {
             .collect();
         let dns = u.dns.as_ref().map(|d| {
             let s = d.status();
-            let wall =
-                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |t| t.as_millis() as u64);
             DnsView {
                 name: d.spec.name.clone(),
                 result: s.result,
                 error: s.error,
-                last_ok_ago_ms: if s.last_ok_ms == 0 { 0 } else { wall.saturating_sub(s.last_ok_ms) },
+                last_ok_ago_ms: s.last_ok.map_or(0, |t| t.elapsed().as_millis() as u64),
                 failures: s.failures,
             }
         });

@@ -68,24 +68,34 @@ pub(super) fn valid_hostname(h: &str, allow_wildcard: bool) -> Result<String, St
     if lower.len() > 253 {
         return Err("it is longer than 253 characters".into());
     }
-    for label in rest.split('.') {
+    if rest.split('.').any(|l| l == "*") {
+        return Err("`*` is only allowed as the whole first label (`*.example.com`)".into());
+    }
+    check_labels(rest, false)?;
+    Ok(lower)
+}
+
+/// The labels of a DNS name: 1–63 letters, digits and inner `-`, and with `underscore` a
+/// leading `_` (as in SRV names).
+fn check_labels(name: &str, underscore: bool) -> Result<(), String> {
+    for label in name.split('.') {
         if label.is_empty() {
             return Err("it has an empty label (two dots in a row, or a dot at an end)".into());
         }
         if label.len() > 63 {
             return Err("a label is longer than 63 characters".into());
         }
-        if label == "*" {
-            return Err("`*` is only allowed as the whole first label (`*.example.com`)".into());
-        }
-        if !label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            || label.starts_with('-')
-            || label.ends_with('-')
+        let inner = if underscore { label.strip_prefix('_').unwrap_or(label) } else { label };
+        if inner.is_empty()
+            || !inner.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            || inner.starts_with('-')
+            || inner.ends_with('-')
         {
-            return Err(format!("label `{label}` may only hold letters, digits and inner `-`"));
+            let also = if underscore { " (and a leading `_`)" } else { "" };
+            return Err(format!("label `{label}` may only hold letters, digits and inner `-`{also}"));
         }
     }
-    Ok(lower)
+    Ok(())
 }
 
 /// A name to look up in DNS (lower-cased, no trailing dot): like a host name, but labels
@@ -100,23 +110,7 @@ pub(super) fn valid_dns_name(name: &str) -> Result<(), String> {
     if name.len() > 253 {
         return Err("it is longer than 253 characters".into());
     }
-    for label in name.split('.') {
-        if label.is_empty() {
-            return Err("it has an empty label (two dots in a row, or a dot at the start)".into());
-        }
-        if label.len() > 63 {
-            return Err("a label is longer than 63 characters".into());
-        }
-        let inner = label.strip_prefix('_').unwrap_or(label);
-        if inner.is_empty()
-            || !inner.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            || inner.starts_with('-')
-            || inner.ends_with('-')
-        {
-            return Err(format!("label `{label}` may only hold letters, digits and inner `-` (and a leading `_`)"));
-        }
-    }
-    Ok(())
+    check_labels(name, true)
 }
 
 /// `host:port` for an endpoint. Returns it in canonical form (lower-case host).
